@@ -1,0 +1,65 @@
+"""Entry point: build the settings, install signal handlers, run the service until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from otlp_stats.config import ConfigError, Settings, describe, load_settings
+from otlp_stats.service import Service
+from otlp_stats.telemetry import configure_logging
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings(sys.argv[1:] if argv is None else argv)
+    except ConfigError as error:
+        print(f"otlp-stats: invalid configuration: {error}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    configure_logging(settings.log_format, settings.log_level)
+    return asyncio.run(serve(settings))
+
+
+async def serve(settings: Settings) -> int:
+    log = structlog.get_logger("otlp_stats")
+    log.info("starting", **describe(settings))
+    stop_requested = asyncio.Event()
+    _install_signal_handlers(stop_requested)
+    service = Service(settings)
+    try:
+        await service.start()
+    except (OSError, RuntimeError) as error:
+        log.error("start_failed", error=str(error))
+        await service.stop()
+        return EXIT_FAILED
+    await stop_requested.wait()
+    log.info("shutdown_requested")
+    drained = await service.stop()
+    return EXIT_OK if drained else EXIT_FAILED
+
+
+def _install_signal_handlers(stop_requested: asyncio.Event) -> None:
+    """First SIGTERM/SIGINT asks for a graceful stop; a second one exits at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop_requested.is_set():
+            structlog.get_logger("otlp_stats").warning("forced_exit", signal=signum)
+            os._exit(128 + signum)
+        stop_requested.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""The one typed Settings object, built once at start from flags, environment and `.env`.
+
+Precedence: command-line flag > `OTLP_STATS_<NAME>` environment variable > `.env` file in the
+working directory > default. Only this module reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from dotenv import dotenv_values
+
+ENV_PREFIX = "OTLP_STATS_"
+MiB = 1024 * 1024
+
+ReportFormat = Literal["text", "json"]
+LogFormat = Literal["console", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    attribute_key: str = "service.name"
+    window: float = 10.0
+    report_format: ReportFormat = "text"
+    grpc_listen: ListenAddress = ListenAddress("0.0.0.0", 4317)
+    admin_listen: ListenAddress = ListenAddress("0.0.0.0", 9464)
+    workers: int = 2
+    queue_size: int = 512
+    queue_max_bytes: int = 256 * MiB
+    max_recv_size: int = 64 * MiB
+    log_format: LogFormat = "console"
+    log_level: LogLevel = "info"
+    missing_label: str = "unknown"
+    metrics_top_values: int = 100
+    retry_delay: float = 1.0
+    shutdown_grace: float = 15.0
+
+
+@dataclass(frozen=True)
+class _Option:
+    """How one setting is spelled on the command line and parsed from text."""
+
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+_KEY_PATTERN = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}$")
+
+
+def _parse_key(text: str) -> str:
+    if not _KEY_PATTERN.match(text):
+        raise ValueError("must be 1-255 printable characters without whitespace")
+    return text
+
+
+def _parse_positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _parse_non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be zero or a positive number")
+    return value
+
+
+def _parse_positive_int(text: str) -> int:
+    value = int(text, 10)
+    if value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+_SIZE_SUFFIXES = {"": 1, "b": 1, "kib": 1024, "k": 1024, "mib": MiB, "m": MiB, "gib": 1024 * MiB}
+
+
+def _parse_size(text: str) -> int:
+    """Bytes, with an optional KiB/MiB/GiB suffix ("64MiB", "1048576")."""
+    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _SIZE_SUFFIXES:
+        raise ValueError("must be a byte count such as 67108864 or 64MiB")
+    value = int(match.group(1)) * _SIZE_SUFFIXES[match.group(2).lower()]
+    if value < 1:
+        raise ValueError("must be at least 1 byte")
+    return value
+
+
+def parse_listen_address(text: str) -> ListenAddress:
+    """Parse `host:port` or `[v6-host]:port`; port 0 asks the OS for a free port."""
+    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^\s:\[\]]+):(\d{1,5})", text.strip())
+    if not match:
+        raise ValueError("must be host:port, for example 0.0.0.0:4317 or [::]:4317")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if port > 65535:
+        raise ValueError("port must be between 0 and 65535")
+    return ListenAddress(host, port)
+
+
+def _parse_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        lowered = text.strip().lower()
+        if lowered not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return lowered
+
+    return parse
+
+
+def _parse_label(text: str) -> str:
+    if not text or len(text) > 255:
+        raise ValueError("must be 1-255 characters")
+    return text
+
+
+_OPTIONS: tuple[_Option, ...] = (
+    _Option("attribute_key", _parse_key, "attribute key to count by"),
+    _Option("window", _parse_positive_float, "window length in seconds"),
+    _Option(
+        "report_format", _parse_choice(("text", "json")), "stdout report format", ("text", "json")
+    ),
+    _Option("grpc_listen", parse_listen_address, "OTLP/gRPC listen address"),
+    _Option("admin_listen", parse_listen_address, "/metrics and health listen address"),
+    _Option("workers", _parse_positive_int, "worker tasks resolving requests"),
+    _Option("queue_size", _parse_positive_int, "most requests queued or in work"),
+    _Option("queue_max_bytes", _parse_size, "most request bytes queued or in work"),
+    _Option("max_recv_size", _parse_size, "largest accepted request, bytes"),
+    _Option(
+        "log_format", _parse_choice(("console", "json")), "stderr log format", ("console", "json")
+    ),
+    _Option(
+        "log_level",
+        _parse_choice(("debug", "info", "warning", "error")),
+        "stderr log level",
+        ("debug", "info", "warning", "error"),
+    ),
+    _Option("missing_label", _parse_label, "label of records without the attribute"),
+    _Option("metrics_top_values", _parse_positive_int, "values exported per-value in /metrics"),
+    _Option("retry_delay", _parse_non_negative_float, "retry delay told to throttled senders, s"),
+    _Option("shutdown_grace", _parse_positive_float, "longest drain on shutdown, seconds"),
+)
+
+
+def setting_names() -> list[str]:
+    """Every setting's name, in the order `.env.example` and the README list them."""
+    return [option.name for option in _OPTIONS]
+
+
+def default_settings() -> Settings:
+    return Settings()
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otlp-stats",
+        description="Count distinct log messages per attribute value in tumbling windows.",
+        epilog=f"Every flag can also be set as {ENV_PREFIX}<NAME> in the environment or .env.",
+    )
+    defaults = Settings()
+    for option in _OPTIONS:
+        default = getattr(defaults, option.name)
+        parser.add_argument(
+            _flag(option.name),
+            dest=option.name,
+            default=None,
+            metavar=option.name.upper(),
+            help=f"{option.help} (default: {default})",
+        )
+    parser.add_argument(
+        "--env-file", default=".env", help="dotenv file read for settings (default: .env)"
+    )
+    return parser
+
+
+def load_settings(
+    argv: Sequence[str],
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Build Settings from flags, environment and `.env`; raise ConfigError on a bad value.
+
+    argparse's own usage errors (unknown flag) exit with status 2, as bad values do.
+    """
+    environ = os.environ if environ is None else environ
+    args = _build_parser().parse_args(list(argv))
+    env_file = Path(args.env_file)
+    if not env_file.is_absolute():
+        env_file = (cwd or Path.cwd()) / env_file
+    dotenv = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+
+    values: dict[str, Any] = {}
+    for option in _OPTIONS:
+        env_name = ENV_PREFIX + option.name.upper()
+        for source, raw in (
+            (_flag(option.name), getattr(args, option.name)),
+            (env_name, environ.get(env_name)),
+            (f"{env_name} in {env_file.name}", dotenv.get(env_name)),
+        ):
+            if raw is None:
+                continue
+            try:
+                values[option.name] = option.parse(raw)
+            except ValueError as error:
+                raise ConfigError(f"{source}={raw!r}: {error}") from None
+            break
+    _reject_unknown_env(dotenv, env_file.name)
+    settings = Settings(**values)
+    _validate_together(settings)
+    return settings
+
+
+def _reject_unknown_env(dotenv: Mapping[str, str], source: str) -> None:
+    """A misspelt setting in .env would otherwise be ignored without a word."""
+    known = {ENV_PREFIX + name.upper() for name in setting_names()}
+    unknown = sorted(k for k in dotenv if k.startswith(ENV_PREFIX) and k not in known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {source}: {', '.join(unknown)}")
+
+
+def _validate_together(settings: Settings) -> None:
+    if settings.grpc_listen == settings.admin_listen and settings.grpc_listen.port != 0:
+        raise ConfigError("grpc_listen and admin_listen must differ")
+
+
+def describe(settings: Settings) -> dict[str, object]:
+    """Settings as plain values, for the start-up log line."""
+    return {f.name: str(getattr(settings, f.name)) for f in fields(settings)}

@@ -1,0 +1,43 @@
+"""What can go wrong with an Export, in transport-neutral terms.
+
+Inner code raises these; each transport edge maps them to its status codes in one table.
+"""
+
+from __future__ import annotations
+
+
+class ExportRefused(Exception):
+    """Base of every refusal; `reason` labels the refusal metric."""
+
+    reason = "refused"
+    retryable = False
+
+
+class MalformedRequest(ExportRefused):
+    reason = "malformed"
+
+
+class RequestTooLarge(ExportRefused):
+    reason = "too_large"
+
+
+class Overloaded(ExportRefused):
+    """The queue is full: the sender should retry after `retry_delay` seconds."""
+
+    retryable = True
+
+    def __init__(self, reason: str, retry_delay: float) -> None:
+        super().__init__(f"server overloaded ({reason}); retry after {retry_delay:g}s")
+        self.reason = reason
+        self.retry_delay = retry_delay
+
+
+class ShuttingDown(ExportRefused):
+    """Not serving (starting or draining): the sender should retry, here later or elsewhere."""
+
+    reason = "not_serving"
+    retryable = True
+
+    def __init__(self, retry_delay: float) -> None:
+        super().__init__("server is not accepting requests (starting or shutting down)")
+        self.retry_delay = retry_delay

@@ -1,0 +1,103 @@
+"""The transport-neutral front of the pipeline: stamp arrival, check, decode, admit.
+
+Both front doors call `Intake.accept`; it either puts the request on the queue or raises an
+ExportRefused. It does no counting. Nothing awaits between stamping the arrival time and
+admitting the request, so a window can never close while one of its requests is half-admitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from otlp_stats.clock import Clock
+from otlp_stats.errors import (
+    ExportRefused,
+    MalformedRequest,
+    Overloaded,
+    RequestTooLarge,
+    ShuttingDown,
+)
+from otlp_stats.health import Health
+from otlp_stats.queue import QueuedRequest, QueueFull, RequestQueue
+from otlp_stats.telemetry import Metrics, RateLimitedLog
+
+Decoder = Callable[[bytes], ExportLogsServiceRequest]
+
+
+class Intake:
+    def __init__(
+        self,
+        queue: RequestQueue,
+        health: Health,
+        clock: Clock,
+        metrics: Metrics,
+        max_request_size: int,
+        retry_delay: float,
+        refusal_log: RateLimitedLog,
+    ) -> None:
+        self._queue = queue
+        self._health = health
+        self._clock = clock
+        self._metrics = metrics
+        self._max_request_size = max_request_size
+        self._retry_delay = retry_delay
+        self._refusal_log = refusal_log
+
+    def accept(self, payload: bytes, transport: str, decoder: Decoder | None = None) -> int:
+        """Admit one serialized ExportLogsServiceRequest; return its record count.
+
+        Raises an ExportRefused, already counted in metrics and logged (rate-limited), for the
+        edge to translate into its transport's status.
+        """
+        self._metrics.export_requests.labels(transport).inc()
+        try:
+            return self._accept(payload, transport, decoder or decode_request)
+        except ExportRefused as refusal:
+            self._metrics.requests_refused.labels(transport, refusal.reason).inc()
+            self._refusal_log.warning(
+                "export_refused", transport=transport, reason=refusal.reason, detail=str(refusal)
+            )
+            raise
+
+    def _accept(self, payload: bytes, transport: str, decoder: Decoder) -> int:
+        arrival = self._clock.now()
+        if not self._health.accepting:
+            raise ShuttingDown(self._retry_delay)
+        if len(payload) > self._max_request_size:
+            raise RequestTooLarge(
+                f"request of {len(payload)} bytes exceeds the limit of {self._max_request_size}"
+            )
+        request = decoder(payload)
+        return self._admit(request, len(payload), arrival, transport)
+
+    def _admit(
+        self, request: ExportLogsServiceRequest, size: int, arrival: float, transport: str
+    ) -> int:
+        records = count_records(request)
+        if records == 0:
+            # OTLP: an empty request is a success; there is nothing to queue.
+            return 0
+        try:
+            self._queue.put_nowait(QueuedRequest(arrival, size, records, transport, request))
+        except QueueFull as full:
+            raise Overloaded(full.reason, self._retry_delay) from None
+        self._metrics.records_accepted.labels(transport).inc(records)
+        return records
+
+
+def decode_request(payload: bytes) -> ExportLogsServiceRequest:
+    try:
+        return ExportLogsServiceRequest.FromString(payload)
+    except DecodeError as error:
+        raise MalformedRequest(f"cannot decode ExportLogsServiceRequest: {error}") from None
+
+
+def count_records(request: ExportLogsServiceRequest) -> int:
+    return sum(
+        len(scope_logs.log_records)
+        for resource_logs in request.resource_logs
+        for scope_logs in resource_logs.scope_logs
+    )

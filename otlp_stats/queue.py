@@ -1,0 +1,90 @@
+"""The bounded request queue between the Export handlers and the workers.
+
+Bounded by request count and by bytes, counted from admission until a worker has handed the
+request's counts to the aggregator, so in-work requests count against the limits too. It also
+knows the arrival time of the oldest unfinished request: a window may close only once nothing
+that arrived before its end is still in the queue or in a worker's hands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+FullReason = Literal["queue_requests", "queue_bytes"]
+
+
+class QueueFull(Exception):
+    def __init__(self, reason: FullReason) -> None:
+        super().__init__(f"request queue is full ({reason.removeprefix('queue_')})")
+        self.reason: FullReason = reason
+
+
+@dataclass(frozen=True, eq=False)
+class QueuedRequest:
+    arrival: float
+    size: int
+    records: int
+    transport: str
+    request: ExportLogsServiceRequest = field(repr=False)
+
+
+class RequestQueue:
+    def __init__(self, max_requests: int, max_bytes: int) -> None:
+        self.max_requests = max_requests
+        self.max_bytes = max_bytes
+        self._items: asyncio.Queue[QueuedRequest] = asyncio.Queue()
+        self._unfinished_requests = 0
+        self._unfinished_bytes = 0
+        self._arrivals: Counter[float] = Counter()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def depth(self) -> int:
+        """Requests admitted and not yet counted (waiting or in a worker)."""
+        return self._unfinished_requests
+
+    @property
+    def depth_bytes(self) -> int:
+        return self._unfinished_bytes
+
+    def put_nowait(self, item: QueuedRequest) -> None:
+        """Admit the request or raise QueueFull; never waits.
+
+        An empty queue admits any request, so a request larger than max_bytes (but within the
+        receive limit) is slow rather than refused forever.
+        """
+        if self._unfinished_requests >= self.max_requests:
+            raise QueueFull("queue_requests")
+        if self._unfinished_requests and self._unfinished_bytes + item.size > self.max_bytes:
+            raise QueueFull("queue_bytes")
+        self._unfinished_requests += 1
+        self._unfinished_bytes += item.size
+        self._arrivals[item.arrival] += 1
+        self._idle.clear()
+        self._items.put_nowait(item)
+
+    async def get(self) -> QueuedRequest:
+        return await self._items.get()
+
+    def done(self, item: QueuedRequest) -> None:
+        """The item's counts are in the aggregator (or it failed); release its capacity."""
+        self._unfinished_requests -= 1
+        self._unfinished_bytes -= item.size
+        self._arrivals[item.arrival] -= 1
+        if not self._arrivals[item.arrival]:
+            del self._arrivals[item.arrival]
+        if not self._unfinished_requests:
+            self._idle.set()
+
+    def oldest_arrival(self) -> float | None:
+        return min(self._arrivals) if self._arrivals else None
+
+    async def wait_idle(self) -> None:
+        """Return once every admitted request is done."""
+        await self._idle.wait()

@@ -1,0 +1,139 @@
+"""Prints each closed window to stdout, as text or as one JSON object per line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from otlp_stats.aggregator import Aggregator, ValueReport, WindowReport
+from otlp_stats.clock import Clock
+from otlp_stats.queue import RequestQueue
+from otlp_stats.telemetry import Metrics
+
+
+def format_timestamp(seconds: float) -> str:
+    """RFC 3339 in UTC; milliseconds only when the window boundary is not a whole second."""
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _value_label(entry: ValueReport, missing_label: str) -> str:
+    return missing_label if entry.value is None else entry.value
+
+
+def report_to_dict(report: WindowReport, attribute_key: str, missing_label: str) -> dict[str, Any]:
+    return {
+        "event": "window_report",
+        "attribute_key": attribute_key,
+        "window_start": format_timestamp(report.start),
+        "window_end": format_timestamp(report.end),
+        "partial": report.partial,
+        "records": report.records,
+        "distinct_messages": report.distinct_messages,
+        "values": [
+            {
+                "value": _value_label(entry, missing_label),
+                "missing": entry.missing,
+                "distinct_messages": entry.distinct_messages,
+                "records": entry.records,
+            }
+            for entry in report.values
+        ],
+    }
+
+
+def render_json(report: WindowReport, attribute_key: str, missing_label: str) -> str:
+    return json.dumps(
+        report_to_dict(report, attribute_key, missing_label),
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def render_text(report: WindowReport, attribute_key: str, missing_label: str) -> str:
+    title = f"window {format_timestamp(report.start)} .. {format_timestamp(report.end)}"
+    if report.partial:
+        title += " (partial)"
+    lines = [f"{title}  key={attribute_key}"]
+    labels = [_printable(_value_label(entry, missing_label)) for entry in report.values]
+    width = max([len(label) for label in labels] + [len("total")])
+    lines.append(f"  {'value':<{width}}  {'distinct':>10}  {'records':>10}")
+    for label, entry in zip(labels, report.values, strict=True):
+        lines.append(f"  {label:<{width}}  {entry.distinct_messages:>10}  {entry.records:>10}")
+    lines.append(f"  {'total':<{width}}  {report.distinct_messages:>10}  {report.records:>10}")
+    return "\n".join(lines) + "\n\n"
+
+
+def _printable(label: str) -> str:
+    """Keep one value on one line: a value with control characters is shown escaped."""
+    return label if label.isprintable() else json.dumps(label, ensure_ascii=False)
+
+
+class Reporter:
+    """Closes windows once their end has passed and nothing that arrived before it is pending.
+
+    The watermark is the earlier of now and the arrival time of the oldest request still queued
+    or in a worker's hands, so a window is printed only once all its records are counted.
+    """
+
+    def __init__(
+        self,
+        aggregator: Aggregator,
+        queue: RequestQueue,
+        clock: Clock,
+        out: TextIO,
+        metrics: Metrics,
+        attribute_key: str,
+        missing_label: str,
+        report_format: str,
+        tick: float = 0.1,
+    ) -> None:
+        self._aggregator = aggregator
+        self._queue = queue
+        self._clock = clock
+        self._out = out
+        self._metrics = metrics
+        self._attribute_key = attribute_key
+        self._missing_label = missing_label
+        self._render = render_json if report_format == "json" else render_text
+        self._tick = tick
+        self._task: asyncio.Task[None] | None = None
+        self.last_report: WindowReport | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="reporter")
+
+    async def stop(self) -> None:
+        """Stop the loop, then print every window left, the current one marked partial."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+        for report in self._aggregator.close_all(self._clock.now()):
+            self.publish(report)
+
+    async def _run(self) -> None:
+        while True:
+            await self._clock.sleep(self._tick)
+            self.publish_closed()
+
+    def publish_closed(self) -> None:
+        watermark = self._clock.now()
+        oldest = self._queue.oldest_arrival()
+        if oldest is not None:
+            watermark = min(watermark, oldest)
+        for report in self._aggregator.close_until(watermark):
+            self.publish(report)
+
+    def publish(self, report: WindowReport) -> None:
+        self._out.write(self._render(report, self._attribute_key, self._missing_label))
+        if self._render is render_json:
+            self._out.write("\n")
+        self._out.flush()
+        self.last_report = report
+        self._metrics.windows_reported.labels("true" if report.partial else "false").inc()

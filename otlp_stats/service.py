@@ -1,0 +1,151 @@
+"""Wires the pipeline together; starts downstream first and stops upstream first."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any, TextIO
+
+import grpc
+import structlog
+from prometheus_client import CollectorRegistry
+
+from otlp_stats.admin import HttpSite, build_admin_app
+from otlp_stats.aggregator import Aggregator
+from otlp_stats.clock import Clock, SystemClock
+from otlp_stats.config import Settings
+from otlp_stats.health import Health, HealthState
+from otlp_stats.intake import Intake
+from otlp_stats.queue import RequestQueue
+from otlp_stats.receiver import LogsReceiver, logs_service_handler
+from otlp_stats.reporter import Reporter
+from otlp_stats.telemetry import Metrics, RateLimitedLog, StateCollector
+from otlp_stats.workers import WorkerPool
+
+# In-flight Export handlers never await, so they finish at once; this only bounds the wait.
+_GRPC_STOP_GRACE = 1.0
+
+
+class Service:
+    """receiver -> intake -> queue -> workers -> aggregator -> reporter, plus the admin port."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        out: TextIO | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.log: Any = structlog.get_logger("otlp_stats")
+        self.health = Health()
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.queue = RequestQueue(settings.queue_size, settings.queue_max_bytes)
+        self.aggregator = Aggregator(settings.window, self.clock.now())
+        self.reporter = Reporter(
+            self.aggregator,
+            self.queue,
+            self.clock,
+            out or sys.stdout,
+            self.metrics,
+            settings.attribute_key,
+            settings.missing_label,
+            settings.report_format,
+        )
+        self.workers = WorkerPool(
+            self.queue,
+            self.aggregator.add,
+            settings.attribute_key,
+            settings.workers,
+            self.metrics,
+            self.log,
+        )
+        self.intake = Intake(
+            self.queue,
+            self.health,
+            self.clock,
+            self.metrics,
+            settings.max_recv_size,
+            settings.retry_delay,
+            RateLimitedLog(self.log),
+        )
+        self.registry.register(
+            StateCollector(
+                self.queue,
+                self.health,
+                lambda: self.reporter.last_report,
+                lambda: self.aggregator.late_records,
+                settings.missing_label,
+                settings.metrics_top_values,
+            )
+        )
+        self.admin = HttpSite(build_admin_app(self.registry, self.health), settings.admin_listen)
+        self._grpc: grpc.aio.Server | None = None
+        self.grpc_port = 0
+
+    async def start(self) -> None:
+        """Admin first (probes see "starting"), then the pipeline from its end to its front."""
+        await self.admin.start()
+        await self.reporter.start()
+        await self.workers.start()
+        self._grpc = self._build_grpc_server()
+        self.grpc_port = self._grpc.add_insecure_port(str(self.settings.grpc_listen))
+        await self._grpc.start()
+        self.health.move_to(HealthState.SERVING)
+        self.log.info(
+            "serving",
+            grpc_port=self.grpc_port,
+            admin_port=self.admin.port,
+            grpc_tls=False,
+            admin_tls=False,
+            attribute_key=self.settings.attribute_key,
+            window_seconds=self.settings.window,
+        )
+
+    def _build_grpc_server(self) -> grpc.aio.Server:
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", self.settings.max_recv_size),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        server.add_generic_rpc_handlers(
+            (logs_service_handler(LogsReceiver(self.intake, self.metrics)),)
+        )
+        return server
+
+    async def stop(self) -> bool:
+        """Refuse new Exports, drain what was acknowledged, print the last windows.
+
+        Returns False if the queue could not be drained within the shutdown grace, in which case
+        the records still queued were acknowledged but not counted (and are logged as such).
+        """
+        if self.health.state is HealthState.STOPPED:
+            return True
+        deadline = time.monotonic() + self.settings.shutdown_grace
+        self.health.move_to(HealthState.DRAINING)
+        self.log.info("draining", queued_requests=self.queue.depth)
+        drained = await self._drain(deadline)
+        if self._grpc is not None:
+            await self._grpc.stop(_GRPC_STOP_GRACE)
+        await self.workers.stop()
+        await self.reporter.stop()
+        self.health.move_to(HealthState.STOPPED)
+        await self.admin.stop()
+        self.log.info("stopped", drained=drained)
+        return drained
+
+    async def _drain(self, deadline: float) -> bool:
+        try:
+            await asyncio.wait_for(self.queue.wait_idle(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            self.log.error(
+                "drain_timeout",
+                queued_requests=self.queue.depth,
+                grace_seconds=self.settings.shutdown_grace,
+            )
+            return False
+        return True
