@@ -1,0 +1,129 @@
+"""Windowing and counting in the single-owner aggregator."""
+
+from __future__ import annotations
+
+from otlp_stats.aggregator import Aggregator, ValueReport, ValueTally
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a multiple of every window used here
+
+
+def tally(records: int, *messages: int) -> ValueTally:
+    return ValueTally(records, set(messages))
+
+
+def test_windows_are_aligned_to_the_epoch_not_to_the_start() -> None:
+    aggregator = Aggregator(10, start_time=T0 + 7.3)
+    aggregator.add(T0 + 8, {"a": tally(1, 1)})
+    [report] = aggregator.close_until(T0 + 10)
+    assert (report.start, report.end) == (T0, T0 + 10)
+    assert report.values == (ValueReport("a", 1, 1),)
+
+
+def test_window_end_is_exclusive() -> None:
+    aggregator = Aggregator(10, start_time=T0)
+    aggregator.add(T0 + 9.999, {"a": tally(1, 1)})
+    aggregator.add(T0 + 10, {"a": tally(1, 2)})
+    first, second = aggregator.close_until(T0 + 20)
+    assert first.records == 1 and second.records == 1
+    assert second.start == T0 + 10
+
+
+def test_window_does_not_close_before_its_end() -> None:
+    aggregator = Aggregator(10, start_time=T0)
+    assert aggregator.close_until(T0 + 9.99) == []
+    assert len(aggregator.close_until(T0 + 10)) == 1
+
+
+def test_empty_windows_are_reported_as_heartbeats() -> None:
+    aggregator = Aggregator(5, start_time=T0)
+    reports = aggregator.close_until(T0 + 15)
+    assert [(r.start, r.records, r.values) for r in reports] == [
+        (T0, 0, ()),
+        (T0 + 5, 0, ()),
+        (T0 + 10, 0, ()),
+    ]
+
+
+def test_each_window_is_reported_once() -> None:
+    aggregator = Aggregator(10, start_time=T0)
+    assert len(aggregator.close_until(T0 + 10)) == 1
+    assert aggregator.close_until(T0 + 10) == []
+    assert aggregator.close_until(T0 + 19) == []
+
+
+def test_distinct_messages_merge_across_batches_records_add_up() -> None:
+    aggregator = Aggregator(10, start_time=T0)
+    aggregator.add(T0 + 1, {"a": tally(2, 1, 2)})
+    aggregator.add(T0 + 2, {"a": tally(3, 2, 3), "b": tally(1, 1)})
+    [report] = aggregator.close_until(T0 + 10)
+    assert report.values == (ValueReport("a", 3, 5), ValueReport("b", 1, 1))
+    assert report.records == 6
+    assert report.distinct_messages == 3  # union over values, not the sum
+
+
+def test_same_message_in_two_windows_counts_in_each() -> None:
+    aggregator = Aggregator(10, start_time=T0)
+    aggregator.add(T0 + 1, {"a": tally(1, 7)})
+    aggregator.add(T0 + 11, {"a": tally(1, 7)})
+    first, second = aggregator.close_until(T0 + 20)
+    assert first.values[0].distinct_messages == second.values[0].distinct_messages == 1
+
+
+def test_values_sorted_by_distinct_then_records_then_value_missing_last() -> None:
+    aggregator = Aggregator(10, start_time=T0)
+    aggregator.add(
+        T0,
+        {
+            "z": tally(1, 1),
+            None: tally(1, 2),
+            "a": tally(1, 3),
+            "many": tally(2, 4, 5),
+            "busy": tally(5, 6),
+        },
+    )
+    [report] = aggregator.close_until(T0 + 10)
+    assert [v.value for v in report.values] == ["many", "busy", "a", "z", None]
+    assert report.values[-1].missing
+
+
+def test_batch_for_an_already_reported_window_is_counted_late_not_lost() -> None:
+    aggregator = Aggregator(10, start_time=T0)
+    aggregator.close_until(T0 + 10)
+    aggregator.add(T0 + 5, {"a": tally(4, 1)})  # the clock stepped back
+    assert aggregator.late_records == 4
+    [report] = aggregator.close_until(T0 + 20)
+    assert report.start == T0 + 10 and report.records == 4
+
+
+def test_close_all_marks_the_current_window_partial() -> None:
+    aggregator = Aggregator(10, start_time=T0)
+    aggregator.add(T0 + 3, {"a": tally(1, 1)})
+    aggregator.add(T0 + 12, {"b": tally(1, 1)})
+    complete, current = aggregator.close_all(T0 + 15)
+    assert not complete.partial and complete.values == (ValueReport("a", 1, 1),)
+    assert current.partial and current.values == (ValueReport("b", 1, 1),)
+    assert (current.start, current.end) == (T0 + 10, T0 + 20)
+
+
+def test_close_all_with_nothing_open_still_reports_the_current_window() -> None:
+    aggregator = Aggregator(10, start_time=T0)
+    [current] = aggregator.close_all(T0 + 1)
+    assert current.partial and current.records == 0
+
+
+def test_fractional_windows() -> None:
+    aggregator = Aggregator(0.5, start_time=T0)
+    aggregator.add(T0 + 0.75, {"a": tally(1, 1)})
+    first, second = aggregator.close_until(T0 + 1.0)
+    assert (second.start, second.end, second.records) == (T0 + 0.5, T0 + 1.0, 1)
+    assert first.records == 0
+
+
+def test_batch_tally_is_copied_not_aliased() -> None:
+    aggregator = Aggregator(10, start_time=T0)
+    batch: dict[str | None, ValueTally] = {"a": tally(1, 1)}
+    aggregator.add(T0, batch)
+    batch["a"].messages.add(99)
+    aggregator.add(T0, {"a": tally(1, 2)})
+    [report] = aggregator.close_until(T0 + 10)
+    assert report.values == (ValueReport("a", 2, 2),)

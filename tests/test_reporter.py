@@ -1,0 +1,142 @@
+"""Report rendering, and when the reporter closes a window."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from prometheus_client import CollectorRegistry
+
+from otlp_stats.aggregator import Aggregator, ValueReport, ValueTally, WindowReport
+from otlp_stats.queue import QueuedRequest, RequestQueue
+from otlp_stats.reporter import Reporter, format_timestamp, render_json, render_text
+from otlp_stats.telemetry import Metrics
+from tests.fakes import FakeClock
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+REPORT = WindowReport(
+    start=T0 + 10,
+    end=T0 + 20,
+    partial=False,
+    records=5,
+    distinct_messages=5,
+    values=(
+        ValueReport("baz", 2, 2),
+        ValueReport("bar", 1, 1),
+        ValueReport("qux", 1, 1),
+        ValueReport(None, 1, 1),
+    ),
+)
+
+
+def test_json_report_schema() -> None:
+    line = render_json(REPORT, "foo", "unknown")
+    assert "\n" not in line
+    assert json.loads(line) == {
+        "event": "window_report",
+        "attribute_key": "foo",
+        "window_start": "2026-01-01T00:00:10Z",
+        "window_end": "2026-01-01T00:00:20Z",
+        "partial": False,
+        "records": 5,
+        "distinct_messages": 5,
+        "values": [
+            {"value": "baz", "missing": False, "distinct_messages": 2, "records": 2},
+            {"value": "bar", "missing": False, "distinct_messages": 1, "records": 1},
+            {"value": "qux", "missing": False, "distinct_messages": 1, "records": 1},
+            {"value": "unknown", "missing": True, "distinct_messages": 1, "records": 1},
+        ],
+    }
+
+
+def test_text_report_lists_values_then_totals() -> None:
+    text = render_text(REPORT, "foo", "(none)")
+    lines = text.splitlines()
+    assert lines[0] == "window 2026-01-01T00:00:10Z .. 2026-01-01T00:00:20Z  key=foo"
+    assert [line.split() for line in lines[2:7]] == [
+        ["baz", "2", "2"],
+        ["bar", "1", "1"],
+        ["qux", "1", "1"],
+        ["(none)", "1", "1"],
+        ["total", "5", "5"],
+    ]
+
+
+def test_text_report_escapes_values_that_would_break_lines() -> None:
+    report = WindowReport(T0, T0 + 10, True, 1, 1, (ValueReport("a\nb", 1, 1),))
+    text = render_text(report, "foo", "unknown")
+    assert "(partial)" in text.splitlines()[0]
+    assert '"a\\nb"' in text
+
+
+def test_timestamps_show_milliseconds_only_for_fractional_boundaries() -> None:
+    assert format_timestamp(T0) == "2026-01-01T00:00:00Z"
+    assert format_timestamp(T0 + 0.25) == "2026-01-01T00:00:00.250Z"
+
+
+class Pipeline:
+    def __init__(self, clock: FakeClock) -> None:
+        self.out = io.StringIO()
+        self.queue = RequestQueue(10, 1 << 20)
+        self.aggregator = Aggregator(10, clock.now())
+        self.reporter = Reporter(
+            self.aggregator,
+            self.queue,
+            clock,
+            self.out,
+            Metrics(CollectorRegistry()),
+            "foo",
+            "unknown",
+            "json",
+            tick=0.1,
+        )
+
+    def reports(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.out.getvalue().splitlines()]
+
+
+async def test_window_is_held_until_requests_that_arrived_before_its_end_are_counted() -> None:
+    clock = FakeClock(T0)
+    pipeline = Pipeline(clock)
+    await pipeline.reporter.start()
+    pending = QueuedRequest(T0 + 9.5, 10, 1, "grpc", ExportLogsServiceRequest())
+    pipeline.queue.put_nowait(pending)
+
+    await clock.advance(12)  # window [T0, T0+10) has ended, but a request of it is pending
+    assert pipeline.reports() == []
+
+    taken = await pipeline.queue.get()
+    pipeline.aggregator.add(taken.arrival, {"late-but-ours": ValueTally(1, {1})})
+    pipeline.queue.done(taken)
+    await clock.advance(0.1)
+    [report] = pipeline.reports()
+    assert report["records"] == 1 and report["partial"] is False
+    await pipeline.reporter.stop()
+
+
+async def test_report_is_printed_within_a_tick_of_the_window_end() -> None:
+    clock = FakeClock(T0)
+    pipeline = Pipeline(clock)
+    await pipeline.reporter.start()
+    await clock.advance(9.95)
+    assert pipeline.reports() == []
+    await clock.advance(0.1)
+    assert len(pipeline.reports()) == 1
+    await pipeline.reporter.stop()
+
+
+async def test_stop_prints_the_current_window_as_partial() -> None:
+    clock = FakeClock(T0)
+    pipeline = Pipeline(clock)
+    await pipeline.reporter.start()
+    pipeline.aggregator.add(T0 + 1, {"a": ValueTally(1, {1})})
+    await clock.advance(5)
+    await pipeline.reporter.stop()
+    [report] = pipeline.reports()
+    assert report["partial"] is True and report["records"] == 1
+    await pipeline.reporter.stop()  # idempotent: nothing printed twice
+    assert len(pipeline.reports()) == 1
+    await asyncio.sleep(0)

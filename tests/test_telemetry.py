@@ -1,0 +1,88 @@
+"""Scrape-time metrics with bounded cardinality, and the rate-limited refusal log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from otlp_stats.aggregator import ValueReport, WindowReport
+from otlp_stats.health import Health
+from otlp_stats.queue import RequestQueue
+from otlp_stats.telemetry import RateLimitedLog, StateCollector
+from tests.servicetools import metric_value
+
+
+def scrape(report: WindowReport | None, top_values: int = 100) -> str:
+    registry = CollectorRegistry()
+    registry.register(
+        StateCollector(
+            RequestQueue(5, 1000), Health(), lambda: report, lambda: 3, "unknown", top_values
+        )
+    )
+    return generate_latest(registry).decode()
+
+
+def report_with(values: int) -> WindowReport:
+    entries = tuple(ValueReport(f"v{n:03d}", values - n, 1) for n in range(values))
+    return WindowReport(0, 10, False, values, values, (*entries, ValueReport(None, 1, 1)))
+
+
+def test_last_window_exports_top_values_plus_one_overflow_series() -> None:
+    text = scrape(report_with(150), top_values=100)
+    series = [
+        line
+        for line in text.splitlines()
+        if line.startswith("otlp_stats_last_window_distinct_messages{")
+    ]
+    assert len(series) == 101
+    assert metric_value(text, "otlp_stats_last_window_distinct_messages", {"value": "v000"}) == 150
+    # 50 values left out of the top 100 (distinct 50..1) plus the missing bucket (1).
+    assert (
+        metric_value(text, "otlp_stats_last_window_distinct_messages", {"value": "__overflow__"})
+        == sum(range(1, 51)) + 1
+    )
+
+
+def test_missing_bucket_is_labelled_as_missing() -> None:
+    text = scrape(report_with(2))
+    assert (
+        metric_value(
+            text, "otlp_stats_last_window_records", {"value": "unknown", "missing": "true"}
+        )
+        == 1
+    )
+
+
+def test_queue_and_health_gauges_are_snapshots() -> None:
+    text = scrape(None)
+    assert metric_value(text, "otlp_stats_queue_capacity_requests", {}) == 5
+    assert metric_value(text, "otlp_stats_queue_requests", {}) == 0
+    assert metric_value(text, "otlp_stats_health_state", {"state": "starting"}) == 1
+    assert metric_value(text, "otlp_stats_late_records_total", {}) == 3
+    assert metric_value(text, "otlp_stats_last_window_end_timestamp_seconds", {}) is None
+
+
+class ListLogger:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict[str, Any]]] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.lines.append((event, fields))
+
+
+def test_rate_limited_log_suppresses_within_the_interval_and_says_how_many() -> None:
+    now = [100.0]
+    logger = ListLogger()
+    log = RateLimitedLog(logger, interval=10, monotonic=lambda: now[0])
+    assert log.warning("refused", n=1)
+    assert not log.warning("refused", n=2)
+    assert not log.warning("refused", n=3)
+    assert log.warning("other")
+    now[0] += 10
+    assert log.warning("refused", n=4)
+    assert logger.lines == [
+        ("refused", {"suppressed": 0, "n": 1}),
+        ("other", {"suppressed": 0}),
+        ("refused", {"suppressed": 2, "n": 4}),
+    ]

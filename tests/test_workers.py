@@ -1,0 +1,98 @@
+"""From a decoded request to per-value tallies: precedence, grouping, identity."""
+
+from __future__ import annotations
+
+import random
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
+
+from otlp_stats.workers import tally_request
+from tests.fakes import Plain, export_request, log_record, worked_example_request
+
+
+def summary(
+    request: ExportLogsServiceRequest, key: str = "foo"
+) -> dict[str | None, tuple[int, int]]:
+    return {v: (len(t.messages), t.records) for v, t in tally_request(request, key).items()}
+
+
+def test_worked_example() -> None:
+    assert summary(worked_example_request()) == {
+        "bar": (1, 1),
+        "qux": (1, 1),
+        "baz": (2, 2),
+        None: (1, 1),
+    }
+
+
+def test_repeated_bodies_are_one_message_but_every_record_counts() -> None:
+    request = export_request([log_record("same", foo="a") for _ in range(4)])
+    assert summary(request) == {"a": (1, 4)}
+
+
+def test_scope_and_resource_values_apply_to_their_records_only() -> None:
+    request = ExportLogsServiceRequest(
+        resource_logs=[
+            *export_request(
+                [log_record("1"), log_record("2", foo="own")], resource={"foo": "res"}
+            ).resource_logs,
+            *export_request(
+                [log_record("3")], scope={"foo": "scope"}, resource={"foo": "res"}
+            ).resource_logs,
+            *export_request([log_record("4")]).resource_logs,
+        ]
+    )
+    assert summary(request) == {"res": (1, 1), "own": (1, 1), "scope": (1, 1), None: (1, 1)}
+
+
+def test_typed_values_are_rendered_labels() -> None:
+    request = export_request(
+        [log_record("a", foo=7), log_record("b", foo=True), log_record("c", foo=[1])]
+    )
+    assert summary(request) == {"7": (1, 1), "true": (1, 1), "[1]": (1, 1)}
+
+
+def test_int_and_string_with_same_text_share_a_label() -> None:
+    # Labels are text: an int 7 and a string "7" are the same attribute value in the report.
+    request = export_request([log_record("a", foo=7), log_record("b", foo="7")])
+    assert summary(request) == {"7": (2, 2)}
+
+
+def test_empty_request_and_empty_groups() -> None:
+    assert summary(ExportLogsServiceRequest()) == {}
+    assert summary(ExportLogsServiceRequest(resource_logs=[ResourceLogs()])) == {}
+
+
+def test_matches_an_independent_count_on_random_requests() -> None:
+    rng = random.Random(20261123)
+    for _ in range(30):
+        expected: dict[str | None, tuple[set[str], int]] = {}
+        groups: list[ResourceLogs] = []
+        for _ in range(rng.randint(1, 3)):
+            resource = _maybe(rng, "r")
+            scope = _maybe(rng, "s")
+            records = []
+            for _ in range(rng.randint(0, 40)):
+                own = _maybe(rng, "v")
+                body = f"body {rng.randint(0, 15)}"
+                attributes: dict[str, Plain] = {"other": 1}
+                if own is not None:
+                    attributes["foo"] = own
+                records.append(log_record(body, **attributes))
+                value = own if own is not None else scope if scope is not None else resource
+                bodies, count = expected.get(value, (set(), 0))
+                expected[value] = (bodies | {body}, count + 1)
+            groups.extend(
+                export_request(
+                    records,
+                    resource={"foo": resource} if resource is not None else {},
+                    scope={"foo": scope} if scope is not None else {},
+                ).resource_logs
+            )
+        request = ExportLogsServiceRequest(resource_logs=groups)
+        assert summary(request) == {v: (len(b), n) for v, (b, n) in expected.items()}
+
+
+def _maybe(rng: random.Random, prefix: str) -> str | None:
+    return None if rng.random() < 0.4 else f"{prefix}{rng.randint(0, 3)}"
