@@ -1,37 +1,41 @@
 """Window state and its single owner: the only code that changes counts.
 
 Pure: no I/O, no clock, no awaits. Workers hand it batches stamped with arrival time; the
-reporter asks it for the windows that a watermark has closed.
+reporter asks it for the windows that a watermark has closed. Memory is bounded per window:
+at most `max_values` attribute values are tracked, each with one distinct-count sketch of
+bounded size; records of further values are counted in one overflow entry.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import xxhash
 
-@dataclass
-class ValueTally:
-    """Records and distinct message hashes seen for one attribute value."""
+from otlp_stats.messages import to_signed64
+from otlp_stats.sketches import DEFAULT_LG_K, DistinctCounter, DistinctEstimate, union_estimate
 
-    records: int = 0
-    messages: set[int] = field(default_factory=set)
-
-
-# Attribute value label -> tally; the key None is the bucket of records without the attribute.
-ResolvedBatch = Mapping[str | None, ValueTally]
+# Attribute value label -> message hashes of its records (one per record); None is the bucket
+# of records without the attribute.
+ResolvedBatch = Mapping[str | None, Sequence[int]]
 
 
 @dataclass(frozen=True)
 class ValueReport:
     value: str | None
-    distinct_messages: int
+    distinct: DistinctEstimate
     records: int
+    overflow: bool = False
 
     @property
     def missing(self) -> bool:
-        return self.value is None
+        return self.value is None and not self.overflow
+
+    @property
+    def distinct_messages(self) -> int:
+        return self.distinct.value
 
 
 @dataclass(frozen=True)
@@ -40,19 +44,47 @@ class WindowReport:
     end: float
     partial: bool
     records: int
-    distinct_messages: int
+    distinct: DistinctEstimate
     values: tuple[ValueReport, ...]
+    # Estimated number of distinct values folded into the overflow entry (0 if none).
+    overflow_values: int = 0
+
+    @property
+    def distinct_messages(self) -> int:
+        return self.distinct.value
+
+
+@dataclass
+class _Tally:
+    counter: DistinctCounter
+    records: int = 0
+
+
+@dataclass
+class _Window:
+    values: dict[str | None, _Tally] = field(default_factory=dict)
+    overflow: _Tally | None = None
+    overflow_values: DistinctCounter | None = None
 
 
 class Aggregator:
     """Owns every open window. Windows are [k*W, (k+1)*W) seconds since the Unix epoch."""
 
-    def __init__(self, window_seconds: float, start_time: float) -> None:
+    def __init__(
+        self,
+        window_seconds: float,
+        start_time: float,
+        max_values: int = 10_000,
+        lg_k: int = DEFAULT_LG_K,
+    ) -> None:
         self.window_seconds = window_seconds
+        self.max_values = max_values
+        self.lg_k = lg_k
         self._next_index = self._index(start_time)
-        self._windows: dict[int, dict[str | None, ValueTally]] = {}
+        self._windows: dict[int, _Window] = {}
         self.late_records = 0
         self.records_counted = 0
+        self.overflow_records = 0
 
     def _index(self, timestamp: float) -> int:
         return math.floor(timestamp / self.window_seconds)
@@ -67,19 +99,49 @@ class Aggregator:
         oldest open window and is counted as late, so it is counted once rather than lost.
         """
         index = self._index(arrival)
-        records = sum(tally.records for tally in batch.values())
+        records = sum(len(hashes) for hashes in batch.values())
         if index < self._next_index:
             index = self._next_index
             self.late_records += records
-        window = self._windows.setdefault(index, {})
-        for value, tally in batch.items():
-            mine = window.get(value)
-            if mine is None:
-                window[value] = ValueTally(tally.records, set(tally.messages))
-            else:
-                mine.records += tally.records
-                mine.messages |= tally.messages
+        window = self._windows.get(index)
+        if window is None:
+            window = self._windows[index] = _Window()
+        for value, hashes in batch.items():
+            tally = self._tally_for(window, value)
+            tally.records += len(hashes)
+            tally.counter.update(hashes)
         self.records_counted += records
+
+    def _tally_for(self, window: _Window, value: str | None) -> _Tally:
+        tally = window.values.get(value)
+        if tally is not None:
+            return tally
+        tracked = len(window.values) - (None in window.values)
+        if value is None or tracked < self.max_values:
+            tally = window.values[value] = _Tally(DistinctCounter(self.lg_k))
+            return tally
+        return self._overflow(window, value)
+
+    def _overflow(self, window: _Window, value: str) -> _Tally:
+        if window.overflow is None or window.overflow_values is None:
+            window.overflow = _Tally(DistinctCounter(self.lg_k))
+            window.overflow_values = DistinctCounter(self.lg_k)
+        digest = xxhash.xxh3_64_intdigest(value.encode("utf-8", errors="surrogatepass"))
+        window.overflow_values.update((to_signed64(digest),))
+        return window.overflow
+
+    @property
+    def tracked_values(self) -> int:
+        """Attribute values tracked across open windows (the cardinality the cap bounds)."""
+        return sum(len(window.values) for window in self._windows.values())
+
+    @property
+    def sketch_bytes(self) -> int:
+        return sum(
+            tally.counter.memory_bytes
+            for window in self._windows.values()
+            for tally in window.values.values()
+        )
 
     def next_window_end(self) -> float:
         return self.window_bounds(self._next_index)[1]
@@ -102,25 +164,49 @@ class Aggregator:
         return reports
 
     def _close(self, index: int, partial: bool) -> WindowReport:
-        window = self._windows.pop(index, {})
+        window = self._windows.pop(index, None) or _Window()
         start, end = self.window_bounds(index)
-        values = sorted(
-            (ValueReport(value, len(t.messages), t.records) for value, t in window.items()),
-            key=_report_order,
-        )
-        everything: set[int] = set()
-        for tally in window.values():
-            everything |= tally.messages
+        entries = [
+            ValueReport(value, tally.counter.estimate(), tally.records)
+            for value, tally in window.values.items()
+        ]
+        overflow_values = 0
+        tallies = list(window.values.values())
+        if window.overflow is not None and window.overflow_values is not None:
+            overflow = window.overflow
+            entries.append(
+                ValueReport(None, overflow.counter.estimate(), overflow.records, overflow=True)
+            )
+            overflow_values = window.overflow_values.estimate().value
+            self.overflow_records += overflow.records
+            tallies.append(overflow)
+        entries.sort(key=_report_order)
         return WindowReport(
             start=start,
             end=end,
             partial=partial,
-            records=sum(v.records for v in values),
-            distinct_messages=len(everything),
-            values=tuple(values),
+            records=sum(tally.records for tally in tallies),
+            distinct=_total_distinct(tallies, self.lg_k),
+            values=tuple(entries),
+            overflow_values=overflow_values,
         )
 
 
-def _report_order(entry: ValueReport) -> tuple[int, int, bool, str]:
-    """Most distinct messages first, then most records, then by value; missing last on ties."""
-    return (-entry.distinct_messages, -entry.records, entry.missing, entry.value or "")
+def _total_distinct(tallies: list[_Tally], lg_k: int) -> DistinctEstimate:
+    if len(tallies) == 1:
+        return tallies[0].counter.estimate()
+    if not tallies:
+        return DistinctEstimate.exact(0)
+    return union_estimate((tally.counter for tally in tallies), lg_k)
+
+
+def _report_order(entry: ValueReport) -> tuple[bool, int, int, bool, str]:
+    """Most distinct messages first, then most records, then by value; missing and overflow
+    last among equals, and the overflow entry after every tracked value."""
+    return (
+        entry.overflow,
+        -entry.distinct_messages,
+        -entry.records,
+        entry.missing,
+        entry.value or "",
+    )

@@ -53,6 +53,9 @@ class Settings:
     log_level: LogLevel = "info"
     missing_label: str = "unknown"
     metrics_top_values: int = 100
+    max_values: int = 10_000
+    max_value_length: int = 1024
+    sketch_lg_k: int = 12
     retry_delay: float = 1.0
     shutdown_grace: float = 15.0
 
@@ -87,6 +90,13 @@ def _parse_non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0 or value == float("inf"):
         raise ValueError("must be zero or a positive number")
+    return value
+
+
+def _parse_lg_k(text: str) -> int:
+    value = int(text, 10)
+    if not 4 <= value <= 21:
+        raise ValueError("must be between 4 and 21 (k = 16 .. 2097152)")
     return value
 
 
@@ -162,6 +172,9 @@ _OPTIONS: tuple[_Option, ...] = (
     ),
     _Option("missing_label", _parse_label, "label of records without the attribute"),
     _Option("metrics_top_values", _parse_positive_int, "values exported per-value in /metrics"),
+    _Option("max_values", _parse_positive_int, "attribute values tracked per window"),
+    _Option("max_value_length", _parse_positive_int, "longest value label, characters"),
+    _Option("sketch_lg_k", _parse_lg_k, "log2 of the sketch's k (exact below k messages)"),
     _Option("retry_delay", _parse_non_negative_float, "retry delay told to throttled senders, s"),
     _Option("shutdown_grace", _parse_positive_float, "longest drain on shutdown, seconds"),
 )

@@ -9,22 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-
 from otlp_stats.clock import Clock
-from otlp_stats.errors import (
-    ExportRefused,
-    MalformedRequest,
-    Overloaded,
-    RequestTooLarge,
-    ShuttingDown,
-)
+from otlp_stats.errors import ExportRefused, Overloaded, RequestTooLarge, ShuttingDown
 from otlp_stats.health import Health
 from otlp_stats.queue import QueuedRequest, QueueFull, RequestQueue
 from otlp_stats.telemetry import Metrics, RateLimitedLog
+from otlp_stats.view import ExportLogsRequestView, count_records, decode_view
 
-Decoder = Callable[[bytes], ExportLogsServiceRequest]
+# Turns a request body into the view; the OTLP/HTTP JSON door passes its own.
+Decoder = Callable[[bytes], ExportLogsRequestView]
 
 
 class Intake:
@@ -54,7 +47,7 @@ class Intake:
         """
         self._metrics.export_requests.labels(transport).inc()
         try:
-            return self._accept(payload, transport, decoder or decode_request)
+            return self._accept(payload, transport, decoder or decode_view)
         except ExportRefused as refusal:
             self._metrics.requests_refused.labels(transport, refusal.reason).inc()
             self._refusal_log.warning(
@@ -74,7 +67,7 @@ class Intake:
         return self._admit(request, len(payload), arrival, transport)
 
     def _admit(
-        self, request: ExportLogsServiceRequest, size: int, arrival: float, transport: str
+        self, request: ExportLogsRequestView, size: int, arrival: float, transport: str
     ) -> int:
         records = count_records(request)
         if records == 0:
@@ -86,18 +79,3 @@ class Intake:
             raise Overloaded(full.reason, self._retry_delay) from None
         self._metrics.records_accepted.labels(transport).inc(records)
         return records
-
-
-def decode_request(payload: bytes) -> ExportLogsServiceRequest:
-    try:
-        return ExportLogsServiceRequest.FromString(payload)
-    except DecodeError as error:
-        raise MalformedRequest(f"cannot decode ExportLogsServiceRequest: {error}") from None
-
-
-def count_records(request: ExportLogsServiceRequest) -> int:
-    return sum(
-        len(scope_logs.log_records)
-        for resource_logs in request.resource_logs
-        for scope_logs in resource_logs.scope_logs
-    )

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from otlp_stats.view import ExportLogsRequestView
 
 FullReason = Literal["queue_requests", "queue_bytes"]
 
@@ -30,7 +30,7 @@ class QueuedRequest:
     size: int
     records: int
     transport: str
-    request: ExportLogsServiceRequest = field(repr=False)
+    request: ExportLogsRequestView = field(repr=False)
 
 
 class RequestQueue:

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 from otlp_stats.aggregator import Aggregator, ValueReport, WindowReport
 from otlp_stats.clock import Clock
 from otlp_stats.queue import RequestQueue
+from otlp_stats.sketches import DistinctEstimate
 from otlp_stats.telemetry import Metrics
 
 
@@ -21,8 +22,34 @@ def format_timestamp(seconds: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+OVERFLOW_LABEL = "__overflow__"
+
+
 def _value_label(entry: ValueReport, missing_label: str) -> str:
+    if entry.overflow:
+        return OVERFLOW_LABEL
     return missing_label if entry.value is None else entry.value
+
+
+def _distinct_fields(distinct: DistinctEstimate) -> dict[str, Any]:
+    fields: dict[str, Any] = {"distinct_messages": distinct.value, "estimated": distinct.estimated}
+    if distinct.estimated:
+        fields["lower_bound"] = distinct.lower_bound
+        fields["upper_bound"] = distinct.upper_bound
+    return fields
+
+
+def _value_to_dict(entry: ValueReport, missing_label: str, overflow_values: int) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "value": _value_label(entry, missing_label),
+        "missing": entry.missing,
+        "overflow": entry.overflow,
+        **_distinct_fields(entry.distinct),
+        "records": entry.records,
+    }
+    if entry.overflow:
+        fields["distinct_values"] = overflow_values
+    return fields
 
 
 def report_to_dict(report: WindowReport, attribute_key: str, missing_label: str) -> dict[str, Any]:
@@ -33,15 +60,9 @@ def report_to_dict(report: WindowReport, attribute_key: str, missing_label: str)
         "window_end": format_timestamp(report.end),
         "partial": report.partial,
         "records": report.records,
-        "distinct_messages": report.distinct_messages,
+        **_distinct_fields(report.distinct),
         "values": [
-            {
-                "value": _value_label(entry, missing_label),
-                "missing": entry.missing,
-                "distinct_messages": entry.distinct_messages,
-                "records": entry.records,
-            }
-            for entry in report.values
+            _value_to_dict(entry, missing_label, report.overflow_values) for entry in report.values
         ],
     }
 
@@ -63,9 +84,20 @@ def render_text(report: WindowReport, attribute_key: str, missing_label: str) ->
     width = max([len(label) for label in labels] + [len("total")])
     lines.append(f"  {'value':<{width}}  {'distinct':>10}  {'records':>10}")
     for label, entry in zip(labels, report.values, strict=True):
-        lines.append(f"  {label:<{width}}  {entry.distinct_messages:>10}  {entry.records:>10}")
-    lines.append(f"  {'total':<{width}}  {report.distinct_messages:>10}  {report.records:>10}")
+        distinct = _text_distinct(entry.distinct)
+        lines.append(f"  {label:<{width}}  {distinct:>10}  {entry.records:>10}")
+    total = _text_distinct(report.distinct)
+    lines.append(f"  {'total':<{width}}  {total:>10}  {report.records:>10}")
+    if report.overflow_values:
+        lines.append(
+            f"  ({OVERFLOW_LABEL}: ~{report.overflow_values} values past the per-window cap)"
+        )
     return "\n".join(lines) + "\n\n"
+
+
+def _text_distinct(distinct: DistinctEstimate) -> str:
+    """Estimated counts read "~1234"; exact ones are plain."""
+    return f"~{distinct.value}" if distinct.estimated else str(distinct.value)
 
 
 def _printable(label: str) -> str:
@@ -91,6 +123,7 @@ class Reporter:
         missing_label: str,
         report_format: str,
         tick: float = 0.1,
+        logger: Any = None,
     ) -> None:
         self._aggregator = aggregator
         self._queue = queue
@@ -101,6 +134,7 @@ class Reporter:
         self._missing_label = missing_label
         self._render = render_json if report_format == "json" else render_text
         self._tick = tick
+        self._log = logger
         self._task: asyncio.Task[None] | None = None
         self.last_report: WindowReport | None = None
 
@@ -137,3 +171,14 @@ class Reporter:
         self._out.flush()
         self.last_report = report
         self._metrics.windows_reported.labels("true" if report.partial else "false").inc()
+        overflow = next((entry for entry in report.values if entry.overflow), None)
+        if overflow is not None:
+            self._metrics.overflow_records.inc(overflow.records)
+            if self._log is not None:
+                # At most one line per window: bounded by construction.
+                self._log.warning(
+                    "values_over_cap",
+                    window_start=format_timestamp(report.start),
+                    overflow_records=overflow.records,
+                    overflow_values=report.overflow_values,
+                )

@@ -7,7 +7,11 @@ import json
 import math
 from collections.abc import Iterable
 
+import xxhash
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from otlp_stats.messages import is_plain_string
 
 JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
 
@@ -91,3 +95,60 @@ def to_json_value(value: AnyValue) -> JsonValue:
     if kind == "kvlist_value":
         return {entry.key: to_json_value(entry.value) for entry in value.kvlist_value.values}
     return None
+
+
+def render_raw(raw: bytes) -> str:
+    """render_value of an AnyValue given as its raw encoding, as the view delivers it.
+
+    The view does not validate attribute values: a string with invalid UTF-8 renders with
+    U+FFFD in place of the bad bytes, and bytes that are no AnyValue at all render as base64.
+    """
+    try:
+        return render_value(AnyValue.FromString(raw))
+    except DecodeError:
+        if is_plain_string(raw):
+            header = len(raw) - _string_length(raw)
+            return raw[header:].decode("utf-8", errors="replace")
+        return base64.b64encode(raw).decode("ascii")
+
+
+def _string_length(raw: bytes) -> int:
+    length, shift = 0, 0
+    for byte in raw[1:11]:
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            break
+        shift += 7
+    return length
+
+
+class LabelRenderer:
+    """Raw attribute value -> label, cached (a service has few distinct values), bounded.
+
+    A label longer than `max_length` characters keeps its first `max_length` characters and
+    gets a hash of the whole value appended, so long values stay bounded in memory and in
+    the report, and values that differ only after the cut stay apart.
+    """
+
+    def __init__(self, max_length: int = 1024, cache_entries: int = 65_536) -> None:
+        self._max_length = max_length
+        self._cache_entries = cache_entries
+        self._cache: dict[bytes, str] = {}
+        self.truncated = 0
+
+    def label(self, raw: bytes) -> str:
+        label = self._cache.get(raw)
+        if label is None:
+            label = self._render(raw)
+            if len(self._cache) >= self._cache_entries:
+                self._cache.clear()  # crude but bounded; values rarely churn this much
+            self._cache[raw] = label
+        return label
+
+    def _render(self, raw: bytes) -> str:
+        label = render_raw(raw)
+        if len(label) <= self._max_length:
+            return label
+        self.truncated += 1
+        digest = xxhash.xxh3_64_hexdigest(label.encode("utf-8", errors="surrogatepass"))
+        return f"{label[: self._max_length]}…#{digest}"

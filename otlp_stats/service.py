@@ -20,6 +20,7 @@ from otlp_stats.intake import Intake
 from otlp_stats.queue import RequestQueue
 from otlp_stats.receiver import LogsReceiver, logs_service_handler
 from otlp_stats.reporter import Reporter
+from otlp_stats.resolve import LabelRenderer
 from otlp_stats.telemetry import Metrics, RateLimitedLog, StateCollector
 from otlp_stats.workers import WorkerPool
 
@@ -44,7 +45,9 @@ class Service:
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.queue = RequestQueue(settings.queue_size, settings.queue_max_bytes)
-        self.aggregator = Aggregator(settings.window, self.clock.now())
+        self.aggregator = Aggregator(
+            settings.window, self.clock.now(), settings.max_values, settings.sketch_lg_k
+        )
         self.reporter = Reporter(
             self.aggregator,
             self.queue,
@@ -54,6 +57,7 @@ class Service:
             settings.attribute_key,
             settings.missing_label,
             settings.report_format,
+            logger=self.log,
         )
         self.workers = WorkerPool(
             self.queue,
@@ -62,6 +66,7 @@ class Service:
             settings.workers,
             self.metrics,
             self.log,
+            LabelRenderer(settings.max_value_length),
         )
         self.intake = Intake(
             self.queue,
@@ -80,6 +85,8 @@ class Service:
                 lambda: self.aggregator.late_records,
                 settings.missing_label,
                 settings.metrics_top_values,
+                lambda: (self.aggregator.tracked_values, self.aggregator.sketch_bytes),
+                lambda: self.workers.labels.truncated,
             )
         )
         self.admin = HttpSite(build_admin_app(self.registry, self.health), settings.admin_listen)

@@ -69,6 +69,12 @@ class Metrics:
             buckets=(*_LATENCY_BUCKETS, 10, 30),
             registry=registry,
         )
+        self.overflow_records = Counter(
+            "otlp_stats_overflow_records",
+            "Records of attribute values past the per-window cap (--max-values), counted in the "
+            "report's __overflow__ entry.",
+            registry=registry,
+        )
         self.windows_reported = Counter(
             "otlp_stats_windows_reported",
             "Window reports printed; partial ones come from shutdown.",
@@ -92,6 +98,8 @@ class StateCollector(Collector):
         late_records: Callable[[], int],
         missing_label: str,
         top_values: int,
+        window_state: Callable[[], tuple[int, int]] = lambda: (0, 0),
+        values_truncated: Callable[[], int] = lambda: 0,
     ) -> None:
         self._queue = queue
         self._health = health
@@ -99,6 +107,8 @@ class StateCollector(Collector):
         self._late_records = late_records
         self._missing_label = missing_label
         self._top_values = top_values
+        self._window_state = window_state
+        self._values_truncated = values_truncated
 
     def collect(self) -> Iterator[Metric]:
         yield from self._queue_metrics()
@@ -109,6 +119,23 @@ class StateCollector(Collector):
         )
         late.add_metric([], self._late_records())
         yield late
+        truncated = CounterMetricFamily(
+            "otlp_stats_values_truncated",
+            "Attribute values longer than --max-value-length, cut and suffixed with a hash.",
+        )
+        truncated.add_metric([], self._values_truncated())
+        yield truncated
+        tracked, sketch_bytes = self._window_state()
+        yield GaugeMetricFamily(
+            "otlp_stats_tracked_values",
+            "Attribute values tracked in open windows (bounded by --max-values per window).",
+            value=tracked,
+        )
+        yield GaugeMetricFamily(
+            "otlp_stats_sketch_bytes",
+            "Hash entries held by the open windows' distinct-count sketches, bytes.",
+            value=sketch_bytes,
+        )
         report = self._last_report()
         if report is not None:
             yield from self._window_metrics(report)
@@ -152,6 +179,9 @@ class StateCollector(Collector):
         )
         shown, rest = report.values[: self._top_values], report.values[self._top_values :]
         for entry in shown:
+            if entry.overflow:
+                rest = (*rest, entry)
+                continue
             labels = [self._missing_label if entry.missing else str(entry.value)]
             labels.append("true" if entry.missing else "false")
             distinct.add_metric(labels, entry.distinct_messages)

@@ -8,38 +8,71 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from xxhash import xxh3_64_intdigest
 
-from otlp_stats.aggregator import ResolvedBatch, ValueTally
-from otlp_stats.messages import message_hash
+from otlp_stats.aggregator import ResolvedBatch
+from otlp_stats.messages import SIGNED_OFFSET, STRING_TAG, body_hash
 from otlp_stats.queue import QueuedRequest, RequestQueue
-from otlp_stats.resolve import find_attribute, render_value
+from otlp_stats.resolve import LabelRenderer
 from otlp_stats.telemetry import Metrics
+from otlp_stats.view import ExportLogsRequestView
 
 BatchSink = Callable[[float, ResolvedBatch], None]
 
 
-def tally_request(request: ExportLogsServiceRequest, key: str) -> dict[str | None, ValueTally]:
-    """Per attribute value, the records and distinct message hashes of one request.
+def tally_view(
+    request: ExportLogsRequestView, key: str, labels: LabelRenderer
+) -> dict[str | None, list[int]]:
+    """Per attribute value label, the message hash of each record of one request.
 
-    The resource's and scope's values are resolved once per group, not once per record.
+    This is the hot loop, run once per record, so it is written for CPython: the per-record
+    steps are list comprehensions (attribute lookups are map lookups done in C), a string
+    body is hashed from its raw bytes in place (messages.body_hash, inlined), and a value is
+    rendered once per distinct raw value rather than once per record.
     """
-    tallies: dict[str | None, ValueTally] = {}
+    raws: list[bytes | None] = []
+    bodies: list[bytes] = []
     for resource_logs in request.resource_logs:
-        resource_value = find_attribute(resource_logs.resource.attributes, key)
-        resource_label = None if resource_value is None else render_value(resource_value)
+        resource_raw = resource_logs.resource.attributes.get(key)
         for scope_logs in resource_logs.scope_logs:
-            scope_value = find_attribute(scope_logs.scope.attributes, key)
-            scope_label = resource_label if scope_value is None else render_value(scope_value)
-            for record in scope_logs.log_records:
-                own = find_attribute(record.attributes, key)
-                label = scope_label if own is None else render_value(own)
-                tally = tallies.get(label)
-                if tally is None:
-                    tally = tallies[label] = ValueTally()
-                tally.records += 1
-                tally.messages.add(message_hash(record.body))
-    return tallies
+            scope_raw = scope_logs.scope.attributes.get(key, resource_raw)
+            # One list of wrappers, walked twice: iterating the repeated field twice would
+            # build every record's wrapper twice.
+            records = list(scope_logs.log_records)
+            raws += [record.attributes.get(key, scope_raw) for record in records]
+            bodies += [record.body for record in records]
+    hashes = [
+        xxh3_64_intdigest(body) - SIGNED_OFFSET if body[:1] == STRING_TAG else body_hash(body)
+        for body in bodies
+    ]
+    return _by_label(_group(raws, hashes), labels)
+
+
+def _group(raws: list[bytes | None], hashes: list[int]) -> dict[bytes | None, list[int]]:
+    distinct = set(raws)
+    if len(distinct) == 1:  # one value for the whole request: the usual case
+        return {distinct.pop(): hashes}
+    groups: dict[bytes | None, list[int]] = {}
+    for raw, digest in zip(raws, hashes, strict=True):
+        group = groups.get(raw)
+        if group is None:
+            group = groups[raw] = []
+        group.append(digest)
+    return groups
+
+
+def _by_label(
+    by_raw: dict[bytes | None, list[int]], labels: LabelRenderer
+) -> dict[str | None, list[int]]:
+    """Merge raw values that render alike (an int 7 and a string "7" are one label)."""
+    by_label: dict[str | None, list[int]] = {}
+    for raw, hashes in by_raw.items():
+        label = None if raw is None else labels.label(raw)
+        if label in by_label:
+            by_label[label].extend(hashes)
+        else:
+            by_label[label] = hashes
+    return by_label
 
 
 class WorkerPool:
@@ -58,10 +91,12 @@ class WorkerPool:
         workers: int,
         metrics: Metrics,
         logger: Any,
+        labels: LabelRenderer | None = None,
     ) -> None:
         self._queue = queue
         self._sink = sink
         self._attribute_key = attribute_key
+        self.labels = labels or LabelRenderer()
         self._workers = workers
         self._metrics = metrics
         self._logger = logger
@@ -91,7 +126,7 @@ class WorkerPool:
             started = time.perf_counter()
             try:
                 batch = await loop.run_in_executor(
-                    self._executor, tally_request, item.request, self._attribute_key
+                    self._executor, tally_view, item.request, self._attribute_key, self.labels
                 )
                 self._sink(item.arrival, batch)
                 self._metrics.records_counted.inc(item.records)

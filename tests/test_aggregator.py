@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from otlp_stats.aggregator import Aggregator, ValueReport, ValueTally
+from otlp_stats.aggregator import Aggregator, ValueReport
+from otlp_stats.sketches import DistinctEstimate
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a multiple of every window used here
 
 
-def tally(records: int, *messages: int) -> ValueTally:
-    return ValueTally(records, set(messages))
+def tally(records: int, *messages: int) -> list[int]:
+    """`records` message hashes drawn from `messages` (each at least once)."""
+    assert records >= len(messages)
+    return [*messages, *[messages[0]] * (records - len(messages))]
+
+
+def exact(value: str | None, distinct: int, records: int) -> ValueReport:
+    return ValueReport(value, DistinctEstimate.exact(distinct), records)
 
 
 def test_windows_are_aligned_to_the_epoch_not_to_the_start() -> None:
@@ -16,7 +23,7 @@ def test_windows_are_aligned_to_the_epoch_not_to_the_start() -> None:
     aggregator.add(T0 + 8, {"a": tally(1, 1)})
     [report] = aggregator.close_until(T0 + 10)
     assert (report.start, report.end) == (T0, T0 + 10)
-    assert report.values == (ValueReport("a", 1, 1),)
+    assert report.values == (exact("a", 1, 1),)
 
 
 def test_window_end_is_exclusive() -> None:
@@ -56,7 +63,7 @@ def test_distinct_messages_merge_across_batches_records_add_up() -> None:
     aggregator.add(T0 + 1, {"a": tally(2, 1, 2)})
     aggregator.add(T0 + 2, {"a": tally(3, 2, 3), "b": tally(1, 1)})
     [report] = aggregator.close_until(T0 + 10)
-    assert report.values == (ValueReport("a", 3, 5), ValueReport("b", 1, 1))
+    assert report.values == (exact("a", 3, 5), exact("b", 1, 1))
     assert report.records == 6
     assert report.distinct_messages == 3  # union over values, not the sum
 
@@ -100,8 +107,8 @@ def test_close_all_marks_the_current_window_partial() -> None:
     aggregator.add(T0 + 3, {"a": tally(1, 1)})
     aggregator.add(T0 + 12, {"b": tally(1, 1)})
     complete, current = aggregator.close_all(T0 + 15)
-    assert not complete.partial and complete.values == (ValueReport("a", 1, 1),)
-    assert current.partial and current.values == (ValueReport("b", 1, 1),)
+    assert not complete.partial and complete.values == (exact("a", 1, 1),)
+    assert current.partial and current.values == (exact("b", 1, 1),)
     assert (current.start, current.end) == (T0 + 10, T0 + 20)
 
 
@@ -119,11 +126,53 @@ def test_fractional_windows() -> None:
     assert first.records == 0
 
 
-def test_batch_tally_is_copied_not_aliased() -> None:
+def test_batch_is_copied_not_aliased() -> None:
     aggregator = Aggregator(10, start_time=T0)
-    batch: dict[str | None, ValueTally] = {"a": tally(1, 1)}
+    batch: dict[str | None, list[int]] = {"a": tally(1, 1)}
     aggregator.add(T0, batch)
-    batch["a"].messages.add(99)
+    batch["a"].append(99)
     aggregator.add(T0, {"a": tally(1, 2)})
     [report] = aggregator.close_until(T0 + 10)
-    assert report.values == (ValueReport("a", 2, 2),)
+    assert report.values == (exact("a", 2, 2),)
+
+
+def test_values_past_the_cap_count_in_one_overflow_entry() -> None:
+    aggregator = Aggregator(10, start_time=T0, max_values=2)
+    aggregator.add(T0, {"a": tally(1, 1), "b": tally(1, 2), None: tally(1, 3)})
+    aggregator.add(T0, {"c": tally(2, 4, 5), "d": tally(1, 4), "a": tally(1, 6)})
+    [report] = aggregator.close_until(T0 + 10)
+    assert [(v.value, v.overflow, v.missing) for v in report.values] == [
+        ("a", False, False),
+        ("b", False, False),
+        (None, False, True),
+        (None, True, False),
+    ]
+    overflow = report.values[-1]
+    assert (overflow.records, overflow.distinct_messages) == (3, 2)
+    assert report.overflow_values == 2
+    assert report.records == 7
+    assert aggregator.overflow_records == 3
+
+
+def test_missing_bucket_is_tracked_even_at_the_cap() -> None:
+    aggregator = Aggregator(10, start_time=T0, max_values=1)
+    aggregator.add(T0, {"a": tally(1, 1)})
+    aggregator.add(T0, {None: tally(1, 2)})
+    [report] = aggregator.close_until(T0 + 10)
+    assert [v.missing for v in report.values] == [False, True]
+    assert not any(v.overflow for v in report.values)
+
+
+def test_counts_above_the_sketch_threshold_are_estimates_within_bounds() -> None:
+    aggregator = Aggregator(10, start_time=T0, lg_k=8)  # k = 256
+    aggregator.add(T0, {"a": list(range(10_000)), "b": list(range(100))})
+    [report] = aggregator.close_until(T0 + 10)
+    big, small = report.values
+    assert small.distinct == DistinctEstimate.exact(100)
+    assert big.distinct.estimated
+    assert big.distinct.lower_bound <= 10_000 <= big.distinct.upper_bound
+    assert abs(big.distinct_messages - 10_000) / 10_000 < 0.25
+    assert (
+        report.distinct.estimated
+        and report.distinct.lower_bound <= 10_000 <= report.distinct.upper_bound
+    )

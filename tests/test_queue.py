@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otlp_stats.queue import QueuedRequest, QueueFull, RequestQueue
+from otlp_stats.view import ExportLogsRequestView
 
 
 def item(arrival: float = 1.0, size: int = 10) -> QueuedRequest:
-    return QueuedRequest(arrival, size, 1, "grpc", ExportLogsServiceRequest())
+    return QueuedRequest(arrival, size, 1, "grpc", ExportLogsRequestView())
 
 
 def test_refuses_past_the_request_limit() -> None:

@@ -6,28 +6,34 @@ import asyncio
 import io
 import json
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from prometheus_client import CollectorRegistry
 
-from otlp_stats.aggregator import Aggregator, ValueReport, ValueTally, WindowReport
+from otlp_stats.aggregator import Aggregator, ValueReport, WindowReport
 from otlp_stats.queue import QueuedRequest, RequestQueue
 from otlp_stats.reporter import Reporter, format_timestamp, render_json, render_text
+from otlp_stats.sketches import DistinctEstimate
 from otlp_stats.telemetry import Metrics
+from otlp_stats.view import ExportLogsRequestView
 from tests.fakes import FakeClock
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def exact(value: str | None, distinct: int, records: int) -> ValueReport:
+    return ValueReport(value, DistinctEstimate.exact(distinct), records)
+
 
 REPORT = WindowReport(
     start=T0 + 10,
     end=T0 + 20,
     partial=False,
     records=5,
-    distinct_messages=5,
+    distinct=DistinctEstimate.exact(5),
     values=(
-        ValueReport("baz", 2, 2),
-        ValueReport("bar", 1, 1),
-        ValueReport("qux", 1, 1),
-        ValueReport(None, 1, 1),
+        exact("baz", 2, 2),
+        exact("bar", 1, 1),
+        exact("qux", 1, 1),
+        exact(None, 1, 1),
     ),
 )
 
@@ -43,11 +49,40 @@ def test_json_report_schema() -> None:
         "partial": False,
         "records": 5,
         "distinct_messages": 5,
+        "estimated": False,
         "values": [
-            {"value": "baz", "missing": False, "distinct_messages": 2, "records": 2},
-            {"value": "bar", "missing": False, "distinct_messages": 1, "records": 1},
-            {"value": "qux", "missing": False, "distinct_messages": 1, "records": 1},
-            {"value": "unknown", "missing": True, "distinct_messages": 1, "records": 1},
+            {
+                "value": "baz",
+                "missing": False,
+                "overflow": False,
+                "distinct_messages": 2,
+                "estimated": False,
+                "records": 2,
+            },
+            {
+                "value": "bar",
+                "missing": False,
+                "overflow": False,
+                "distinct_messages": 1,
+                "estimated": False,
+                "records": 1,
+            },
+            {
+                "value": "qux",
+                "missing": False,
+                "overflow": False,
+                "distinct_messages": 1,
+                "estimated": False,
+                "records": 1,
+            },
+            {
+                "value": "unknown",
+                "missing": True,
+                "overflow": False,
+                "distinct_messages": 1,
+                "estimated": False,
+                "records": 1,
+            },
         ],
     }
 
@@ -66,7 +101,7 @@ def test_text_report_lists_values_then_totals() -> None:
 
 
 def test_text_report_escapes_values_that_would_break_lines() -> None:
-    report = WindowReport(T0, T0 + 10, True, 1, 1, (ValueReport("a\nb", 1, 1),))
+    report = WindowReport(T0, T0 + 10, True, 1, DistinctEstimate.exact(1), (exact("a\nb", 1, 1),))
     text = render_text(report, "foo", "unknown")
     assert "(partial)" in text.splitlines()[0]
     assert '"a\\nb"' in text
@@ -102,14 +137,14 @@ async def test_window_is_held_until_requests_that_arrived_before_its_end_are_cou
     clock = FakeClock(T0)
     pipeline = Pipeline(clock)
     await pipeline.reporter.start()
-    pending = QueuedRequest(T0 + 9.5, 10, 1, "grpc", ExportLogsServiceRequest())
+    pending = QueuedRequest(T0 + 9.5, 10, 1, "grpc", ExportLogsRequestView())
     pipeline.queue.put_nowait(pending)
 
     await clock.advance(12)  # window [T0, T0+10) has ended, but a request of it is pending
     assert pipeline.reports() == []
 
     taken = await pipeline.queue.get()
-    pipeline.aggregator.add(taken.arrival, {"late-but-ours": ValueTally(1, {1})})
+    pipeline.aggregator.add(taken.arrival, {"late-but-ours": [1]})
     pipeline.queue.done(taken)
     await clock.advance(0.1)
     [report] = pipeline.reports()
@@ -132,7 +167,7 @@ async def test_stop_prints_the_current_window_as_partial() -> None:
     clock = FakeClock(T0)
     pipeline = Pipeline(clock)
     await pipeline.reporter.start()
-    pipeline.aggregator.add(T0 + 1, {"a": ValueTally(1, {1})})
+    pipeline.aggregator.add(T0 + 1, {"a": [1]})
     await clock.advance(5)
     await pipeline.reporter.stop()
     [report] = pipeline.reports()
@@ -140,3 +175,34 @@ async def test_stop_prints_the_current_window_as_partial() -> None:
     await pipeline.reporter.stop()  # idempotent: nothing printed twice
     assert len(pipeline.reports()) == 1
     await asyncio.sleep(0)
+
+
+def test_estimates_carry_bounds_and_overflow_says_how_many_values() -> None:
+    estimate = DistinctEstimate(10_100, True, 9_800, 10_400)
+    report = WindowReport(
+        T0,
+        T0 + 10,
+        False,
+        30_000,
+        estimate,
+        (
+            ValueReport("a", estimate, 20_000),
+            ValueReport(None, DistinctEstimate.exact(3), 10_000, overflow=True),
+        ),
+        overflow_values=5_000,
+    )
+    entry, overflow = json.loads(render_json(report, "foo", "unknown"))["values"]
+    assert entry == {
+        "value": "a",
+        "missing": False,
+        "overflow": False,
+        "distinct_messages": 10_100,
+        "estimated": True,
+        "lower_bound": 9_800,
+        "upper_bound": 10_400,
+        "records": 20_000,
+    }
+    assert overflow["value"] == "__overflow__" and overflow["overflow"] is True
+    assert overflow["distinct_values"] == 5_000 and overflow["missing"] is False
+    text = render_text(report, "foo", "unknown")
+    assert "~10100" in text and "~5000 values past the per-window cap" in text

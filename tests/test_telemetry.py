@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from otlp_stats.aggregator import ValueReport, WindowReport
 from otlp_stats.health import Health
 from otlp_stats.queue import RequestQueue
+from otlp_stats.sketches import DistinctEstimate
 from otlp_stats.telemetry import RateLimitedLog, StateCollector
 from tests.servicetools import metric_value
 
@@ -24,8 +25,11 @@ def scrape(report: WindowReport | None, top_values: int = 100) -> str:
 
 
 def report_with(values: int) -> WindowReport:
-    entries = tuple(ValueReport(f"v{n:03d}", values - n, 1) for n in range(values))
-    return WindowReport(0, 10, False, values, values, (*entries, ValueReport(None, 1, 1)))
+    entries = tuple(
+        ValueReport(f"v{n:03d}", DistinctEstimate.exact(values - n), 1) for n in range(values)
+    )
+    missing = ValueReport(None, DistinctEstimate.exact(1), 1)
+    return WindowReport(0, 10, False, values, DistinctEstimate.exact(values), (*entries, missing))
 
 
 def test_last_window_exports_top_values_plus_one_overflow_series() -> None:

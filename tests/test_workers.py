@@ -7,14 +7,24 @@ import random
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
 
-from otlp_stats.workers import tally_request
+from otlp_stats.resolve import LabelRenderer
+from otlp_stats.view import decode_view
+from otlp_stats.workers import tally_view
 from tests.fakes import Plain, export_request, log_record, worked_example_request
+from tests.reference import reference_tally
 
 
 def summary(
     request: ExportLogsServiceRequest, key: str = "foo"
 ) -> dict[str | None, tuple[int, int]]:
-    return {v: (len(t.messages), t.records) for v, t in tally_request(request, key).items()}
+    """Distinct messages and records per label through the fast path, checked against the
+    straightforward model."""
+    view = decode_view(request.SerializeToString())
+    tallies = tally_view(view, key, LabelRenderer())
+    fast = {v: (len(set(hashes)), len(hashes)) for v, hashes in tallies.items()}
+    reference = {v: (len(h), n) for v, (h, n) in reference_tally(request, key).items()}
+    assert fast == reference
+    return fast
 
 
 def test_worked_example() -> None:

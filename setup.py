@@ -1,0 +1,49 @@
+"""Compiles the project's own .proto views (proto/) into otlp_stats/_generated at build time.
+
+Everything else about the package is in pyproject.toml. The generated modules are not committed:
+they come from the .proto files with the grpcio-tools version pinned in [build-system].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+PROTO_ROOT = ROOT / "proto"
+OUTPUT = ROOT / "otlp_stats" / "_generated"
+
+
+def compile_protos() -> None:
+    from grpc_tools import protoc
+
+    OUTPUT.mkdir(exist_ok=True)
+    (OUTPUT / "__init__.py").write_text('"""Modules generated from proto/ by setup.py."""\n')
+    for proto in sorted(PROTO_ROOT.rglob("*.proto")):
+        relative = proto.relative_to(PROTO_ROOT)
+        status = protoc.main(
+            [
+                "grpc_tools.protoc",
+                f"-I{PROTO_ROOT}",
+                f"--python_out={OUTPUT}",
+                f"--pyi_out={OUTPUT}",
+                str(relative),
+            ]
+        )
+        if status != 0:
+            raise RuntimeError(f"protoc failed on {relative}")
+    # protoc mirrors the proto's folder; make each folder an importable package.
+    for folder in OUTPUT.rglob("*"):
+        if folder.is_dir() and not (folder / "__init__.py").exists():
+            (folder / "__init__.py").write_text("")
+
+
+class BuildPyWithProtos(build_py):
+    def run(self) -> None:
+        compile_protos()
+        super().run()
+
+
+setup(cmdclass={"build_py": BuildPyWithProtos})
