@@ -33,8 +33,12 @@ def build_admin_app(registry: CollectorRegistry, health: Health) -> web.Applicat
 class HttpSite:
     """An aiohttp application on one listen address, with a start/stop lifecycle."""
 
-    def __init__(self, app: web.Application, listen: ListenAddress) -> None:
-        self._runner = web.AppRunner(app, access_log=None)
+    def __init__(
+        self, app: web.Application, listen: ListenAddress, *, decompress_requests: bool = True
+    ) -> None:
+        # decompress_requests=False hands handlers the body as sent, Content-Encoding and all,
+        # for a handler that must bound the decompressed size itself.
+        self._runner = web.AppRunner(app, access_log=None, auto_decompress=decompress_requests)
         self._listen = listen
         self.port = 0
 

@@ -7,6 +7,7 @@ working directory > default. Only this module reads the environment.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -44,7 +45,10 @@ class Settings:
     window: float = 10.0
     report_format: ReportFormat = "text"
     grpc_listen: ListenAddress = ListenAddress("0.0.0.0", 4317)
+    http_listen: ListenAddress = ListenAddress("0.0.0.0", 4318)
     admin_listen: ListenAddress = ListenAddress("0.0.0.0", 9464)
+    grpc_health: bool = True
+    grpc_reflection: bool = True
     workers: int = 2
     queue_size: int = 512
     queue_max_bytes: int = 256 * MiB
@@ -143,6 +147,19 @@ def _parse_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError("must be true or false")
+
+
 def _parse_label(text: str) -> str:
     if not text or len(text) > 255:
         raise ValueError("must be 1-255 characters")
@@ -156,7 +173,10 @@ _OPTIONS: tuple[_Option, ...] = (
         "report_format", _parse_choice(("text", "json")), "stdout report format", ("text", "json")
     ),
     _Option("grpc_listen", parse_listen_address, "OTLP/gRPC listen address"),
+    _Option("http_listen", parse_listen_address, "OTLP/HTTP listen address"),
     _Option("admin_listen", parse_listen_address, "/metrics and health listen address"),
+    _Option("grpc_health", _parse_bool, "serve grpc.health.v1 on the gRPC port (true/false)"),
+    _Option("grpc_reflection", _parse_bool, "serve gRPC server reflection (true/false)"),
     _Option("workers", _parse_positive_int, "worker tasks resolving requests"),
     _Option("queue_size", _parse_positive_int, "most requests queued or in work"),
     _Option("queue_max_bytes", _parse_size, "most request bytes queued or in work"),
@@ -260,9 +280,15 @@ def _reject_unknown_env(dotenv: Mapping[str, str], source: str) -> None:
         raise ConfigError(f"unknown setting(s) in {source}: {', '.join(unknown)}")
 
 
+_LISTEN_SETTINGS = ("grpc_listen", "http_listen", "admin_listen")
+
+
 def _validate_together(settings: Settings) -> None:
-    if settings.grpc_listen == settings.admin_listen and settings.grpc_listen.port != 0:
-        raise ConfigError("grpc_listen and admin_listen must differ")
+    listens = [(name, getattr(settings, name)) for name in _LISTEN_SETTINGS]
+    for (first, address), (second, other) in itertools.combinations(listens, 2):
+        # Port 0 asks the OS for a free port, so equal port-0 addresses never collide.
+        if address == other and address.port != 0:
+            raise ConfigError(f"{first} and {second} must differ")
 
 
 def describe(settings: Settings) -> dict[str, object]:

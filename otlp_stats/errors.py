@@ -21,6 +21,12 @@ class RequestTooLarge(ExportRefused):
     reason = "too_large"
 
 
+class UnsupportedMediaType(ExportRefused):
+    """A content type or content encoding the front door does not speak (only HTTP has these)."""
+
+    reason = "unsupported_media_type"
+
+
 class Overloaded(ExportRefused):
     """The queue is full: the sender should retry after `retry_delay` seconds."""
 

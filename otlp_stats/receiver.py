@@ -21,6 +21,7 @@ from otlp_stats.errors import (
     Overloaded,
     RequestTooLarge,
     ShuttingDown,
+    UnsupportedMediaType,
 )
 from otlp_stats.intake import Intake
 from otlp_stats.telemetry import Metrics
@@ -38,6 +39,7 @@ _GRPC_STATUS: dict[type[ExportRefused], grpc.StatusCode] = {
     RequestTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Overloaded: grpc.StatusCode.UNAVAILABLE,
     ShuttingDown: grpc.StatusCode.UNAVAILABLE,
+    UnsupportedMediaType: grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 

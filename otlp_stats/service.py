@@ -9,6 +9,8 @@ from typing import Any, TextIO
 
 import grpc
 import structlog
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from prometheus_client import CollectorRegistry
 
 from otlp_stats.admin import HttpSite, build_admin_app
@@ -16,6 +18,9 @@ from otlp_stats.aggregator import Aggregator
 from otlp_stats.clock import Clock, SystemClock
 from otlp_stats.config import Settings
 from otlp_stats.health import Health, HealthState
+from otlp_stats.health_publisher import SERVICE_NAME as HEALTH_SERVICE_NAME
+from otlp_stats.health_publisher import HealthPublisher
+from otlp_stats.http_receiver import build_otlp_http_site
 from otlp_stats.intake import Intake
 from otlp_stats.queue import RequestQueue
 from otlp_stats.receiver import LogsReceiver, logs_service_handler
@@ -26,10 +31,13 @@ from otlp_stats.workers import WorkerPool
 
 # In-flight Export handlers never await, so they finish at once; this only bounds the wait.
 _GRPC_STOP_GRACE = 1.0
+# Reflection answers from the default descriptor pool: naming the service through its generated
+# module guarantees that the module, and every message Export uses, is in the pool.
+_LOGS_SERVICE = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name
 
 
 class Service:
-    """receiver -> intake -> queue -> workers -> aggregator -> reporter, plus the admin port."""
+    """gRPC and HTTP receivers -> intake -> queue -> workers -> aggregator -> reporter; admin."""
 
     def __init__(
         self,
@@ -90,6 +98,10 @@ class Service:
             )
         )
         self.admin = HttpSite(build_admin_app(self.registry, self.health), settings.admin_listen)
+        self.otlp_http = build_otlp_http_site(
+            self.intake, self.metrics, settings.http_listen, settings.max_recv_size
+        )
+        self.grpc_health = HealthPublisher(self.health, (_LOGS_SERVICE,))
         self._grpc: grpc.aio.Server | None = None
         self.grpc_port = 0
 
@@ -98,16 +110,23 @@ class Service:
         await self.admin.start()
         await self.reporter.start()
         await self.workers.start()
+        if self.settings.grpc_health:
+            await self.grpc_health.start()
         self._grpc = self._build_grpc_server()
         self.grpc_port = self._grpc.add_insecure_port(str(self.settings.grpc_listen))
         await self._grpc.start()
+        await self.otlp_http.start()
         self.health.move_to(HealthState.SERVING)
         self.log.info(
             "serving",
             grpc_port=self.grpc_port,
+            http_port=self.otlp_http.port,
             admin_port=self.admin.port,
             grpc_tls=False,
+            http_tls=False,
             admin_tls=False,
+            grpc_health=self.settings.grpc_health,
+            grpc_reflection=self.settings.grpc_reflection,
             attribute_key=self.settings.attribute_key,
             window_seconds=self.settings.window,
         )
@@ -122,6 +141,12 @@ class Service:
         server.add_generic_rpc_handlers(
             (logs_service_handler(LogsReceiver(self.intake, self.metrics)),)
         )
+        services = [_LOGS_SERVICE]
+        if self.settings.grpc_health:
+            self.grpc_health.register(server)
+            services.append(HEALTH_SERVICE_NAME)
+        if self.settings.grpc_reflection:
+            reflection.enable_server_reflection([*services, reflection.SERVICE_NAME], server)
         return server
 
     async def stop(self) -> bool:
@@ -138,6 +163,8 @@ class Service:
         drained = await self._drain(deadline)
         if self._grpc is not None:
             await self._grpc.stop(_GRPC_STOP_GRACE)
+        await self.otlp_http.stop()
+        await self.grpc_health.stop()
         await self.workers.stop()
         await self.reporter.stop()
         self.health.move_to(HealthState.STOPPED)

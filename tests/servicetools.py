@@ -19,6 +19,8 @@ from typing import IO, Any
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
+# A window so long that a test never straddles two: everything lands in the final report.
+ONE_WINDOW = "1000000000"
 
 
 @dataclass
@@ -42,14 +44,23 @@ class _Lines:
 
 
 class ServiceProcess:
-    """`python -m otlp_stats` with JSON logs and reports, grpc and admin on port 0."""
+    """`python -m otlp_stats` with JSON logs and reports, grpc, http and admin on port 0.
 
-    def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
+    `entry` replaces `-m otlp_stats` with another entry point taking the same flags.
+    """
+
+    def __init__(
+        self,
+        *flags: str,
+        env: dict[str, str] | None = None,
+        entry: Sequence[str] = ("-m", "otlp_stats"),
+    ) -> None:
         command = [
             sys.executable,
-            "-m",
-            "otlp_stats",
+            *entry,
             "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
@@ -106,6 +117,11 @@ class ServiceProcess:
     @property
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.ports['grpc_port']}"
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the OTLP/HTTP port (append /v1/logs)."""
+        return f"http://127.0.0.1:{self.ports['http_port']}"
 
     @property
     def admin_url(self) -> str:
@@ -191,8 +207,12 @@ def _parse(line: str) -> dict[str, Any] | None:
 
 
 @contextmanager
-def running_service(*flags: str, env: dict[str, str] | None = None) -> Iterator[ServiceProcess]:
-    service = ServiceProcess(*flags, env=env)
+def running_service(
+    *flags: str,
+    env: dict[str, str] | None = None,
+    entry: Sequence[str] = ("-m", "otlp_stats"),
+) -> Iterator[ServiceProcess]:
+    service = ServiceProcess(*flags, env=env, entry=entry)
     try:
         service.wait_serving()
         yield service

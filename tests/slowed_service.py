@@ -1,0 +1,32 @@
+"""`python -m tests.slowed_service SECONDS [flags]`: the real service with slowed workers.
+
+A worker holds each request SECONDS longer before resolving it (the request keeps its place in
+the queue meanwhile), so a tiny queue fills up on demand and throttling tests do not depend on
+how fast this machine happens to be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+
+from otlp_stats.__main__ import main
+from otlp_stats.queue import QueuedRequest, RequestQueue
+
+Get = Callable[[RequestQueue], Awaitable[QueuedRequest]]
+
+
+def slowed_get(seconds: float, get: Get) -> Get:
+    async def get_slowly(queue: RequestQueue) -> QueuedRequest:
+        item = await get(queue)
+        await asyncio.sleep(seconds)  # an await, so Export handlers keep answering meanwhile
+        return item
+
+    return get_slowly
+
+
+if __name__ == "__main__":
+    # setattr, because mypy (rightly) refuses a plain assignment that replaces a method.
+    setattr(RequestQueue, "get", slowed_get(float(sys.argv[1]), RequestQueue.get))  # noqa: B010
+    sys.exit(main(sys.argv[2:]))
