@@ -35,3 +35,6 @@ test: install lint ## install, lint, and run every test
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
+
+bench: install ## measure decode floor, baseline and service in one run; rewrites BENCHMARKS.md (ARGS="--duration 60")
+	$(BIN)/python -m bench.run $(ARGS)

@@ -1,0 +1,1 @@
+"""Benchmark harness: decode floor, baseline server and the service, measured in one run."""

@@ -1,0 +1,156 @@
+"""The deliberately straightforward counter the service is measured against.
+
+It does what a first version would: decode the whole request into the OTLP object model,
+scan each record's attribute list (record > scope > resource), render the value to str
+and add the rendered body to a per-value Python set. It counts one window spanning its
+whole life and prints it, in the service's JSON report shape, when told to stop.
+
+Run: python -m bench.baseline_server --listen 127.0.0.1:0 [--attribute-key service.name]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import signal
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import grpc
+import grpc.aio
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+_MAX_RECEIVE_BYTES = 64 * 1024 * 1024  # the OTLP recommendation, as the service uses
+MISSING_LABEL = "unknown"
+
+
+class BaselineCounter:
+    """Distinct bodies and records per attribute value, the plain way."""
+
+    def __init__(self, attribute_key: str) -> None:
+        self.attribute_key = attribute_key
+        self.bodies: defaultdict[str | None, set[str]] = defaultdict(set)
+        self.records: defaultdict[str | None, int] = defaultdict(int)
+
+    def count(self, request: ExportLogsServiceRequest) -> None:
+        for resource_logs in request.resource_logs:
+            resource_value = self.find(resource_logs.resource.attributes)
+            for scope_logs in resource_logs.scope_logs:
+                scope_value = self.find(scope_logs.scope.attributes)
+                inherited = scope_value if scope_value is not None else resource_value
+                for record in scope_logs.log_records:
+                    value = self.find(record.attributes)
+                    if value is None:
+                        value = inherited
+                    self.bodies[value].add(render(record.body))
+                    self.records[value] += 1
+
+    def find(self, attributes: Sequence[KeyValue]) -> str | None:
+        for attribute in attributes:
+            if attribute.key == self.attribute_key:
+                return render(attribute.value)
+        return None
+
+    def report(self, started: datetime, ended: datetime) -> dict[str, object]:
+        ordered = sorted(
+            self.records.items(),
+            key=lambda item: (-len(self.bodies[item[0]]), item[0] or ""),
+        )
+        values = [
+            {
+                "value": MISSING_LABEL if value is None else value,
+                "missing": value is None,
+                "distinct_messages": len(self.bodies[value]),
+                "records": records,
+            }
+            for value, records in ordered
+        ]
+        return {
+            "event": "window_report",
+            "attribute_key": self.attribute_key,
+            "window_start": _timestamp(started),
+            "window_end": _timestamp(ended),
+            "partial": True,
+            "records": sum(self.records.values()),
+            "distinct_messages": sum(len(bodies) for bodies in self.bodies.values()),
+            "values": values,
+        }
+
+
+def render(value: AnyValue) -> str:
+    """AnyValue as text, by the service's rules (structured values as compact JSON)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "double_value":
+        return repr(value.double_value)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    if kind is None:
+        return ""
+    return json.dumps(MessageToDict(value), sort_keys=True, separators=(",", ":"))
+
+
+async def serve(listen: str, attribute_key: str) -> None:
+    counter = BaselineCounter(attribute_key)
+
+    async def export(request: ExportLogsServiceRequest, _: object) -> ExportLogsServiceResponse:
+        counter.count(request)
+        return ExportLogsServiceResponse()
+
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", _MAX_RECEIVE_BYTES)])
+    handler = grpc.unary_unary_rpc_method_handler(
+        export,
+        request_deserializer=ExportLogsServiceRequest.FromString,
+        response_serializer=ExportLogsServiceResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(_SERVICE, {"Export": handler})]
+    )
+    port = server.add_insecure_port(listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    started = datetime.now(UTC)
+    await server.start()
+    _log("serving", grpc_port=port)
+    await stop.wait()
+    _log("stopping")
+    await server.stop(grace=5)
+    print(json.dumps(counter.report(started, datetime.now(UTC))), flush=True)
+
+
+def _log(event: str, **fields: object) -> None:
+    print(json.dumps({"event": event, **fields}), file=sys.stderr, flush=True)
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--listen", default="127.0.0.1:0", help="host:port for gRPC")
+    parser.add_argument("--attribute-key", default="service.name")
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.listen, args.attribute_key))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
