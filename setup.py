@@ -41,9 +41,17 @@ def compile_protos() -> None:
 
 
 class BuildPyWithProtos(build_py):
-    def run(self) -> None:
+    def finalize_options(self) -> None:
+        # Compile before build_py takes its package list from the distribution: the packages
+        # were found when _generated did not exist yet, so a clean build would leave it out.
         compile_protos()
-        super().run()
+        packages = self.distribution.packages or []
+        for init in sorted(OUTPUT.rglob("__init__.py")):
+            name = ".".join(init.parent.relative_to(ROOT).parts)
+            if name not in packages:
+                packages.append(name)
+        self.distribution.packages = packages
+        super().finalize_options()
 
 
 setup(cmdclass={"build_py": BuildPyWithProtos})

@@ -11,7 +11,7 @@ import grpc
 import structlog
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from otlp_stats.admin import HttpSite, build_admin_app
 from otlp_stats.aggregator import Aggregator
@@ -51,6 +51,10 @@ class Service:
         self.log: Any = structlog.get_logger("otlp_stats")
         self.health = Health()
         self.registry = registry or CollectorRegistry()
+        # process_* (CPU, RSS, open fds) for the dashboard and sizing; the registry is our own,
+        # so the default registry's collectors are not there unless registered here.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self.metrics = Metrics(self.registry)
         self.queue = RequestQueue(settings.queue_size, settings.queue_max_bytes)
         self.aggregator = Aggregator(
