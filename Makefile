@@ -4,9 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
+COMPOSE ?= docker compose
+# TARGET=host:port points the k6 targets at a running service instead of starting one.
+TARGET ?=
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint unit bench clean
+.PHONY: help install run test lint unit bench clean system-deps lint-deploy e2e \
+	compose-up compose-down k6-smoke k6-load k6-soak
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,16 +27,59 @@ install: $(STAMP) ## create .venv and install the package with test and lint too
 run: install ## start the service with the defaults (ARGS="--window 5" to override)
 	$(BIN)/otlp-stats $(ARGS)
 
-lint: install ## ruff and mypy --strict
+lint: install lint-deploy ## ruff and mypy --strict, plus lint-deploy
 	$(BIN)/ruff check otlp_stats tests
 	$(BIN)/ruff format --check otlp_stats tests
 	$(BIN)/mypy
 
-unit: install ## the tests alone, no lint
+unit: install system-deps ## the tests alone, no lint
 	$(BIN)/pytest $(ARGS)
 
-test: install lint ## install, lint, and run every test
+test: install system-deps lint ## install, lint, and run every test
 	$(BIN)/pytest $(ARGS)
+
+# Debian's prometheus package ships prometheus and promtool for the deploy tests. Where systemd
+# runs, the package starts its own daemon on :9090; the tests start theirs, so it is stopped.
+system-deps: ## install Debian's prometheus (prometheus, promtool) if missing; root or sudo
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+		echo "installing Debian's prometheus package"; \
+		$(SUDO) apt-get update -qq >/dev/null && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends prometheus >/dev/null && \
+		if [ -d /run/systemd/system ]; then \
+			$(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; \
+		fi; \
+	fi
+
+lint-deploy: install system-deps ## hadolint, promtool, kubernetes-validate, compose schema; ruff+mypy on k6/run.py
+	$(BIN)/hadolint Dockerfile
+	promtool check config --lint=all deploy/prometheus/prometheus.yml >/dev/null
+	cd deploy/prometheus && promtool test rules alerts.test.yml >/dev/null
+	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(BIN)/ruff check k6/run.py deploy/docker/healthcheck.py
+	$(BIN)/ruff format --check k6/run.py deploy/docker/healthcheck.py
+	$(BIN)/mypy k6/run.py deploy/docker/healthcheck.py
+
+e2e: install system-deps ## the real service against real clients: SDKs, Prometheus, k6, the image's entry point
+	$(BIN)/pytest $(wildcard tests/test_e2e_*.py) tests/test_service.py tests/test_prometheus.py \
+		tests/test_k6.py tests/test_deploy_docker.py $(ARGS)
+
+compose-up: ## build the image and start otlp-stats, Prometheus and Grafana (docker compose)
+	$(COMPOSE) up --build --detach
+	@echo "Grafana http://127.0.0.1:3000  Prometheus http://127.0.0.1:9090  OTLP 127.0.0.1:4317 and :4318"
+
+compose-down: ## stop the compose stack and delete its volumes
+	$(COMPOSE) down --volumes
+
+k6-smoke: install ## k6 smoke test on a fresh service, counts checked (TARGET=host:port for a running one)
+	$(BIN)/python k6/run.py $(if $(TARGET),--target $(TARGET)) k6/smoke.js $(ARGS)
+
+k6-load: install ## k6 ramping load, 8 VUs, 100 records/request (ARGS="-e VUS=16 -e PLACEMENT=scope")
+	$(BIN)/python k6/run.py $(if $(TARGET),--target $(TARGET)) k6/load.js $(ARGS)
+
+k6-soak: install ## k6 soak, 50 Exports/s for 30 minutes (ARGS="-e RATE=100 -e DURATION=2h")
+	$(BIN)/python k6/run.py $(if $(TARGET),--target $(TARGET)) k6/soak.js $(ARGS)
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
