@@ -35,7 +35,7 @@ from otlp_stats.intake import Decoder, Intake
 from otlp_stats.otlp_json import decode_json_request, encode_json
 from otlp_stats.receiver import grpc_status_for
 from otlp_stats.telemetry import Metrics
-from otlp_stats.view import ExportLogsRequestView, decode_view
+from otlp_stats.view import DecodedRequest, decode_request
 
 LOGS_PATH = "/v1/logs"
 PROTOBUF = "application/x-protobuf"
@@ -72,13 +72,13 @@ def _encode_protobuf(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def decode_json_view(payload: bytes) -> ExportLogsRequestView:
+def decode_json_view(payload: bytes) -> DecodedRequest:
     """OTLP/JSON into the pipeline's view, through the full request the JSON mapping needs."""
-    return decode_view(decode_json_request(payload).SerializeToString())
+    return decode_request(decode_json_request(payload).SerializeToString())
 
 
 ENCODINGS = {
-    PROTOBUF: BodyEncoding(PROTOBUF, decode_view, _encode_protobuf),
+    PROTOBUF: BodyEncoding(PROTOBUF, decode_request, _encode_protobuf),
     JSON: BodyEncoding(JSON, decode_json_view, encode_json),
 }
 
@@ -88,10 +88,10 @@ class DecodedBody:
     """A request body after reading, inflating and decoding, or the refusal that stopped it."""
 
     payload: bytes
-    request: ExportLogsRequestView | None = None
+    request: DecodedRequest | None = None
     refusal: ExportRefused | None = None
 
-    def decoder(self, _payload: bytes) -> ExportLogsRequestView:
+    def decoder(self, _payload: bytes) -> DecodedRequest:
         """The Intake's decoder: hands over what the thread decoded, or raises why it could not."""
         if self.refusal is not None:
             raise self.refusal

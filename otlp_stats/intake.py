@@ -14,10 +14,10 @@ from otlp_stats.errors import ExportRefused, Overloaded, RequestTooLarge, Shutti
 from otlp_stats.health import Health
 from otlp_stats.queue import QueuedRequest, QueueFull, RequestQueue
 from otlp_stats.telemetry import Metrics, RateLimitedLog
-from otlp_stats.view import ExportLogsRequestView, count_records, decode_view
+from otlp_stats.view import DecodedRequest, count_records, decode_request, key_may_be_on_records
 
-# Turns a request body into the view; the OTLP/HTTP JSON door passes its own.
-Decoder = Callable[[bytes], ExportLogsRequestView]
+# Turns a request body into the view and its protobuf bytes; the OTLP/HTTP door passes its own.
+Decoder = Callable[[bytes], DecodedRequest]
 
 
 class Intake:
@@ -30,6 +30,7 @@ class Intake:
         max_request_size: int,
         retry_delay: float,
         refusal_log: RateLimitedLog,
+        attribute_key: str,
     ) -> None:
         self._queue = queue
         self._health = health
@@ -38,6 +39,7 @@ class Intake:
         self._max_request_size = max_request_size
         self._retry_delay = retry_delay
         self._refusal_log = refusal_log
+        self._attribute_key = attribute_key
 
     def accept(self, payload: bytes, transport: str, decoder: Decoder | None = None) -> int:
         """Admit one serialized ExportLogsServiceRequest; return its record count.
@@ -47,7 +49,7 @@ class Intake:
         """
         self._metrics.export_requests.labels(transport).inc()
         try:
-            return self._accept(payload, transport, decoder or decode_view)
+            return self._accept(payload, transport, decoder or decode_request)
         except ExportRefused as refusal:
             self._metrics.requests_refused.labels(transport, refusal.reason).inc()
             self._refusal_log.warning(
@@ -63,18 +65,18 @@ class Intake:
             raise RequestTooLarge(
                 f"request of {len(payload)} bytes exceeds the limit of {self._max_request_size}"
             )
-        request = decoder(payload)
-        return self._admit(request, len(payload), arrival, transport)
+        decoded = decoder(payload)
+        return self._admit(decoded, len(payload), arrival, transport)
 
-    def _admit(
-        self, request: ExportLogsRequestView, size: int, arrival: float, transport: str
-    ) -> int:
-        records = count_records(request)
+    def _admit(self, decoded: DecodedRequest, size: int, arrival: float, transport: str) -> int:
+        records = count_records(decoded.view)
         if records == 0:
             # OTLP: an empty request is a success; there is nothing to queue.
             return 0
+        key_on_records = key_may_be_on_records(decoded.wire, decoded.view, self._attribute_key)
+        item = QueuedRequest(arrival, size, records, transport, decoded.view, key_on_records)
         try:
-            self._queue.put_nowait(QueuedRequest(arrival, size, records, transport, request))
+            self._queue.put_nowait(item)
         except QueueFull as full:
             raise Overloaded(full.reason, self._retry_delay) from None
         self._metrics.records_accepted.labels(transport).inc(records)

@@ -31,6 +31,9 @@ class QueuedRequest:
     records: int
     transport: str
     request: ExportLogsRequestView = field(repr=False)
+    # False when no record can carry the attribute (view.key_may_be_on_records), so workers can
+    # skip the per-record lookup; True is always safe.
+    key_on_records: bool = True
 
 
 class RequestQueue:

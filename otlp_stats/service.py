@@ -88,6 +88,7 @@ class Service:
             settings.max_recv_size,
             settings.retry_delay,
             RateLimitedLog(self.log),
+            settings.attribute_key,
         )
         self.registry.register(
             StateCollector(

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from google.protobuf.message import DecodeError
 
 from otlp_stats._generated.otlp_stats_view.logs_view_pb2 import ExportLogsRequestView
 from otlp_stats.errors import MalformedRequest
 
-__all__ = ["ExportLogsRequestView", "count_records", "decode_view"]
+__all__ = [
+    "DecodedRequest",
+    "ExportLogsRequestView",
+    "count_records",
+    "decode_request",
+    "decode_view",
+]
+
+
+@dataclass(frozen=True)
+class DecodedRequest:
+    """A request as the view, with the protobuf bytes it was decoded from."""
+
+    view: ExportLogsRequestView
+    wire: bytes
+
+
+def decode_request(payload: bytes) -> DecodedRequest:
+    """A protobuf request body: the payload is the wire."""
+    return DecodedRequest(decode_view(payload), payload)
 
 
 def decode_view(payload: bytes) -> ExportLogsRequestView:

@@ -21,14 +21,18 @@ BatchSink = Callable[[float, ResolvedBatch], None]
 
 
 def tally_view(
-    request: ExportLogsRequestView, key: str, labels: LabelRenderer
+    request: ExportLogsRequestView,
+    key: str,
+    labels: LabelRenderer,
+    key_on_records: bool = True,
 ) -> dict[str | None, list[int]]:
     """Per attribute value label, the message hash of each record of one request.
 
     This is the hot loop, run once per record, so it is written for CPython: the per-record
     steps are list comprehensions (attribute lookups are map lookups done in C), a string
     body is hashed from its raw bytes in place (messages.body_hash, inlined), and a value is
-    rendered once per distinct raw value rather than once per record.
+    rendered once per distinct raw value rather than once per record. When no record can carry
+    the key (`key_on_records` False), the per-record lookup, the costliest step, is skipped.
     """
     raws: list[bytes | None] = []
     bodies: list[bytes] = []
@@ -39,7 +43,10 @@ def tally_view(
             # One list of wrappers, walked twice: iterating the repeated field twice would
             # build every record's wrapper twice.
             records = list(scope_logs.log_records)
-            raws += [record.attributes.get(key, scope_raw) for record in records]
+            if key_on_records:
+                raws += [record.attributes.get(key, scope_raw) for record in records]
+            else:
+                raws += [scope_raw] * len(records)
             bodies += [record.body for record in records]
     hashes = [
         xxh3_64_intdigest(body) - SIGNED_OFFSET if body[:1] == STRING_TAG else body_hash(body)
@@ -126,7 +133,12 @@ class WorkerPool:
             started = time.perf_counter()
             try:
                 batch = await loop.run_in_executor(
-                    self._executor, tally_view, item.request, self._attribute_key, self.labels
+                    self._executor,
+                    tally_view,
+                    item.request,
+                    self._attribute_key,
+                    self.labels,
+                    item.key_on_records,
                 )
                 self._sink(item.arrival, batch)
                 self._metrics.records_counted.inc(item.records)

@@ -99,6 +99,7 @@ async def door() -> AsyncIterator[FrontDoor]:
         LIMIT,
         RETRY_DELAY,
         RateLimitedLog(structlog.get_logger("test")),
+        "service.name",
     )
     site: HttpSite = build_otlp_http_site(intake, metrics, ListenAddress("127.0.0.1", 0), LIMIT)
     await site.start()

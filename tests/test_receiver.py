@@ -66,6 +66,7 @@ class Harness:
             max_size,
             2.5,
             RateLimitedLog(NullLogger()),
+            "foo",
         )
         servicer = SyncServicer(LogsReceiver(intake, self.metrics))
         self.server = grpc_testing.server_from_dictionary(
