@@ -15,8 +15,7 @@
 //   ATTRIBUTE_KEY        the attribute the service counts by         service.name
 //   P95_MS, P99_MS       latency thresholds, milliseconds            250, 500
 //   MAX_ERROR_RATE       failed Exports tolerated, as a fraction     0.01
-import grpc from 'k6/net/grpc';
-import { buildRequest, connect, env, exportLogs, intEnv } from './lib/otlp.js';
+import { env, intEnv, repeatedExport } from './lib/otlp.js';
 
 const VUS = intEnv('VUS', 8);
 const RECORDS = intEnv('RECORDS_PER_REQUEST', 100);
@@ -42,25 +41,12 @@ export const options = {
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
 };
 
-const payload = buildRequest({
-  records: RECORDS,
-  values: intEnv('VALUES', 20),
-  bodies: intEnv('BODIES', 50),
-  placement: PLACEMENT,
-  key: env('ATTRIBUTE_KEY', 'service.name'),
-});
-const client = new grpc.Client();
-let connected = false;
+const sender = repeatedExport(RECORDS, PLACEMENT);
 
-// One log line with the request as sent, so a runner can state its size (k6/run.py does).
 export function setup() {
-  console.log(JSON.stringify({ otlp_request: payload, records: RECORDS, placement: PLACEMENT }));
+  sender.announce();
 }
 
 export default function () {
-  if (!connected) {
-    connect(client);
-    connected = true;
-  }
-  exportLogs(client, payload, RECORDS);
+  sender.send();
 }

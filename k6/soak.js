@@ -10,8 +10,7 @@
 //   MAX_VUS              most concurrent Exports k6 may hold         50
 //   RECORDS_PER_REQUEST, PLACEMENT, VALUES, BODIES, ATTRIBUTE_KEY   as in load.js
 //   P99_MS, MAX_ERROR_RATE                                            250, 0.001
-import grpc from 'k6/net/grpc';
-import { buildRequest, connect, env, exportLogs, intEnv } from './lib/otlp.js';
+import { env, intEnv, repeatedExport } from './lib/otlp.js';
 
 const RECORDS = intEnv('RECORDS_PER_REQUEST', 100);
 const PLACEMENT = env('PLACEMENT', 'record');
@@ -36,24 +35,12 @@ export const options = {
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
 };
 
-const payload = buildRequest({
-  records: RECORDS,
-  values: intEnv('VALUES', 20),
-  bodies: intEnv('BODIES', 50),
-  placement: PLACEMENT,
-  key: env('ATTRIBUTE_KEY', 'service.name'),
-});
-const client = new grpc.Client();
-let connected = false;
+const sender = repeatedExport(RECORDS, PLACEMENT);
 
 export function setup() {
-  console.log(JSON.stringify({ otlp_request: payload, records: RECORDS, placement: PLACEMENT }));
+  sender.announce();
 }
 
 export default function () {
-  if (!connected) {
-    connect(client);
-    connected = true;
-  }
-  exportLogs(client, payload, RECORDS);
+  sender.send();
 }

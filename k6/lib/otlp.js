@@ -111,3 +111,31 @@ export function exportLogs(client, request, records) {
   }
   return ok;
 }
+
+// One request built from the environment (VALUES, BODIES, ATTRIBUTE_KEY), sent again and again
+// over one connection per VU: what the load and soak scripts share. Call it in the init
+// context (grpc.Client must be created there).
+export function repeatedExport(records, placement) {
+  const payload = buildRequest({
+    records,
+    values: intEnv('VALUES', 20),
+    bodies: intEnv('BODIES', 50),
+    placement,
+    key: env('ATTRIBUTE_KEY', 'service.name'),
+  });
+  const client = new grpc.Client();
+  let connected = false;
+  return {
+    // One log line with the request as sent, so a runner can state its size (k6/run.py does).
+    announce() {
+      console.log(JSON.stringify({ otlp_request: payload, records, placement }));
+    },
+    send() {
+      if (!connected) {
+        connect(client);
+        connected = true;
+      }
+      exportLogs(client, payload, records);
+    },
+  };
+}
