@@ -64,12 +64,21 @@ def _stat_fields(pid: int) -> list[str] | None:
     return text[text.rindex(")") + 2 :].split()
 
 
+def resident_bytes(pid: int) -> int:
+    """VmRSS: what the process holds in memory now (0 once it is gone)."""
+    return _status_bytes(pid, "VmRSS:")
+
+
 def _peak_rss_bytes(pid: int) -> int:
+    return _status_bytes(pid, "VmHWM:")
+
+
+def _status_bytes(pid: int, field: str) -> int:
     try:
         status = (_PROC / str(pid) / "status").read_text()
     except OSError:
         return 0
     for line in status.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field):
             return int(line.split()[1]) * 1024
     return 0

@@ -69,12 +69,14 @@ def render_results(results: BenchResults) -> str:
     return "\n".join(lines) + "\n"
 
 
-def splice_results(path: Path, block: str, template: str) -> None:
-    """Replace the marked block in `path`, keeping everything around it as written."""
+def splice_results(
+    path: Path, block: str, template: str, *, begin: str = BEGIN_MARKER, end: str = END_MARKER
+) -> None:
+    """Replace the block between `begin` and `end` in `path`, keeping everything around it."""
     document = path.read_text() if path.exists() else template
-    if BEGIN_MARKER in document and END_MARKER in document:
-        head, rest = document.split(BEGIN_MARKER, 1)
-        tail = rest.split(END_MARKER, 1)[1].removeprefix("\n")
+    if begin in document and end in document:
+        head, rest = document.split(begin, 1)
+        tail = rest.split(end, 1)[1].removeprefix("\n")
         document = head + block + tail
     else:
         document = document.rstrip("\n") + "\n\n" + block

@@ -24,6 +24,8 @@ from google.protobuf.internal import api_implementation
 
 from bench.floor import measure_baseline_counting, measure_decode_floor
 from bench.load_run import LoadRunFailed
+from bench.memory_report import MEMORY_BEGIN_MARKER, MEMORY_END_MARKER, render_memory
+from bench.memory_run import MemoryRun, measure_memory, scaled_scenarios
 from bench.report import BenchResults, Machine, render_results, splice_results
 from bench.server_process import ServerFailed
 from bench.server_run import RunSettings, ServerRun, measure_server
@@ -65,12 +67,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-service", action="store_true")
+    parser.add_argument(
+        "--memory-scale",
+        type=float,
+        default=1.0,
+        help="records of the memory scenarios (10M, 1M values, 16k x 64 KiB) times this",
+    )
+    parser.add_argument("--skip-memory", action="store_true", help="no memory scenarios")
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the memory scenarios; the throughput block of BENCHMARKS.md stays as it is",
+    )
     parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
     return parser.parse_args(argv)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.memory_scale <= 0:
+        raise SystemExit("--memory-scale must be positive")
+    command = shlex.join(["python", "-m", "bench.run", *(argv or sys.argv[1:])])
+    throughput_ok = True if args.memory_only else measure_throughput(args, command)
+    memory_ok = True if args.skip_memory else measure_memory_scenarios(args, command)
+    return 0 if throughput_ok and memory_ok else 1
+
+
+def measure_throughput(args: argparse.Namespace, command: str) -> bool:
+    """Floor, baseline and service on the reference workload; True when every check passed."""
     started_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = describe_machine()
     workload = Workload()
@@ -86,10 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes: list[str] = []
     floors = [measure_decode_floor(requests, args.floor_seconds)]
     counting = measure_baseline_counting(requests, workload.attribute_key, args.floor_seconds)
-    # Servers and load generators run in an empty directory with OTLP_STATS_* removed, so no
-    # .env file or exported setting changes what is measured.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OTLP_STATS_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env = _clean_env()
     with tempfile.TemporaryDirectory(prefix="otlp-bench-") as scratch:
 
         def measure(name: str, argv: list[str]) -> ServerRun | None:
@@ -117,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             service = measure("service", service_argv(workload, args.service_args))
     results = BenchResults(
         started_at=started_at,
-        command=shlex.join(["python", "-m", "bench.run", *(argv or sys.argv[1:])]),
+        command=command,
         machine=machine,
         workload=workload,
         payload_bytes_mean=sum(len(r.payload) for r in requests) // len(requests),
@@ -138,7 +159,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     digest_mismatch = any(results.workload_digest not in run.digests_seen for run in runs)
     if digest_mismatch:
         _say("the load generator built different requests than the harness")
-    return 1 if failed or digest_mismatch else 0
+    return not (failed or digest_mismatch)
+
+
+def measure_memory_scenarios(args: argparse.Namespace, command: str) -> bool:
+    """Peak RSS and accuracy of scenarios (a), (b), (c); True when every check passed."""
+    started_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    env = _clean_env()
+    runs: list[MemoryRun] = []
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="otlp-bench-memory-") as scratch:
+        for scenario in scaled_scenarios(args.memory_scale):
+            _say(
+                f"memory scenario ({scenario.name}): {scenario.title}, {scenario.records:,} records"
+            )
+            try:
+                run = measure_memory(
+                    scenario, cwd=Path(scratch), env=env,
+                    service_args=shlex.split(args.service_args),
+                )  # fmt: skip
+            except (ServerFailed, LoadRunFailed, subprocess.TimeoutExpired, OSError) as error:
+                problems.append(f"({scenario.name}): {error}")
+                _say(f"memory scenario ({scenario.name}) failed: {error}")
+                continue
+            _say(
+                f"memory scenario ({scenario.name}): peak RSS {run.peak_rss_bytes / 1e6:.0f} MB, "
+                f"{run.elapsed_seconds:.1f} s, {'pass' if run.passed else 'FAIL'}"
+            )
+            runs.append(run)
+    block = render_memory(runs, started_at=started_at, command=command, problems=problems)
+    splice_results(
+        args.output, block, DOCUMENT_TEMPLATE, begin=MEMORY_BEGIN_MARKER, end=MEMORY_END_MARKER
+    )
+    print(block)
+    return not problems and all(run.passed for run in runs)
+
+
+def _clean_env() -> dict[str, str]:
+    # Servers and load generators run in an empty directory with OTLP_STATS_* removed, so no
+    # .env file or exported setting changes what is measured.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTLP_STATS_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
 
 
 def baseline_argv(workload: Workload) -> list[str]:

@@ -17,7 +17,7 @@ from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.proc_stats import ProcessTreeSample, sample_process_tree
+from bench.proc_stats import ProcessTreeSample, resident_bytes, sample_process_tree
 
 
 class ServerFailed(RuntimeError):
@@ -103,6 +103,10 @@ class ServerProcess:
 
     def sample(self) -> ProcessTreeSample:
         return sample_process_tree(self.pid)
+
+    def resident_bytes(self) -> int:
+        """VmRSS of the server process itself, now."""
+        return resident_bytes(self.pid)
 
     def scrape_counter(self, sample_name: str) -> float | None:
         """Sum of a sample over all label sets on /metrics; None without an admin port."""
