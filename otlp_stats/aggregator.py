@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 import xxhash
 
 from otlp_stats.messages import to_signed64
-from otlp_stats.sketches import DEFAULT_LG_K, DistinctCounter, DistinctEstimate, union_estimate
+from otlp_stats.sketches import (
+    DEFAULT_LG_K,
+    DistinctCounter,
+    DistinctEstimate,
+    estimate_serialized,
+    union_estimate,
+    union_serialized,
+)
 
 # Attribute value label -> message hashes of its records (one per record); None is the bucket
 # of records without the attribute.
@@ -39,6 +46,29 @@ class ValueReport:
 
 
 @dataclass(frozen=True)
+class TallySnapshot:
+    """One value's counts in a window as plain bytes: what a store keeps and replicas merge."""
+
+    value: str | None
+    records: int
+    sketch: bytes
+    overflow: bool = False
+
+
+@dataclass(frozen=True)
+class WindowSnapshot:
+    start: float
+    end: float
+    tallies: tuple[TallySnapshot, ...]
+    # The overflow entry's distinct values, as a serialized sketch (None if nothing overflowed).
+    overflow_values: bytes | None = None
+
+    @property
+    def records(self) -> int:
+        return sum(tally.records for tally in self.tallies)
+
+
+@dataclass(frozen=True)
 class WindowReport:
     start: float
     end: float
@@ -48,6 +78,12 @@ class WindowReport:
     values: tuple[ValueReport, ...]
     # Estimated number of distinct values folded into the overflow entry (0 if none).
     overflow_values: int = 0
+    # The window's sketches, kept only when a store persists closed windows.
+    snapshot: WindowSnapshot | None = field(default=None, compare=False, repr=False)
+    # Set with a shared store: "global" (merged across replicas) or "local" (this replica only).
+    scope: str | None = None
+    # The replicas whose counts a global report merges.
+    replicas: tuple[str, ...] = ()
 
     @property
     def distinct_messages(self) -> int:
@@ -76,8 +112,10 @@ class Aggregator:
         start_time: float,
         max_values: int = 10_000,
         lg_k: int = DEFAULT_LG_K,
+        keep_sketches: bool = False,
     ) -> None:
         self.window_seconds = window_seconds
+        self.keep_sketches = keep_sketches
         self.max_values = max_values
         self.lg_k = lg_k
         self._next_index = self._index(start_time)
@@ -163,9 +201,52 @@ class Aggregator:
             self._next_index += 1
         return reports
 
+    def snapshot(self) -> list[WindowSnapshot]:
+        """Every open window that holds records, as bytes, for a checkpoint."""
+        return [
+            self._snapshot_of(index, window)
+            for index, window in sorted(self._windows.items())
+            if window.values or window.overflow is not None
+        ]
+
+    def _snapshot_of(self, index: int, window: _Window) -> WindowSnapshot:
+        start, end = self.window_bounds(index)
+        tallies = [
+            TallySnapshot(value, tally.records, tally.counter.serialize())
+            for value, tally in window.values.items()
+        ]
+        overflow_values = None
+        if window.overflow is not None and window.overflow_values is not None:
+            tallies.append(
+                TallySnapshot(
+                    None, window.overflow.records, window.overflow.counter.serialize(), True
+                )
+            )
+            overflow_values = window.overflow_values.serialize()
+        return WindowSnapshot(start, end, tuple(tallies), overflow_values)
+
+    def restore(self, snapshots: Sequence[WindowSnapshot]) -> None:
+        """Resume windows a checkpoint saved, before any batch is added.
+
+        A restored window that has ended by now is reported at the next watermark, so the
+        earliest restored window becomes the next one to close.
+        """
+        for snapshot in snapshots:
+            index = self._index(snapshot.start)
+            window = self._windows.setdefault(index, _Window())
+            for tally in snapshot.tallies:
+                restored = _Tally(DistinctCounter(self.lg_k, tally.sketch), tally.records)
+                if tally.overflow:
+                    window.overflow = restored
+                    window.overflow_values = DistinctCounter(self.lg_k, snapshot.overflow_values)
+                else:
+                    window.values[tally.value] = restored
+            self._next_index = min(self._next_index, index)
+
     def _close(self, index: int, partial: bool) -> WindowReport:
         window = self._windows.pop(index, None) or _Window()
         start, end = self.window_bounds(index)
+        snapshot = self._snapshot_of(index, window) if self.keep_sketches else None
         entries = [
             ValueReport(value, tally.counter.estimate(), tally.records)
             for value, tally in window.values.items()
@@ -189,7 +270,73 @@ class Aggregator:
             distinct=_total_distinct(tallies, self.lg_k),
             values=tuple(entries),
             overflow_values=overflow_values,
+            snapshot=snapshot,
         )
+
+
+def report_of_snapshot(
+    snapshot: WindowSnapshot, partial: bool, lg_k: int = DEFAULT_LG_K
+) -> WindowReport:
+    """The report of a window known only by its bytes (merged from replicas or from a store)."""
+    entries = [
+        ValueReport(
+            None if tally.overflow else tally.value,
+            estimate_serialized(tally.sketch),
+            tally.records,
+            overflow=tally.overflow,
+        )
+        for tally in snapshot.tallies
+    ]
+    entries.sort(key=_report_order)
+    sketches = [tally.sketch for tally in snapshot.tallies]
+    distinct = (
+        estimate_serialized(union_serialized(sketches, lg_k))
+        if sketches
+        else DistinctEstimate.exact(0)
+    )
+    overflow_values = (
+        0
+        if snapshot.overflow_values is None
+        else estimate_serialized(snapshot.overflow_values).value
+    )
+    return WindowReport(
+        start=snapshot.start,
+        end=snapshot.end,
+        partial=partial,
+        records=snapshot.records,
+        distinct=distinct,
+        values=tuple(entries),
+        overflow_values=overflow_values,
+        snapshot=snapshot,
+    )
+
+
+def merge_snapshots(
+    snapshots: Sequence[WindowSnapshot], lg_k: int = DEFAULT_LG_K
+) -> WindowSnapshot:
+    """One window's snapshots from several replicas as one: sketches unioned, records summed."""
+    by_key: dict[tuple[bool, str | None], list[TallySnapshot]] = {}
+    for snapshot in snapshots:
+        for tally in snapshot.tallies:
+            by_key.setdefault((tally.overflow, tally.value), []).append(tally)
+    tallies = tuple(
+        TallySnapshot(
+            value,
+            sum(t.records for t in group),
+            group[0].sketch
+            if len(group) == 1
+            else union_serialized((t.sketch for t in group), lg_k),
+            overflow,
+        )
+        for (overflow, value), group in by_key.items()
+    )
+    overflow_blobs = [s.overflow_values for s in snapshots if s.overflow_values is not None]
+    return WindowSnapshot(
+        snapshots[0].start,
+        snapshots[0].end,
+        tallies,
+        union_serialized(overflow_blobs, lg_k) if overflow_blobs else None,
+    )
 
 
 def _total_distinct(tallies: list[_Tally], lg_k: int) -> DistinctEstimate:

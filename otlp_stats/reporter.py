@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -59,12 +60,20 @@ def report_to_dict(report: WindowReport, attribute_key: str, missing_label: str)
         "window_start": format_timestamp(report.start),
         "window_end": format_timestamp(report.end),
         "partial": report.partial,
+        **_scope_fields(report),
         "records": report.records,
         **_distinct_fields(report.distinct),
         "values": [
             _value_to_dict(entry, missing_label, report.overflow_values) for entry in report.values
         ],
     }
+
+
+def _scope_fields(report: WindowReport) -> dict[str, Any]:
+    """Only with a shared store: whether the report is global, and who contributed."""
+    if report.scope is None:
+        return {}
+    return {"scope": report.scope, "replicas": list(report.replicas)}
 
 
 def render_json(report: WindowReport, attribute_key: str, missing_label: str) -> str:
@@ -79,6 +88,8 @@ def render_text(report: WindowReport, attribute_key: str, missing_label: str) ->
     title = f"window {format_timestamp(report.start)} .. {format_timestamp(report.end)}"
     if report.partial:
         title += " (partial)"
+    if report.scope is not None:
+        title += f" [{report.scope}: {', '.join(report.replicas)}]"
     lines = [f"{title}  key={attribute_key}"]
     labels = [_printable(_value_label(entry, missing_label)) for entry in report.values]
     width = max([len(label) for label in labels] + [len("total")])
@@ -137,6 +148,13 @@ class Reporter:
         self._log = logger
         self._task: asyncio.Task[None] | None = None
         self.last_report: WindowReport | None = None
+        # Told of every window closed, after it is printed (the state store saves it).
+        self._listeners: list[Callable[[WindowReport], None]] = []
+        # False when replicas share a store: a listener prints the merged report instead.
+        self.prints_closed = True
+
+    def add_listener(self, listener: Callable[[WindowReport], None]) -> None:
+        self._listeners.append(listener)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="reporter")
@@ -165,6 +183,12 @@ class Reporter:
             self.publish(report)
 
     def publish(self, report: WindowReport) -> None:
+        if self.prints_closed or report.partial:
+            self.print_report(report)
+        for listener in self._listeners:
+            listener(report)
+
+    def print_report(self, report: WindowReport) -> None:
         self._out.write(self._render(report, self._attribute_key, self._missing_label))
         if self._render is render_json:
             self._out.write("\n")

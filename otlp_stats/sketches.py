@@ -31,14 +31,21 @@ class DistinctEstimate:
 
 
 class DistinctCounter:
-    """Distinct signed 64-bit hashes seen; exact until it holds 2**lg_k of them."""
+    """Distinct signed 64-bit hashes seen; exact until it holds 2**lg_k of them.
 
-    __slots__ = ("_sketch",)
+    A counter restored from a checkpoint starts from a `base`: an update sketch cannot be
+    rebuilt from the compact one that was stored, so the base stays compact and is unioned with
+    the fresh update sketch whenever the counter is read. Updates never touch the base.
+    """
 
-    def __init__(self, lg_k: int = DEFAULT_LG_K) -> None:
+    __slots__ = ("_base", "_lg_k", "_sketch")
+
+    def __init__(self, lg_k: int = DEFAULT_LG_K, base: bytes | None = None) -> None:
         # datasketches' update() takes an int as int64: a hash >= 2**63 would take its float
         # path and collide, which is why message hashes are signed (messages.to_signed64).
         self._sketch = datasketches.update_theta_sketch(lg_k)
+        self._lg_k = lg_k
+        self._base = None if base is None else datasketches.compact_theta_sketch.deserialize(base)
 
     def update(self, hashes: Iterable[int]) -> None:
         update = self._sketch.update
@@ -46,15 +53,27 @@ class DistinctCounter:
             update(value)
 
     def estimate(self) -> DistinctEstimate:
-        return estimate_of(self._sketch)
+        if self._base is None:
+            return estimate_of(self._sketch)
+        return estimate_of(self.compact())
 
     def compact(self) -> datasketches.compact_theta_sketch:
-        return self._sketch.compact()
+        if self._base is None:
+            return self._sketch.compact()
+        union = datasketches.theta_union(self._lg_k)
+        union.update(self._base)
+        union.update(self._sketch)
+        return union.get_result()
+
+    def serialize(self) -> bytes:
+        """The counter as a compact sketch's bytes: what stores keep and replicas exchange."""
+        return bytes(self.compact().serialize())
 
     @property
     def memory_bytes(self) -> int:
         """Retained entries x 8 bytes: what the sketch holds, for the memory gauge."""
-        return int(self._sketch.num_retained) * 8
+        base = 0 if self._base is None else int(self._base.num_retained)
+        return (int(self._sketch.num_retained) + base) * 8
 
 
 def estimate_of(sketch: datasketches.theta_sketch) -> DistinctEstimate:
@@ -76,3 +95,15 @@ def union_estimate(
     for counter in counters:
         union.update(counter.compact())
     return estimate_of(union.get_result())
+
+
+def union_serialized(blobs: Iterable[bytes], lg_k: int = DEFAULT_LG_K) -> bytes:
+    """The union of serialized compact sketches, serialized: how windows merge into periods."""
+    union = datasketches.theta_union(lg_k)
+    for blob in blobs:
+        union.update(datasketches.compact_theta_sketch.deserialize(blob))
+    return bytes(union.get_result().serialize())
+
+
+def estimate_serialized(blob: bytes) -> DistinctEstimate:
+    return estimate_of(datasketches.compact_theta_sketch.deserialize(blob))

@@ -4,6 +4,7 @@ makes `docker compose up` give a working board with no clicking."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +36,40 @@ def test_compose_file_matches_the_compose_specification() -> None:
 
 
 def test_stack_is_the_service_prometheus_and_grafana_built_from_this_repository() -> None:
-    assert set(services()) == {"otlp-stats", "prometheus", "grafana"}
+    profiled = {name for name, service in services().items() if service.get("profiles")}
+    assert set(services()) - profiled == {"otlp-stats", "prometheus", "grafana"}
+    assert profiled == {"redis", "otlp-stats-replica"}
     build = services()["otlp-stats"]["build"]
     assert (REPO / build["context"] / build["dockerfile"]).resolve() == REPO / "Dockerfile"
 
 
+def interpolated(environment: dict[str, str], shell: dict[str, str]) -> dict[str, str]:
+    """Compose's `${NAME:-default}`, from `shell` or else the default."""
+    return {
+        key: re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: shell.get(m.group(1), m.group(2)), value)
+        for key, value in environment.items()
+    }
+
+
 def test_service_environment_is_a_configuration_the_service_accepts(tmp_path: Path) -> None:
-    environment = {**image_environment(), **services()["otlp-stats"]["environment"]}
+    environment = {
+        **image_environment(),
+        **interpolated(services()["otlp-stats"]["environment"], {}),
+    }
     settings = load_settings([], environ=environment, cwd=tmp_path)
     grace = services()["otlp-stats"]["stop_grace_period"]
     assert grace.endswith("s") and float(grace[:-1]) > settings.shutdown_grace
+
+
+def test_redis_profile_makes_three_replicas_of_one_redis(tmp_path: Path) -> None:
+    shell = {"OTLP_STATS_STORE": "redis://redis:6379/0"}
+    main = interpolated(services()["otlp-stats"]["environment"], shell)
+    replica = services()["otlp-stats-replica"]
+    for environment in (main, replica["environment"]):
+        settings = load_settings([], environ={**image_environment(), **environment}, cwd=tmp_path)
+        assert settings.store == "redis://redis:6379/0"
+    assert replica["deploy"]["replicas"] + 1 == 3
+    assert services()["redis"]["profiles"] == ["redis"]
 
 
 def test_every_bind_mount_exists() -> None:

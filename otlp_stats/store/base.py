@@ -1,0 +1,98 @@
+"""What every state store does, and the plain records it stores and answers with."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from otlp_stats.aggregator import TallySnapshot, WindowSnapshot
+from otlp_stats.sketches import DEFAULT_LG_K, union_serialized
+from otlp_stats.store.periods import BASE, period_bounds
+
+# An entry of a period is identified by its kind and its value ("" for missing and overflow):
+# SQL keys cannot hold NULL values usefully, so the missing value gets its own kind.
+KIND_VALUE = 0
+KIND_MISSING = 1
+KIND_OVERFLOW = 2
+EntryKey = tuple[int, str]
+
+
+def entry_key(tally: TallySnapshot) -> EntryKey:
+    if tally.overflow:
+        return KIND_OVERFLOW, ""
+    if tally.value is None:
+        return KIND_MISSING, ""
+    return KIND_VALUE, tally.value
+
+
+@dataclass(frozen=True)
+class PeriodEntry:
+    key: EntryKey
+    records: int
+    sketch: bytes
+
+
+@dataclass(frozen=True)
+class StoredPeriod:
+    """A base window or a rollup period as stored: one merged sketch per value."""
+
+    resolution: str
+    start: float
+    end: float
+    windows: int
+    entries: tuple[PeriodEntry, ...]
+
+
+class StateStore(Protocol):
+    """Where closed windows, rollups and the open-window checkpoint live.
+
+    Writes come from one thread only (the keeper's writer); queries may come from any thread.
+    """
+
+    @property
+    def durable(self) -> bool:
+        """Whether the open windows are worth checkpointing (they survive a restart)."""
+        ...
+
+    def load_open(self) -> list[WindowSnapshot]: ...
+
+    def commit(
+        self,
+        closed: Sequence[WindowSnapshot],
+        open_windows: Sequence[WindowSnapshot] | None,
+        now: float,
+    ) -> None:
+        """Atomically: save closed windows and merge them into their rollups (a window already
+        saved is skipped, so nothing counts twice), replace the open-window checkpoint unless
+        None, and drop what retention no longer keeps."""
+        ...
+
+    def query(
+        self, resolution: str, first: float, last: float, key: EntryKey | None
+    ) -> list[StoredPeriod]:
+        """Periods of `resolution` starting within [first, last], oldest first."""
+        ...
+
+    def stored_bytes(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def rollup_targets(
+    snapshot: WindowSnapshot, rollups: Sequence[str]
+) -> list[tuple[str, float, float]]:
+    """(resolution, start, end) of the base window itself and every period containing it."""
+    targets = [(BASE, snapshot.start, snapshot.end)]
+    targets += [(name, *period_bounds(name, snapshot.start)) for name in rollups]
+    return targets
+
+
+def merge_entry(
+    existing: tuple[int, bytes] | None, tally: TallySnapshot, lg_k: int = DEFAULT_LG_K
+) -> tuple[int, bytes]:
+    """Records add up; messages are unioned, so one seen in two windows counts once."""
+    if existing is None:
+        return tally.records, tally.sketch
+    records, sketch = existing
+    return records + tally.records, union_serialized((sketch, tally.sketch), lg_k)

@@ -1,0 +1,157 @@
+"""Moves counting state into the store: closed windows as they close, the open ones on a timer.
+
+Every write goes through one writer task and one thread, in order, and each is a single
+transaction holding the windows closed since the last write together with a fresh snapshot of
+the open ones: a window is therefore always either in the checkpoint or saved as closed, never
+in neither (lost) nor counted in both (twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from otlp_stats.aggregator import Aggregator, WindowReport, WindowSnapshot
+from otlp_stats.clock import Clock
+from otlp_stats.store.base import StateStore
+
+
+class StateKeeper:
+    def __init__(
+        self,
+        store: StateStore,
+        aggregator: Aggregator,
+        clock: Clock,
+        checkpoint_interval: float,
+        logger: Any,
+    ) -> None:
+        self.store = store
+        self._aggregator = aggregator
+        self._clock = clock
+        self._interval = checkpoint_interval
+        self._log = logger
+        self._closed: list[WindowSnapshot] = []
+        self._wake = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.checkpoints = 0
+        self.write_failures = 0
+
+    async def restore(self) -> int:
+        """Load the checkpoint into the aggregator; call before anything is counted."""
+        loop = asyncio.get_running_loop()
+        snapshots = await loop.run_in_executor(self._writer(), self.store.load_open)
+        self._aggregator.restore(snapshots)
+        records = sum(snapshot.records for snapshot in snapshots)
+        self._log.info("state_restored", windows=len(snapshots), records=records)
+        return records
+
+    def _writer(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="otlp-stats-store")
+        return self._executor
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._write_loop(), name="store-writer"),
+            asyncio.create_task(self._tick_loop(), name="store-checkpoint-timer"),
+        ]
+
+    def window_closed(self, report: WindowReport) -> None:
+        """The reporter's hook. Partial windows (shutdown) stay open: the checkpoint has them."""
+        if report.partial or report.snapshot is None:
+            return
+        self._closed.append(report.snapshot)
+        self._wake.set()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await self._clock.sleep(self._interval)
+            self._wake.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.write()
+
+    async def write(self) -> None:
+        """One transaction: the windows closed since the last one, and the open windows now."""
+        closed, self._closed = self._closed, []
+        open_windows = self._aggregator.snapshot() if self.store.durable else None
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._writer(), self.store.commit, closed, open_windows, self._clock.now()
+            )
+        except Exception:
+            # Keep the closed windows for the next attempt; the checkpoint is redone anyway.
+            self._closed[:0] = closed
+            self.write_failures += 1
+            self._log.exception("store_write_failed", closed_windows=len(closed))
+            return
+        if open_windows is not None:
+            self.checkpoints += 1
+            self._log.debug(
+                "checkpointed",
+                open_records=sum(snapshot.records for snapshot in open_windows),
+                closed_windows=len(closed),
+            )
+
+    async def checkpoint_now(self) -> None:
+        """At shutdown, before the reporter closes the current window: save it as open."""
+        await self._stop_tasks()
+        await self.write()
+
+    async def _stop_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def collector(self) -> Collector:
+        return StoreCollector(self.store, self)
+
+    async def stop(self) -> None:
+        """Write what closed since the last write (the shutdown's complete windows), then close."""
+        await self._stop_tasks()
+        if self._closed:
+            closed, self._closed = self._closed, []
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(
+                self._writer(), self.store.commit, closed, None, self._clock.now()
+            )
+        if self._executor is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+
+class StoreCollector(Collector):
+    """Scrape-time figures of the store: its size on disk or in memory, and how writes go."""
+
+    def __init__(self, store: StateStore, keeper: StateKeeper) -> None:
+        self._store = store
+        self._keeper = keeper
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "otlp_stats_store_bytes",
+            "Bytes the state store holds (SQLite file pages, or serialized sketches in memory).",
+            value=self._store.stored_bytes(),
+        )
+        yield CounterMetricFamily(
+            "otlp_stats_store_checkpoints",
+            "Open-window checkpoints written to the store.",
+            value=self._keeper.checkpoints,
+        )
+        yield CounterMetricFamily(
+            "otlp_stats_store_write_failures",
+            "Store writes that failed and will be retried with the next write.",
+            value=self._keeper.write_failures,
+        )

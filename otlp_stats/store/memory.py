@@ -1,0 +1,112 @@
+"""The in-process store: rollups and recent windows answer queries, nothing survives a restart."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from otlp_stats.aggregator import WindowSnapshot
+from otlp_stats.sketches import DEFAULT_LG_K
+from otlp_stats.store.base import (
+    EntryKey,
+    PeriodEntry,
+    StoredPeriod,
+    entry_key,
+    merge_entry,
+    rollup_targets,
+)
+from otlp_stats.store.periods import BASE, Retention
+
+
+@dataclass
+class _Period:
+    end: float
+    windows: int = 0
+    entries: dict[EntryKey, tuple[int, bytes]] = field(default_factory=dict)
+
+
+class MemoryStore:
+    def __init__(
+        self, rollups: Sequence[str], retention: Retention, window: float, lg_k: int = DEFAULT_LG_K
+    ) -> None:
+        self._rollups = tuple(rollups)
+        self._retention = retention
+        self._window = window
+        self._lg_k = lg_k
+        self._periods: dict[tuple[str, float], _Period] = {}
+        # Writes come from the keeper's thread, queries from the admin's: one lock for both.
+        self._lock = threading.Lock()
+
+    @property
+    def durable(self) -> bool:
+        return False
+
+    def load_open(self) -> list[WindowSnapshot]:
+        return []
+
+    def commit(
+        self,
+        closed: Sequence[WindowSnapshot],
+        open_windows: Sequence[WindowSnapshot] | None,
+        now: float,
+    ) -> None:
+        with self._lock:
+            for snapshot in closed:
+                if (BASE, snapshot.start) in self._periods:
+                    continue
+                for resolution, start, end in rollup_targets(snapshot, self._rollups):
+                    period = self._periods.setdefault((resolution, start), _Period(end))
+                    period.windows += 1
+                    for tally in snapshot.tallies:
+                        key = entry_key(tally)
+                        period.entries[key] = merge_entry(
+                            period.entries.get(key), tally, self._lg_k
+                        )
+            self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        oldest = {
+            resolution: self._retention.oldest_kept(resolution, now, self._window)
+            for resolution in (BASE, *self._rollups)
+        }
+        for resolution, start in [k for k in self._periods if k[1] < oldest[k[0]]]:
+            del self._periods[resolution, start]
+
+    def query(
+        self, resolution: str, first: float, last: float, key: EntryKey | None
+    ) -> list[StoredPeriod]:
+        with self._lock:
+            found = sorted(
+                (
+                    (start, period)
+                    for (name, start), period in self._periods.items()
+                    if name == resolution and first <= start <= last
+                ),
+                key=lambda item: item[0],
+            )
+            return [
+                StoredPeriod(
+                    resolution,
+                    start,
+                    period.end,
+                    period.windows,
+                    tuple(
+                        PeriodEntry(k, records, sketch)
+                        for k, (records, sketch) in period.entries.items()
+                        if key is None or k == key
+                    ),
+                )
+                for start, period in found
+            ]
+
+    def stored_bytes(self) -> int:
+        with self._lock:
+            return sum(
+                len(sketch)
+                for period in self._periods.values()
+                for _, sketch in period.entries.values()
+            )
+
+    def close(self) -> None:
+        pass

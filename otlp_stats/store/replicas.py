@@ -1,0 +1,270 @@
+"""Replicas sharing one Redis: flush each closed window, and merge and report it exactly once.
+
+Each replica counts locally. When a window closes, its share (per-value sketches) is flushed to
+Redis; `merge_grace` after the window's end every replica tries to claim it, and the one that
+wins merges every flushed share, saves the merged window and its rollups, and prints the one
+global report. With Redis unreachable a replica prints its own share as a "local" report, keeps
+the flush for a retry (bounded, with backoff), and carries on counting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, TypeVar
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from otlp_stats.aggregator import (
+    WindowReport,
+    WindowSnapshot,
+    merge_snapshots,
+    report_of_snapshot,
+)
+from otlp_stats.clock import Clock
+from otlp_stats.store.redis import StoreUnavailable
+
+_T = TypeVar("_T")
+# Windows whose flush waits for Redis; past this the oldest is given up (and counted).
+MAX_PENDING_FLUSHES = 360
+_BACKOFF_FIRST = 0.5
+_BACKOFF_MOST = 10.0
+_TICK = 0.2
+_SIZE_EVERY = 10.0
+
+
+class SharedStore(Protocol):
+    """What the merger needs of Redis (store/redis.py); every call may raise StoreUnavailable."""
+
+    def flush(self, replica: str, snapshot: WindowSnapshot) -> None: ...
+    def claim(self, start: float, replica: str, timeout: float) -> bool: ...
+    def is_merged(self, start: float) -> bool: ...
+    def collect(self, start: float, end: float) -> list[tuple[str, WindowSnapshot]]: ...
+    def commit(
+        self,
+        closed: Sequence[WindowSnapshot],
+        open_windows: Sequence[WindowSnapshot] | None,
+        now: float,
+    ) -> None: ...
+    def stored_bytes(self) -> int: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Window:
+    report: WindowReport
+    flushed: bool = False
+    printed: bool = False
+
+
+class ReplicaMerger:
+    def __init__(
+        self,
+        store: SharedStore,
+        replica: str,
+        clock: Clock,
+        print_report: Callable[[WindowReport], None],
+        merge_grace: float,
+        claim_timeout: float,
+        lg_k: int,
+        logger: Any,
+    ) -> None:
+        self.store = store
+        self.replica = replica
+        self._clock = clock
+        self._print = print_report
+        self._grace = merge_grace
+        self._claim_timeout = claim_timeout
+        self._lg_k = lg_k
+        self._log = logger
+        self._windows: deque[_Window] = deque()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="otlp-stats-redis")
+        self._task: asyncio.Task[None] | None = None
+        self._retry_at = 0.0
+        self._backoff = _BACKOFF_FIRST
+        self.reachable = True
+        self.local_reports = 0
+        self.global_reports = 0
+        self.dropped_flushes = 0
+        self.stored_bytes = 0
+        self._size_read_at = 0.0
+
+    async def restore(self) -> int:
+        return 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="replica-merger")
+
+    async def checkpoint_now(self) -> None:
+        """Nothing to checkpoint: a stopping replica flushes its partial window instead."""
+
+    def window_closed(self, report: WindowReport) -> None:
+        if report.snapshot is None:
+            return
+        self._windows.append(_Window(report, printed=report.partial))
+        while len(self._windows) > MAX_PENDING_FLUSHES:
+            given_up = self._windows.popleft()
+            self.dropped_flushes += 1
+            self._print_local(given_up)
+            self._log.error("flush_given_up", window_start=given_up.report.start)
+
+    @property
+    def pending(self) -> int:
+        return sum(not window.flushed for window in self._windows)
+
+    async def _run(self) -> None:
+        while True:
+            await self._clock.sleep(_TICK)
+            try:
+                await self.step()
+            except Exception:
+                # A bug must not stop the reports of every later window: log it, go on.
+                self._log.exception("replica_merge_failed")
+
+    async def step(self) -> None:
+        """Flush what closed, then merge whatever is due; a Redis error pauses both."""
+        now = self._clock.now()
+        if now < self._retry_at:
+            self._print_overdue(now)
+            return
+        if not self.reachable:
+            # Redis may have restarted empty: flush again every share not merged yet (a flush
+            # replaces the replica's earlier one, so this never counts twice).
+            for window in self._windows:
+                window.flushed = False
+        try:
+            for window in list(self._windows):
+                if not window.flushed:
+                    await self._call(self.store.flush, self.replica, window.report.snapshot)
+                    window.flushed = True
+            for window in list(self._windows):
+                if window.report.partial:
+                    self._windows.remove(window)
+                elif now >= window.report.end + self._grace:
+                    await self._settle(window, now)
+        except StoreUnavailable as error:
+            self._unreachable(error, now)
+            self._print_overdue(now)
+            return
+        if not self.reachable:
+            self._log.info("store_reachable_again")
+        self.reachable = True
+        self._backoff = _BACKOFF_FIRST
+        if now >= self._size_read_at + _SIZE_EVERY:
+            # Read here, not at scrape time: a scrape must never wait on Redis.
+            self._size_read_at = now
+            self.stored_bytes = await self._call(self.store.stored_bytes)
+
+    async def _settle(self, window: _Window, now: float) -> None:
+        start, end = window.report.start, window.report.end
+        if await self._call(self.store.claim, start, self.replica, self._claim_timeout):
+            # Flushed again (it replaces the earlier flush): if Redis restarted empty between
+            # the flush and now without this replica noticing, its share is still merged.
+            await self._call(self.store.flush, self.replica, window.report.snapshot)
+            shares = await self._call(self.store.collect, start, end)
+            merged = merge_snapshots([share for _, share in shares], self._lg_k)
+            await self._call(self.store.commit, [merged], None, now)
+            report = replace(
+                report_of_snapshot(merged, partial=False, lg_k=self._lg_k),
+                scope="global",
+                replicas=tuple(replica for replica, _ in shares),
+            )
+            self._print(report)
+            self.global_reports += 1
+            self._windows.remove(window)
+        elif await self._call(self.store.is_merged, start):
+            self._windows.remove(window)
+        elif now > end + self._grace + 2 * self._claim_timeout:
+            # Claimed by a replica that never finished, and no claim came free again.
+            self._print_local(window)
+            self._windows.remove(window)
+
+    def _unreachable(self, error: Exception, now: float) -> None:
+        if self.reachable:
+            self._log.warning("store_unreachable", error=str(error))
+        self.reachable = False
+        self._retry_at = now + self._backoff
+        self._backoff = min(self._backoff * 2, _BACKOFF_MOST)
+
+    def _print_overdue(self, now: float) -> None:
+        """Redis is down: windows due for a report get a local one, so none goes unreported."""
+        for window in self._windows:
+            if not window.printed and now >= window.report.end + self._grace:
+                self._print_local(window)
+
+    def _print_local(self, window: _Window) -> None:
+        if window.printed:
+            return
+        window.printed = True
+        self.local_reports += 1
+        self._print(replace(window.report, scope="local", replicas=(self.replica,)))
+
+    async def _call(self, function: Callable[..., _T], *args: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, function, *args)
+
+    async def stop(self) -> None:
+        """Flush the windows closed at shutdown (the partial one too) with one last attempt."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        try:
+            for window in self._windows:
+                if not window.flushed:
+                    await self._call(self.store.flush, self.replica, window.report.snapshot)
+                    window.flushed = True
+        except StoreUnavailable as error:
+            self._log.error("final_flush_failed", error=str(error), windows=self.pending)
+        for window in self._windows:
+            if not window.flushed:  # flushed shares are merged and reported by the others
+                self._print_local(window)
+        await self._call(self.store.close)
+        self._executor.shutdown(wait=True)
+
+    def collector(self) -> Collector:
+        return ReplicaCollector(self)
+
+    def readiness_detail(self) -> dict[str, str]:
+        if self.reachable:
+            return {"store": "redis"}
+        return {"store": "redis unreachable: reports are local, flushes retried"}
+
+
+class ReplicaCollector(Collector):
+    def __init__(self, merger: ReplicaMerger) -> None:
+        self._merger = merger
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "otlp_stats_store_bytes",
+            "Bytes the state store holds (Redis used_memory, read every 10 s).",
+            value=self._merger.stored_bytes,
+        )
+        yield GaugeMetricFamily(
+            "otlp_stats_store_reachable",
+            "1 while the shared store (Redis) answers, 0 while reports are local.",
+            value=1 if self._merger.reachable else 0,
+        )
+        yield GaugeMetricFamily(
+            "otlp_stats_store_pending_flushes",
+            "Closed windows whose share waits to be flushed to the shared store.",
+            value=self._merger.pending,
+        )
+        reports = CounterMetricFamily(
+            "otlp_stats_scoped_reports",
+            "Window reports printed with a shared store, by scope (global or local).",
+            labels=["scope"],
+        )
+        reports.add_metric(["global"], self._merger.global_reports)
+        reports.add_metric(["local"], self._merger.local_reports)
+        yield reports
+        yield CounterMetricFamily(
+            "otlp_stats_store_flushes_given_up",
+            "Window shares dropped from the flush backlog (their local report was printed).",
+            value=self._merger.dropped_flushes,
+        )

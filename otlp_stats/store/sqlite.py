@@ -1,0 +1,215 @@
+"""The embedded store: one SQLite file in WAL mode holding windows, rollups and a checkpoint."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from otlp_stats.aggregator import TallySnapshot, WindowSnapshot
+from otlp_stats.sketches import DEFAULT_LG_K
+from otlp_stats.store.base import (
+    KIND_MISSING,
+    KIND_OVERFLOW,
+    EntryKey,
+    PeriodEntry,
+    StoredPeriod,
+    entry_key,
+    merge_entry,
+    rollup_targets,
+)
+from otlp_stats.store.periods import BASE, Retention
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS periods (
+    resolution TEXT NOT NULL, start REAL NOT NULL, end REAL NOT NULL, windows INTEGER NOT NULL,
+    PRIMARY KEY (resolution, start));
+CREATE TABLE IF NOT EXISTS entries (
+    resolution TEXT NOT NULL, start REAL NOT NULL, kind INTEGER NOT NULL, value TEXT NOT NULL,
+    records INTEGER NOT NULL, sketch BLOB NOT NULL,
+    PRIMARY KEY (resolution, start, kind, value));
+CREATE TABLE IF NOT EXISTS open_windows (
+    start REAL PRIMARY KEY, end REAL NOT NULL, overflow_values BLOB);
+CREATE TABLE IF NOT EXISTS open_entries (
+    start REAL NOT NULL, kind INTEGER NOT NULL, value TEXT NOT NULL,
+    records INTEGER NOT NULL, sketch BLOB NOT NULL, PRIMARY KEY (start, kind, value));
+"""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # check_same_thread=False: the writer connection is made on the loop and then used only
+    # by the keeper's single writer thread; readers open their own connection per query.
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    connection.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode: a commit survives a process kill (the WAL is written before the
+    # commit returns); only an OS crash or power loss can lose the last commits.
+    connection.execute("PRAGMA synchronous=NORMAL")
+    return connection
+
+
+class SqliteStore:
+    def __init__(
+        self,
+        path: Path,
+        rollups: Sequence[str],
+        retention: Retention,
+        window: float,
+        lg_k: int = DEFAULT_LG_K,
+    ) -> None:
+        self._path = path
+        self._rollups = tuple(rollups)
+        self._retention = retention
+        self._window = window
+        self._lg_k = lg_k
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = _connect(path)
+        self._db.executescript(_SCHEMA)
+
+    @property
+    def durable(self) -> bool:
+        return True
+
+    def load_open(self) -> list[WindowSnapshot]:
+        """The checkpointed windows not already saved as closed (those would count twice)."""
+        windows = self._db.execute(
+            "SELECT start, end, overflow_values FROM open_windows WHERE start NOT IN "
+            "(SELECT start FROM periods WHERE resolution = ?) ORDER BY start",
+            (BASE,),
+        ).fetchall()
+        snapshots = []
+        for start, end, overflow_values in windows:
+            rows = self._db.execute(
+                "SELECT kind, value, records, sketch FROM open_entries WHERE start = ?", (start,)
+            ).fetchall()
+            tallies = tuple(
+                _tally(kind, value, records, sketch) for kind, value, records, sketch in rows
+            )
+            snapshots.append(WindowSnapshot(start, end, tallies, overflow_values))
+        return snapshots
+
+    def commit(
+        self,
+        closed: Sequence[WindowSnapshot],
+        open_windows: Sequence[WindowSnapshot] | None,
+        now: float,
+    ) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for snapshot in closed:
+                self._save_closed(snapshot)
+            if open_windows is not None:
+                self._checkpoint(open_windows)
+            self._expire(now)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _save_closed(self, snapshot: WindowSnapshot) -> None:
+        db = self._db
+        seen = db.execute(
+            "SELECT 1 FROM periods WHERE resolution = ? AND start = ?", (BASE, snapshot.start)
+        ).fetchone()
+        if seen is not None:
+            return
+        for resolution, start, end in rollup_targets(snapshot, self._rollups):
+            db.execute(
+                "INSERT INTO periods VALUES (?, ?, ?, 1) ON CONFLICT (resolution, start) "
+                "DO UPDATE SET windows = windows + 1",
+                (resolution, start, end),
+            )
+            for tally in snapshot.tallies:
+                kind, value = entry_key(tally)
+                row = db.execute(
+                    "SELECT records, sketch FROM entries "
+                    "WHERE resolution = ? AND start = ? AND kind = ? AND value = ?",
+                    (resolution, start, kind, value),
+                ).fetchone()
+                records, sketch = merge_entry(row, tally, self._lg_k)
+                db.execute(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+                    (resolution, start, kind, value, records, sketch),
+                )
+        db.execute("DELETE FROM open_windows WHERE start = ?", (snapshot.start,))
+        db.execute("DELETE FROM open_entries WHERE start = ?", (snapshot.start,))
+
+    def _checkpoint(self, open_windows: Sequence[WindowSnapshot]) -> None:
+        db = self._db
+        db.execute("DELETE FROM open_windows")
+        db.execute("DELETE FROM open_entries")
+        for snapshot in open_windows:
+            db.execute(
+                "INSERT INTO open_windows VALUES (?, ?, ?)",
+                (snapshot.start, snapshot.end, snapshot.overflow_values),
+            )
+            db.executemany(
+                "INSERT INTO open_entries VALUES (?, ?, ?, ?, ?)",
+                [
+                    (snapshot.start, *entry_key(tally), tally.records, tally.sketch)
+                    for tally in snapshot.tallies
+                ],
+            )
+
+    def _expire(self, now: float) -> None:
+        for resolution in (BASE, *self._rollups):
+            oldest = self._retention.oldest_kept(resolution, now, self._window)
+            for table in ("periods", "entries"):
+                self._db.execute(
+                    f"DELETE FROM {table} WHERE resolution = ? AND start < ?",
+                    (resolution, oldest),
+                )
+
+    def query(
+        self, resolution: str, first: float, last: float, key: EntryKey | None
+    ) -> list[StoredPeriod]:
+        # A connection per query: queries run in any thread, and WAL lets them read while the
+        # writer writes.
+        reader = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=30)
+        try:
+            periods = reader.execute(
+                "SELECT start, end, windows FROM periods "
+                "WHERE resolution = ? AND start BETWEEN ? AND ? ORDER BY start",
+                (resolution, first, last),
+            ).fetchall()
+            answer = []
+            for start, end, windows in periods:
+                sql = (
+                    "SELECT kind, value, records, sketch FROM entries "
+                    "WHERE resolution = ? AND start = ?"
+                )
+                args: tuple[object, ...] = (resolution, start)
+                if key is not None:
+                    sql += " AND kind = ? AND value = ?"
+                    args += key
+                entries = tuple(
+                    PeriodEntry((kind, value), records, sketch)
+                    for kind, value, records, sketch in reader.execute(sql, args)
+                )
+                answer.append(StoredPeriod(resolution, start, end, windows, entries))
+            return answer
+        finally:
+            reader.close()
+
+    def stored_bytes(self) -> int:
+        reader = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=30)
+        try:
+            # Pages in use: retention frees pages for reuse, it does not shrink the file.
+            pages = reader.execute("PRAGMA page_count").fetchone()[0]
+            free = reader.execute("PRAGMA freelist_count").fetchone()[0]
+            size = reader.execute("PRAGMA page_size").fetchone()[0]
+            return (int(pages) - int(free)) * int(size)
+        finally:
+            reader.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _tally(kind: int, value: str, records: int, sketch: bytes) -> TallySnapshot:
+    return TallySnapshot(
+        None if kind in (KIND_MISSING, KIND_OVERFLOW) else value,
+        records,
+        sketch,
+        overflow=kind == KIND_OVERFLOW,
+    )

@@ -1,0 +1,189 @@
+"""Replicas sharing a real redis-server: one global report per window, equal to the union;
+replicas may stop; Redis may go away and come back, and no replica crashes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
+
+from tests.expected import ExpectedCounts, summary_of
+from tests.fakes import export_request, log_record
+from tests.redistools import RedisServer
+from tests.sdk_senders import KEY, SdkSenders, flush_all_at_once
+from tests.servicetools import ServiceProcess, running_service
+
+WINDOW = 3.0
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def replica_flags(server: RedisServer, name: str, *more: str) -> tuple[str, ...]:
+    return (
+        "--store", server.url,
+        "--replica-id", name,
+        "--attribute-key", KEY,
+        "--window", str(WINDOW),
+        "--merge-grace", "1",
+        "--claim-timeout", "5",
+        *more,
+    )  # fmt: skip
+
+
+def start_of(report: dict[str, Any]) -> float:
+    return datetime.fromisoformat(report["window_start"].replace("Z", "+00:00")).timestamp()
+
+
+def wait_for_window_start(margin: float = 0.2) -> float:
+    now = time.time()
+    start = (now // WINDOW + 1) * WINDOW
+    time.sleep(start + margin - now)
+    return start
+
+
+def printed(services: Sequence[ServiceProcess], scope: str) -> list[dict[str, Any]]:
+    reports = []
+    for service in services:
+        for line in list(service.stdout.lines):
+            report = json.loads(line)
+            if report.get("scope") == scope and not report["partial"]:
+                reports.append(report)
+    return reports
+
+
+def wait_reported(
+    services: Sequence[ServiceProcess], start: float, scope: str = "global", timeout: float = 15
+) -> list[dict[str, Any]]:
+    """Every report of `scope` printed so far, once one covers the window starting at `start`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reports = printed(services, scope)
+        if any(start_of(r) >= start for r in reports):
+            return reports
+        assert time.monotonic() < deadline, f"no {scope} report for {start}"
+        time.sleep(0.1)
+
+
+def send(service: ServiceProcess, bodies: Sequence[str], value: str = "checkout") -> None:
+    with grpc.insecure_channel(service.grpc_target) as channel:
+        LogsServiceStub(channel).Export(  # type: ignore[no-untyped-call]
+            export_request(log_record(body, **{KEY: value}) for body in bodies), timeout=10
+        )
+
+
+def test_three_replicas_print_one_global_report_per_window(redis_server: RedisServer) -> None:
+    with ExitStack() as stack:
+        replicas = [
+            stack.enter_context(running_service(*replica_flags(redis_server, f"r{n}")))
+            for n in (1, 2, 3)
+        ]
+        # The SDK sends the same bodies to all three: the global report is their union.
+        expected = ExpectedCounts()
+        senders = [
+            SdkSenders(
+                lambda service=service: OTLPLogExporter(  # type: ignore[misc]
+                    endpoint=f"http://{service.grpc_target}", insecure=True
+                ),
+                batch_size=16,
+                expected=expected,
+            )
+            for service in replicas
+        ]
+        first = wait_for_window_start()
+        for sender in senders:
+            sender.emit_every_placement(records_per_placement=4)
+        flush_all_at_once(senders)
+        assert time.time() < first + WINDOW, "the SDK took longer than a window"
+        [union] = [r for r in wait_reported(replicas, first) if start_of(r) == first]
+        assert summary_of(union) == expected.summary()
+        assert union["records"] == expected.records
+        assert union["replicas"] == ["r1", "r2", "r3"]
+
+        # Round-robin over the three, then over two once r3 has stopped mid-window.
+        sent = 0
+        turn = itertools.cycle(replicas)
+        second = wait_for_window_start()
+        for step in range(30):
+            if step == 12:
+                assert replicas[2].stop() == 0
+                turn = itertools.cycle(replicas[:2])
+            send(next(turn), [f"body {step % 7}", f"body {step}"])
+            sent += 2
+            time.sleep(WINDOW * 3 / 30)
+        last = time.time() // WINDOW * WINDOW
+        reports = wait_reported(replicas[:2], last)
+        for service in replicas[:2]:
+            assert service.stop() == 0
+    starts = sorted(start_of(r) for r in printed(replicas, "global"))
+    assert starts == sorted(set(starts)), "a window was reported twice"
+    expected_starts = [first + WINDOW * n for n in range(round((last - first) / WINDOW) + 1)]
+    assert [s for s in starts if first <= s <= last] == expected_starts, "a window went missing"
+    records = sum(r["records"] for r in reports if second <= start_of(r) <= last)
+    assert records == sent
+    assert {"r1", "r2", "r3"} <= {name for r in reports for name in r["replicas"]}
+
+
+def test_redis_going_away_leaves_local_reports_and_global_ones_resume(
+    redis_server: RedisServer,
+) -> None:
+    flags = replica_flags(redis_server, "solo", "--window", "1", "--merge-grace", "0.3")
+    with running_service(*flags) as service:
+        sent_by_window: dict[float, int] = {}
+        stop_sending = threading.Event()
+
+        def keep_sending() -> None:
+            for n in itertools.count():
+                if stop_sending.is_set():
+                    return
+                window = time.time() // 1
+                send(service, [f"message {n}", f"message {n % 5}"])
+                sent_by_window[window] = sent_by_window.get(window, 0) + 2
+                time.sleep(0.05)
+
+        sender = threading.Thread(target=keep_sending)
+        sender.start()
+        try:
+            wait_reported([service], time.time() // 1)
+            redis_server.stop()
+            outage = time.time() // 1
+            wait_reported([service], outage + 1, scope="local")
+            assert service.metric("otlp_stats_store_reachable") == 0
+            status, body = service.http_get("/readyz")
+            assert status == 200 and "unreachable" in json.loads(body)["store"]
+            time.sleep(1.5)
+            redis_server.start()
+            back = time.time() // 1
+            wait_reported([service], back + 1)
+            assert service.metric("otlp_stats_store_reachable") == 1
+        finally:
+            stop_sending.set()
+            sender.join(30)
+        last = time.time() // 1  # every request sent has arrived by now
+        wait_reported([service], last)
+        assert service.process.poll() is None, "the replica crashed"
+        assert service.stop() == 0
+    reports = printed([service], "global") + printed([service], "local")
+    by_window: dict[float, int] = {}
+    for report in reports:  # a window may have a local report and, later, a global one
+        by_window[start_of(report)] = max(by_window.get(start_of(report), 0), report["records"])
+    # Per window the sender's clock and the arrival stamp may differ by a request; in total,
+    # every acknowledged record is in exactly one window's report.
+    assert sum(by_window.values()) == sum(sent_by_window.values())
+    assert printed([service], "local"), "no local report during the outage"
