@@ -47,3 +47,20 @@ class ShuttingDown(ExportRefused):
     def __init__(self, retry_delay: float) -> None:
         super().__init__("server is not accepting requests (starting or shutting down)")
         self.retry_delay = retry_delay
+
+
+class Unauthenticated(ExportRefused):
+    """No valid bearer token. `reason` (missing, malformed, invalid) labels the auth metric.
+
+    The message never quotes what the sender sent: a near-miss token is still a secret.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"authentication failed: {reason} bearer token")
+        self.reason = reason
+
+
+class RequestTimeout(ExportRefused):
+    """The sender took longer than the read timeout to deliver its request body."""
+
+    reason = "read_timeout"

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -27,8 +29,10 @@ from otlp_stats.errors import (
     ExportRefused,
     MalformedRequest,
     Overloaded,
+    RequestTimeout,
     RequestTooLarge,
     ShuttingDown,
+    Unauthenticated,
     UnsupportedMediaType,
 )
 from otlp_stats.intake import Decoder, Intake
@@ -49,6 +53,9 @@ _HTTP_STATUS: dict[type[ExportRefused], int] = {
     UnsupportedMediaType: 415,
     Overloaded: 503,
     ShuttingDown: 503,
+    # A stalled body is the sender's fault; OTLP/HTTP does not retry 401 or 408.
+    Unauthenticated: 401,
+    RequestTimeout: 408,
 }
 
 
@@ -118,10 +125,17 @@ def decode_body(
 class LogsHttpReceiver:
     """Handler for POST /v1/logs; the body limit applies as sent and again as decompressed."""
 
-    def __init__(self, intake: Intake, metrics: Metrics, max_request_size: int) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        metrics: Metrics,
+        max_request_size: int,
+        read_timeout: float | None = None,
+    ) -> None:
         self._intake = intake
         self._metrics = metrics
         self._limit = max_request_size
+        self._read_timeout = read_timeout
 
     async def export(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -138,9 +152,14 @@ class LogsHttpReceiver:
 
     async def _decode(self, request: web.Request, encoding: BodyEncoding | None) -> DecodedBody:
         try:
-            wire = await self._read(request)
+            # A slow or stuck sender holds a connection and a growing buffer: bound its time.
+            async with asyncio.timeout(self._read_timeout):
+                wire = await self._read(request)
         except RequestTooLarge as refusal:
             return DecodedBody(b"", refusal=refusal)
+        except TimeoutError:
+            timeout = RequestTimeout(f"request body not received within {self._read_timeout:g}s")
+            return DecodedBody(b"", refusal=timeout)
         content_encoding = request.headers.get("Content-Encoding", "")
         return await asyncio.to_thread(decode_body, wire, content_encoding, encoding, self._limit)
 
@@ -196,14 +215,28 @@ def _duration(seconds: float) -> Duration:
 
 
 def build_otlp_http_site(
-    intake: Intake, metrics: Metrics, listen: ListenAddress, max_request_size: int
+    intake: Intake,
+    metrics: Metrics,
+    listen: ListenAddress,
+    max_request_size: int,
+    *,
+    read_timeout: float | None = None,
+    idle_timeout: float = 75.0,
+    ssl_context: ssl.SSLContext | None = None,
+    middlewares: Sequence[Middleware] = (),
 ) -> HttpSite:
     """The OTLP/HTTP port: POST /v1/logs; aiohttp answers 405 to other methods, 404 elsewhere."""
-    receiver = LogsHttpReceiver(intake, metrics, max_request_size)
+    receiver = LogsHttpReceiver(intake, metrics, max_request_size, read_timeout)
     # client_max_size bounds request.read() should anything call it; the handler streams the
     # body itself with the same limit.
-    app = web.Application(client_max_size=max_request_size)
+    app = web.Application(client_max_size=max_request_size, middlewares=middlewares)
     app.router.add_post(LOGS_PATH, receiver.export)
     # aiohttp would inflate a gzip body before the handler sees it, and how far ahead of the
     # reader depends on its version; the receiver inflates itself, with the limit as the cap.
-    return HttpSite(app, listen, decompress_requests=False)
+    return HttpSite(
+        app,
+        listen,
+        decompress_requests=False,
+        ssl_context=ssl_context,
+        idle_timeout=idle_timeout,
+    )

@@ -19,8 +19,10 @@ from otlp_stats.errors import (
     ExportRefused,
     MalformedRequest,
     Overloaded,
+    RequestTimeout,
     RequestTooLarge,
     ShuttingDown,
+    Unauthenticated,
     UnsupportedMediaType,
 )
 from otlp_stats.intake import Intake
@@ -40,6 +42,8 @@ _GRPC_STATUS: dict[type[ExportRefused], grpc.StatusCode] = {
     Overloaded: grpc.StatusCode.UNAVAILABLE,
     ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     UnsupportedMediaType: grpc.StatusCode.INVALID_ARGUMENT,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    RequestTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 

@@ -81,6 +81,12 @@ class Metrics:
             ["partial"],
             registry=registry,
         )
+        self.auth_refused = Counter(
+            "otlp_stats_auth_refused",
+            "Requests refused for a missing, malformed or invalid bearer token, before decoding.",
+            ["transport", "reason"],
+            registry=registry,
+        )
 
 
 class StateCollector(Collector):
