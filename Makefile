@@ -11,7 +11,7 @@ SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint unit bench clean system-deps lint-deploy e2e \
-	compose-up compose-down k6-smoke k6-load k6-soak
+	compose-up compose-down k6-smoke k6-load k6-soak fuzz soak
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -40,7 +40,7 @@ test: install system-deps lint ## install, lint, and run every test
 
 # Debian's prometheus package ships prometheus and promtool for the deploy tests. Where systemd
 # runs, the package starts its own daemon on :9090; the tests start theirs, so it is stopped.
-system-deps: ## install Debian's prometheus (prometheus, promtool) if missing; root or sudo
+system-deps: ## install Debian's prometheus (prometheus, promtool) and redis-server if missing; root or sudo
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
 		echo "installing Debian's prometheus package"; \
 		$(SUDO) apt-get update -qq >/dev/null && \
@@ -50,12 +50,23 @@ system-deps: ## install Debian's prometheus (prometheus, promtool) if missing; r
 			$(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; \
 		fi; \
 	fi
+	@# redis-server for the replica tests (tests/redistools.py starts its own on a free port).
+	@if ! command -v redis-server >/dev/null; then \
+		echo "installing Debian's redis-server package"; \
+		$(SUDO) apt-get update -qq >/dev/null && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends redis-server >/dev/null && \
+		if [ -d /run/systemd/system ]; then \
+			$(SUDO) systemctl disable --now redis-server >/dev/null 2>&1 || true; \
+		fi; \
+	fi
 
 lint-deploy: install system-deps ## hadolint, promtool, kubernetes-validate, compose schema; ruff+mypy on k6/run.py
 	$(BIN)/hadolint Dockerfile
 	promtool check config --lint=all deploy/prometheus/prometheus.yml >/dev/null
 	cd deploy/prometheus && promtool test rules alerts.test.yml >/dev/null
 	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
+	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/replicas/*.yaml
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/ruff check k6/run.py deploy/docker/healthcheck.py
 	$(BIN)/ruff format --check k6/run.py deploy/docker/healthcheck.py
@@ -86,3 +97,13 @@ clean: ## remove the virtual environment and caches
 
 bench: install ## measure decode floor, baseline and service in one run; rewrites BENCHMARKS.md (ARGS="--duration 60")
 	$(BIN)/python -m bench.run $(ARGS)
+
+# FUZZ_SECONDS=3600 for a longer run; the corpus in .fuzz-corpus grows across runs.
+FUZZ_SECONDS ?= 600
+fuzz: install ## coverage-guided fuzzing (atheris) of decode and resolve, FUZZ_SECONDS (600) long
+	mkdir -p .fuzz-corpus
+	$(BIN)/python -m tests.fuzz.atheris_run .fuzz-corpus -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_hostile_input.py -k decode_path -p no:cacheprovider
+
+soak: install ## bounded soak: RSS and latency every 20 s for 10 min, then a verdict (ARGS="--duration 3600")
+	$(BIN)/python -m bench.soak --duration 600 --interval 20 --rate 400 --records-per-request 200 $(ARGS)

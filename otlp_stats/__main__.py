@@ -5,14 +5,21 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 
 import structlog
 
+from otlp_stats.auth import CredentialsError
 from otlp_stats.config import ConfigError, Settings, describe, load_settings
 from otlp_stats.service import Service
 from otlp_stats.telemetry import configure_logging
+
+# What can stop the service from starting, said in one log line rather than a traceback: a port
+# in use or an address that cannot be bound (OSError, grpc's RuntimeError), an unreadable token
+# file, a state store that cannot be opened.
+_START_ERRORS = (OSError, RuntimeError, CredentialsError, sqlite3.Error)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -20,8 +27,13 @@ EXIT_BAD_CONFIG = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if list(argv[:1]) == ["query"]:  # `otlp-stats query ...` reads the store (query_cli.py)
+        from otlp_stats.query_cli import main as query_main
+
+        return query_main(argv[1:])
     try:
-        settings = load_settings(sys.argv[1:] if argv is None else argv)
+        settings = load_settings(argv)
     except ConfigError as error:
         print(f"otlp-stats: invalid configuration: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -34,11 +46,16 @@ async def serve(settings: Settings) -> int:
     log.info("starting", **describe(settings))
     stop_requested = asyncio.Event()
     _install_signal_handlers(stop_requested)
-    service = Service(settings)
+    try:
+        service = Service(settings)
+    except _START_ERRORS as error:
+        log.error("start_failed", error=str(error), kind=type(error).__name__)
+        return EXIT_FAILED
+    _install_reload_handler(service)
     try:
         await service.start()
-    except (OSError, RuntimeError) as error:
-        log.error("start_failed", error=str(error))
+    except _START_ERRORS as error:
+        log.error("start_failed", error=str(error), kind=type(error).__name__)
         await service.stop()
         return EXIT_FAILED
     await stop_requested.wait()
@@ -59,6 +76,11 @@ def _install_signal_handlers(stop_requested: asyncio.Event) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+
+
+def _install_reload_handler(service: Service) -> None:
+    """SIGHUP re-reads the token file, so a token is rotated without a restart."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, service.reload_credentials)
 
 
 if __name__ == "__main__":

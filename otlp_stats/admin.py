@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from otlp_stats.config import ListenAddress
 from otlp_stats.health import Health
+
+ReadyDetail = Callable[[], dict[str, str]]
+_READY_DETAIL: web.AppKey[ReadyDetail] = web.AppKey("ready_detail")
 
 
 def build_admin_app(registry: CollectorRegistry, health: Health) -> web.Application:
@@ -18,9 +25,11 @@ def build_admin_app(registry: CollectorRegistry, health: Health) -> web.Applicat
         status = 200 if health.live else 503
         return web.json_response({"status": health.state.value}, status=status)
 
-    async def ready(_: web.Request) -> web.Response:
+    async def ready(request: web.Request) -> web.Response:
         status = 200 if health.ready else 503
-        return web.json_response({"status": health.state.value}, status=status)
+        detail = request.app.get(_READY_DETAIL)
+        body = {"status": health.state.value, **(detail() if detail else {})}
+        return web.json_response(body, status=status)
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
@@ -30,21 +39,53 @@ def build_admin_app(registry: CollectorRegistry, health: Health) -> web.Applicat
     return app
 
 
+def add_ready_detail(app: web.Application, detail: ReadyDetail) -> None:
+    """Extra fields for /readyz (a degraded shared store says so there)."""
+    app[_READY_DETAIL] = detail
+
+
+DistinctAnswer = Callable[[Mapping[str, str]], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+def add_distinct_route(app: web.Application, answer: DistinctAnswer) -> None:
+    """GET /v1/distinct: stored distinct counts per period (the logic lives in query.py)."""
+
+    async def distinct(request: web.Request) -> web.Response:
+        status, body = await answer(request.query)
+        return web.json_response(body, status=status)
+
+    app.router.add_get("/v1/distinct", distinct)
+
+
 class HttpSite:
     """An aiohttp application on one listen address, with a start/stop lifecycle."""
 
     def __init__(
-        self, app: web.Application, listen: ListenAddress, *, decompress_requests: bool = True
+        self,
+        app: web.Application,
+        listen: ListenAddress,
+        *,
+        decompress_requests: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        idle_timeout: float = 75.0,
     ) -> None:
         # decompress_requests=False hands handlers the body as sent, Content-Encoding and all,
         # for a handler that must bound the decompressed size itself.
-        self._runner = web.AppRunner(app, access_log=None, auto_decompress=decompress_requests)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            auto_decompress=decompress_requests,
+            keepalive_timeout=idle_timeout,
+        )
         self._listen = listen
+        self._ssl_context = ssl_context
         self.port = 0
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._listen.host, self._listen.port)
+        site = web.TCPSite(
+            self._runner, self._listen.host, self._listen.port, ssl_context=self._ssl_context
+        )
         await site.start()
         # With port 0 the OS picks the port; the runner knows which one it got.
         self.port = int(self._runner.addresses[0][1])

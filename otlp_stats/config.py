@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from dotenv import dotenv_values
 
+from otlp_stats.store.periods import DEFAULT_RETENTION, Retention, parse_retention, parse_rollups
+
 ENV_PREFIX = "OTLP_STATS_"
 MiB = 1024 * 1024
 
@@ -51,7 +53,7 @@ class Settings:
     grpc_reflection: bool = True
     workers: int = 2
     queue_size: int = 512
-    queue_max_bytes: int = 256 * MiB
+    queue_max_bytes: int = 64 * MiB
     max_recv_size: int = 64 * MiB
     log_format: LogFormat = "console"
     log_level: LogLevel = "info"
@@ -62,6 +64,28 @@ class Settings:
     sketch_lg_k: int = 12
     retry_delay: float = 1.0
     shutdown_grace: float = 15.0
+    # Transport security and authentication (docs/security.md).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    admin_tls: bool = False
+    auth_token_file: Path | None = None
+    admin_auth: bool = False
+    # Slow and stuck clients (docs/reliability.md).
+    grpc_keepalive_time: float = 60.0
+    grpc_keepalive_timeout: float = 20.0
+    grpc_max_connection_idle: float = 300.0
+    grpc_max_concurrent_streams: int = 100
+    http_read_timeout: float = 30.0
+    http_idle_timeout: float = 75.0
+    # Durable and shared counting state (docs/storage.md).
+    store: str = "memory"
+    checkpoint_interval: float = 5.0
+    rollups: tuple[str, ...] = ("1d", "1mo")
+    retention: Retention = DEFAULT_RETENTION
+    merge_grace: float = 2.0
+    claim_timeout: float = 30.0
+    replica_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -166,6 +190,34 @@ def _parse_label(text: str) -> str:
     return text
 
 
+def _parse_optional_path(text: str) -> Path | None:
+    # An empty value (`OTLP_STATS_TLS_CERT_FILE=` in .env) means "not set".
+    return Path(text.strip()) if text.strip() else None
+
+
+def _parse_store(text: str) -> str:
+    text = text.strip()
+    if text == "memory" or text.startswith("redis://"):
+        return text
+    if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
+        return text
+    raise ValueError("must be memory, sqlite:///path/to/file.db or redis://host:port/db")
+
+
+def _parse_rollups(text: str) -> tuple[str, ...]:
+    return parse_rollups(text)
+
+
+def _parse_retention(text: str) -> Retention:
+    return parse_retention(text)
+
+
+def _parse_replica_id(text: str) -> str:
+    if text and not _KEY_PATTERN.match(text):
+        raise ValueError("must be 1-255 printable characters without whitespace")
+    return text
+
+
 _OPTIONS: tuple[_Option, ...] = (
     _Option("attribute_key", _parse_key, "attribute key to count by"),
     _Option("window", _parse_positive_float, "window length in seconds"),
@@ -197,6 +249,25 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("sketch_lg_k", _parse_lg_k, "log2 of the sketch's k (exact below k messages)"),
     _Option("retry_delay", _parse_non_negative_float, "retry delay told to throttled senders, s"),
     _Option("shutdown_grace", _parse_positive_float, "longest drain on shutdown, seconds"),
+    _Option("tls_cert_file", _parse_optional_path, "PEM certificate chain: TLS on gRPC and HTTP"),
+    _Option("tls_key_file", _parse_optional_path, "PEM private key of --tls-cert-file"),
+    _Option("tls_client_ca_file", _parse_optional_path, "PEM CA bundle: require client certs"),
+    _Option("admin_tls", _parse_bool, "serve the admin port with the TLS certificate too"),
+    _Option("auth_token_file", _parse_optional_path, "accepted bearer tokens, one a line"),
+    _Option("admin_auth", _parse_bool, "require the token on the admin port but its probes"),
+    _Option("grpc_keepalive_time", _parse_positive_float, "gRPC keepalive ping interval, s"),
+    _Option("grpc_keepalive_timeout", _parse_positive_float, "gRPC keepalive ping timeout, s"),
+    _Option("grpc_max_connection_idle", _parse_positive_float, "close idle gRPC connections, s"),
+    _Option("grpc_max_concurrent_streams", _parse_positive_int, "gRPC streams per connection"),
+    _Option("http_read_timeout", _parse_positive_float, "longest read of one HTTP body, s"),
+    _Option("http_idle_timeout", _parse_positive_float, "close idle HTTP keep-alives, s"),
+    _Option("store", _parse_store, "state store: memory, sqlite:///path.db, redis://host:port/db"),
+    _Option("checkpoint_interval", _parse_positive_float, "open-window checkpoint period, s"),
+    _Option("rollups", _parse_rollups, "calendar rollups kept: 1m, 1h, 1d, 1mo (comma list)"),
+    _Option("retention", _parse_retention, "kept per resolution: window=1h,1d=60d,1mo=24mo"),
+    _Option("merge_grace", _parse_non_negative_float, "wait for replicas' flushes, s (redis)"),
+    _Option("claim_timeout", _parse_positive_float, "a window claim expires after, s (redis)"),
+    _Option("replica_id", _parse_replica_id, "this replica's name in reports (default hostname)"),
 )
 
 
@@ -269,6 +340,7 @@ def load_settings(
     _reject_unknown_env(dotenv, env_file.name)
     settings = Settings(**values)
     _validate_together(settings)
+    _validate_security(settings)
     return settings
 
 
@@ -293,4 +365,25 @@ def _validate_together(settings: Settings) -> None:
 
 def describe(settings: Settings) -> dict[str, object]:
     """Settings as plain values, for the start-up log line."""
-    return {f.name: str(getattr(settings, f.name)) for f in fields(settings)}
+    described: dict[str, object] = {
+        f.name: str(getattr(settings, f.name)) for f in fields(settings)
+    }
+    # redis://user:password@host/0: a log line is no place for the password.
+    described["store"] = re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", settings.store)
+    return described
+
+
+def _validate_security(settings: Settings) -> None:
+    """TLS needs a certificate and its key; client CAs, admin TLS and admin auth need their base."""
+    if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
+        raise ConfigError("tls_cert_file and tls_key_file must be set together")
+    if settings.tls_cert_file is None and settings.tls_client_ca_file is not None:
+        raise ConfigError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+    if settings.tls_cert_file is None and settings.admin_tls:
+        raise ConfigError("admin_tls needs tls_cert_file and tls_key_file")
+    if settings.auth_token_file is None and settings.admin_auth:
+        raise ConfigError("admin_auth needs auth_token_file")
+    for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "auth_token_file"):
+        path: Path | None = getattr(settings, name)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{name}={str(path)!r}: no such file")

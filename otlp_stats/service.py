@@ -9,24 +9,33 @@ from typing import Any, TextIO
 
 import grpc
 import structlog
+from aiohttp import web
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
-from otlp_stats.admin import HttpSite, build_admin_app
+from otlp_stats.admin import HttpSite, add_distinct_route, add_ready_detail, build_admin_app
 from otlp_stats.aggregator import Aggregator
+from otlp_stats.auth import BearerTokens, CredentialsError
 from otlp_stats.clock import Clock, SystemClock
 from otlp_stats.config import Settings
+from otlp_stats.errors import Unauthenticated
+from otlp_stats.grpc_auth import TokenInterceptor
 from otlp_stats.health import Health, HealthState
 from otlp_stats.health_publisher import SERVICE_NAME as HEALTH_SERVICE_NAME
 from otlp_stats.health_publisher import HealthPublisher
-from otlp_stats.http_receiver import build_otlp_http_site
+from otlp_stats.http_auth import token_middleware
+from otlp_stats.http_receiver import ENCODINGS, build_otlp_http_site, refusal_response
 from otlp_stats.intake import Intake
+from otlp_stats.query import DistinctQueries, answer_without_history, query_scope
 from otlp_stats.queue import RequestQueue
 from otlp_stats.receiver import LogsReceiver, logs_service_handler
 from otlp_stats.reporter import Reporter
 from otlp_stats.resolve import LabelRenderer
+from otlp_stats.store.location import open_keeper, open_store
+from otlp_stats.store.replicas import ReplicaMerger
 from otlp_stats.telemetry import Metrics, RateLimitedLog, StateCollector
+from otlp_stats.tls import ServerTls, server_tls
 from otlp_stats.workers import WorkerPool
 
 # In-flight Export handlers never await, so they finish at once; this only bounds the wait.
@@ -34,6 +43,8 @@ _GRPC_STOP_GRACE = 1.0
 # Reflection answers from the default descriptor pool: naming the service through its generated
 # module guarantees that the module, and every message Export uses, is in the pool.
 _LOGS_SERVICE = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name
+# Probes must work without credentials (a kubelet has no token), so these stay open.
+_PROBE_PATHS = ("/health", "/livez", "/readyz")
 
 
 class Service:
@@ -56,9 +67,18 @@ class Service:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.metrics = Metrics(self.registry)
+        # Security before anything is opened: a bad certificate or token file stops the start.
+        self.tls = server_tls(settings)
+        self.tokens = _load_tokens(settings, self.metrics)
         self.queue = RequestQueue(settings.queue_size, settings.queue_max_bytes)
         self.aggregator = Aggregator(
-            settings.window, self.clock.now(), settings.max_values, settings.sketch_lg_k
+            settings.window,
+            self.clock.now(),
+            settings.max_values,
+            settings.sketch_lg_k,
+            # With a store, closed windows keep their sketches for it (docs/storage.md); the
+            # memory store is today's behaviour, without that per-window serialization.
+            keep_sketches=settings.store != "memory",
         )
         self.reporter = Reporter(
             self.aggregator,
@@ -71,6 +91,12 @@ class Service:
             settings.report_format,
             logger=self.log,
         )
+        # Counting state beyond this process (docs/storage.md).
+        self.store = open_store(settings)
+        self.keeper = open_keeper(
+            settings, self.store, self.aggregator, self.reporter, self.clock, self.log
+        )
+        self.registry.register(self.keeper.collector())
         self.workers = WorkerPool(
             self.queue,
             self.aggregator.add,
@@ -102,9 +128,38 @@ class Service:
                 lambda: self.workers.labels.truncated,
             )
         )
-        self.admin = HttpSite(build_admin_app(self.registry, self.health), settings.admin_listen)
+        admin_app = build_admin_app(self.registry, self.health)
+        add_distinct_route(
+            admin_app,
+            DistinctQueries(self.store, query_scope(settings), self.clock).answer
+            if settings.store != "memory"
+            else answer_without_history,
+        )
+        if isinstance(self.keeper, ReplicaMerger):
+            add_ready_detail(admin_app, self.keeper.readiness_detail)
+        if settings.admin_auth and self.tokens is not None:
+            admin_app.middlewares.append(
+                token_middleware(self.tokens, "admin", _refuse_admin, open_paths=_PROBE_PATHS)
+            )
+        self.admin = HttpSite(
+            admin_app,
+            settings.admin_listen,
+            # The admin port never asks for client certificates: kubelet probes have none.
+            ssl_context=self.tls.ssl_context(verify_clients=False)
+            if self.tls and settings.admin_tls
+            else None,
+        )
         self.otlp_http = build_otlp_http_site(
-            self.intake, self.metrics, settings.http_listen, settings.max_recv_size
+            self.intake,
+            self.metrics,
+            settings.http_listen,
+            settings.max_recv_size,
+            read_timeout=settings.http_read_timeout,
+            idle_timeout=settings.http_idle_timeout,
+            ssl_context=self.tls.ssl_context() if self.tls else None,
+            middlewares=[token_middleware(self.tokens, "http", _refuse_otlp_http)]
+            if self.tokens
+            else [],
         )
         self.grpc_health = HealthPublisher(self.health, (_LOGS_SERVICE,))
         self._grpc: grpc.aio.Server | None = None
@@ -113,12 +168,19 @@ class Service:
     async def start(self) -> None:
         """Admin first (probes see "starting"), then the pipeline from its end to its front."""
         await self.admin.start()
+        await self.keeper.restore()
+        await self.keeper.start()
         await self.reporter.start()
         await self.workers.start()
         if self.settings.grpc_health:
             await self.grpc_health.start()
         self._grpc = self._build_grpc_server()
-        self.grpc_port = self._grpc.add_insecure_port(str(self.settings.grpc_listen))
+        if self.tls is None:
+            self.grpc_port = self._grpc.add_insecure_port(str(self.settings.grpc_listen))
+        else:
+            self.grpc_port = self._grpc.add_secure_port(
+                str(self.settings.grpc_listen), self.tls.grpc_credentials()
+            )
         await self._grpc.start()
         await self.otlp_http.start()
         self.health.move_to(HealthState.SERVING)
@@ -127,9 +189,13 @@ class Service:
             grpc_port=self.grpc_port,
             http_port=self.otlp_http.port,
             admin_port=self.admin.port,
-            grpc_tls=False,
-            http_tls=False,
-            admin_tls=False,
+            grpc_tls=_tls_mode(self.tls),
+            http_tls=_tls_mode(self.tls),
+            admin_tls=_tls_mode(self.tls, verify_clients=False)
+            if self.settings.admin_tls
+            else "plaintext",
+            auth="bearer" if self.tokens else "none",
+            admin_auth="bearer" if self.settings.admin_auth else "none",
             grpc_health=self.settings.grpc_health,
             grpc_reflection=self.settings.grpc_reflection,
             attribute_key=self.settings.attribute_key,
@@ -137,11 +203,16 @@ class Service:
         )
 
     def _build_grpc_server(self) -> grpc.aio.Server:
+        interceptors = []
+        if self.tokens is not None:
+            interceptors.append(TokenInterceptor(self.tokens, open_services=(HEALTH_SERVICE_NAME,)))
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", self.settings.max_recv_size),
                 ("grpc.so_reuseport", 0),
-            ]
+                *_connection_options(self.settings),
+            ],
+            interceptors=interceptors,
         )
         server.add_generic_rpc_handlers(
             (logs_service_handler(LogsReceiver(self.intake, self.metrics)),)
@@ -171,11 +242,29 @@ class Service:
         await self.otlp_http.stop()
         await self.grpc_health.stop()
         await self.workers.stop()
+        # The open window is checkpointed before the reporter closes it as partial, so a
+        # restart resumes it rather than losing it or counting it twice.
+        await self.keeper.checkpoint_now()
         await self.reporter.stop()
+        await self.keeper.stop()
         self.health.move_to(HealthState.STOPPED)
         await self.admin.stop()
         self.log.info("stopped", drained=drained)
         return drained
+
+    def reload_credentials(self) -> bool:
+        """Re-read the token file (on SIGHUP); on error keep the tokens accepted so far."""
+        if self.tokens is None:
+            self.log.info("credentials_reload_skipped", reason="no auth_token_file")
+            return False
+        try:
+            count = self.tokens.reload()
+        except CredentialsError as error:
+            self.log.error("credentials_reload_failed", error=str(error))
+            return False
+        # The count, never the tokens: a log line is no place for a secret.
+        self.log.info("credentials_reloaded", tokens=count)
+        return True
 
     async def _drain(self, deadline: float) -> bool:
         try:
@@ -188,3 +277,43 @@ class Service:
             )
             return False
         return True
+
+
+def _load_tokens(settings: Settings, metrics: Metrics) -> BearerTokens | None:
+    if settings.auth_token_file is None:
+        return None
+    tokens = BearerTokens(settings.auth_token_file, metrics.auth_refused)
+    tokens.reload()
+    return tokens
+
+
+def _refuse_otlp_http(refusal: Unauthenticated, request: web.Request) -> web.Response:
+    return refusal_response(refusal, ENCODINGS.get(request.content_type))
+
+
+def _refuse_admin(refusal: Unauthenticated, _request: web.Request) -> web.Response:
+    return web.Response(status=401, text=str(refusal))
+
+
+def _tls_mode(tls: ServerTls | None, *, verify_clients: bool = True) -> str:
+    if tls is None:
+        return "plaintext"
+    return "mutual_tls" if tls.mutual and verify_clients else "tls"
+
+
+def _connection_options(settings: Settings) -> list[tuple[str, int]]:
+    """Keepalive and per-connection limits, so dead, idle and greedy peers do not pile up."""
+    return [
+        # The server pings a connection quiet for keepalive_time and drops it if the ping is
+        # not answered within keepalive_timeout: a vanished peer frees its resources.
+        ("grpc.keepalive_time_ms", round(settings.grpc_keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", round(settings.grpc_keepalive_timeout * 1000)),
+        # Pings also on connections without calls (an idle collector's connection is checked
+        # too), and clients may ping (the Collector's keepalive) at most every 10 s; faster
+        # pingers get GOAWAY (too_many_pings).
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.max_connection_idle_ms", round(settings.grpc_max_connection_idle * 1000)),
+        # One connection cannot open more than this many calls at once; further ones wait.
+        ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
+    ]
