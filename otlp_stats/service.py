@@ -164,11 +164,15 @@ class Service:
         self.grpc_health = HealthPublisher(self.health, (_LOGS_SERVICE,))
         self._grpc: grpc.aio.Server | None = None
         self.grpc_port = 0
+        # Set once the stored state is loaded: until then there is nothing of ours to save, and
+        # a checkpoint at stop would overwrite the stored open windows with an empty one.
+        self._restored = False
 
     async def start(self) -> None:
         """Admin first (probes see "starting"), then the pipeline from its end to its front."""
         await self.admin.start()
         await self.keeper.restore()
+        self._restored = True
         await self.keeper.start()
         await self.reporter.start()
         await self.workers.start()
@@ -242,11 +246,12 @@ class Service:
         await self.otlp_http.stop()
         await self.grpc_health.stop()
         await self.workers.stop()
-        # The open window is checkpointed before the reporter closes it as partial, so a
-        # restart resumes it rather than losing it or counting it twice.
-        await self.keeper.checkpoint_now()
-        await self.reporter.stop()
-        await self.keeper.stop()
+        if self._restored:
+            # The open window is checkpointed before the reporter closes it as partial, so a
+            # restart resumes it rather than losing it or counting it twice.
+            await self.keeper.checkpoint_now()
+            await self.reporter.stop()
+            await self.keeper.stop()
         self.health.move_to(HealthState.STOPPED)
         await self.admin.stop()
         self.log.info("stopped", drained=drained)
