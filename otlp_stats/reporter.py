@@ -8,6 +8,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import structlog
+
 from otlp_stats.aggregator import Aggregator, ValueReport, WindowReport
 from otlp_stats.clock import Clock
 from otlp_stats.queue import RequestQueue
@@ -145,7 +147,7 @@ class Reporter:
         self._missing_label = missing_label
         self._render = render_json if report_format == "json" else render_text
         self._tick = tick
-        self._log = logger
+        self._log = logger if logger is not None else structlog.get_logger("otlp_stats")
         self._task: asyncio.Task[None] | None = None
         self.last_report: WindowReport | None = None
         # Told of every window closed, after it is printed (the state store saves it).
@@ -183,10 +185,22 @@ class Reporter:
             self.publish(report)
 
     def publish(self, report: WindowReport) -> None:
-        if self.prints_closed or report.partial:
-            self.print_report(report)
-        for listener in self._listeners:
-            listener(report)
+        """Print the report (unless replicas print merged ones) and tell the listeners.
+
+        Each step is on its own: stdout gone or a listener's bug must neither keep the report
+        from the others nor end the reporter's loop, which would leave every later window
+        unreported. The window is already closed, so a failed step is logged, not retried.
+        """
+        steps = [self.print_report] if self.prints_closed or report.partial else []
+        for step in (*steps, *self._listeners):
+            try:
+                step(report)
+            except Exception:
+                self._log.exception(
+                    "report_step_failed",
+                    window_start=format_timestamp(report.start),
+                    step=getattr(step, "__qualname__", repr(step)),
+                )
 
     def print_report(self, report: WindowReport) -> None:
         self._out.write(self._render(report, self._attribute_key, self._missing_label))
@@ -198,11 +212,10 @@ class Reporter:
         overflow = next((entry for entry in report.values if entry.overflow), None)
         if overflow is not None:
             self._metrics.overflow_records.inc(overflow.records)
-            if self._log is not None:
-                # At most one line per window: bounded by construction.
-                self._log.warning(
-                    "values_over_cap",
-                    window_start=format_timestamp(report.start),
-                    overflow_records=overflow.records,
-                    overflow_values=report.overflow_values,
-                )
+            # At most one line per window: bounded by construction.
+            self._log.warning(
+                "values_over_cap",
+                window_start=format_timestamp(report.start),
+                overflow_records=overflow.records,
+                overflow_values=report.overflow_values,
+            )

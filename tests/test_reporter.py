@@ -206,3 +206,34 @@ def test_estimates_carry_bounds_and_overflow_says_how_many_values() -> None:
     assert overflow["distinct_values"] == 5_000 and overflow["missing"] is False
     text = render_text(report, "foo", "unknown")
     assert "~10100" in text and "~5000 values past the per-window cap" in text
+
+
+class StdoutGoneOnce(io.StringIO):
+    """stdout that fails the first write (a closed pipe), then works."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def write(self, text: str) -> int:
+        if not self.failed:
+            self.failed = True
+            raise BrokenPipeError("stdout gone")
+        return super().write(text)
+
+
+async def test_a_failed_print_neither_starves_listeners_nor_stops_later_windows() -> None:
+    clock = FakeClock(T0)
+    pipeline = Pipeline(clock)
+    out = StdoutGoneOnce()
+    pipeline.reporter._out = out
+    heard: list[WindowReport] = []
+    pipeline.reporter.add_listener(heard.append)
+    await pipeline.reporter.start()
+    pipeline.aggregator.add(T0 + 1, {"a": [1, 2]})
+    await clock.advance(10.05)  # the first window closes; its print fails
+    await clock.advance(10.0)  # the second window closes and prints
+    await pipeline.reporter.stop()
+    assert [report.records for report in heard[:2]] == [2, 0]
+    printed = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert printed[0]["window_start"] == "2026-01-01T00:00:10Z"
