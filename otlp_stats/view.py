@@ -52,24 +52,19 @@ def count_records(request: ExportLogsRequestView) -> int:
     )
 
 
-def key_needle(key: str) -> bytes:
-    """How a KeyValue with this key starts on the wire: tag of field 1, length, the key."""
-    encoded = key.encode()
-    return b"\x0a" + _varint(len(encoded)) + encoded
-
-
 def key_may_be_on_records(wire: bytes, request: ExportLogsRequestView, key: str) -> bool:
     """False only when no log record can carry `key` as an attribute.
 
-    Every KeyValue with this key puts its needle in the payload. If the payload holds no more
-    needles than the resources and scopes account for, no record has the key, and the worker can
-    skip the per-record lookup (the costliest step per record). Extra needles anywhere (a body
-    that happens to contain the bytes, duplicate keys) only make this answer True, the safe side.
-    Needles cannot overlap: a key never contains 0x0A (config.py refuses whitespace and control
-    characters) and the length varint of a key of at most 255 bytes is never 0x0A after its first
-    byte, so bytes.count counts every occurrence.
+    Every KeyValue with this key puts the key's bytes in the payload. If the payload holds them
+    no more often than the resources and scopes account for, no record has the key, and the
+    worker can skip the per-record lookup (the costliest step per record). Extra occurrences
+    anywhere (a body or value containing the key, duplicate keys) only make this answer True,
+    the safe side. Only the key's bytes are searched, not the tag and length before them: a
+    decoder accepts those in longer encodings than the shortest one. Real occurrences never
+    overlap one another, and bytes.count finds the most non-overlapping occurrences there are,
+    so it never counts fewer than the real ones.
     """
-    found = wire.count(key_needle(key))
+    found = wire.count(key.encode())
     if not found:
         return False
     above_records = 0
@@ -78,12 +73,3 @@ def key_may_be_on_records(wire: bytes, request: ExportLogsRequestView, key: str)
         for scope_logs in resource_logs.scope_logs:
             above_records += key in scope_logs.scope.attributes
     return found > above_records
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from otlp_stats.errors import MalformedRequest
-from otlp_stats.view import count_records, decode_view, key_may_be_on_records, key_needle
+from otlp_stats.resolve import LabelRenderer
+from otlp_stats.view import count_records, decode_view, key_may_be_on_records
+from otlp_stats.workers import tally_view
 from tests.fakes import any_value, export_request, log_record, worked_example_request
 
 
@@ -40,9 +43,13 @@ def test_key_nowhere_is_not_on_records() -> None:
     assert not check(export_request([log_record("a", bar="x")]).SerializeToString(), "foo")
 
 
-def test_needle_inside_a_body_errs_on_the_safe_side() -> None:
-    body = "text" + key_needle("foo").decode() + "more"
-    request = export_request([log_record(body)], resource={"foo": "r"})
+def test_a_longer_key_containing_the_key_errs_on_the_safe_side() -> None:
+    request = export_request([log_record("a", foobar="x")], resource={"foo": "r"})
+    assert check(request.SerializeToString(), "foo")
+
+
+def test_key_inside_a_body_errs_on_the_safe_side() -> None:
+    request = export_request([log_record("text with foo in it")], resource={"foo": "r"})
     assert check(request.SerializeToString(), "foo")
 
 
@@ -55,13 +62,28 @@ def test_duplicate_key_on_the_resource_errs_on_the_safe_side() -> None:
     assert check(request.SerializeToString(), "foo")
 
 
-def test_long_keys_use_a_multibyte_length() -> None:
-    key = "k" * 200
-    assert key_needle(key)[:3] == b"\x0a\xc8\x01"
-    assert check(export_request([log_record("a", **{key: "v"})]).SerializeToString(), key)
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field, with a deliberately non-minimal (padded) length varint."""
+    length = len(payload)
+    return bytes([number << 3 | 2, (length & 0x7F) | 0x80, length >> 7]) + payload
 
 
-names = st.sampled_from(["foo", "foobar", "fo", "x"])
+def test_record_key_in_a_longer_than_needed_encoding_is_still_seen() -> None:
+    # Decoders accept a length varint padded with a continuation byte (0x83 0x00 for 3): the key
+    # on the record must still be found, or the record would count under the resource's value.
+    padded_key = _field(1, b"foo") + _field(2, any_value("rec").SerializeToString())
+    record = _field(5, any_value("body").SerializeToString()) + _field(6, padded_key)
+    resource = _field(1, KeyValue(key="foo", value=any_value("res")).SerializeToString())
+    wire = _field(1, _field(1, resource) + _field(2, _field(2, record)))
+    full = ExportLogsServiceRequest.FromString(wire)
+    assert full.resource_logs[0].scope_logs[0].log_records[0].attributes[0].key == "foo"
+    view = decode_view(wire)
+    assert check(wire, "foo")
+    assert list(tally_view(view, "foo", LabelRenderer(), check(wire, "foo"))) == ["rec"]
+
+
+# No name contains "foo" but "foo" itself, so the answer is exact as well as sound here.
+names = st.sampled_from(["foo", "bar", "fo", "x"])
 
 
 @settings(max_examples=200, deadline=None)
