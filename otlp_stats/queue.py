@@ -75,6 +75,13 @@ class RequestQueue:
     async def get(self) -> QueuedRequest:
         return await self._items.get()
 
+    def get_nowait(self) -> QueuedRequest | None:
+        """A waiting request, or None if none waits."""
+        try:
+            return self._items.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
     def done(self, item: QueuedRequest) -> None:
         """The item's counts are in the aggregator (or it failed); release its capacity."""
         self._unfinished_requests -= 1

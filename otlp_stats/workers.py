@@ -117,13 +117,21 @@ class WorkerPool:
         ]
 
     async def stop(self) -> None:
-        """Cancel the workers; call after the queue is drained to lose nothing."""
+        """Cancel the workers; call after the queue is drained to lose nothing.
+
+        After a drain that ran out of time, the requests still waiting were acknowledged and
+        will not be counted: each is reported as failed (metric and log), not dropped silently.
+        """
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        while (item := self._queue.get_nowait()) is not None:
+            self._report_failure(item, "still queued when the shutdown grace ran out")
+            self._queue.done(item)
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
+            # A tally already running in a thread finishes there; wait for it off the loop.
+            await asyncio.to_thread(self._executor.shutdown, True)
             self._executor = None
 
     async def _run(self) -> None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import random
 
+import structlog
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
+from prometheus_client import CollectorRegistry
 
+from otlp_stats.queue import QueuedRequest, RequestQueue
 from otlp_stats.resolve import LabelRenderer
-from otlp_stats.view import decode_view, key_may_be_on_records
-from otlp_stats.workers import tally_view
+from otlp_stats.telemetry import Metrics
+from otlp_stats.view import ExportLogsRequestView, decode_view, key_may_be_on_records
+from otlp_stats.workers import WorkerPool, tally_view
 from tests.fakes import Plain, export_request, log_record, worked_example_request
 from tests.reference import reference_tally
 
@@ -109,3 +113,18 @@ def test_matches_an_independent_count_on_random_requests() -> None:
 
 def _maybe(rng: random.Random, prefix: str) -> str | None:
     return None if rng.random() < 0.4 else f"{prefix}{rng.randint(0, 3)}"
+
+
+async def test_stop_reports_requests_still_queued_as_failed_not_silently_dropped() -> None:
+    queue = RequestQueue(10, 1 << 20)
+    for records in (3, 4):
+        queue.put_nowait(QueuedRequest(1.0, 10, records, "grpc", ExportLogsRequestView()))
+    metrics = Metrics(CollectorRegistry())
+    counted: list[float] = []
+    pool = WorkerPool(
+        queue, lambda arrival, _: counted.append(arrival), "foo", 1, metrics, structlog.get_logger()
+    )
+    await pool.stop()  # as after a drain timeout: nothing was worked on
+    assert counted == []
+    assert metrics.registry.get_sample_value("otlp_stats_records_failed_total") == 7
+    assert queue.depth == 0
