@@ -1,6 +1,7 @@
 """Distinct counting in bounded memory: a theta sketch, exact below k hashes, mergeable.
 
-Apache DataSketches' theta sketch keeps every hash while it holds fewer than k (exact mode);
+Apache DataSketches' theta sketch keeps every hash while it holds fewer than k (exact mode;
+in practice until its table first rebuilds, near 1.9k, and the report says which it is);
 past that it keeps the k smallest and estimates, with a relative standard error of about
 1/sqrt(k): 1.6% for the default k = 4096, so the ~95% bounds are within about +-3.1%.
 Its memory is at most about 2k 8-byte entries (64 KiB at k = 4096) however many hashes it sees.
@@ -31,7 +32,7 @@ class DistinctEstimate:
 
 
 class DistinctCounter:
-    """Distinct signed 64-bit hashes seen; exact until it holds 2**lg_k of them.
+    """Distinct signed 64-bit hashes seen; exact below 2**lg_k of them (at least).
 
     A counter restored from a checkpoint starts from a `base`: an update sketch cannot be
     rebuilt from the compact one that was stored, so the base stays compact and is unioned with
