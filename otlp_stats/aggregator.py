@@ -80,7 +80,8 @@ class WindowReport:
     overflow_values: int = 0
     # The window's sketches, kept only when a store persists closed windows.
     snapshot: WindowSnapshot | None = field(default=None, compare=False, repr=False)
-    # Set with a shared store: "global" (merged across replicas) or "local" (this replica only).
+    # Set with a shared store: "global" (merged across replicas), "local" (this replica only,
+    # Redis unreachable) or "late" (this replica's share, added after the window was merged).
     scope: str | None = None
     # The replicas whose counts a global report merges.
     replicas: tuple[str, ...] = ()

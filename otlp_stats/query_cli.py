@@ -11,6 +11,7 @@ from otlp_stats.clock import SystemClock
 from otlp_stats.config import ConfigError, load_settings
 from otlp_stats.query import QueryError, answer_query, parse_query, query_scope, render_table
 from otlp_stats.store.location import open_store
+from otlp_stats.store.sqlite import StoreMissing
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -57,7 +58,12 @@ def main(argv: Sequence[str]) -> int:
     except QueryError as error:
         print(f"otlp-stats query: {error}", file=sys.stderr)
         return EXIT_NOT_FOUND if error.status == 404 else EXIT_BAD_QUERY
-    store = open_store(settings)
+    try:
+        # Read-only: a mistyped path must not leave an empty database (and its directory).
+        store = open_store(settings, read_only=True)
+    except StoreMissing as error:
+        print(f"otlp-stats query: {error}", file=sys.stderr)
+        return EXIT_NOT_FOUND
     try:
         answer = answer_query(store, query, scope, now)
     finally:

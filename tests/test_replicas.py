@@ -8,6 +8,7 @@ import redis
 import structlog
 
 from otlp_stats.aggregator import Aggregator, WindowReport, WindowSnapshot, merge_snapshots
+from otlp_stats.store.redis import SHARE_TTL_SECONDS, ShareId
 from otlp_stats.store.replicas import MAX_PENDING_FLUSHES, ReplicaMerger
 from tests.fakes import FakeClock
 
@@ -19,17 +20,19 @@ class FlakyShared:
 
     def __init__(self) -> None:
         self.down = False
-        self.shares: dict[float, dict[str, WindowSnapshot]] = {}
+        self.shares: dict[float, dict[ShareId, WindowSnapshot]] = {}
         self.claims: dict[float, str] = {}
         self.merged: list[WindowSnapshot] = []
+        self.holds: dict[float, set[ShareId]] = {}
+        self.late: list[WindowSnapshot] = []
 
     def _check(self) -> None:
         if self.down:
             raise redis.ConnectionError("Redis is down")
 
-    def flush(self, replica: str, snapshot: WindowSnapshot) -> None:
+    def flush(self, share: ShareId, snapshot: WindowSnapshot) -> None:
         self._check()
-        self.shares.setdefault(snapshot.start, {})[replica] = snapshot
+        self.shares.setdefault(snapshot.start, {})[share] = snapshot
 
     def claim(self, start: float, replica: str, timeout: float) -> bool:
         self._check()
@@ -37,20 +40,28 @@ class FlakyShared:
 
     def is_merged(self, start: float) -> bool:
         self._check()
-        return any(window.start == start for window in self.merged)
+        return start in self.holds
 
-    def collect(self, start: float, end: float) -> list[tuple[str, WindowSnapshot]]:
+    def collect(self, start: float, end: float) -> list[tuple[ShareId, WindowSnapshot]]:
         self._check()
-        return sorted(self.shares.get(start, {}).items())
+        return sorted(self.shares.get(start, {}).items(), key=lambda item: item[0].member)
 
-    def commit(
-        self,
-        closed: Sequence[WindowSnapshot],
-        open_windows: Sequence[WindowSnapshot] | None,
-        now: float,
-    ) -> None:
+    def save_merged(self, merged: WindowSnapshot, shares: Sequence[ShareId], now: float) -> bool:
         self._check()
-        self.merged.extend(closed)
+        if self.is_merged(merged.start):
+            return False
+        self.merged.append(merged)
+        self.holds[merged.start] = set(shares)
+        return True
+
+    def add_late(self, share: ShareId, snapshot: WindowSnapshot, now: float) -> bool:
+        self._check()
+        held = self.holds.get(snapshot.start)
+        if held is None or share in held:
+            return False
+        held.add(share)
+        self.late.append(snapshot)
+        return True
 
     def stored_bytes(self) -> int:
         return 0
@@ -121,4 +132,21 @@ async def test_with_redis_down_reports_turn_local_and_the_backlog_is_bounded() -
     assert globals_, "global reports resume once Redis answers"
     merged = merge_snapshots(shared.merged)
     assert merged.records == len(globals_)
+    await merger.stop()
+
+
+async def test_a_window_too_old_to_merge_completely_keeps_its_local_report_only() -> None:
+    # Past the shares' time to live the others' shares may be gone: a merge would be partial
+    # and, with the merged marker gone too, could count this window twice.
+    clock, shared = FakeClock(), FlakyShared()
+    merger, printed = replica("solo", shared, clock)
+    shared.down = True
+    merger.window_closed(closed_window(clock, [1]))
+    clock.set(clock.now() + SHARE_TTL_SECONDS + 2 * WINDOW)
+    await merger.step()
+    shared.down = False
+    clock.set(clock.now() + 60)
+    await merger.step()
+    assert [report.scope for report in printed] == ["local"]
+    assert (merger.pending, merger.dropped_flushes, shared.merged) == (0, 1, [])
     await merger.stop()

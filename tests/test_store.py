@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import structlog
 
-from otlp_stats.aggregator import Aggregator, merge_snapshots, report_of_snapshot
+from otlp_stats.aggregator import (
+    Aggregator,
+    WindowSnapshot,
+    merge_snapshots,
+    report_of_snapshot,
+)
 from otlp_stats.config import ConfigError, describe, load_settings
 from otlp_stats.query import QueryError, QueryScope, answer_query, parse_query
 from otlp_stats.sketches import estimate_serialized
-from otlp_stats.store.base import StateStore
+from otlp_stats.store.base import EntryKey, StateStore, StoredPeriod
+from otlp_stats.store.keeper import MAX_PENDING_WINDOWS, StateKeeper
 from otlp_stats.store.memory import MemoryStore
 from otlp_stats.store.periods import (
     DEFAULT_RETENTION,
@@ -21,7 +29,7 @@ from otlp_stats.store.periods import (
     parse_rollups,
     period_bounds,
 )
-from otlp_stats.store.sqlite import SqliteStore
+from otlp_stats.store.sqlite import SqliteStore, StoreMissing
 from tests.fakes import FakeClock
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC).timestamp()
@@ -182,6 +190,88 @@ def test_sqlite_checkpoint_is_skipped_once_its_window_is_saved(tmp_path: Path) -
     reopened.commit([restored], None, T0 + 10)
     assert reopened.load_open() == []
     reopened.close()
+
+
+def test_sqlite_size_is_measured_by_the_writer_so_asking_opens_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStore(path, ("1d",), DEFAULT_RETENTION, 10.0)
+    empty = store.stored_bytes()
+    aggregator = Aggregator(10, T0, keep_sketches=True)
+    aggregator.add(T0 + 1, {f"value {n}": hashes(n, n + 1) for n in range(200)})
+    store.commit([r.snapshot for r in aggregator.close_until(T0 + 10) if r.snapshot], None, T0)
+    with sqlite3.connect(path) as truth:
+        pages, free, size = (
+            truth.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("page_count", "freelist_count", "page_size")
+        )
+
+    def no_connection(*args: object, **kwargs: object) -> sqlite3.Connection:
+        raise AssertionError("stored_bytes opened a connection")
+
+    monkeypatch.setattr(sqlite3, "connect", no_connection)
+    assert store.stored_bytes() == (pages - free) * size > empty
+    store.close()
+
+
+def test_a_query_of_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "typo" / "state.db"
+    with pytest.raises(StoreMissing, match="does not exist"):
+        SqliteStore(path, ("1d",), DEFAULT_RETENTION, 10.0, read_only=True)
+    assert not path.parent.exists()
+
+
+class FailingStore:
+    """A store whose every write fails, as a full disk would make SQLite's."""
+
+    durable = False
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def load_open(self) -> list[WindowSnapshot]:
+        return []
+
+    def commit(
+        self,
+        closed: Sequence[WindowSnapshot],
+        open_windows: Sequence[WindowSnapshot] | None,
+        now: float,
+    ) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def query(
+        self, resolution: str, first: float, last: float, key: EntryKey | None
+    ) -> list[StoredPeriod]:
+        return []
+
+    def stored_bytes(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_failing_writes_keep_a_bounded_backlog_and_stop_still_returns() -> None:
+    clock, store = FakeClock(T0), FailingStore()
+    aggregator = Aggregator(10, T0, keep_sketches=True)
+    keeper = StateKeeper(store, aggregator, clock, 5.0, structlog.get_logger("test"))
+    extra = 25
+    for n in range(MAX_PENDING_WINDOWS + extra):
+        aggregator.add(clock.now(), {"checkout": hashes(n)})
+        clock.set(clock.now() + 10)
+        for report in aggregator.close_until(clock.now()):
+            keeper.window_closed(report)
+        await keeper.write()
+    assert keeper.write_failures == MAX_PENDING_WINDOWS + extra
+    assert keeper.windows_given_up == extra
+    # Every window closing now pushes the oldest out.
+    keeper.window_closed(aggregator.close_until(clock.now() + 10)[0])
+    assert keeper.windows_given_up == extra + 1
+    await keeper.stop()  # the last write fails too: logged and counted, not raised
+    assert store.closed
+    assert keeper.windows_given_up == extra + 1 + MAX_PENDING_WINDOWS
 
 
 def test_a_million_distinct_messages_over_a_day_roll_up_within_bounds() -> None:

@@ -15,11 +15,16 @@ from typing import Any
 
 import grpc
 import pytest
+import structlog
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
+from otlp_stats.aggregator import Aggregator, WindowReport
+from otlp_stats.store.periods import DEFAULT_RETENTION, Retention, parse_retention
+from otlp_stats.store.redis import RedisStore, ShareId
+from otlp_stats.store.replicas import ReplicaMerger
 from tests.expected import ExpectedCounts, summary_of
-from tests.fakes import export_request, log_record
+from tests.fakes import FakeClock, export_request, log_record
 from tests.redistools import RedisServer
 from tests.sdk_senders import KEY, SdkSenders, flush_all_at_once
 from tests.servicetools import ServiceProcess, running_service
@@ -187,3 +192,115 @@ def test_redis_going_away_leaves_local_reports_and_global_ones_resume(
     # every acknowledged record is in exactly one window's report.
     assert sum(by_window.values()) == sum(sent_by_window.values())
     assert printed([service], "local"), "no local report during the outage"
+
+
+# --- the merger in-process against the real redis-server, on a fake clock -----------------------
+
+MERGER_WINDOW = 10.0
+
+
+def merger(
+    server: RedisServer,
+    name: str,
+    clock: FakeClock,
+    retention: Retention = DEFAULT_RETENTION,
+    incarnation: str | None = None,
+) -> tuple[ReplicaMerger, list[WindowReport]]:
+    """A replica as one process run of it; by default each call is a new run."""
+    printed: list[WindowReport] = []
+    store = RedisStore(server.url, ("1d",), retention, MERGER_WINDOW)
+    replica = ReplicaMerger(
+        store, name, clock, printed.append, 2.0, 30.0, 12, structlog.get_logger("test"), incarnation
+    )
+    return replica, printed
+
+
+def closed_window(clock: FakeClock, hashes: list[int], partial: bool = False) -> WindowReport:
+    aggregator = Aggregator(MERGER_WINDOW, clock.now(), keep_sketches=True)
+    aggregator.add(clock.now(), {"checkout": hashes})
+    if partial:
+        [report] = aggregator.close_all(clock.now())
+        return report
+    [report] = aggregator.close_until(clock.now() // MERGER_WINDOW * MERGER_WINDOW + MERGER_WINDOW)
+    return report
+
+
+def day_records(server: RedisServer) -> list[tuple[int, int]]:
+    """(windows, records) of each stored day."""
+    store = RedisStore(server.url, ("1d",), DEFAULT_RETENTION, MERGER_WINDOW)
+    try:
+        days = store.query("1d", 0, 1e12, None)
+    finally:
+        store.close()
+    return [(day.windows, sum(entry.records for entry in day.entries)) for day in days]
+
+
+async def test_a_share_flushed_after_the_merge_is_added_once_and_reported_late(
+    redis_server: RedisServer,
+) -> None:
+    clock = FakeClock()
+    first, first_printed = merger(redis_server, "a", clock)
+    second, second_printed = merger(redis_server, "b", clock, incarnation="run1")
+    end = clock.now() // MERGER_WINDOW * MERGER_WINDOW + MERGER_WINDOW
+    late = closed_window(clock, [4, 5, 6, 7])
+    first.window_closed(closed_window(clock, [1, 2, 3]))
+    clock.set(end + 2.5)
+    await first.step()  # merges its own share alone: the other replica lags
+    second.window_closed(late)
+    clock.set(end + 3.0)
+    await second.step()
+    await second.step()
+    assert [(r.scope, r.records) for r in first_printed] == [("global", 3)]
+    assert [(r.scope, r.records, r.replicas) for r in second_printed] == [("late", 4, ("b",))]
+    assert second.late_shares == 1
+    # Added to the day once, and the day still holds one window.
+    assert day_records(redis_server) == [(1, 7)]
+    assert late.snapshot is not None
+    assert not second.store.add_late(ShareId("b", "run1"), late.snapshot, clock.now())
+    assert day_records(redis_server) == [(1, 7)]
+    await first.stop()
+    await second.stop()
+
+
+async def test_a_replica_restarting_within_a_window_adds_to_its_earlier_share(
+    redis_server: RedisServer,
+) -> None:
+    clock = FakeClock()
+    before, _ = merger(redis_server, "c", clock)
+    before.window_closed(closed_window(clock, [10, 11], partial=True))
+    await before.stop()  # flushes its partial window on the way out
+    after, printed = merger(redis_server, "c", clock)
+    after.window_closed(closed_window(clock, [12]))
+    end = clock.now() // MERGER_WINDOW * MERGER_WINDOW + MERGER_WINDOW
+    clock.set(end + 2.5)
+    await after.step()
+    [report] = printed
+    assert (report.scope, report.replicas) == ("global", ("c",))
+    assert (report.records, report.distinct_messages) == (3, 3)
+    await after.stop()
+
+
+async def test_a_window_retention_deleted_is_not_merged_again(redis_server: RedisServer) -> None:
+    clock = FakeClock()
+    retention = parse_retention("window=10m")
+    first, first_printed = merger(redis_server, "a", clock, retention)
+    second, second_printed = merger(redis_server, "b", clock, retention)
+    end = clock.now() // MERGER_WINDOW * MERGER_WINDOW + MERGER_WINDOW
+    first.window_closed(closed_window(clock, [1, 2, 3]))
+    second.window_closed(closed_window(clock, [4, 5]))
+    clock.set(end + 0.5)
+    await first.step()
+    await second.step()
+    clock.set(end + 2.5)
+    await first.step()  # merges both shares; the other replica is then away for 11 minutes
+    clock.set(end + 660)
+    later = closed_window(clock, [9])
+    first.window_closed(later)
+    clock.set(later.end + 2.5)
+    await first.step()  # its commit deletes the first window's merged copy (retention)
+    await second.step()
+    assert [(r.scope, r.records) for r in first_printed] == [("global", 5), ("global", 1)]
+    assert second_printed == []
+    assert day_records(redis_server) == [(2, 6)]
+    await first.stop()
+    await second.stop()

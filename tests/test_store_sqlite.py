@@ -216,6 +216,17 @@ def test_query_cli_answers_from_the_same_file(store_url: str, bodies: list[str])
     assert refused.returncode == 2 and "future" in refused.stderr
 
 
+def test_query_cli_refuses_a_missing_file_and_creates_nothing(tmp_path: Path) -> None:
+    typo = tmp_path / "typo" / "state.db"
+    command = [sys.executable, "-m", "otlp_stats", "query", "--store", f"sqlite://{typo}"]
+    result = subprocess.run(
+        [*command, "--from", today()], cwd=REPO, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert f"no store at {typo}" in result.stderr and "Traceback" not in result.stderr
+    assert not typo.parent.exists()
+
+
 def test_the_memory_store_says_it_keeps_no_history() -> None:
     with running_service() as service:
         status, body = service.http_get(f"/v1/distinct?from={today()}")

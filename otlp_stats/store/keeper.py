@@ -20,6 +20,10 @@ from otlp_stats.aggregator import Aggregator, WindowReport, WindowSnapshot
 from otlp_stats.clock import Clock
 from otlp_stats.store.base import StateStore
 
+# Closed windows waiting for a write that keeps failing; past this the oldest are given up
+# (counted and logged: their reports were printed, only their place in the store is lost).
+MAX_PENDING_WINDOWS = 360
+
 
 class StateKeeper:
     def __init__(
@@ -41,15 +45,24 @@ class StateKeeper:
         self._tasks: list[asyncio.Task[None]] = []
         self.checkpoints = 0
         self.write_failures = 0
+        self.windows_given_up = 0
+        # Measured by the writer thread after each write: a scrape must not touch the store.
+        self.stored_bytes = 0
 
     async def restore(self) -> int:
         """Load the checkpoint into the aggregator; call before anything is counted."""
         loop = asyncio.get_running_loop()
-        snapshots = await loop.run_in_executor(self._writer(), self.store.load_open)
+        snapshots = await loop.run_in_executor(self._writer(), self._load_open)
         self._aggregator.restore(snapshots)
         records = sum(snapshot.records for snapshot in snapshots)
         self._log.info("state_restored", windows=len(snapshots), records=records)
         return records
+
+    def _load_open(self) -> list[WindowSnapshot]:
+        """In the writer thread: the checkpoint, and the store's size for the first scrapes."""
+        snapshots = self.store.load_open()
+        self.stored_bytes = self.store.stored_bytes()
+        return snapshots
 
     def _writer(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -67,7 +80,20 @@ class StateKeeper:
         if report.partial or report.snapshot is None:
             return
         self._closed.append(report.snapshot)
+        self._bound_backlog()
         self._wake.set()
+
+    def _bound_backlog(self) -> None:
+        excess = len(self._closed) - MAX_PENDING_WINDOWS
+        if excess > 0:
+            given_up, self._closed = self._closed[:excess], self._closed[excess:]
+            self.windows_given_up += excess
+            self._log.error(
+                "closed_windows_given_up",
+                windows=excess,
+                first_start=given_up[0].start,
+                last_start=given_up[-1].start,
+            )
 
     async def _tick_loop(self) -> None:
         while True:
@@ -87,11 +113,12 @@ class StateKeeper:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(
-                self._writer(), self.store.commit, closed, open_windows, self._clock.now()
+                self._writer(), self._commit, closed, open_windows, self._clock.now()
             )
         except Exception:
             # Keep the closed windows for the next attempt; the checkpoint is redone anyway.
             self._closed[:0] = closed
+            self._bound_backlog()
             self.write_failures += 1
             self._log.exception("store_write_failed", closed_windows=len(closed))
             return
@@ -102,6 +129,16 @@ class StateKeeper:
                 open_records=sum(snapshot.records for snapshot in open_windows),
                 closed_windows=len(closed),
             )
+
+    def _commit(
+        self,
+        closed: list[WindowSnapshot],
+        open_windows: list[WindowSnapshot] | None,
+        now: float,
+    ) -> None:
+        """In the writer thread: the transaction, then the store's size for the next scrape."""
+        self.store.commit(closed, open_windows, now)
+        self.stored_bytes = self.store.stored_bytes()
 
     async def checkpoint_now(self) -> None:
         """At shutdown, before the reporter closes the current window: save it as open."""
@@ -115,19 +152,30 @@ class StateKeeper:
         self._tasks = []
 
     def collector(self) -> Collector:
-        return StoreCollector(self.store, self)
+        return StoreCollector(self)
 
     async def stop(self) -> None:
-        """Write what closed since the last write (the shutdown's complete windows), then close."""
+        """Write what closed since the last write (the shutdown's complete windows), then close.
+
+        A store failing now is logged, not raised: the service must still stop in order.
+        """
         await self._stop_tasks()
+        loop = asyncio.get_running_loop()
         if self._closed:
             closed, self._closed = self._closed, []
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(
-                self._writer(), self.store.commit, closed, None, self._clock.now()
-            )
+            try:
+                await loop.run_in_executor(
+                    self._writer(), self.store.commit, closed, None, self._clock.now()
+                )
+            except Exception:
+                self.write_failures += 1
+                self.windows_given_up += len(closed)
+                self._log.exception("final_store_write_failed", closed_windows=len(closed))
         if self._executor is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
+            try:
+                await loop.run_in_executor(self._executor, self.store.close)
+            except Exception:
+                self._log.exception("store_close_failed")
             self._executor.shutdown(wait=True)
             self._executor = None
 
@@ -135,15 +183,15 @@ class StateKeeper:
 class StoreCollector(Collector):
     """Scrape-time figures of the store: its size on disk or in memory, and how writes go."""
 
-    def __init__(self, store: StateStore, keeper: StateKeeper) -> None:
-        self._store = store
+    def __init__(self, keeper: StateKeeper) -> None:
         self._keeper = keeper
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "otlp_stats_store_bytes",
-            "Bytes the state store holds (SQLite file pages, or serialized sketches in memory).",
-            value=self._store.stored_bytes(),
+            "Bytes the state store holds (SQLite file pages, or serialized sketches in memory), "
+            "as of the last write.",
+            value=self._keeper.stored_bytes,
         )
         yield CounterMetricFamily(
             "otlp_stats_store_checkpoints",
@@ -154,4 +202,10 @@ class StoreCollector(Collector):
             "otlp_stats_store_write_failures",
             "Store writes that failed and will be retried with the next write.",
             value=self._keeper.write_failures,
+        )
+        yield CounterMetricFamily(
+            "otlp_stats_store_windows_given_up",
+            "Closed windows never saved: the backlog of failing writes was full, or the last "
+            "write at shutdown failed (their reports were printed).",
+            value=self._keeper.windows_given_up,
         )

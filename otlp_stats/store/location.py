@@ -20,11 +20,13 @@ from otlp_stats.store.sqlite import SqliteStore
 SQLITE_PREFIX = "sqlite://"
 
 
-def open_store(settings: Settings) -> StateStore:
-    """The store of `settings.store`; opening an SQLite file creates it and its schema."""
+def open_store(settings: Settings, read_only: bool = False) -> StateStore:
+    """The store of `settings.store`; opening an SQLite file creates it and its schema, unless
+    `read_only` (to query it): then a missing file raises StoreMissing."""
     common = (settings.rollups, settings.retention, settings.window, settings.sketch_lg_k)
     if settings.store.startswith(SQLITE_PREFIX):
-        return SqliteStore(Path(settings.store[len(SQLITE_PREFIX) :]), *common)
+        path = Path(settings.store[len(SQLITE_PREFIX) :])
+        return SqliteStore(path, *common, read_only=read_only)
     if settings.store.startswith("redis://"):
         return RedisStore(settings.store, *common)
     return MemoryStore(*common)

@@ -1,9 +1,14 @@
 """The shared store: replicas flush window sketches to one Redis, one replica merges each window.
 
 Keys (all under `otlp-stats:`):
-- `w:<start>:r:<replica>`  hash, one replica's sketches of one window (flushed when it closes)
-- `w:<start>:replicas`     set of the replicas that flushed the window
+- `w:<start>:r:<share>`    hash, one replica process's sketches of one window (flushed when it
+  closes); `<share>` is `<incarnation>:<replica>`, unique per process run, so a replica that
+  restarts within a window adds a share instead of replacing the one it flushed before
+- `w:<start>:replicas`     set of the shares flushed for the window
 - `w:<start>:claim`        the replica merging the window (SET NX with an expiry)
+- `w:<start>:merged`       set of the shares the merged window holds: it says the window is
+  merged (set in the merge's own transaction), outlives the shares, and survives retention
+  deleting the merged window, so a window is never merged twice and a late share once
 - `p:<resolution>:<start>` hash, a merged base window or rollup period; `i:<resolution>` its
   index (a sorted set by start) for range queries and retention
 Every hash field is an entry key ("<kind>:<value>") -> 8-byte records + compact sketch.
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -37,12 +43,35 @@ _RECORDS = struct.Struct(">q")
 _END = b"~end"
 _WINDOWS = b"~windows"
 _OVERFLOW_VALUES = b"~overflow_values"
-# Replica flushes are only needed until the window is merged; they expire on their own.
-_FLUSH_TTL_SECONDS = 3600
+# Replica flushes are only needed until the window is merged; they expire on their own. A
+# replica gives up merging a window this long after its end: its share could be gone.
+SHARE_TTL_SECONDS = 3600
+# The merged marker must outlive every share that could still be flushed for its window.
+MERGED_TTL_SECONDS = 2 * SHARE_TTL_SECONDS
 # A slow Redis must not stall a replica: every call gives up after this long.
 _SOCKET_TIMEOUT = 2.0
 
 StoreUnavailable = redis.RedisError
+
+
+@dataclass(frozen=True)
+class ShareId:
+    """One process run of a replica: reports name the replica, Redis keys the incarnation."""
+
+    replica: str
+    incarnation: str
+
+    @property
+    def member(self) -> str:
+        # The incarnation comes first and holds no ":", so the replica name may hold anything.
+        return f"{self.incarnation}:{self.replica}"
+
+    @classmethod
+    def of_member(cls, member: str) -> ShareId:
+        incarnation, colon, replica = member.partition(":")
+        if not colon:  # flushed by a version that keyed shares by replica name alone
+            return cls(member, "")
+        return cls(replica, incarnation)
 
 
 def _field(key: EntryKey) -> bytes:
@@ -117,9 +146,9 @@ class RedisStore:
 
     # Replica side: flush, claim, collect.
 
-    def flush(self, replica: str, snapshot: WindowSnapshot) -> None:
-        """One replica's share of a window; flushing it again replaces it (no double count)."""
-        key = f"{PREFIX}w:{snapshot.start!r}:r:{replica}"
+    def flush(self, share: ShareId, snapshot: WindowSnapshot) -> None:
+        """One process's share of a window; flushing it again replaces it (no double count)."""
+        key = f"{PREFIX}w:{snapshot.start!r}:r:{share.member}"
         fields: dict[bytes, bytes] = {
             _field(entry_key(tally)): _pack(tally.records, tally.sketch)
             for tally in snapshot.tallies
@@ -130,19 +159,20 @@ class RedisStore:
         pipe = self._client.pipeline(transaction=True)
         pipe.delete(key)
         pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
-        pipe.expire(key, _FLUSH_TTL_SECONDS)
+        pipe.expire(key, SHARE_TTL_SECONDS)
         replicas = f"{PREFIX}w:{snapshot.start!r}:replicas"
-        pipe.sadd(replicas, replica)
-        pipe.expire(replicas, _FLUSH_TTL_SECONDS)
+        pipe.sadd(replicas, share.member)
+        pipe.expire(replicas, SHARE_TTL_SECONDS)
         pipe.execute()
 
     def claim(self, start: float, replica: str, timeout: float) -> bool:
         """Atomically become the one replica that merges and reports this window.
 
         The claim expires after `timeout`, so a replica that dies while merging cannot block
-        the window; once merged, the stored base window itself says it is done.
+        the window; once merged, the merged marker says it is done (not the merged window
+        itself: retention deletes that, and the window must not be merged again).
         """
-        if self._client.exists(f"{PREFIX}p:{BASE}:{start!r}"):
+        if self.is_merged(start):
             return False
         claimed = self._client.set(
             f"{PREFIX}w:{start!r}:claim", replica, nx=True, px=max(1, round(timeout * 1000))
@@ -150,22 +180,60 @@ class RedisStore:
         return bool(claimed)
 
     def is_merged(self, start: float) -> bool:
-        return bool(self._client.exists(f"{PREFIX}p:{BASE}:{start!r}"))
+        return bool(self._client.exists(_merged_key(start)))
 
-    def collect(self, start: float, end: float) -> list[tuple[str, WindowSnapshot]]:
-        """Every replica's flushed share of a window, by replica name."""
-        replicas = sorted(
+    def collect(self, start: float, end: float) -> list[tuple[ShareId, WindowSnapshot]]:
+        """Every flushed share of a window, by share (a replica has one per process run)."""
+        members = sorted(
             _text(member) for member in self._client.smembers(f"{PREFIX}w:{start!r}:replicas")
         )
         pipe = self._client.pipeline(transaction=False)
-        for replica in replicas:
-            pipe.hgetall(f"{PREFIX}w:{start!r}:r:{replica}")
+        for member in members:
+            pipe.hgetall(f"{PREFIX}w:{start!r}:r:{member}")
         shares: list[dict[bytes, bytes]] = pipe.execute()
         return [
-            (replica, _snapshot_of(start, end, fields))
-            for replica, fields in zip(replicas, shares, strict=True)
+            (ShareId.of_member(member), _snapshot_of(start, end, fields))
+            for member, fields in zip(members, shares, strict=True)
             if fields
         ]
+
+    def save_merged(self, merged: WindowSnapshot, shares: Sequence[ShareId], now: float) -> bool:
+        """Save the merged window and its rollups, and mark it merged with the shares it holds,
+        in one transaction; False (and nothing written) if it was already merged."""
+        saved = self._save_closed(merged, shares)
+        self._expire(now)
+        return saved
+
+    def add_late(self, share: ShareId, snapshot: WindowSnapshot, now: float) -> bool:
+        """Union a share flushed after its window was merged into the merged window and its
+        rollups, once; False if the window is not merged or already holds this share."""
+        targets = rollup_targets(snapshot, self._rollups)
+        marker = _merged_key(snapshot.start)
+        keys = [f"{PREFIX}p:{resolution}:{start!r}" for resolution, start, _ in targets]
+
+        added = False
+
+        def add(pipe: Pipeline) -> None:
+            nonlocal added
+            added = False  # run again on a conflict: only the last run counts
+            members = {_text(member) for member in pipe.smembers(marker)}
+            if not members or share.member in members:
+                pipe.multi()
+                return
+            current = [pipe.hgetall(key) for key in keys]
+            pipe.multi()
+            for (_, _, end), key, fields in zip(targets, keys, current, strict=True):
+                # A period retention already deleted is not brought back by a late share.
+                if fields:
+                    merged = _merged_fields(fields, snapshot, end, self._lg_k, new_window=False)  # type: ignore[arg-type]
+                    pipe.hset(key, mapping=merged)  # type: ignore[arg-type]
+            pipe.sadd(marker, share.member)
+            pipe.expire(marker, MERGED_TTL_SECONDS)
+            added = True
+
+        self._client.transaction(add, marker, *keys)
+        self._expire(now)
+        return added
 
     # Merged windows and rollups: the StateStore interface.
 
@@ -176,17 +244,22 @@ class RedisStore:
         now: float,
     ) -> None:
         for snapshot in closed:
-            self._save_closed(snapshot)
+            self._save_closed(snapshot, ())
         self._expire(now)
 
-    def _save_closed(self, snapshot: WindowSnapshot) -> None:
+    def _save_closed(self, snapshot: WindowSnapshot, shares: Sequence[ShareId]) -> bool:
         targets = rollup_targets(snapshot, self._rollups)
+        marker = _merged_key(snapshot.start)
         keys = [f"{PREFIX}p:{resolution}:{start!r}" for resolution, start, _ in targets]
 
         # Optimistic: if another replica changes one of these periods (merging another window
         # of the same day) between the reads and the writes, redis-py runs this again.
+        saved = False
+
         def merge(pipe: Pipeline) -> None:
-            if pipe.exists(keys[0]):
+            nonlocal saved
+            saved = False  # run again on a conflict: only the last run counts
+            if pipe.exists(marker):
                 pipe.multi()
                 return  # this window is already merged: never count it twice
             current = [pipe.hgetall(key) for key in keys]
@@ -194,8 +267,13 @@ class RedisStore:
             for (resolution, start, end), key, fields in zip(targets, keys, current, strict=True):
                 pipe.hset(key, mapping=_merged_fields(fields, snapshot, end, self._lg_k))  # type: ignore[arg-type]
                 pipe.zadd(f"{PREFIX}i:{resolution}", {repr(start): start})
+            # "" keeps the marker a set even when no share is named (a plain commit).
+            pipe.sadd(marker, "", *(share.member for share in shares))
+            pipe.expire(marker, MERGED_TTL_SECONDS)
+            saved = True
 
-        self._client.transaction(merge, *keys)
+        self._client.transaction(merge, marker, *keys)
+        return saved
 
     def _expire(self, now: float) -> None:
         for resolution in (BASE, *self._rollups):
@@ -246,13 +324,20 @@ class RedisStore:
         self._client.close()
 
 
+def _merged_key(start: float) -> str:
+    return f"{PREFIX}w:{start!r}:merged"
+
+
 def _merged_fields(
-    fields: Mapping[bytes, bytes], snapshot: WindowSnapshot, end: float, lg_k: int
+    fields: Mapping[bytes, bytes],
+    snapshot: WindowSnapshot,
+    end: float,
+    lg_k: int,
+    new_window: bool = True,
 ) -> dict[bytes, bytes]:
-    merged: dict[bytes, bytes] = {
-        _END: repr(end).encode(),
-        _WINDOWS: str(int(fields.get(_WINDOWS, b"0")) + 1).encode(),
-    }
+    """The period with the snapshot unioned in; a late share adds to a window already counted."""
+    windows = int(fields.get(_WINDOWS, b"0")) + (1 if new_window else 0)
+    merged: dict[bytes, bytes] = {_END: repr(end).encode(), _WINDOWS: str(windows).encode()}
     for tally in snapshot.tallies:
         field = _field(entry_key(tally))
         existing = _unpack(fields[field]) if field in fields else None

@@ -3,13 +3,16 @@
 Each replica counts locally. When a window closes, its share (per-value sketches) is flushed to
 Redis; `merge_grace` after the window's end every replica tries to claim it, and the one that
 wins merges every flushed share, saves the merged window and its rollups, and prints the one
-global report. With Redis unreachable a replica prints its own share as a "local" report, keeps
+global report. A share flushed after its window was merged (a replica that lagged or was cut
+off) is unioned into the merged window by its own replica, which prints it as a "late" report.
+With Redis unreachable a replica prints its own share as a "local" report, keeps
 the flush for a retry (bounded, with backoff), and carries on counting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +29,7 @@ from otlp_stats.aggregator import (
     report_of_snapshot,
 )
 from otlp_stats.clock import Clock
-from otlp_stats.store.redis import StoreUnavailable
+from otlp_stats.store.redis import SHARE_TTL_SECONDS, ShareId, StoreUnavailable
 
 _T = TypeVar("_T")
 # Windows whose flush waits for Redis; past this the oldest is given up (and counted).
@@ -40,21 +43,19 @@ _SIZE_EVERY = 10.0
 class SharedStore(Protocol):
     """What the merger needs of Redis (store/redis.py); every call may raise StoreUnavailable."""
 
-    def flush(self, replica: str, snapshot: WindowSnapshot) -> None: ...
+    def flush(self, share: ShareId, snapshot: WindowSnapshot) -> None: ...
     def claim(self, start: float, replica: str, timeout: float) -> bool: ...
     def is_merged(self, start: float) -> bool: ...
-    def collect(self, start: float, end: float) -> list[tuple[str, WindowSnapshot]]: ...
-    def commit(
-        self,
-        closed: Sequence[WindowSnapshot],
-        open_windows: Sequence[WindowSnapshot] | None,
-        now: float,
-    ) -> None: ...
+    def collect(self, start: float, end: float) -> list[tuple[ShareId, WindowSnapshot]]: ...
+    def save_merged(
+        self, merged: WindowSnapshot, shares: Sequence[ShareId], now: float
+    ) -> bool: ...
+    def add_late(self, share: ShareId, snapshot: WindowSnapshot, now: float) -> bool: ...
     def stored_bytes(self) -> int: ...
     def close(self) -> None: ...
 
 
-@dataclass
+@dataclass(eq=False)  # removed from the backlog by identity, never by value
 class _Window:
     report: WindowReport
     flushed: bool = False
@@ -72,9 +73,13 @@ class ReplicaMerger:
         claim_timeout: float,
         lg_k: int,
         logger: Any,
+        incarnation: str | None = None,
     ) -> None:
         self.store = store
         self.replica = replica
+        # Unique per process run: a replica restarting within a window must add its share,
+        # not replace the one its previous run flushed.
+        self._share = ShareId(replica, incarnation or secrets.token_hex(8))
         self._clock = clock
         self._print = print_report
         self._grace = merge_grace
@@ -90,6 +95,7 @@ class ReplicaMerger:
         self.local_reports = 0
         self.global_reports = 0
         self.dropped_flushes = 0
+        self.late_shares = 0
         self.stored_bytes = 0
         self._size_read_at = 0.0
 
@@ -107,10 +113,14 @@ class ReplicaMerger:
             return
         self._windows.append(_Window(report, printed=report.partial))
         while len(self._windows) > MAX_PENDING_FLUSHES:
-            given_up = self._windows.popleft()
-            self.dropped_flushes += 1
-            self._print_local(given_up)
-            self._log.error("flush_given_up", window_start=given_up.report.start)
+            self._give_up(self._windows[0], "flush_given_up")
+
+    def _give_up(self, window: _Window, event: str) -> None:
+        """Drop a window from the backlog, after its local report."""
+        self._windows.remove(window)
+        self.dropped_flushes += 1
+        self._print_local(window)
+        self._log.error(event, window_start=window.report.start)
 
     @property
     def pending(self) -> int:
@@ -139,11 +149,13 @@ class ReplicaMerger:
         try:
             for window in list(self._windows):
                 if not window.flushed:
-                    await self._call(self.store.flush, self.replica, window.report.snapshot)
+                    await self._call(self.store.flush, self._share, window.report.snapshot)
                     window.flushed = True
             for window in list(self._windows):
                 if window.report.partial:
                     self._windows.remove(window)
+                elif now > window.report.end + SHARE_TTL_SECONDS:
+                    self._give_up(window, "merge_given_up")
                 elif now >= window.report.end + self._grace:
                     await self._settle(window, now)
         except StoreUnavailable as error:
@@ -164,24 +176,37 @@ class ReplicaMerger:
         if await self._call(self.store.claim, start, self.replica, self._claim_timeout):
             # Flushed again (it replaces the earlier flush): if Redis restarted empty between
             # the flush and now without this replica noticing, its share is still merged.
-            await self._call(self.store.flush, self.replica, window.report.snapshot)
+            await self._call(self.store.flush, self._share, window.report.snapshot)
             shares = await self._call(self.store.collect, start, end)
             merged = merge_snapshots([share for _, share in shares], self._lg_k)
-            await self._call(self.store.commit, [merged], None, now)
-            report = replace(
-                report_of_snapshot(merged, partial=False, lg_k=self._lg_k),
-                scope="global",
-                replicas=tuple(replica for replica, _ in shares),
-            )
-            self._print(report)
-            self.global_reports += 1
-            self._windows.remove(window)
+            held = [share_id for share_id, _ in shares]
+            if await self._call(self.store.save_merged, merged, held, now):
+                report = replace(
+                    report_of_snapshot(merged, partial=False, lg_k=self._lg_k),
+                    scope="global",
+                    replicas=tuple(sorted({share_id.replica for share_id in held})),
+                )
+                self._print(report)
+                self.global_reports += 1
+                self._windows.remove(window)
+            # Otherwise another replica merged it first (its claim expired while it merged
+            # and ours followed): the next step adds this share late if that merge missed it.
         elif await self._call(self.store.is_merged, start):
+            await self._add_late(window, now)
             self._windows.remove(window)
         elif now > end + self._grace + 2 * self._claim_timeout:
             # Claimed by a replica that never finished, and no claim came free again.
             self._print_local(window)
             self._windows.remove(window)
+
+    async def _add_late(self, window: _Window, now: float) -> None:
+        """The window was merged without this share: union it in, and say so in a report."""
+        if await self._call(self.store.add_late, self._share, window.report.snapshot, now):
+            self.late_shares += 1
+            self._log.warning("late_share_added", window_start=window.report.start)
+            # Only this share, marked "late": the global report of the window was printed
+            # without it, and this one must not be mistaken for it.
+            self._print(replace(window.report, scope="late", replicas=(self.replica,)))
 
     def _unreachable(self, error: Exception, now: float) -> None:
         if self.reachable:
@@ -216,8 +241,15 @@ class ReplicaMerger:
         try:
             for window in self._windows:
                 if not window.flushed:
-                    await self._call(self.store.flush, self.replica, window.report.snapshot)
+                    await self._call(self.store.flush, self._share, window.report.snapshot)
                     window.flushed = True
+            for window in list(self._windows):
+                # Merged by the others already: nobody else would add this share.
+                if not window.report.partial and await self._call(
+                    self.store.is_merged, window.report.start
+                ):
+                    await self._add_late(window, self._clock.now())
+                    self._windows.remove(window)
         except StoreUnavailable as error:
             self._log.error("final_flush_failed", error=str(error), windows=self.pending)
         for window in self._windows:
@@ -262,9 +294,15 @@ class ReplicaCollector(Collector):
         )
         reports.add_metric(["global"], self._merger.global_reports)
         reports.add_metric(["local"], self._merger.local_reports)
+        reports.add_metric(["late"], self._merger.late_shares)
         yield reports
         yield CounterMetricFamily(
+            "otlp_stats_store_late_shares",
+            "Shares added to a window after its global report (each printed as a late report).",
+            value=self._merger.late_shares,
+        )
+        yield CounterMetricFamily(
             "otlp_stats_store_flushes_given_up",
-            "Window shares dropped from the flush backlog (their local report was printed).",
+            "Window shares given up, backlog full or too old to merge (local report printed).",
             value=self._merger.dropped_flushes,
         )

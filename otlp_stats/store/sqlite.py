@@ -36,6 +36,15 @@ CREATE TABLE IF NOT EXISTS open_entries (
 """
 
 
+class StoreMissing(Exception):
+    """A store opened read-only (to query it) does not exist: nothing was ever saved there."""
+
+
+def _read_only_uri(path: Path) -> str:
+    # as_uri() percent-encodes what a URI cannot hold as is ("?", "#", "%", spaces).
+    return path.resolve().as_uri() + "?mode=ro"
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     # check_same_thread=False: the writer connection is made on the loop and then used only
     # by the keeper's single writer thread; readers open their own connection per query.
@@ -55,15 +64,22 @@ class SqliteStore:
         retention: Retention,
         window: float,
         lg_k: int = DEFAULT_LG_K,
+        read_only: bool = False,
     ) -> None:
+        """Open the file, creating it and its schema; `read_only` (to query) creates nothing
+        and raises StoreMissing if there is no store there."""
         self._path = path
         self._rollups = tuple(rollups)
         self._retention = retention
         self._window = window
         self._lg_k = lg_k
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = _connect(path)
-        self._db.executescript(_SCHEMA)
+        if read_only:
+            self._db = _connect_read_only(path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = _connect(path)
+            self._db.executescript(_SCHEMA)
+        self._bytes = self._measure()
 
     @property
     def durable(self) -> bool:
@@ -105,6 +121,7 @@ class SqliteStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self._bytes = self._measure()
 
     def _save_closed(self, snapshot: WindowSnapshot) -> None:
         db = self._db
@@ -165,7 +182,7 @@ class SqliteStore:
     ) -> list[StoredPeriod]:
         # A connection per query: queries run in any thread, and WAL lets them read while the
         # writer writes.
-        reader = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=30)
+        reader = sqlite3.connect(_read_only_uri(self._path), uri=True, timeout=30)
         try:
             periods = reader.execute(
                 "SELECT start, end, windows FROM periods "
@@ -192,18 +209,30 @@ class SqliteStore:
             reader.close()
 
     def stored_bytes(self) -> int:
-        reader = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=30)
-        try:
-            # Pages in use: retention frees pages for reuse, it does not shrink the file.
-            pages = reader.execute("PRAGMA page_count").fetchone()[0]
-            free = reader.execute("PRAGMA freelist_count").fetchone()[0]
-            size = reader.execute("PRAGMA page_size").fetchone()[0]
-            return (int(pages) - int(free)) * int(size)
-        finally:
-            reader.close()
+        """The size as of the last commit: measured by the writer, so a scrape opens nothing."""
+        return self._bytes
+
+    def _measure(self) -> int:
+        db = self._db
+        # Pages in use: retention frees pages for reuse, it does not shrink the file.
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+        return (int(pages) - int(free)) * int(size)
 
     def close(self) -> None:
         self._db.close()
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise StoreMissing(f"no store at {path}: the file does not exist")
+    try:
+        connection = sqlite3.connect(_read_only_uri(path), uri=True, timeout=30)
+        connection.execute("SELECT 1 FROM periods LIMIT 1")
+    except sqlite3.Error as error:
+        raise StoreMissing(f"no store at {path}: {error}") from error
+    return connection
 
 
 def _tally(kind: int, value: str, records: int, sketch: bytes) -> TallySnapshot:
