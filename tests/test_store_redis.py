@@ -3,6 +3,7 @@ replicas may stop; Redis may go away and come back, and no replica crashes."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import threading
@@ -304,3 +305,19 @@ async def test_a_window_retention_deleted_is_not_merged_again(redis_server: Redi
     assert day_records(redis_server) == [(2, 6)]
     await first.stop()
     await second.stop()
+
+
+async def test_the_last_replica_stopping_merges_the_window_it_closed_in_its_grace(
+    redis_server: RedisServer,
+) -> None:
+    clock = FakeClock()
+    only, printed = merger(redis_server, "a", clock)
+    only.window_closed(closed_window(clock, [1, 2, 3]))
+    end = clock.now() // MERGER_WINDOW * MERGER_WINDOW + MERGER_WINDOW
+    clock.set(end + 0.5)
+    await only.step()  # flushed; the merge grace has not passed, and nobody else is running
+    stopping = asyncio.create_task(only.stop())
+    await clock.advance(3.0)  # the merge grace and the margin running replicas get first
+    await asyncio.wait_for(stopping, 30)
+    assert [(r.scope, r.records, r.replicas) for r in printed] == [("global", 3, ("a",))]
+    assert day_records(redis_server) == [(1, 3)]

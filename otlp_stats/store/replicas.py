@@ -37,6 +37,8 @@ MAX_PENDING_FLUSHES = 360
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MOST = 10.0
 _TICK = 0.2
+# At shutdown, how long past the merge grace running replicas get to merge before this one does.
+_STOP_MARGIN = 5 * _TICK
 _SIZE_EVERY = 10.0
 
 
@@ -199,6 +201,23 @@ class ReplicaMerger:
             self._print_local(window)
             self._windows.remove(window)
 
+    async def _settle_before_stopping(self, window: _Window) -> None:
+        """A complete window this replica closed but nobody merged yet, at shutdown.
+
+        This may be the last replica running (one replica, or all of them restarting). Running
+        replicas get the first chance: wait out the merge grace and a little more (at most
+        --merge-grace + 1 s), then merge it here only if no replica has. If one has, its merge
+        took this share, or the share is added late (a no-op when the merge held it).
+        """
+        wait = window.report.end + self._grace + _STOP_MARGIN - self._clock.now()
+        if wait > 0:
+            await self._clock.sleep(wait)
+        if await self._call(self.store.is_merged, window.report.start):
+            await self._add_late(window, self._clock.now())
+            self._windows.remove(window)
+        else:
+            await self._settle(window, self._clock.now())
+
     async def _add_late(self, window: _Window, now: float) -> None:
         """The window was merged without this share: union it in, and say so in a report."""
         if await self._call(self.store.add_late, self._share, window.report.snapshot, now):
@@ -244,12 +263,8 @@ class ReplicaMerger:
                     await self._call(self.store.flush, self._share, window.report.snapshot)
                     window.flushed = True
             for window in list(self._windows):
-                # Merged by the others already: nobody else would add this share.
-                if not window.report.partial and await self._call(
-                    self.store.is_merged, window.report.start
-                ):
-                    await self._add_late(window, self._clock.now())
-                    self._windows.remove(window)
+                if not window.report.partial:
+                    await self._settle_before_stopping(window)
         except StoreUnavailable as error:
             self._log.error("final_flush_failed", error=str(error), windows=self.pending)
         for window in self._windows:
