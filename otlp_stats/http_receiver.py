@@ -17,9 +17,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from otlp_stats.admin import HttpSite
@@ -37,7 +35,7 @@ from otlp_stats.errors import (
 )
 from otlp_stats.intake import Decoder, Intake
 from otlp_stats.otlp_json import decode_json_request, encode_json
-from otlp_stats.receiver import grpc_status_for
+from otlp_stats.receiver import retry_delay_of, rpc_status
 from otlp_stats.telemetry import Metrics
 from otlp_stats.view import DecodedRequest, decode_request
 
@@ -178,15 +176,12 @@ class LogsHttpReceiver:
 
 def refusal_response(refusal: ExportRefused, encoding: BodyEncoding | None) -> web.Response:
     """The refusal's status with a google.rpc.Status body, plus Retry-After when retryable."""
-    status = status_pb2.Status(
-        code=getattr(code_pb2, grpc_status_for(refusal).name), message=str(refusal)
-    )
+    status = rpc_status(refusal)
     headers: dict[str, str] = {}
-    delay = getattr(refusal, "retry_delay", None)
-    if refusal.retryable and delay is not None:
+    delay = retry_delay_of(refusal)
+    if delay is not None:
         # Retry-After takes whole seconds; rounding up never asks for a retry too early.
         headers["Retry-After"] = str(math.ceil(delay))
-        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=_duration(delay)))
     if encoding is None:
         # No encoding the sender is known to read: say it in words.
         return web.Response(status=http_status_for(refusal), text=str(refusal), headers=headers)
@@ -206,12 +201,6 @@ def _message_response(
         content_type=encoding.media_type,
         headers=headers,
     )
-
-
-def _duration(seconds: float) -> Duration:
-    duration = Duration()
-    duration.FromNanoseconds(round(seconds * 1e9))
-    return duration
 
 
 def build_otlp_http_site(

@@ -54,23 +54,30 @@ def grpc_status_for(refusal: ExportRefused) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def retry_trailers(
-    code: grpc.StatusCode, message: str, delay: float
-) -> tuple[tuple[str, bytes], ...]:
-    """RetryInfo both as google.rpc.Status details and as its own trailer."""
-    retry_info = error_details_pb2.RetryInfo(retry_delay=_duration(delay))
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
-    status.details.add().Pack(retry_info)
-    return (
-        (STATUS_DETAILS_TRAILER, status.SerializeToString()),
-        (RETRY_INFO_TRAILER, retry_info.SerializeToString()),
+def retry_delay_of(refusal: ExportRefused) -> float | None:
+    """How long the sender should wait before retrying, or None when it should not retry."""
+    delay = getattr(refusal, "retry_delay", None)
+    return delay if refusal.retryable and delay is not None else None
+
+
+def rpc_status(refusal: ExportRefused) -> status_pb2.Status:
+    """The refusal as a google.rpc.Status, with RetryInfo when the sender should retry.
+
+    Both front doors answer with it: gRPC in grpc-status-details-bin, HTTP as the body.
+    """
+    status = status_pb2.Status(
+        code=getattr(code_pb2, grpc_status_for(refusal).name), message=str(refusal)
     )
+    delay = retry_delay_of(refusal)
+    if delay is not None:
+        status.details.add().Pack(retry_info(delay))
+    return status
 
 
-def _duration(seconds: float) -> Duration:
-    duration = Duration()
-    duration.FromNanoseconds(round(seconds * 1e9))
-    return duration
+def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+    delay = Duration()
+    delay.FromNanoseconds(round(seconds * 1e9))
+    return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
 class LogsReceiver:
@@ -94,13 +101,17 @@ class LogsReceiver:
     def _refuse(refusal: ExportRefused, context: Any) -> None:
         # Status and trailers are set rather than raised with abort(): the response that follows
         # is discarded by gRPC for a non-OK status, and the code stays testable with grpc_testing.
-        code = grpc_status_for(refusal)
-        message = str(refusal)
-        context.set_code(code)
-        context.set_details(message)
-        delay = getattr(refusal, "retry_delay", None)
-        if refusal.retryable and delay is not None:
-            context.set_trailing_metadata(retry_trailers(code, message, delay))
+        context.set_code(grpc_status_for(refusal))
+        context.set_details(str(refusal))
+        delay = retry_delay_of(refusal)
+        if delay is not None:
+            # RetryInfo twice: in the Status (Go clients) and alone (the Python SDK).
+            context.set_trailing_metadata(
+                (
+                    (STATUS_DETAILS_TRAILER, rpc_status(refusal).SerializeToString()),
+                    (RETRY_INFO_TRAILER, retry_info(delay).SerializeToString()),
+                )
+            )
 
 
 def logs_service_handler(receiver: LogsReceiver) -> grpc.GenericRpcHandler:
