@@ -24,6 +24,9 @@ from otlp_stats.sketches import (
     union_serialized,
 )
 
+# How the entry of values past --max-values is labelled, in reports, metrics and queries.
+OVERFLOW_LABEL = "__overflow__"
+
 # Attribute value label -> message hashes of its records (one per record); None is the bucket
 # of records without the attribute.
 ResolvedBatch = Mapping[str | None, Sequence[int]]
@@ -122,7 +125,6 @@ class Aggregator:
         self._next_index = self._index(start_time)
         self._windows: dict[int, _Window] = {}
         self.late_records = 0
-        self.records_counted = 0
         self.overflow_records = 0
 
     def _index(self, timestamp: float) -> int:
@@ -149,7 +151,6 @@ class Aggregator:
             tally = self._tally_for(window, value)
             tally.records += len(hashes)
             tally.counter.update(hashes)
-        self.records_counted += records
 
     def _tally_for(self, window: _Window, value: str | None) -> _Tally:
         tally = window.values.get(value)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from otlp_stats.aggregator import OVERFLOW_LABEL
 from otlp_stats.clock import Clock
 from otlp_stats.config import Settings
 from otlp_stats.reporter import format_timestamp
@@ -26,8 +27,6 @@ from otlp_stats.store.base import (
     StoredPeriod,
 )
 from otlp_stats.store.periods import BASE, Retention, period_bounds
-
-OVERFLOW_LABEL = "__overflow__"
 
 
 class QueryError(ValueError):

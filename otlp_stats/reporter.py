@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from otlp_stats.aggregator import Aggregator, ValueReport, WindowReport
+from otlp_stats.aggregator import OVERFLOW_LABEL, Aggregator, ValueReport, WindowReport
 from otlp_stats.clock import Clock
 from otlp_stats.queue import RequestQueue
 from otlp_stats.sketches import DistinctEstimate
@@ -23,9 +23,6 @@ def format_timestamp(seconds: float) -> str:
     if moment.microsecond:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-OVERFLOW_LABEL = "__overflow__"
 
 
 def _value_label(entry: ValueReport, missing_label: str) -> str:

@@ -13,12 +13,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from otlp_stats.aggregator import WindowReport
+from otlp_stats.aggregator import OVERFLOW_LABEL, WindowReport
 from otlp_stats.health import Health, HealthState
 from otlp_stats.queue import RequestQueue
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-OVERFLOW_VALUE = "__overflow__"
 
 
 class Metrics:
@@ -193,8 +192,8 @@ class StateCollector(Collector):
             distinct.add_metric(labels, entry.distinct_messages)
             records.add_metric(labels, entry.records)
         if rest:
-            distinct.add_metric([OVERFLOW_VALUE, "false"], sum(e.distinct_messages for e in rest))
-            records.add_metric([OVERFLOW_VALUE, "false"], sum(e.records for e in rest))
+            distinct.add_metric([OVERFLOW_LABEL, "false"], sum(e.distinct_messages for e in rest))
+            records.add_metric([OVERFLOW_LABEL, "false"], sum(e.records for e in rest))
         yield from (end, distinct, records)
 
 
