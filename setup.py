@@ -1,14 +1,18 @@
-"""Compiles the project's own .proto views (proto/) into otlp_stats/_generated at build time.
+"""Build steps pyproject.toml cannot express: the .proto views and the C wire scanner.
 
-Everything else about the package is in pyproject.toml. The generated modules are not committed:
-they come from the .proto files with the grpcio-tools version pinned in [build-system].
+The project's own .proto views (proto/) are compiled into otlp_stats/_generated; the generated
+modules are not committed: they come from the .proto files with the grpcio-tools version pinned
+in [build-system]. otlp_stats/_wire.c is the per-record counting work in C; it needs a C
+compiler and xxhash.h (Debian's libxxhash-dev; `make install` installs it). The extension is
+optional: where it cannot be built, the package still installs and counts through the
+pure-Python view (otlp_stats/scan.py), only slower.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
@@ -54,4 +58,11 @@ class BuildPyWithProtos(build_py):
         super().finalize_options()
 
 
-setup(cmdclass={"build_py": BuildPyWithProtos})
+WIRE_SCANNER = Extension(
+    "otlp_stats._wire",
+    sources=["otlp_stats/_wire.c"],
+    extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+    optional=True,
+)
+
+setup(cmdclass={"build_py": BuildPyWithProtos}, ext_modules=[WIRE_SCANNER])

@@ -1,0 +1,639 @@
+/*
+ * otlp_stats._wire: the per-record work of counting, done in one pass over the protobuf bytes.
+ *
+ * An ExportLogsServiceRequest is walked as the light view in proto/otlp_stats_view/ would
+ * decode it, without building any message: for every log record, the raw bytes of the
+ * counted attribute's AnyValue (record > scope > resource; last duplicate key wins, as a
+ * protobuf map does) and the raw bytes of its body. A plain string body is hashed here with
+ * XXH3-64, exactly as messages.body_hash does; any other body goes back to Python to be
+ * hashed canonically. Records are grouped by raw attribute value, so Python renders one label
+ * per distinct value rather than one per record.
+ *
+ * check() accepts exactly what upb's decode of the view accepts (tests/test_wire.py checks
+ * this against upb on random and mutated inputs): tags of at most 5 bytes and 32 bits, field
+ * number 0 refused, a field of a known number with another wire type skipped as unknown,
+ * unknown groups skipped with their end tag checked, lengths below 2**31 within the enclosing
+ * message, map keys valid UTF-8, at most 100 levels of nesting. tally() assumes check()
+ * passed but still never reads outside the buffer.
+ *
+ * Both release the GIL while they walk: the bytes object is immutable and held by the caller.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+/* upb's default decode depth limit, as the Python protobuf runtime uses it. */
+#define MAX_DEPTH 100
+#define NO_GROUP 0xFFFFFFFFu
+
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_SGROUP = 3, WT_EGROUP = 4, WT_I32 = 5 };
+
+typedef struct {
+    const uint8_t *data;
+    Py_ssize_t size; /* -1: absent */
+} Slice;
+
+static const Slice ABSENT = {NULL, -1};
+
+typedef struct {
+    Slice value;    /* the attribute's raw AnyValue, or ABSENT */
+    Slice body;     /* raw body bytes (AnyValue encoding) */
+    uint64_t hash;  /* XXH3-64 of the body when it is a plain string body */
+    int plain;      /* the body starts with the string_value tag */
+    Py_ssize_t group;
+} Record;
+
+typedef struct {
+    /* inputs */
+    const uint8_t *key;
+    size_t key_len;
+    int collect;    /* 0: check only; 1: fill records */
+    /* outputs */
+    Record *records;
+    size_t count;
+    size_t capacity;
+    int out_of_memory;
+    const char *error;
+} Walk;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Wire primitives. Each returns NULL on malformed input, with walk->error set.               */
+
+static const uint8_t *fail(Walk *walk, const char *why) {
+    if (walk->error == NULL) walk->error = why;
+    return NULL;
+}
+
+static inline const uint8_t *read_varint(Walk *walk, const uint8_t *p, const uint8_t *end,
+                                         uint64_t *out) {
+    if (p < end && *p < 0x80) { /* tags and short lengths: one byte */
+        *out = *p;
+        return p + 1;
+    }
+    uint64_t value = 0;
+    for (int i = 0; i < 10; i++) {
+        if (p >= end) return fail(walk, "truncated varint");
+        uint8_t byte = *p++;
+        value |= (uint64_t)(byte & 0x7F) << (7 * i);
+        if (!(byte & 0x80)) {
+            *out = value;
+            return p;
+        }
+    }
+    return fail(walk, "varint longer than 10 bytes");
+}
+
+static inline const uint8_t *read_tag(Walk *walk, const uint8_t *p, const uint8_t *end,
+                               uint32_t *field, int *wire_type) {
+    const uint8_t *start = p;
+    uint64_t tag;
+    p = read_varint(walk, p, end, &tag);
+    if (p == NULL) return NULL;
+    if (p - start > 5 || tag > UINT32_MAX) return fail(walk, "tag out of range");
+    *field = (uint32_t)(tag >> 3);
+    *wire_type = (int)(tag & 7);
+    return p;
+}
+
+/* A length-delimited field's contents: [*begin, returned pointer). */
+static inline const uint8_t *read_len(Walk *walk, const uint8_t *p, const uint8_t *end,
+                               const uint8_t **begin) {
+    uint64_t size;
+    p = read_varint(walk, p, end, &size);
+    if (p == NULL) return NULL;
+    if (size >= INT32_MAX || size > (uint64_t)(end - p)) return fail(walk, "length past end");
+    *begin = p;
+    return p + size;
+}
+
+static const uint8_t *skip_group(Walk *walk, const uint8_t *p, const uint8_t *end,
+                                 uint32_t number, int depth);
+
+/*
+ * Skip the value of a field of a number the view does not know (or of an unexpected type).
+ * upb refuses field number 0 in a message but not inside an unknown group.
+ */
+static const uint8_t *skip_value(Walk *walk, const uint8_t *p, const uint8_t *end,
+                                 uint32_t field, int wire_type, int depth, int in_group) {
+    uint64_t ignored;
+    const uint8_t *begin;
+    switch (wire_type) {
+        case WT_VARINT:
+            p = read_varint(walk, p, end, &ignored);
+            break;
+        case WT_I64:
+            if (end - p < 8) return fail(walk, "truncated fixed64");
+            p += 8;
+            break;
+        case WT_LEN:
+            p = read_len(walk, p, end, &begin);
+            break;
+        case WT_I32:
+            if (end - p < 4) return fail(walk, "truncated fixed32");
+            p += 4;
+            break;
+        case WT_SGROUP:
+            if (field == 0 && !in_group) return fail(walk, "field number 0");
+            return skip_group(walk, p, end, field, depth);
+        default: /* end group here is handled by the caller; 6 and 7 are not wire types */
+            return fail(walk, "invalid wire type");
+    }
+    if (p != NULL && field == 0 && !in_group) return fail(walk, "field number 0");
+    return p;
+}
+
+static const uint8_t *skip_group(Walk *walk, const uint8_t *p, const uint8_t *end,
+                                 uint32_t number, int depth) {
+    if (p >= end) return fail(walk, "truncated group");
+    if (depth - 1 < 0) return fail(walk, "nested too deeply");
+    while (p < end) {
+        uint32_t field;
+        int wire_type;
+        p = read_tag(walk, p, end, &field, &wire_type);
+        if (p == NULL) return NULL;
+        if (wire_type == WT_EGROUP) {
+            if (field != number) return fail(walk, "mismatched end group");
+            return p;
+        }
+        p = skip_value(walk, p, end, field, wire_type, depth - 1, 1);
+        if (p == NULL) return NULL;
+    }
+    return fail(walk, "group without end");
+}
+
+/*
+ * Walk a message's fields: `on_field` is called for each length-delimited field of a number
+ * in `wanted` (a bitmask of field numbers below 32); every other field is skipped. A stray
+ * end-group tag ends nothing here, so it is malformed.
+ */
+typedef int (*FieldHandler)(Walk *walk, uint32_t field, const uint8_t *begin,
+                            const uint8_t *end, int depth, void *state);
+
+static int walk_message(Walk *walk, const uint8_t *p, const uint8_t *end, int depth,
+                        uint32_t wanted, FieldHandler on_field, void *state) {
+    while (p < end) {
+        uint32_t field;
+        int wire_type;
+        p = read_tag(walk, p, end, &field, &wire_type);
+        if (p == NULL) return -1;
+        if (wire_type == WT_EGROUP) {
+            fail(walk, "end group outside a group");
+            return -1;
+        }
+        if (wire_type == WT_LEN && field < 32 && (wanted >> field) & 1u) {
+            const uint8_t *begin;
+            p = read_len(walk, p, end, &begin);
+            if (p == NULL) return -1;
+            if (depth - 1 < 0) {
+                fail(walk, "nested too deeply");
+                return -1;
+            }
+            if (on_field(walk, field, begin, p, depth - 1, state) < 0) return -1;
+        } else {
+            p = skip_value(walk, p, end, field, wire_type, depth, 0);
+            if (p == NULL) return -1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* UTF-8, as strictly as upb checks proto3 strings: no overlongs, surrogates or > U+10FFFF.   */
+
+static int valid_utf8(const uint8_t *s, const uint8_t *end) {
+    while (end - s >= 8) { /* keys are nearly always ASCII: eight bytes at a time */
+        uint64_t word;
+        memcpy(&word, s, 8);
+        if (word & 0x8080808080808080ull) break;
+        s += 8;
+    }
+    while (s < end) {
+        uint8_t c = *s;
+        if (c < 0x80) {
+            s++;
+            continue;
+        }
+        Py_ssize_t n;
+        uint8_t low = 0x80, high = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) {
+            n = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            if (c == 0xE0) low = 0xA0;
+            if (c == 0xED) high = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            if (c == 0xF0) low = 0x90;
+            if (c == 0xF4) high = 0x8F;
+        } else {
+            return 0;
+        }
+        if (end - s <= n) return 0;
+        if (s[1] < low || s[1] > high) return 0;
+        for (Py_ssize_t i = 2; i <= n; i++) {
+            if (s[i] < 0x80 || s[i] > 0xBF) return 0;
+        }
+        s += n + 1;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The view's levels.                                                                          */
+
+/*
+ * One map entry (KeyValue {key = 1; value = 2}): when its key is the counted one, its value
+ * replaces *found. An entry carrying any other field is left out of the map, as upb leaves it
+ * (it keeps such an entry among the parent's unknown fields), so both scanners agree. The
+ * hottest loop of all (every attribute of every record), so it is written out rather than
+ * going through walk_message.
+ */
+static int on_attribute(Walk *walk, uint32_t field, const uint8_t *p, const uint8_t *end,
+                        int depth, void *state) {
+    (void)field;
+    Slice *found = state;
+    Slice key = {NULL, 0};
+    Slice value = {NULL, 0};
+    int unknown = 0;
+    while (p < end) {
+        uint32_t number;
+        int wire_type;
+        p = read_tag(walk, p, end, &number, &wire_type);
+        if (p == NULL) return -1;
+        if (wire_type == WT_LEN && (number == 1 || number == 2)) {
+            const uint8_t *begin;
+            p = read_len(walk, p, end, &begin);
+            if (p == NULL) return -1;
+            if (number == 2) {
+                value.data = begin;
+                value.size = p - begin;
+            } else {
+                /* upb checks every occurrence of the key, not only the last one. */
+                if (!walk->collect && !valid_utf8(begin, p)) {
+                    fail(walk, "attribute key is not valid UTF-8");
+                    return -1;
+                }
+                key.data = begin;
+                key.size = p - begin;
+            }
+        } else if (wire_type == WT_EGROUP) {
+            fail(walk, "end group outside a group");
+            return -1;
+        } else {
+            unknown = 1;
+            p = skip_value(walk, p, end, number, wire_type, depth, 0);
+            if (p == NULL) return -1;
+        }
+    }
+    if (!unknown && (size_t)key.size == walk->key_len && memcmp(key.data, walk->key, walk->key_len) == 0) {
+        *found = value;
+    }
+    return 0;
+}
+
+/* Resource (attributes = 1) and InstrumentationScope (attributes = 3). */
+static int on_resource(Walk *walk, uint32_t field, const uint8_t *begin, const uint8_t *end,
+                       int depth, void *state) {
+    (void)field;
+    return walk_message(walk, begin, end, depth, 1u << 1, on_attribute, state);
+}
+
+static int on_scope(Walk *walk, uint32_t field, const uint8_t *begin, const uint8_t *end,
+                    int depth, void *state) {
+    (void)field;
+    return walk_message(walk, begin, end, depth, 1u << 3, on_attribute, state);
+}
+
+typedef struct {
+    Slice value;
+    Slice body;
+} RecordFields;
+
+static int on_record_field(Walk *walk, uint32_t field, const uint8_t *begin,
+                           const uint8_t *end, int depth, void *state) {
+    RecordFields *record = state;
+    if (field == 5) {
+        record->body.data = begin;
+        record->body.size = end - begin;
+        return 0;
+    }
+    return on_attribute(walk, field, begin, end, depth, &record->value);
+}
+
+static int add_record(Walk *walk, Slice value, Slice body) {
+    if (walk->count == walk->capacity) {
+        size_t capacity = walk->capacity ? walk->capacity * 2 : 1024;
+        Record *grown = realloc(walk->records, capacity * sizeof(Record));
+        if (grown == NULL) {
+            walk->out_of_memory = 1;
+            fail(walk, "out of memory");
+            return -1;
+        }
+        walk->records = grown;
+        walk->capacity = capacity;
+    }
+    Record *record = &walk->records[walk->count++];
+    record->value = value;
+    record->body = body;
+    record->plain = body.size > 0 && body.data[0] == 0x0A;
+    record->hash = record->plain ? XXH3_64bits(body.data, (size_t)body.size) : 0;
+    record->group = -1;
+    return 0;
+}
+
+typedef struct {
+    Slice inherited; /* the scope's value, else the resource's */
+} ScopeState;
+
+static int on_log_record(Walk *walk, uint32_t field, const uint8_t *begin, const uint8_t *end,
+                         int depth, void *state) {
+    (void)field;
+    ScopeState *scope = state;
+    RecordFields record = {ABSENT, {begin, 0}};
+    record.body.data = NULL;
+    if (walk_message(walk, begin, end, depth, (1u << 5) | (1u << 6), on_record_field, &record) <
+        0) {
+        return -1;
+    }
+    if (!walk->collect) {
+        walk->count++;
+        return 0;
+    }
+    return add_record(walk, record.value.size >= 0 ? record.value : scope->inherited,
+                      record.body);
+}
+
+static int on_scope_logs_scope(Walk *walk, uint32_t field, const uint8_t *begin,
+                               const uint8_t *end, int depth, void *state) {
+    if (field != 1) return 0;
+    return on_scope(walk, field, begin, end, depth, state);
+}
+
+static int on_scope_logs_records(Walk *walk, uint32_t field, const uint8_t *begin,
+                                 const uint8_t *end, int depth, void *state) {
+    if (field != 2) return 0;
+    return on_log_record(walk, field, begin, end, depth, state);
+}
+
+/* ScopeLogs: the scope (field 1) may follow its records on the wire, so it is read first. */
+static int on_scope_logs(Walk *walk, uint32_t field, const uint8_t *begin, const uint8_t *end,
+                         int depth, void *state) {
+    (void)field;
+    const Slice *resource_value = state;
+    Slice scope_value = ABSENT;
+    uint32_t both = (1u << 1) | (1u << 2);
+    if (walk_message(walk, begin, end, depth, both, on_scope_logs_scope, &scope_value) < 0) {
+        return -1;
+    }
+    ScopeState scope = {scope_value.size >= 0 ? scope_value : *resource_value};
+    return walk_message(walk, begin, end, depth, both, on_scope_logs_records, &scope);
+}
+
+static int on_resource_logs_resource(Walk *walk, uint32_t field, const uint8_t *begin,
+                                     const uint8_t *end, int depth, void *state) {
+    if (field != 1) return 0;
+    return on_resource(walk, field, begin, end, depth, state);
+}
+
+static int on_resource_logs_scopes(Walk *walk, uint32_t field, const uint8_t *begin,
+                                   const uint8_t *end, int depth, void *state) {
+    if (field != 2) return 0;
+    return on_scope_logs(walk, field, begin, end, depth, state);
+}
+
+static int on_resource_logs(Walk *walk, uint32_t field, const uint8_t *begin,
+                            const uint8_t *end, int depth, void *state) {
+    (void)field;
+    (void)state;
+    Slice resource_value = ABSENT;
+    uint32_t both = (1u << 1) | (1u << 2);
+    if (walk_message(walk, begin, end, depth, both, on_resource_logs_resource,
+                     &resource_value) < 0) {
+        return -1;
+    }
+    return walk_message(walk, begin, end, depth, both, on_resource_logs_scopes,
+                        &resource_value);
+}
+
+static int walk_request(Walk *walk, const uint8_t *data, Py_ssize_t size) {
+    return walk_message(walk, data, data + size, MAX_DEPTH, 1u << 1, on_resource_logs, NULL);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Grouping records by raw attribute value (GIL released).                                     */
+
+typedef struct {
+    Slice value;
+    size_t size; /* records in the group */
+    size_t plain;
+} Group;
+
+static int same(Slice a, Slice b) {
+    return a.size == b.size && (a.size <= 0 || memcmp(a.data, b.data, (size_t)a.size) == 0);
+}
+
+static uint64_t slice_hash(Slice slice) {
+    if (slice.size < 0) return 0x9E3779B97F4A7C15ull;
+    return XXH3_64bits(slice.data, (size_t)slice.size);
+}
+
+/* Assigns each record its group; returns the groups (malloc'd) or NULL when out of memory. */
+static Group *group_records(Walk *walk, size_t *group_count) {
+    size_t slots = 16;
+    while (slots < walk->count * 2) slots *= 2;
+    Py_ssize_t *table = malloc(slots * sizeof(Py_ssize_t));
+    Group *groups = malloc((walk->count ? walk->count : 1) * sizeof(Group));
+    if (table == NULL || groups == NULL) {
+        free(table);
+        free(groups);
+        return NULL;
+    }
+    for (size_t i = 0; i < slots; i++) table[i] = -1;
+    size_t count = 0;
+    Py_ssize_t last = -1;
+    for (size_t i = 0; i < walk->count; i++) {
+        Record *record = &walk->records[i];
+        /* Consecutive records nearly always share a value: compare with the last one first. */
+        if (last >= 0 && same(groups[last].value, record->value)) {
+            record->group = last;
+        } else {
+            size_t slot = (size_t)slice_hash(record->value) & (slots - 1);
+            while (table[slot] >= 0 && !same(groups[table[slot]].value, record->value)) {
+                slot = (slot + 1) & (slots - 1);
+            }
+            if (table[slot] < 0) {
+                table[slot] = (Py_ssize_t)count;
+                groups[count].value = record->value;
+                groups[count].size = 0;
+                groups[count].plain = 0;
+                count++;
+            }
+            record->group = table[slot];
+            last = record->group;
+        }
+        groups[record->group].size++;
+        groups[record->group].plain += record->plain;
+    }
+    free(table);
+    *group_count = count;
+    return groups;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Python entry points.                                                                        */
+
+static PyObject *MalformedWire;
+
+static int run_walk(Walk *walk, PyObject *wire) {
+    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(wire);
+    Py_ssize_t size = PyBytes_GET_SIZE(wire);
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = walk_request(walk, data, size);
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        if (walk->out_of_memory) {
+            PyErr_NoMemory();
+        } else {
+            PyErr_SetString(MalformedWire, walk->error ? walk->error : "malformed");
+        }
+    }
+    return status;
+}
+
+PyDoc_STRVAR(check_doc,
+             "check(wire: bytes) -> int\n\n"
+             "Validate a serialized ExportLogsServiceRequest as the view's decode would and\n"
+             "return its number of log records; raise MalformedWire if it is malformed.");
+
+static PyObject *check(PyObject *module, PyObject *wire) {
+    (void)module;
+    if (!PyBytes_Check(wire)) {
+        PyErr_SetString(PyExc_TypeError, "check() takes bytes");
+        return NULL;
+    }
+    Walk walk = {0};
+    if (run_walk(&walk, wire) < 0) return NULL;
+    return PyLong_FromSize_t(walk.count);
+}
+
+static PyObject *slice_bytes(Slice slice) {
+    if (slice.size < 0) Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)slice.data, slice.size);
+}
+
+/* Per group: (raw value or None, [signed hash of each plain string body]); and the records
+ * whose body is not a plain string: (raw value or None, raw body). */
+static PyObject *build_result(Walk *walk, Group *groups, size_t group_count) {
+    PyObject *hashed = PyList_New((Py_ssize_t)group_count);
+    PyObject *lists = PyList_New((Py_ssize_t)group_count);
+    PyObject *structured = PyList_New(0);
+    size_t *filled = calloc(group_count ? group_count : 1, sizeof(size_t));
+    PyObject *result = NULL;
+    if (hashed == NULL || lists == NULL || structured == NULL || filled == NULL) goto done;
+    for (size_t g = 0; g < group_count; g++) {
+        PyObject *hashes = PyList_New((Py_ssize_t)groups[g].plain);
+        if (hashes == NULL) goto done;
+        PyList_SET_ITEM(lists, (Py_ssize_t)g, hashes);
+        PyObject *value = slice_bytes(groups[g].value);
+        if (value == NULL) goto done;
+        PyObject *pair = PyTuple_Pack(2, value, hashes);
+        Py_DECREF(value);
+        if (pair == NULL) goto done;
+        PyList_SET_ITEM(hashed, (Py_ssize_t)g, pair);
+    }
+    for (size_t i = 0; i < walk->count; i++) {
+        Record *record = &walk->records[i];
+        size_t g = (size_t)record->group;
+        if (record->plain) {
+            /* Flipping the top bit maps [0, 2**64) onto int64 as `hash - 2**63` does. */
+            int64_t signed_hash = (int64_t)(record->hash ^ 0x8000000000000000ull);
+            PyObject *number = PyLong_FromLongLong(signed_hash);
+            if (number == NULL) goto done;
+            PyList_SET_ITEM(PyList_GET_ITEM(lists, (Py_ssize_t)g), (Py_ssize_t)filled[g]++,
+                            number);
+        } else {
+            PyObject *value = slice_bytes(groups[g].value);
+            PyObject *body = PyBytes_FromStringAndSize((const char *)record->body.data,
+                                                       record->body.data ? record->body.size : 0);
+            PyObject *pair = (value && body) ? PyTuple_Pack(2, value, body) : NULL;
+            Py_XDECREF(value);
+            Py_XDECREF(body);
+            if (pair == NULL) goto done;
+            int appended = PyList_Append(structured, pair);
+            Py_DECREF(pair);
+            if (appended < 0) goto done;
+        }
+    }
+    result = PyTuple_Pack(2, hashed, structured);
+done:
+    free(filled);
+    Py_XDECREF(hashed);
+    Py_XDECREF(lists);
+    Py_XDECREF(structured);
+    return result;
+}
+
+PyDoc_STRVAR(tally_doc,
+             "tally(wire: bytes, key: bytes) -> tuple[list[tuple[bytes | None, list[int]]],\n"
+             "                                        list[tuple[bytes | None, bytes]]]\n\n"
+             "Group a checked request's records by the raw value of attribute `key`: per\n"
+             "value, the signed XXH3-64 of each plain string body; and, for every other body,\n"
+             "(value, raw body) for the caller to hash.");
+
+static PyObject *tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "tally() takes (wire: bytes, key: bytes)");
+        return NULL;
+    }
+    Walk walk = {0};
+    walk.key = (const uint8_t *)PyBytes_AS_STRING(args[1]);
+    walk.key_len = (size_t)PyBytes_GET_SIZE(args[1]);
+    walk.collect = 1;
+    PyObject *result = NULL;
+    if (run_walk(&walk, args[0]) == 0) {
+        size_t group_count = 0;
+        Group *groups;
+        Py_BEGIN_ALLOW_THREADS
+        groups = group_records(&walk, &group_count);
+        Py_END_ALLOW_THREADS
+        if (groups == NULL) {
+            PyErr_NoMemory();
+        } else {
+            result = build_result(&walk, groups, group_count);
+            free(groups);
+        }
+    }
+    free(walk.records);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"check", (PyCFunction)check, METH_O, check_doc},
+    {"tally", (PyCFunction)(void (*)(void))tally, METH_FASTCALL, tally_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "otlp_stats._wire",
+    .m_doc = "Counting's per-record work over OTLP protobuf bytes, in C.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__wire(void) {
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) return NULL;
+    MalformedWire = PyErr_NewException("otlp_stats._wire.MalformedWire", PyExc_ValueError, NULL);
+    if (MalformedWire == NULL || PyModule_AddObjectRef(module, "MalformedWire", MalformedWire) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
