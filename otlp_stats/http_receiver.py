@@ -37,7 +37,6 @@ from otlp_stats.intake import Decoder, Intake
 from otlp_stats.otlp_json import decode_json_request, encode_json
 from otlp_stats.receiver import retry_delay_of, rpc_status
 from otlp_stats.telemetry import Metrics
-from otlp_stats.view import DecodedRequest, decode_request
 
 LOGS_PATH = "/v1/logs"
 PROTOBUF = "application/x-protobuf"
@@ -77,14 +76,18 @@ def _encode_protobuf(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def decode_json_view(payload: bytes) -> DecodedRequest:
-    """OTLP/JSON into the pipeline's view, through the full request the JSON mapping needs."""
-    return decode_request(decode_json_request(payload).SerializeToString())
+def json_to_protobuf(payload: bytes) -> bytes:
+    """OTLP/JSON into protobuf bytes, through the full request the JSON mapping needs."""
+    return decode_json_request(payload).SerializeToString()
+
+
+def _protobuf(payload: bytes) -> bytes:
+    return payload
 
 
 ENCODINGS = {
-    PROTOBUF: BodyEncoding(PROTOBUF, decode_request, _encode_protobuf),
-    JSON: BodyEncoding(JSON, decode_json_view, encode_json),
+    PROTOBUF: BodyEncoding(PROTOBUF, _protobuf, _encode_protobuf),
+    JSON: BodyEncoding(JSON, json_to_protobuf, encode_json),
 }
 
 
@@ -93,15 +96,15 @@ class DecodedBody:
     """A request body after reading, inflating and decoding, or the refusal that stopped it."""
 
     payload: bytes
-    request: DecodedRequest | None = None
+    wire: bytes | None = None
     refusal: ExportRefused | None = None
 
-    def decoder(self, _payload: bytes) -> DecodedRequest:
+    def decoder(self, _payload: bytes) -> bytes:
         """The Intake's decoder: hands over what the thread decoded, or raises why it could not."""
         if self.refusal is not None:
             raise self.refusal
-        assert self.request is not None
-        return self.request
+        assert self.wire is not None
+        return self.wire
 
 
 def decode_body(
@@ -115,7 +118,7 @@ def decode_body(
     except ExportRefused as refusal:
         return DecodedBody(b"", refusal=refusal)
     try:
-        return DecodedBody(payload, request=encoding.decode(payload))
+        return DecodedBody(payload, wire=encoding.decode(payload))
     except ExportRefused as refusal:
         return DecodedBody(payload, refusal=refusal)
 

@@ -13,11 +13,12 @@ from otlp_stats.clock import Clock
 from otlp_stats.errors import ExportRefused, Overloaded, RequestTooLarge, ShuttingDown
 from otlp_stats.health import Health
 from otlp_stats.queue import QueuedRequest, QueueFull, RequestQueue
+from otlp_stats.scan import CheckedRequest, Scanner
 from otlp_stats.telemetry import Metrics, RateLimitedLog
-from otlp_stats.view import DecodedRequest, count_records, decode_request, key_may_be_on_records
 
-# Turns a request body into the view and its protobuf bytes; the OTLP/HTTP door passes its own.
-Decoder = Callable[[bytes], DecodedRequest]
+# Turns a request body into protobuf bytes (OTLP/JSON, inflating) or raises the refusal that
+# stopped it; the OTLP/HTTP door passes its own. The gRPC door's payload is the protobuf.
+Decoder = Callable[[bytes], bytes]
 
 
 class Intake:
@@ -30,7 +31,7 @@ class Intake:
         max_request_size: int,
         retry_delay: float,
         refusal_log: RateLimitedLog,
-        attribute_key: str,
+        scanner: Scanner,
     ) -> None:
         self._queue = queue
         self._health = health
@@ -39,7 +40,7 @@ class Intake:
         self._max_request_size = max_request_size
         self._retry_delay = retry_delay
         self._refusal_log = refusal_log
-        self._attribute_key = attribute_key
+        self._scanner = scanner
 
     def accept(self, payload: bytes, transport: str, decoder: Decoder | None = None) -> int:
         """Admit one serialized ExportLogsServiceRequest; return its record count.
@@ -49,7 +50,7 @@ class Intake:
         """
         self._metrics.export_requests.labels(transport).inc()
         try:
-            return self._accept(payload, transport, decoder or decode_request)
+            return self._accept(payload, transport, decoder)
         except ExportRefused as refusal:
             self._metrics.requests_refused.labels(transport, refusal.reason).inc()
             self._refusal_log.warning(
@@ -57,7 +58,7 @@ class Intake:
             )
             raise
 
-    def _accept(self, payload: bytes, transport: str, decoder: Decoder) -> int:
+    def _accept(self, payload: bytes, transport: str, decoder: Decoder | None) -> int:
         arrival = self._clock.now()
         if not self._health.accepting:
             raise ShuttingDown(self._retry_delay)
@@ -65,16 +66,15 @@ class Intake:
             raise RequestTooLarge(
                 f"request of {len(payload)} bytes exceeds the limit of {self._max_request_size}"
             )
-        decoded = decoder(payload)
-        return self._admit(decoded, len(payload), arrival, transport)
+        wire = payload if decoder is None else decoder(payload)
+        return self._admit(self._scanner.check(wire), len(payload), arrival, transport)
 
-    def _admit(self, decoded: DecodedRequest, size: int, arrival: float, transport: str) -> int:
-        records = count_records(decoded.view)
+    def _admit(self, request: CheckedRequest, size: int, arrival: float, transport: str) -> int:
+        records = request.records
         if records == 0:
             # OTLP: an empty request is a success; there is nothing to queue.
             return 0
-        key_on_records = key_may_be_on_records(decoded.wire, decoded.view, self._attribute_key)
-        item = QueuedRequest(arrival, size, records, transport, decoded.view, key_on_records)
+        item = QueuedRequest(arrival, size, records, transport, request)
         try:
             self._queue.put_nowait(item)
         except QueueFull as full:

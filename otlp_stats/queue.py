@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-from otlp_stats.view import ExportLogsRequestView
+from otlp_stats.scan import CheckedRequest
 
 FullReason = Literal["queue_requests", "queue_bytes"]
 
@@ -30,10 +30,7 @@ class QueuedRequest:
     size: int
     records: int
     transport: str
-    request: ExportLogsRequestView = field(repr=False)
-    # False when no record can carry the attribute (view.key_may_be_on_records), so workers can
-    # skip the per-record lookup; True is always safe.
-    key_on_records: bool = True
+    request: CheckedRequest = field(repr=False)
 
 
 class RequestQueue:

@@ -32,6 +32,7 @@ from otlp_stats.queue import RequestQueue
 from otlp_stats.receiver import LogsReceiver, logs_service_handler
 from otlp_stats.reporter import Reporter
 from otlp_stats.resolve import LabelRenderer
+from otlp_stats.scan import default_scanner
 from otlp_stats.store.location import open_keeper, open_store
 from otlp_stats.store.replicas import ReplicaMerger
 from otlp_stats.telemetry import Metrics, RateLimitedLog, StateCollector
@@ -97,10 +98,12 @@ class Service:
             settings, self.store, self.aggregator, self.reporter, self.clock, self.log
         )
         self.registry.register(self.keeper.collector())
+        # The C scanner when it was built, else the Python one (scan.py); the start line says.
+        self.scanner = default_scanner(settings.attribute_key)
         self.workers = WorkerPool(
             self.queue,
             self.aggregator.add,
-            settings.attribute_key,
+            self.scanner,
             settings.workers,
             self.metrics,
             self.log,
@@ -114,7 +117,7 @@ class Service:
             settings.max_recv_size,
             settings.retry_delay,
             RateLimitedLog(self.log),
-            settings.attribute_key,
+            self.scanner,
         )
         self.registry.register(
             StateCollector(
@@ -204,6 +207,7 @@ class Service:
             grpc_reflection=self.settings.grpc_reflection,
             attribute_key=self.settings.attribute_key,
             window_seconds=self.settings.window,
+            scanner=self.scanner.name,
         )
 
     def _build_grpc_server(self) -> grpc.aio.Server:

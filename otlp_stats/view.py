@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from google.protobuf.message import DecodeError
 
 from otlp_stats._generated.otlp_stats_view.logs_view_pb2 import ExportLogsRequestView
 from otlp_stats.errors import MalformedRequest
 
 __all__ = [
-    "DecodedRequest",
     "ExportLogsRequestView",
     "count_records",
-    "decode_request",
     "decode_view",
+    "key_may_be_on_records",
 ]
-
-
-@dataclass(frozen=True)
-class DecodedRequest:
-    """A request as the view, with the protobuf bytes it was decoded from."""
-
-    view: ExportLogsRequestView
-    wire: bytes
-
-
-def decode_request(payload: bytes) -> DecodedRequest:
-    """A protobuf request body: the payload is the wire."""
-    return DecodedRequest(decode_view(payload), payload)
 
 
 def decode_view(payload: bytes) -> ExportLogsRequestView:
@@ -36,7 +20,7 @@ def decode_view(payload: bytes) -> ExportLogsRequestView:
 
     This validates the request's structure down to the records; attribute values and bodies
     are kept as raw bytes and only decoded when a label must be rendered or a structured body
-    canonicalized (see workers.py for how bytes that are not a valid AnyValue are counted).
+    canonicalized (see messages.body_hash for how bytes that are not an AnyValue are counted).
     """
     try:
         return ExportLogsRequestView.FromString(payload)

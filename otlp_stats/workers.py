@@ -8,78 +8,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from xxhash import xxh3_64_intdigest
-
 from otlp_stats.aggregator import ResolvedBatch
-from otlp_stats.messages import SIGNED_OFFSET, STRING_TAG, body_hash
 from otlp_stats.queue import QueuedRequest, RequestQueue
 from otlp_stats.resolve import LabelRenderer
+from otlp_stats.scan import Scanner
 from otlp_stats.telemetry import Metrics
-from otlp_stats.view import ExportLogsRequestView
 
 BatchSink = Callable[[float, ResolvedBatch], None]
-
-
-def tally_view(
-    request: ExportLogsRequestView,
-    key: str,
-    labels: LabelRenderer,
-    key_on_records: bool = True,
-) -> dict[str | None, list[int]]:
-    """Per attribute value label, the message hash of each record of one request.
-
-    This is the hot loop, run once per record, so it is written for CPython: the per-record
-    steps are list comprehensions (attribute lookups are map lookups done in C), a string
-    body is hashed from its raw bytes in place (messages.body_hash, inlined), and a value is
-    rendered once per distinct raw value rather than once per record. When no record can carry
-    the key (`key_on_records` False), the per-record lookup, the costliest step, is skipped.
-    """
-    raws: list[bytes | None] = []
-    bodies: list[bytes] = []
-    for resource_logs in request.resource_logs:
-        resource_raw = resource_logs.resource.attributes.get(key)
-        for scope_logs in resource_logs.scope_logs:
-            scope_raw = scope_logs.scope.attributes.get(key, resource_raw)
-            # One list of wrappers, walked twice: iterating the repeated field twice would
-            # build every record's wrapper twice.
-            records = list(scope_logs.log_records)
-            if key_on_records:
-                raws += [record.attributes.get(key, scope_raw) for record in records]
-            else:
-                raws += [scope_raw] * len(records)
-            bodies += [record.body for record in records]
-    hashes = [
-        xxh3_64_intdigest(body) - SIGNED_OFFSET if body[:1] == STRING_TAG else body_hash(body)
-        for body in bodies
-    ]
-    return _by_label(_group(raws, hashes), labels)
-
-
-def _group(raws: list[bytes | None], hashes: list[int]) -> dict[bytes | None, list[int]]:
-    distinct = set(raws)
-    if len(distinct) == 1:  # one value for the whole request: the usual case
-        return {distinct.pop(): hashes}
-    groups: dict[bytes | None, list[int]] = {}
-    for raw, digest in zip(raws, hashes, strict=True):
-        group = groups.get(raw)
-        if group is None:
-            group = groups[raw] = []
-        group.append(digest)
-    return groups
-
-
-def _by_label(
-    by_raw: dict[bytes | None, list[int]], labels: LabelRenderer
-) -> dict[str | None, list[int]]:
-    """Merge raw values that render alike (an int 7 and a string "7" are one label)."""
-    by_label: dict[str | None, list[int]] = {}
-    for raw, hashes in by_raw.items():
-        label = None if raw is None else labels.label(raw)
-        if label in by_label:
-            by_label[label].extend(hashes)
-        else:
-            by_label[label] = hashes
-    return by_label
 
 
 class WorkerPool:
@@ -94,7 +29,7 @@ class WorkerPool:
         self,
         queue: RequestQueue,
         sink: BatchSink,
-        attribute_key: str,
+        scanner: Scanner,
         workers: int,
         metrics: Metrics,
         logger: Any,
@@ -102,7 +37,7 @@ class WorkerPool:
     ) -> None:
         self._queue = queue
         self._sink = sink
-        self._attribute_key = attribute_key
+        self._scanner = scanner
         self.labels = labels or LabelRenderer()
         self._workers = workers
         self._metrics = metrics
@@ -141,12 +76,7 @@ class WorkerPool:
             started = time.perf_counter()
             try:
                 batch = await loop.run_in_executor(
-                    self._executor,
-                    tally_view,
-                    item.request,
-                    self._attribute_key,
-                    self.labels,
-                    item.key_on_records,
+                    self._executor, self._scanner.tally, item.request, self.labels
                 )
                 self._sink(item.arrival, batch)
                 self._metrics.records_counted.inc(item.records)

@@ -27,7 +27,9 @@ from otlp_stats.health import Health, HealthState
 from otlp_stats.http_receiver import JSON, PROTOBUF, build_otlp_http_site
 from otlp_stats.intake import Intake
 from otlp_stats.queue import RequestQueue
+from otlp_stats.scan import default_scanner
 from otlp_stats.telemetry import Metrics, RateLimitedLog
+from otlp_stats.view import decode_view
 from tests.fakes import export_request, log_record, worked_example_request
 
 LIMIT = 64 * 1024
@@ -71,7 +73,7 @@ class FrontDoor:
             admitted.append(
                 [
                     AnyValue.FromString(record.body).string_value
-                    for resource_logs in item.request.resource_logs
+                    for resource_logs in decode_view(item.request.wire).resource_logs
                     for scope_logs in resource_logs.scope_logs
                     for record in scope_logs.log_records
                 ]
@@ -99,7 +101,7 @@ async def door() -> AsyncIterator[FrontDoor]:
         LIMIT,
         RETRY_DELAY,
         RateLimitedLog(structlog.get_logger("test")),
-        "service.name",
+        default_scanner("service.name"),
     )
     site: HttpSite = build_otlp_http_site(intake, metrics, ListenAddress("127.0.0.1", 0), LIMIT)
     await site.start()

@@ -20,6 +20,7 @@ from otlp_stats.health import Health, HealthState
 from otlp_stats.intake import Intake
 from otlp_stats.queue import RequestQueue
 from otlp_stats.receiver import RETRY_INFO_TRAILER, STATUS_DETAILS_TRAILER, LogsReceiver
+from otlp_stats.scan import default_scanner
 from otlp_stats.telemetry import Metrics, RateLimitedLog
 from tests.fakes import FakeClock, export_request, log_record, worked_example_request
 
@@ -66,7 +67,7 @@ class Harness:
             max_size,
             2.5,
             RateLimitedLog(NullLogger()),
-            "foo",
+            default_scanner("foo"),
         )
         servicer = SyncServicer(LogsReceiver(intake, self.metrics))
         self.server = grpc_testing.server_from_dictionary(

@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry
 from otlp_stats.aggregator import Aggregator, ValueReport, WindowReport
 from otlp_stats.queue import QueuedRequest, RequestQueue
 from otlp_stats.reporter import Reporter, format_timestamp, render_json, render_text
+from otlp_stats.scan import CheckedRequest
 from otlp_stats.sketches import DistinctEstimate
 from otlp_stats.telemetry import Metrics
-from otlp_stats.view import ExportLogsRequestView
 from tests.fakes import FakeClock
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -137,7 +137,7 @@ async def test_window_is_held_until_requests_that_arrived_before_its_end_are_cou
     clock = FakeClock(T0)
     pipeline = Pipeline(clock)
     await pipeline.reporter.start()
-    pending = QueuedRequest(T0 + 9.5, 10, 1, "grpc", ExportLogsRequestView())
+    pending = QueuedRequest(T0 + 9.5, 10, 1, "grpc", CheckedRequest(b"", 1))
     pipeline.queue.put_nowait(pending)
 
     await clock.advance(12)  # window [T0, T0+10) has ended, but a request of it is pending

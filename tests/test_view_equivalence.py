@@ -1,4 +1,4 @@
-"""The light view in proto/ counts exactly what the full OTLP decode counts.
+"""The light view in proto/, and the C scanner, count exactly what the full OTLP decode counts.
 
 Property-based: hypothesis builds requests with the counted key on records, scopes and
 resources (duplicated, or absent), values of every AnyValue type nested in arrays and kvlists,
@@ -23,8 +23,8 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from otlp_stats.messages import body_hash, message_hash
 from otlp_stats.resolve import LabelRenderer, render_raw, render_value
+from otlp_stats.scan import NativeScanner, tally_view
 from otlp_stats.view import decode_view, key_may_be_on_records
-from otlp_stats.workers import tally_view
 from tests.reference import reference_tally
 
 KEY = "k"
@@ -99,6 +99,15 @@ def test_view_counts_what_the_full_decode_counts(request: ExportLogsServiceReque
     fast = tally_view(view, KEY, LabelRenderer(), key_may_be_on_records(wire, view, KEY))
     reference = reference_tally(request, KEY)
     assert {label: (set(hashes), len(hashes)) for label, hashes in fast.items()} == reference
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests)
+def test_c_scanner_counts_what_the_full_decode_counts(request: ExportLogsServiceRequest) -> None:
+    scanner = NativeScanner(KEY)
+    tally = scanner.tally(scanner.check(request.SerializeToString()), LabelRenderer())
+    reference = reference_tally(request, KEY)
+    assert {label: (set(hashes), len(hashes)) for label, hashes in tally.items()} == reference
 
 
 @settings(max_examples=150, deadline=None)

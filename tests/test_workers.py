@@ -11,9 +11,10 @@ from prometheus_client import CollectorRegistry
 
 from otlp_stats.queue import QueuedRequest, RequestQueue
 from otlp_stats.resolve import LabelRenderer
+from otlp_stats.scan import CheckedRequest, NativeScanner, Tally, tally_view
 from otlp_stats.telemetry import Metrics
-from otlp_stats.view import ExportLogsRequestView, decode_view, key_may_be_on_records
-from otlp_stats.workers import WorkerPool, tally_view
+from otlp_stats.view import decode_view, key_may_be_on_records
+from otlp_stats.workers import WorkerPool
 from tests.fakes import Plain, export_request, log_record, worked_example_request
 from tests.reference import reference_tally
 
@@ -21,7 +22,7 @@ from tests.reference import reference_tally
 def summary(
     request: ExportLogsServiceRequest, key: str = "foo"
 ) -> dict[str | None, tuple[int, int]]:
-    """Distinct messages and records per label through the fast path, checked against the
+    """Distinct messages and records per label through both scanners, checked against the
     straightforward model."""
     wire = request.SerializeToString()
     view = decode_view(wire)
@@ -29,9 +30,16 @@ def summary(
     fast = {v: (len(set(hashes)), len(hashes)) for v, hashes in tallies.items()}
     # Looking up every record must agree with the shortcut taken when no record has the key.
     assert tally_view(view, key, LabelRenderer()) == tallies
+    native = NativeScanner(key)
+    assert in_order(native.tally(native.check(wire), LabelRenderer())) == in_order(tallies)
     reference = {v: (len(h), n) for v, (h, n) in reference_tally(request, key).items()}
     assert fast == reference
     return fast
+
+
+def in_order(tally: Tally) -> dict[str | None, list[int]]:
+    """A tally with each label's hashes sorted: the scanners list structured bodies last."""
+    return {label: sorted(hashes) for label, hashes in tally.items()}
 
 
 def test_worked_example() -> None:
@@ -118,11 +126,16 @@ def _maybe(rng: random.Random, prefix: str) -> str | None:
 async def test_stop_reports_requests_still_queued_as_failed_not_silently_dropped() -> None:
     queue = RequestQueue(10, 1 << 20)
     for records in (3, 4):
-        queue.put_nowait(QueuedRequest(1.0, 10, records, "grpc", ExportLogsRequestView()))
+        queue.put_nowait(QueuedRequest(1.0, 10, records, "grpc", CheckedRequest(b"", records)))
     metrics = Metrics(CollectorRegistry())
     counted: list[float] = []
     pool = WorkerPool(
-        queue, lambda arrival, _: counted.append(arrival), "foo", 1, metrics, structlog.get_logger()
+        queue,
+        lambda arrival, _: counted.append(arrival),
+        NativeScanner("foo"),
+        1,
+        metrics,
+        structlog.get_logger(),
     )
     await pool.stop()  # as after a drain timeout: nothing was worked on
     assert counted == []

@@ -1,46 +1,56 @@
 """The decode and resolve path as one fuzz target: bytes in, a tally or a refusal out.
 
-Anything else (an exception that is not an ExportRefused, a crash, a hang) is a bug. atheris
-drives it coverage-guided (tests/fuzz/atheris_run.py, `make fuzz`); the hypothesis tests in
-test_hostile_input.py call it too.
+Both scanners see every input, read as each front door reads a body: they must refuse the same
+inputs and, where they accept one, count the same records under the same labels with the same
+message hashes. Anything else (a disagreement, an exception that is not an ExportRefused, a
+crash, a hang) is a bug. atheris drives it coverage-guided (tests/fuzz/atheris_run.py,
+`make fuzz`); the hypothesis tests in test_hostile_input.py call it too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from otlp_stats.compression import inflate
 from otlp_stats.errors import ExportRefused
-from otlp_stats.http_receiver import decode_json_view
+from otlp_stats.http_receiver import json_to_protobuf
 from otlp_stats.resolve import LabelRenderer
-from otlp_stats.view import count_records, decode_request
-from otlp_stats.workers import tally_view
+from otlp_stats.scan import NativeScanner, Scanner, Tally, ViewScanner
 
 KEY = "service.name"
 LIMIT = 1 << 20
+SCANNERS: tuple[Scanner, Scanner] = (ViewScanner(KEY), NativeScanner(KEY))
 
 
 def decode_and_resolve(data: bytes) -> int:
     """Records tallied from `data` read as each front door reads a body; -1 if all refused it."""
     tallied = -1
-    labels = LabelRenderer(max_length=64)
-    for decode in (_protobuf, _json, _gzip_protobuf):
+    for to_wire in (_protobuf, json_to_protobuf, _gzip_protobuf):
         try:
-            view = decode(data)
+            wire = to_wire(data)
         except ExportRefused:
             continue
-        batch = tally_view(view, KEY, labels)
-        counted = sum(len(hashes) for hashes in batch.values())
-        assert counted == count_records(view), (counted, count_records(view))
-        tallied = max(tallied, counted)
+        outcomes = [_scan(scanner, wire) for scanner in SCANNERS]
+        assert outcomes[0] == outcomes[1], (wire, outcomes)
+        tally = outcomes[0]
+        if tally is not None:
+            tallied = max(tallied, sum(len(hashes) for hashes in tally.values()))
     return tallied
 
 
-def _protobuf(data: bytes):  # type: ignore[no-untyped-def]
-    return decode_request(data).view
+def _scan(scanner: Scanner, wire: bytes) -> Tally | None:
+    """The scanner's tally with each label's hashes sorted, or None if it refused the wire."""
+    try:
+        checked = scanner.check(wire)
+    except ExportRefused:
+        return None
+    tally = scanner.tally(checked, LabelRenderer(max_length=64))
+    assert sum(len(hashes) for hashes in tally.values()) == checked.records
+    return {label: sorted(hashes) for label, hashes in tally.items()}
 
 
-def _json(data: bytes):  # type: ignore[no-untyped-def]
-    return decode_json_view(data).view
+_protobuf: Callable[[bytes], bytes] = bytes
 
 
-def _gzip_protobuf(data: bytes):  # type: ignore[no-untyped-def]
-    return decode_request(inflate(data, "gzip", LIMIT)).view
+def _gzip_protobuf(data: bytes) -> bytes:
+    return inflate(data, "gzip", LIMIT)

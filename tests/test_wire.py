@@ -1,0 +1,146 @@
+"""The C scanner (otlp_stats/_wire.c) refuses and counts exactly as the Python view scanner does.
+
+The cases below are the corners of the protobuf wire format where a hand-written walker most
+easily parts from upb; each row says what upb's decode of the view does, and both scanners must
+do it. The property tests then throw valid requests, bit flips and truncations at both.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from otlp_stats.errors import MalformedRequest
+from otlp_stats.loadgen.workload import Placement, Workload, build_requests
+from otlp_stats.resolve import LabelRenderer
+from otlp_stats.scan import (
+    NATIVE_AVAILABLE,
+    NativeScanner,
+    Scanner,
+    ViewScanner,
+    default_scanner,
+)
+from tests.fuzz.decode_path import decode_and_resolve
+from tests.test_view_equivalence import requests
+
+KEY = "service.name"
+
+
+def test_the_c_scanner_is_built_and_is_the_default() -> None:
+    # A build that silently fell back to Python would still pass every other test, slowly.
+    assert NATIVE_AVAILABLE
+    assert default_scanner(KEY).name == "native"
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    assert len(payload) < 128
+    return bytes([field << 3 | 2, len(payload)]) + payload
+
+
+def _resource_entry(entry: bytes, records: int = 0) -> bytes:
+    """A request whose one resource carries one attribute entry, given as raw bytes."""
+    resource = _length_delimited(1, entry)
+    record = _length_delimited(5, b"\x0a\x01x")  # body: string "x"
+    scope_logs = b"".join(_length_delimited(2, record) for _ in range(records))
+    resource_logs = _length_delimited(1, resource) + _length_delimited(2, scope_logs)
+    return _length_delimited(1, resource_logs)
+
+
+def _nested_groups(depth: int) -> bytes:
+    return b"\x0b" * depth + b"\x0c" * depth
+
+
+WIRE_CASES = {
+    # name: (wire, accepted by upb's decode of the view)
+    "empty": (b"", True),
+    "field 0, varint": (b"\x00\x00", False),
+    "field 0, length-delimited": (b"\x02\x00", False),
+    "field 0, fixed64": (b"\x01" + bytes(8), False),
+    "field 0, fixed32": (b"\x05" + bytes(4), False),
+    "field 0, group": (b"\x03\x04", False),
+    "field 0 inside an unknown group": (b"\x0b\x00\x00\x03\x04\x0c", True),
+    "end group outside a group": (b"\x0c", False),
+    "wire type 6": (b"\x0e", False),
+    "wire type 7": (b"\x0f", False),
+    "tag of 6 bytes": (b"\x88\x80\x80\x80\x80\x00\x00", False),
+    "tag above 32 bits": (b"\x80\x80\x80\x80\x10\x00", False),
+    "largest tag": (b"\xf8\xff\xff\xff\x0f\x00", True),
+    "varint of 11 bytes": (b"\x08" + b"\x80" * 10 + b"\x00", False),
+    "varint of 10 bytes": (b"\x08" + b"\xff" * 9 + b"\x7f", True),
+    "group without end": (b"\x0b", False),
+    "group with another end": (b"\x0b\x14", False),
+    "truncated fixed64": (b"\x09\x00", False),
+    "length past the end": (b"\x12\x05abc", False),
+    "length of 2**31": (b"\x12\xff\xff\xff\xff\x07", False),
+    "known field with another wire type": (b"\x0a\x02\x08\x01", True),
+    "key not UTF-8": (_resource_entry(b"\x0a\x01\xff\x12\x00"), False),
+    "key not UTF-8, then a valid key": (_resource_entry(b"\x0a\x01\xff\x0a\x01a"), False),
+    "key is a surrogate": (_resource_entry(b"\x0a\x03\xed\xa0\x80"), False),
+    "key is overlong": (_resource_entry(b"\x0a\x02\xc0\xaf"), False),
+    "key of 4-byte UTF-8": (_resource_entry(b"\x0a\x04\xf0\x9f\x98\x80"), True),
+    "entry with an unknown field": (_resource_entry(b"\x0a\x01a\x18\x01"), True),
+    "100 nested groups": (_nested_groups(100), True),
+    "101 nested groups": (_nested_groups(101), False),
+}
+
+
+def _accepts(scanner: Scanner, wire: bytes) -> bool:
+    try:
+        scanner.check(wire)
+    except MalformedRequest:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("case", WIRE_CASES)
+def test_both_scanners_refuse_what_upb_refuses(case: str) -> None:
+    wire, accepted = WIRE_CASES[case]
+    assert _accepts(ViewScanner(KEY), wire) is accepted
+    assert _accepts(NativeScanner(KEY), wire) is accepted
+
+
+def test_an_entry_with_an_unknown_field_is_not_an_attribute_in_either_scanner() -> None:
+    known = b"\x0a\x01k\x12\x02\x0a\x00"  # k = ""
+    for entry, label in ((known, ""), (known + b"\x18\x01", None)):  # then with a field 3
+        for scanner in (ViewScanner("k"), NativeScanner("k")):
+            checked = scanner.check(_resource_entry(entry, records=2))
+            assert checked.records == 2
+            assert list(scanner.tally(checked, LabelRenderer())) == [label]
+
+
+def test_malformed_requests_are_refused_with_a_reason() -> None:
+    with pytest.raises(MalformedRequest, match=r"cannot decode ExportLogsServiceRequest: .*group"):
+        NativeScanner(KEY).check(b"\x0b")
+
+
+@pytest.mark.parametrize("placement", list(Placement))
+def test_the_reference_workload_counts_alike_in_both_scanners(placement: Placement) -> None:
+    for prepared in build_requests(Workload(placement=placement, pool_size=3)):
+        tallies = []
+        for scanner in (ViewScanner(KEY), NativeScanner(KEY)):
+            checked = scanner.check(prepared.payload)
+            assert checked.records == prepared.records
+            tally = scanner.tally(checked, LabelRenderer())
+            tallies.append({label: sorted(hashes) for label, hashes in tally.items()})
+            expected = {label: tally.records for label, tally in prepared.tallies.items()}
+            assert {label: len(hashes) for label, hashes in tally.items()} == expected
+        assert tallies[0] == tallies[1]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    request=requests,
+    flips=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(1, 255)), max_size=3),
+    cut=st.integers(0, 8),
+)
+def test_mutated_requests_are_refused_or_counted_alike(
+    request: ExportLogsServiceRequest, flips: list[tuple[int, int]], cut: int
+) -> None:
+    wire = bytearray(request.SerializeToString())
+    for position, mask in flips:
+        if wire:
+            wire[position % len(wire)] ^= mask
+    # decode_and_resolve asserts the two scanners agree on every way a front door reads it.
+    decode_and_resolve(bytes(wire[: max(0, len(wire) - cut)]))
