@@ -11,6 +11,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from bench.baseline_server import BaselineCounter
 from otlp_stats.loadgen import PreparedRequest
+from otlp_stats.resolve import LabelRenderer
+from otlp_stats.scan import NATIVE_AVAILABLE, NativeScanner, Scanner, ViewScanner
 
 _ROUNDS = 5
 
@@ -47,6 +49,26 @@ def measure_baseline_counting(
             counter.count(decode(request.payload))
 
     return _measure(one_pass, sum(request.records for request in requests), cpu_seconds)
+
+
+def measure_scanners(
+    requests: Sequence[PreparedRequest], attribute_key: str, cpu_seconds: float
+) -> dict[str, CpuPerRecord]:
+    """The service's per-record work without gRPC around it: check, then tally, per scanner."""
+    scanners: list[Scanner] = [ViewScanner(attribute_key)]
+    if NATIVE_AVAILABLE:
+        scanners.insert(0, NativeScanner(attribute_key))
+    records = sum(request.records for request in requests)
+    figures = {}
+    for scanner in scanners:
+        labels = LabelRenderer()
+
+        def one_pass(scanner: Scanner = scanner, labels: LabelRenderer = labels) -> None:
+            for request in requests:
+                scanner.tally(scanner.check(request.payload), labels)
+
+        figures[scanner.name] = _measure(one_pass, records, cpu_seconds)
+    return figures
 
 
 def _measure(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +46,8 @@ class BenchResults:
     # Problems fail the run; notes only inform.
     problems: Sequence[str] = field(default_factory=list)
     notes: Sequence[str] = field(default_factory=list)
+    # The service's check+tally in-process, per scanner ("native", "python").
+    scanners: Mapping[str, CpuPerRecord] = field(default_factory=dict)
 
     @property
     def floor_us(self) -> float:
@@ -137,6 +139,11 @@ def _figure_lines(results: BenchResults) -> list[str]:
         counting = results.baseline_counting.median_us
         row("Baseline decode+count loop in-process: CPU µs/record", f"{counting:.2f}",
             _divide(counting, base_cpu), counting / floor)  # fmt: skip
+    scanner_names = {"native": "C scanner", "python": "Python scanner"}
+    for name, scanned in results.scanners.items():
+        work = scanned.median_us
+        row(f"Service check+tally in-process, {scanner_names.get(name, name)}: CPU µs/record",
+            f"{work:.2f}", _divide(work, base_cpu), work / floor)  # fmt: skip
     # A single core decoding at the floor: the throughput and per-request time to compare with.
     floor_rate = 1e6 / floor
     floor_request_ms = floor * results.workload.records_per_request / 1000

@@ -22,7 +22,7 @@ import google.protobuf
 import grpc
 from google.protobuf.internal import api_implementation
 
-from bench.floor import measure_baseline_counting, measure_decode_floor
+from bench.floor import measure_baseline_counting, measure_decode_floor, measure_scanners
 from bench.load_run import LoadRunFailed
 from bench.memory_report import MEMORY_BEGIN_MARKER, MEMORY_END_MARKER, render_memory
 from bench.memory_run import MemoryRun, measure_memory, scaled_scenarios
@@ -110,6 +110,7 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
     notes: list[str] = []
     floors = [measure_decode_floor(requests, args.floor_seconds)]
     counting = measure_baseline_counting(requests, workload.attribute_key, args.floor_seconds)
+    scanners = measure_scanners(requests, workload.attribute_key, args.floor_seconds)
     env = _clean_env()
     with tempfile.TemporaryDirectory(prefix="otlp-bench-") as scratch:
 
@@ -146,6 +147,7 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
         settings=settings,
         floors=floors,
         baseline_counting=counting,
+        scanners=scanners,
         baseline=baseline,
         service=service,
         problems=problems,
