@@ -9,6 +9,7 @@ Its memory is at most about 2k 8-byte entries (64 KiB at k = 4096) however many 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -49,9 +50,9 @@ class DistinctCounter:
         self._base = None if base is None else datasketches.compact_theta_sketch.deserialize(base)
 
     def update(self, hashes: Iterable[int]) -> None:
-        update = self._sketch.update
-        for value in hashes:
-            update(value)
+        # map() drained by a zero-length deque calls update() from C, without a Python-level
+        # loop per hash: about half the cost of a for loop, on the event loop's hot path.
+        deque(map(self._sketch.update, hashes), maxlen=0)
 
     def estimate(self) -> DistinctEstimate:
         if self._base is None:
