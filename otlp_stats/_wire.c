@@ -289,7 +289,7 @@ static int on_attribute(Walk *walk, uint32_t field, const uint8_t *p, const uint
             if (p == NULL) return -1;
         }
     }
-    if (!unknown && (size_t)key.size == walk->key_len && memcmp(key.data, walk->key, walk->key_len) == 0) {
+    if (walk->collect && !unknown && (size_t)key.size == walk->key_len && memcmp(key.data, walk->key, walk->key_len) == 0) {
         *found = value;
     }
     return 0;
