@@ -28,7 +28,6 @@
 
 /* upb's default decode depth limit, as the Python protobuf runtime uses it. */
 #define MAX_DEPTH 100
-#define NO_GROUP 0xFFFFFFFFu
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_SGROUP = 3, WT_EGROUP = 4, WT_I32 = 5 };
 
