@@ -5,7 +5,13 @@ scan each record's attribute list (record > scope > resource), render the value 
 and add the rendered body to a per-value Python set. It counts one window spanning its
 whole life and prints it, in the service's JSON report shape, when told to stop.
 
+With --transport-only it is the third yardstick instead: the same grpc.aio server taking the
+request as raw bytes and answering at once, so what it costs is gRPC, HTTP/2, the event loop and
+the kernel alone. It counts requests; its report's records are requests x --records-per-request
+(the harness's workload is fixed), so the harness's reported = acknowledged check still holds.
+
 Run: python -m bench.baseline_server --listen 127.0.0.1:0 [--attribute-key service.name]
+     python -m bench.baseline_server --listen 127.0.0.1:0 --transport-only
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -105,19 +112,31 @@ def render(value: AnyValue) -> str:
     return json.dumps(MessageToDict(value), sort_keys=True, separators=(",", ":"))
 
 
-async def serve(listen: str, attribute_key: str) -> None:
+async def serve(listen: str, attribute_key: str, transport_records: int | None = None) -> None:
     counter = BaselineCounter(attribute_key)
 
     async def export(request: ExportLogsServiceRequest, _: object) -> ExportLogsServiceResponse:
         counter.count(request)
         return ExportLogsServiceResponse()
 
+    async def receive_only(_request: bytes, _: object) -> ExportLogsServiceResponse:
+        counter.records[None] += transport_records or 0
+        return ExportLogsServiceResponse()
+
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", _MAX_RECEIVE_BYTES)])
-    handler = grpc.unary_unary_rpc_method_handler(
-        export,
-        request_deserializer=ExportLogsServiceRequest.FromString,
-        response_serializer=ExportLogsServiceResponse.SerializeToString,
-    )
+    handler: grpc.RpcMethodHandler[Any, ExportLogsServiceResponse]
+    if transport_records is None:
+        handler = grpc.unary_unary_rpc_method_handler(
+            export,
+            request_deserializer=ExportLogsServiceRequest.FromString,
+            response_serializer=ExportLogsServiceResponse.SerializeToString,
+        )
+    else:
+        handler = grpc.unary_unary_rpc_method_handler(
+            receive_only,
+            request_deserializer=None,
+            response_serializer=ExportLogsServiceResponse.SerializeToString,
+        )
     server.add_generic_rpc_handlers(
         [grpc.method_handlers_generic_handler(_SERVICE, {"Export": handler})]
     )
@@ -147,8 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--listen", default="127.0.0.1:0", help="host:port for gRPC")
     parser.add_argument("--attribute-key", default="service.name")
+    parser.add_argument(
+        "--transport-only", action="store_true", help="answer at once; decode and count nothing"
+    )
+    parser.add_argument("--records-per-request", type=int, default=1000)
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.listen, args.attribute_key))
+    transport_records = args.records_per_request if args.transport_only else None
+    asyncio.run(serve(args.listen, args.attribute_key, transport_records))
     return 0
 
 

@@ -48,6 +48,8 @@ class BenchResults:
     notes: Sequence[str] = field(default_factory=list)
     # The service's check+tally in-process, per scanner ("native", "python").
     scanners: Mapping[str, CpuPerRecord] = field(default_factory=dict)
+    # The gRPC server answering at once (baseline_server --transport-only): transport alone.
+    transport: ServerRun | None = None
 
     @property
     def floor_us(self) -> float:
@@ -147,7 +149,7 @@ def _figure_lines(results: BenchResults) -> list[str]:
     # A single core decoding at the floor: the throughput and per-request time to compare with.
     floor_rate = 1e6 / floor
     floor_request_ms = floor * results.workload.records_per_request / 1000
-    servers = [run for run in (baseline, results.service) if run is not None]
+    servers = [run for run in (baseline, results.transport, results.service) if run is not None]
     figures: list[tuple[str, Callable[[ServerRun], float], str, float | None]] = [
         ("server CPU µs/record", lambda run: run.cpu_us_per_record, "{:.2f}", floor),
         ("records/s accepted", lambda run: run.saturation.records_per_second, "{:,.0f}",
@@ -204,7 +206,7 @@ def _check_lines(results: BenchResults) -> list[str]:
     lines.append(
         f"- Decode floor measured {len(results.floors)} times in the run: {spread} µs/record"
     )
-    for run in (results.baseline, results.service):
+    for run in (results.baseline, results.transport, results.service):
         if run is None:
             continue
         metric = ""

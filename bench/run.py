@@ -128,8 +128,10 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
             return run
 
         baseline = None
+        transport = None
         if not args.skip_baseline:
             baseline = measure("baseline", baseline_argv(workload))
+            transport = measure("transport", transport_argv(workload))
         service = None
         if args.skip_service:
             notes.append("the service was skipped (--skip-service)")
@@ -150,13 +152,14 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
         scanners=scanners,
         baseline=baseline,
         service=service,
+        transport=transport,
         problems=problems,
         notes=notes,
     )
     block = render_results(results)
     splice_results(args.output, block, DOCUMENT_TEMPLATE)
     print(block)
-    runs = [run for run in (baseline, service) if run is not None]
+    runs = [run for run in (baseline, transport, service) if run is not None]
     failed = bool(problems) or not all(run.passed for run in runs)
     digest_mismatch = any(results.workload_digest not in run.digests_seen for run in runs)
     if digest_mismatch:
@@ -210,6 +213,11 @@ def baseline_argv(workload: Workload) -> list[str]:
         sys.executable, "-m", "bench.baseline_server",
         "--listen", "127.0.0.1:0", "--attribute-key", workload.attribute_key,
     ]  # fmt: skip
+
+
+def transport_argv(workload: Workload) -> list[str]:
+    return [*baseline_argv(workload), "--transport-only",
+            "--records-per-request", str(workload.records_per_request)]  # fmt: skip
 
 
 def service_argv(workload: Workload, extra: str) -> list[str]:

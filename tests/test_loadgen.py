@@ -266,3 +266,18 @@ async def test_baseline_server_counts_exactly_what_was_acknowledged() -> None:
         for truth in summary.truth.values().values()
     }
     assert reported == expected
+
+
+async def test_transport_yardstick_reports_requests_times_their_records() -> None:
+    argv = [
+        sys.executable, "-m", "bench.baseline_server", "--listen", "127.0.0.1:0",
+        "--transport-only", "--records-per-request", str(SMALL.records_per_request),
+    ]  # fmt: skip
+    with ServerProcess("transport", argv, cwd=REPO, env=dict(os.environ)) as server:
+        await asyncio.to_thread(server.start)
+        plan = LoadPlan(f"127.0.0.1:{server.grpc_port}", callers=2, duration=None, requests=4)
+        summary = await run_load(plan, build_requests(SMALL))
+        stopped = await asyncio.to_thread(server.stop)
+    assert stopped.exit_code == 0
+    assert summary.records_acknowledged == 4 * SMALL.records_per_request
+    assert stopped.reported_records == summary.records_acknowledged
