@@ -98,12 +98,15 @@ static inline const uint8_t *read_tag(Walk *walk, const uint8_t *p, const uint8_
     return p;
 }
 
-/* A length-delimited field's contents: [*begin, returned pointer). */
+/* A length-delimited field's contents: [*begin, returned pointer). upb reads a length as it
+ * reads a tag, in at most 5 bytes. */
 static inline const uint8_t *read_len(Walk *walk, const uint8_t *p, const uint8_t *end,
-                               const uint8_t **begin) {
+                                      const uint8_t **begin) {
+    const uint8_t *start = p;
     uint64_t size;
     p = read_varint(walk, p, end, &size);
     if (p == NULL) return NULL;
+    if (p - start > 5) return fail(walk, "length longer than 5 bytes");
     if (size >= INT32_MAX || size > (uint64_t)(end - p)) return fail(walk, "length past end");
     *begin = p;
     return p + size;
