@@ -16,19 +16,17 @@ from otlp_stats.telemetry import Metrics
 
 BatchSink = Callable[[float, ResolvedBatch], None]
 
-# A request up to this size is tallied on the event loop: the C scanner takes about half a
-# millisecond for 1 MiB, less than handing it to a thread and back costs in wake-ups (inline
-# measured 20% less CPU per record on the reference workload). A larger request is tallied in
-# a thread, so a 64 MiB one does not hold up the other Exports and the health probes.
-INLINE_TALLY_MAX_BYTES = 1 << 20
-
 
 class WorkerPool:
-    """`workers` tasks, each resolving one request at a time.
+    """`workers` tasks, each resolving one request at a time in a thread.
 
-    A request past INLINE_TALLY_MAX_BYTES is resolved in a thread so it does not stall the
-    Export handlers and health probes; every batch is handed to the aggregator on the loop, so
-    the aggregator is only ever touched from one thread.
+    The resolving runs off the event loop so a huge request does not stall the Export handlers
+    and health probes, and so that work that cannot keep up shows as a full queue, which the
+    front doors answer with a retryable status. (Tallying small requests on the loop cost 20%
+    less CPU per record, but the loop then never let the queue fill: an overload waited
+    unseen in gRPC's buffers instead of being refused. See BENCHMARKS.md.) The batch is
+    handed to the aggregator back on the loop, so the aggregator is only ever touched from
+    one thread.
     """
 
     def __init__(
@@ -81,12 +79,9 @@ class WorkerPool:
             item = await self._queue.get()
             started = time.perf_counter()
             try:
-                if item.size <= INLINE_TALLY_MAX_BYTES:
-                    batch = self._scanner.tally(item.request, self.labels)
-                else:
-                    batch = await loop.run_in_executor(
-                        self._executor, self._scanner.tally, item.request, self.labels
-                    )
+                batch = await loop.run_in_executor(
+                    self._executor, self._scanner.tally, item.request, self.labels
+                )
                 self._sink(item.arrival, batch)
                 self._metrics.records_counted.inc(item.records)
             except asyncio.CancelledError:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import threading
 
 import structlog
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -15,7 +14,7 @@ from otlp_stats.resolve import LabelRenderer
 from otlp_stats.scan import CheckedRequest, NativeScanner, Tally, tally_view
 from otlp_stats.telemetry import Metrics
 from otlp_stats.view import decode_view, key_may_be_on_records
-from otlp_stats.workers import INLINE_TALLY_MAX_BYTES, WorkerPool
+from otlp_stats.workers import WorkerPool
 from tests.fakes import Plain, export_request, log_record, worked_example_request
 from tests.reference import reference_tally
 
@@ -142,42 +141,3 @@ async def test_stop_reports_requests_still_queued_as_failed_not_silently_dropped
     assert counted == []
     assert metrics.registry.get_sample_value("otlp_stats_records_failed_total") == 7
     assert queue.depth == 0
-
-
-class ThreadRecordingScanner:
-    """A scanner that counts one record per request and notes the thread that tallied it."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.threads: list[str] = []
-
-    def check(self, wire: bytes) -> CheckedRequest:
-        return CheckedRequest(wire, 1)
-
-    def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
-        self.threads.append(threading.current_thread().name)
-        return {None: [len(request.wire)]}
-
-
-async def test_small_requests_are_tallied_on_the_loop_and_large_ones_in_a_thread() -> None:
-    queue = RequestQueue(10, 1 << 30)
-    scanner = ThreadRecordingScanner()
-    counted: list[float] = []
-    pool = WorkerPool(
-        queue,
-        lambda arrival, _: counted.append(arrival),
-        scanner,
-        1,
-        Metrics(CollectorRegistry()),
-        structlog.get_logger(),
-    )
-    await pool.start()
-    for arrival, size in ((1.0, 1000), (2.0, INLINE_TALLY_MAX_BYTES + 1)):
-        queue.put_nowait(QueuedRequest(arrival, size, 1, "grpc", CheckedRequest(b"", 1)))
-    await queue.wait_idle()
-    await pool.stop()
-    assert counted == [1.0, 2.0]
-    loop_thread = threading.current_thread().name
-    assert scanner.threads[0] == loop_thread
-    assert scanner.threads[1].startswith("otlp-stats-worker")
