@@ -490,12 +490,24 @@ static Group *group_records(Walk *walk, size_t *group_count) {
 
 static PyObject *MalformedWire;
 
-static int run_walk(Walk *walk, PyObject *wire) {
+/*
+ * Walk the request with the GIL released and, when `groups` is given, group its records in the
+ * same release: each release is a chance for another thread to take the GIL, and getting it
+ * back a wait, so a tally releases it once, not once per step.
+ */
+static int run_walk(Walk *walk, PyObject *wire, Group **groups, size_t *group_count) {
     const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(wire);
     Py_ssize_t size = PyBytes_GET_SIZE(wire);
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = walk_request(walk, data, size);
+    if (status == 0 && groups != NULL) {
+        *groups = group_records(walk, group_count);
+        if (*groups == NULL) {
+            walk->out_of_memory = 1;
+            status = -1;
+        }
+    }
     Py_END_ALLOW_THREADS
     if (status < 0) {
         if (walk->out_of_memory) {
@@ -519,7 +531,7 @@ static PyObject *check(PyObject *module, PyObject *wire) {
         return NULL;
     }
     Walk walk = {0};
-    if (run_walk(&walk, wire) < 0) return NULL;
+    if (run_walk(&walk, wire, NULL, NULL) < 0) return NULL;
     return PyLong_FromSize_t(walk.count);
 }
 
@@ -598,19 +610,12 @@ static PyObject *tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     walk.key_len = (size_t)PyBytes_GET_SIZE(args[1]);
     walk.collect = 1;
     PyObject *result = NULL;
-    if (run_walk(&walk, args[0]) == 0) {
-        size_t group_count = 0;
-        Group *groups;
-        Py_BEGIN_ALLOW_THREADS
-        groups = group_records(&walk, &group_count);
-        Py_END_ALLOW_THREADS
-        if (groups == NULL) {
-            PyErr_NoMemory();
-        } else {
-            result = build_result(&walk, groups, group_count);
-            free(groups);
-        }
+    Group *groups = NULL;
+    size_t group_count = 0;
+    if (run_walk(&walk, args[0], &groups, &group_count) == 0) {
+        result = build_result(&walk, groups, group_count);
     }
+    free(groups);
     free(walk.records);
     return result;
 }
