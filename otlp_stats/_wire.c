@@ -12,7 +12,8 @@
  * check() accepts exactly what upb's decode of the view accepts (tests/test_wire.py checks
  * this against upb on random and mutated inputs): tags of at most 5 bytes and 32 bits, field
  * number 0 refused, a field of a known number with another wire type skipped as unknown,
- * unknown groups skipped with their end tag checked, lengths below 2**31 within the enclosing
+ * unknown groups skipped with their end tag checked, lengths of at most 5 bytes, below
+ * 2**31 - 1 and within the enclosing
  * message, map keys valid UTF-8, at most 100 levels of nesting. tally() assumes check()
  * passed but still never reads outside the buffer.
  *
@@ -25,6 +26,12 @@
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
+
+/* XXH3's output is stable from xxHash 0.8.0 on; an older header would hash differently from
+ * the xxhash Python package, and counts made by the two scanners would not merge. */
+#if XXH_VERSION_NUMBER < 800
+#error "xxhash.h 0.8.0 or later is needed (Debian's libxxhash-dev)"
+#endif
 
 /* upb's default decode depth limit, as the Python protobuf runtime uses it. */
 #define MAX_DEPTH 100
@@ -258,8 +265,10 @@ static int on_attribute(Walk *walk, uint32_t field, const uint8_t *p, const uint
                         int depth, void *state) {
     (void)field;
     Slice *found = state;
-    Slice key = {NULL, 0};
-    Slice value = {NULL, 0};
+    /* Absent fields are empty slices that still point into the buffer (never NULL, which
+     * memcmp and PyBytes_FromStringAndSize would not take kindly even at length 0). */
+    Slice key = {p, 0};
+    Slice value = {p, 0};
     int unknown = 0;
     while (p < end) {
         uint32_t number;
@@ -329,7 +338,9 @@ static int on_record_field(Walk *walk, uint32_t field, const uint8_t *begin,
 static int add_record(Walk *walk, Slice value, Slice body) {
     if (walk->count == walk->capacity) {
         size_t capacity = walk->capacity ? walk->capacity * 2 : 1024;
-        Record *grown = realloc(walk->records, capacity * sizeof(Record));
+        Record *grown = capacity > SIZE_MAX / sizeof(Record)
+                            ? NULL
+                            : realloc(walk->records, capacity * sizeof(Record));
         if (grown == NULL) {
             walk->out_of_memory = 1;
             fail(walk, "out of memory");
@@ -355,8 +366,7 @@ static int on_log_record(Walk *walk, uint32_t field, const uint8_t *begin, const
                          int depth, void *state) {
     (void)field;
     ScopeState *scope = state;
-    RecordFields record = {ABSENT, {begin, 0}};
-    record.body.data = NULL;
+    RecordFields record = {ABSENT, {begin, 0}}; /* no body: an empty one, as the view has it */
     if (walk_message(walk, begin, end, depth, (1u << 5) | (1u << 6), on_record_field, &record) <
         0) {
         return -1;
@@ -445,6 +455,7 @@ static uint64_t slice_hash(Slice slice) {
 
 /* Assigns each record its group; returns the groups (malloc'd) or NULL when out of memory. */
 static Group *group_records(Walk *walk, size_t *group_count) {
+    if (walk->count > SIZE_MAX / 2 / sizeof(Group)) return NULL; /* only reachable on 32 bits */
     size_t slots = 16;
     while (slots < walk->count * 2) slots *= 2;
     Py_ssize_t *table = malloc(slots * sizeof(Py_ssize_t));
@@ -541,7 +552,7 @@ static PyObject *slice_bytes(Slice slice) {
 }
 
 /* Per group: (raw value or None, [signed hash of each plain string body]); and the records
- * whose body is not a plain string: (raw value or None, raw body). */
+ * whose body is not a plain string: (index of their group in the first list, raw body). */
 static PyObject *build_result(Walk *walk, Group *groups, size_t group_count) {
     PyObject *hashed = PyList_New((Py_ssize_t)group_count);
     PyObject *lists = PyList_New((Py_ssize_t)group_count);
@@ -571,11 +582,11 @@ static PyObject *build_result(Walk *walk, Group *groups, size_t group_count) {
             PyList_SET_ITEM(PyList_GET_ITEM(lists, (Py_ssize_t)g), (Py_ssize_t)filled[g]++,
                             number);
         } else {
-            PyObject *value = slice_bytes(groups[g].value);
+            PyObject *index = PyLong_FromSize_t(g);
             PyObject *body = PyBytes_FromStringAndSize((const char *)record->body.data,
-                                                       record->body.data ? record->body.size : 0);
-            PyObject *pair = (value && body) ? PyTuple_Pack(2, value, body) : NULL;
-            Py_XDECREF(value);
+                                                       record->body.size);
+            PyObject *pair = (index && body) ? PyTuple_Pack(2, index, body) : NULL;
+            Py_XDECREF(index);
             Py_XDECREF(body);
             if (pair == NULL) goto done;
             int appended = PyList_Append(structured, pair);
@@ -594,10 +605,10 @@ done:
 
 PyDoc_STRVAR(tally_doc,
              "tally(wire: bytes, key: bytes) -> tuple[list[tuple[bytes | None, list[int]]],\n"
-             "                                        list[tuple[bytes | None, bytes]]]\n\n"
+             "                                        list[tuple[int, bytes]]]\n\n"
              "Group a checked request's records by the raw value of attribute `key`: per\n"
              "value, the signed XXH3-64 of each plain string body; and, for every other body,\n"
-             "(value, raw body) for the caller to hash.");
+             "(index of its value's group, raw body) for the caller to hash.");
 
 static PyObject *tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
@@ -639,6 +650,7 @@ PyMODINIT_FUNC PyInit__wire(void) {
     if (module == NULL) return NULL;
     MalformedWire = PyErr_NewException("otlp_stats._wire.MalformedWire", PyExc_ValueError, NULL);
     if (MalformedWire == NULL || PyModule_AddObjectRef(module, "MalformedWire", MalformedWire) < 0) {
+        Py_CLEAR(MalformedWire);
         Py_DECREF(module);
         return NULL;
     }

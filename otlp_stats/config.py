@@ -55,6 +55,8 @@ class Settings:
     queue_size: int = 512
     queue_max_bytes: int = 64 * MiB
     max_recv_size: int = 64 * MiB
+    # Work and memory per request follow its records, not its bytes: a record can be 2 bytes.
+    max_records_per_request: int = 500_000
     log_format: LogFormat = "console"
     log_level: LogLevel = "info"
     missing_label: str = "unknown"
@@ -233,6 +235,9 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("queue_size", _parse_positive_int, "most requests queued or in work"),
     _Option("queue_max_bytes", _parse_size, "most request bytes queued or in work"),
     _Option("max_recv_size", _parse_size, "largest accepted request, bytes"),
+    _Option(
+        "max_records_per_request", _parse_positive_int, "most log records in one accepted request"
+    ),
     _Option(
         "log_format", _parse_choice(("console", "json")), "stderr log format", ("console", "json")
     ),

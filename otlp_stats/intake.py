@@ -29,6 +29,7 @@ class Intake:
         clock: Clock,
         metrics: Metrics,
         max_request_size: int,
+        max_records: int,
         retry_delay: float,
         refusal_log: RateLimitedLog,
         scanner: Scanner,
@@ -38,6 +39,7 @@ class Intake:
         self._clock = clock
         self._metrics = metrics
         self._max_request_size = max_request_size
+        self._max_records = max_records
         self._retry_delay = retry_delay
         self._refusal_log = refusal_log
         self._scanner = scanner
@@ -74,6 +76,12 @@ class Intake:
         if records == 0:
             # OTLP: an empty request is a success; there is nothing to queue.
             return 0
+        if records > self._max_records:
+            # Tallying holds about 90-130 bytes per record however small the record is on the
+            # wire (a record can be 2 bytes), so the record count is bounded as the size is.
+            raise RequestTooLarge(
+                f"request of {records} log records exceeds the limit of {self._max_records}"
+            )
         item = QueuedRequest(arrival, size, records, transport, request)
         try:
             self._queue.put_nowait(item)

@@ -84,11 +84,15 @@ class NativeScanner:
     def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
         assert _wire is not None
         hashed, structured = _wire.tally(request.wire, self._key)
-        by_raw = dict(hashed)
-        # Bodies that are not plain strings (rare) are hashed canonically, as body_hash does.
-        for raw, body in structured:
-            by_raw[raw].append(body_hash(body))
-        return by_label(by_raw, labels)
+        # Bodies that are not plain strings are hashed canonically, as body_hash does, once per
+        # distinct body: records without a body (an empty one) can be a whole request.
+        digests: dict[bytes, int] = {}
+        for group, body in structured:
+            digest = digests.get(body)
+            if digest is None:
+                digest = digests[body] = body_hash(body)
+            hashed[group][1].append(digest)
+        return by_label(dict(hashed), labels)
 
 
 class ViewScanner:

@@ -115,6 +115,7 @@ class Service:
             self.clock,
             self.metrics,
             settings.max_recv_size,
+            settings.max_records_per_request,
             settings.retry_delay,
             RateLimitedLog(self.log),
             self.scanner,

@@ -99,6 +99,7 @@ async def door() -> AsyncIterator[FrontDoor]:
         SystemClock(),
         metrics,
         LIMIT,
+        100_000,
         RETRY_DELAY,
         RateLimitedLog(structlog.get_logger("test")),
         default_scanner("service.name"),

@@ -52,7 +52,11 @@ class SyncServicer:
 
 class Harness:
     def __init__(
-        self, queue_size: int = 10, queue_bytes: int = 1 << 20, max_size: int = 1 << 20
+        self,
+        queue_size: int = 10,
+        queue_bytes: int = 1 << 20,
+        max_size: int = 1 << 20,
+        max_records: int = 1000,
     ) -> None:
         self.health = Health()
         self.health.move_to(HealthState.SERVING)
@@ -65,6 +69,7 @@ class Harness:
             self.clock,
             self.metrics,
             max_size,
+            max_records,
             2.5,
             RateLimitedLog(NullLogger()),
             default_scanner("foo"),
@@ -156,6 +161,18 @@ def test_draining_refuses_with_unavailable_and_retry_info(harness: Harness) -> N
     assert code == grpc.StatusCode.UNAVAILABLE
     assert RETRY_INFO_TRAILER in trailers
     assert harness.queue.depth == 0
+
+
+def test_request_over_the_record_limit_is_resource_exhausted_and_not_queued() -> None:
+    harness = Harness(max_records=3)
+    _, trailers, code, details = harness.export(export_request([log_record("")] * 4))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "4 log records exceeds the limit of 3" in details
+    assert RETRY_INFO_TRAILER not in trailers
+    assert harness.queue.depth == 0
+    _, _, code, _ = harness.export(export_request([log_record("")] * 3))
+    assert code == grpc.StatusCode.OK
+    assert harness.queue.depth == 1
 
 
 def test_request_over_the_size_limit_is_resource_exhausted_without_retry_info() -> None:
