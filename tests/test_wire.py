@@ -23,7 +23,7 @@ from otlp_stats.scan import (
     default_scanner,
 )
 from tests.fuzz.decode_path import decode_and_resolve
-from tests.test_view_equivalence import requests
+from tests.test_view_equivalence import any_values, requests
 
 KEY = "service.name"
 
@@ -148,3 +148,90 @@ def test_mutated_requests_are_refused_or_counted_alike(
             wire[position % len(wire)] ^= mask
     # decode_and_resolve asserts the two scanners agree on every way a front door reads it.
     decode_and_resolve(bytes(wire[: max(0, len(wire) - cut)]))
+
+
+# Raw encodings a generator of valid messages never writes: unknown fields of every wire type
+# (known numbers with the wrong type among them) at every level, nested groups, fields repeated
+# and in any order, entries with extra fields, keys that are not UTF-8.
+def _varint(number: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, number = number & 0x7F, number >> 7
+        out.append(low | (0x80 if number else 0))
+        if not number:
+            return bytes(out)
+
+
+def _field(number: int, wire_type: int, payload: bytes = b"") -> bytes:
+    tag = _varint(number << 3 | wire_type)
+    if wire_type == 2:
+        return tag + _varint(len(payload)) + payload
+    return tag + payload
+
+
+_numbers = st.integers(1, 12)
+_scalar_unknowns = st.one_of(
+    st.builds(lambda n, v: _field(n, 0, _varint(v)), _numbers, st.integers(0, 2**64 - 1)),
+    st.builds(lambda n, b: _field(n, 1, b), _numbers, st.binary(min_size=8, max_size=8)),
+    st.builds(lambda n, b: _field(n, 5, b), _numbers, st.binary(min_size=4, max_size=4)),
+    st.builds(lambda n, b: _field(n, 2, b), _numbers, st.binary(max_size=6)),
+)
+_unknowns = st.recursive(
+    _scalar_unknowns,
+    lambda inner: st.builds(
+        lambda n, parts: _field(n, 3) + b"".join(parts) + _field(n, 4),
+        _numbers,
+        st.lists(inner, max_size=3),
+    ),
+    max_leaves=6,
+)
+_keys = st.one_of(
+    st.sampled_from([b"k", b"k", b"other", b"", "é".encode()]),
+    st.binary(max_size=3),  # mostly not UTF-8
+)
+
+
+def _shuffled(parts: st.SearchStrategy[list[bytes]]) -> st.SearchStrategy[bytes]:
+    return st.builds(lambda p, r: b"".join(r.sample(p, len(p))), parts, st.randoms())
+
+
+_entries = _shuffled(
+    st.tuples(
+        st.lists(_keys.map(lambda k: _field(1, 2, k)), max_size=2),
+        st.lists(any_values.map(lambda v: _field(2, 2, v.SerializeToString())), max_size=2),
+        st.lists(_unknowns, max_size=1),
+    ).map(lambda t: [*t[0], *t[1], *t[2]])
+)
+
+
+def _message(*parts: st.SearchStrategy[list[bytes]]) -> st.SearchStrategy[bytes]:
+    return _shuffled(
+        st.tuples(*parts, st.lists(_unknowns, max_size=2)).map(
+            lambda t: [part for group in t for part in group]
+        )
+    )
+
+
+def _attributes_at(number: int) -> st.SearchStrategy[list[bytes]]:
+    return st.lists(_entries.map(lambda e: _field(number, 2, e)), max_size=3)
+
+
+_records = _message(
+    st.lists(any_values.map(lambda v: _field(5, 2, v.SerializeToString())), max_size=2),
+    _attributes_at(6),
+)
+_scope_logs = _message(
+    st.lists(_message(_attributes_at(3)).map(lambda s: _field(1, 2, s)), max_size=2),
+    st.lists(_records.map(lambda r: _field(2, 2, r)), max_size=4),
+)
+_resource_logs = _message(
+    st.lists(_message(_attributes_at(1)).map(lambda s: _field(1, 2, s)), max_size=2),
+    st.lists(_scope_logs.map(lambda s: _field(2, 2, s)), max_size=3),
+)
+raw_requests = _message(st.lists(_resource_logs.map(lambda r: _field(1, 2, r)), max_size=3))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw_requests)
+def test_odd_but_valid_encodings_are_refused_or_counted_alike(wire: bytes) -> None:
+    decode_and_resolve(wire)
