@@ -1,8 +1,10 @@
-"""The transport-neutral front of the pipeline: stamp arrival, check, decode, admit.
+"""The transport-neutral front of the pipeline: stamp arrival, check limits, check bytes, admit.
 
 Both front doors call `Intake.accept`; it either puts the request on the queue or raises an
-ExportRefused. It does no counting. Nothing awaits between stamping the arrival time and
-admitting the request, so a window can never close while one of its requests is half-admitted.
+ExportRefused. The request's bytes are checked by the scanner (scan.py), which validates them
+and counts the records; the intake resolves, hashes and counts nothing. Nothing awaits between
+stamping the arrival time and admitting the request, so a window can never close while one of
+its requests is half-admitted.
 """
 
 from __future__ import annotations
