@@ -11,11 +11,10 @@
  *
  * check() accepts exactly what upb's decode of the view accepts (tests/test_wire.py checks
  * this against upb on random and mutated inputs): tags of at most 5 bytes and 32 bits, field
- * number 0 refused, a field of a known number with another wire type skipped as unknown,
- * unknown groups skipped with their end tag checked, lengths of at most 5 bytes, below
- * 2**31 - 1 and within the enclosing
- * message, map keys valid UTF-8, at most 100 levels of nesting. tally() assumes check()
- * passed but still never reads outside the buffer.
+ * number 0 refused outside unknown groups, a field of a known number with another wire type
+ * skipped as unknown, unknown groups skipped with their end tag checked, lengths of at most
+ * 5 bytes, below 2**31 - 1 and within the enclosing message, map keys valid UTF-8, at most 100
+ * levels of nesting. tally() assumes check() passed but still never reads outside the buffer.
  *
  * Both release the GIL while they walk: the bytes object is immutable and held by the caller.
  */
@@ -379,42 +378,19 @@ static int on_log_record(Walk *walk, uint32_t field, const uint8_t *begin, const
                       record.body);
 }
 
-static int on_scope_logs_scope(Walk *walk, uint32_t field, const uint8_t *begin,
-                               const uint8_t *end, int depth, void *state) {
-    if (field != 1) return 0;
-    return on_scope(walk, field, begin, end, depth, state);
-}
-
-static int on_scope_logs_records(Walk *walk, uint32_t field, const uint8_t *begin,
-                                 const uint8_t *end, int depth, void *state) {
-    if (field != 2) return 0;
-    return on_log_record(walk, field, begin, end, depth, state);
-}
-
-/* ScopeLogs: the scope (field 1) may follow its records on the wire, so it is read first. */
+/*
+ * ScopeLogs and ResourceLogs are walked twice: first for the scope (the resource), which may
+ * follow the records (the scopes) on the wire, then for the records (the scopes). Each pass
+ * wants one field and skips the other, so every submessage is still validated exactly once.
+ */
 static int on_scope_logs(Walk *walk, uint32_t field, const uint8_t *begin, const uint8_t *end,
                          int depth, void *state) {
     (void)field;
     const Slice *resource_value = state;
     Slice scope_value = ABSENT;
-    uint32_t both = (1u << 1) | (1u << 2);
-    if (walk_message(walk, begin, end, depth, both, on_scope_logs_scope, &scope_value) < 0) {
-        return -1;
-    }
+    if (walk_message(walk, begin, end, depth, 1u << 1, on_scope, &scope_value) < 0) return -1;
     ScopeState scope = {scope_value.size >= 0 ? scope_value : *resource_value};
-    return walk_message(walk, begin, end, depth, both, on_scope_logs_records, &scope);
-}
-
-static int on_resource_logs_resource(Walk *walk, uint32_t field, const uint8_t *begin,
-                                     const uint8_t *end, int depth, void *state) {
-    if (field != 1) return 0;
-    return on_resource(walk, field, begin, end, depth, state);
-}
-
-static int on_resource_logs_scopes(Walk *walk, uint32_t field, const uint8_t *begin,
-                                   const uint8_t *end, int depth, void *state) {
-    if (field != 2) return 0;
-    return on_scope_logs(walk, field, begin, end, depth, state);
+    return walk_message(walk, begin, end, depth, 1u << 2, on_log_record, &scope);
 }
 
 static int on_resource_logs(Walk *walk, uint32_t field, const uint8_t *begin,
@@ -422,13 +398,10 @@ static int on_resource_logs(Walk *walk, uint32_t field, const uint8_t *begin,
     (void)field;
     (void)state;
     Slice resource_value = ABSENT;
-    uint32_t both = (1u << 1) | (1u << 2);
-    if (walk_message(walk, begin, end, depth, both, on_resource_logs_resource,
-                     &resource_value) < 0) {
+    if (walk_message(walk, begin, end, depth, 1u << 1, on_resource, &resource_value) < 0) {
         return -1;
     }
-    return walk_message(walk, begin, end, depth, both, on_resource_logs_scopes,
-                        &resource_value);
+    return walk_message(walk, begin, end, depth, 1u << 2, on_scope_logs, &resource_value);
 }
 
 static int walk_request(Walk *walk, const uint8_t *data, Py_ssize_t size) {
