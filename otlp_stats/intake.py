@@ -84,7 +84,7 @@ class Intake:
             raise RequestTooLarge(
                 f"request of {records} log records exceeds the limit of {self._max_records}"
             )
-        item = QueuedRequest(arrival, size, records, transport, request)
+        item = QueuedRequest(arrival, size, transport, request)
         try:
             self._queue.put_nowait(item)
         except QueueFull as full:

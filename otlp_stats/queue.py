@@ -28,9 +28,12 @@ class QueueFull(Exception):
 class QueuedRequest:
     arrival: float
     size: int
-    records: int
     transport: str
     request: CheckedRequest = field(repr=False)
+
+    @property
+    def records(self) -> int:
+        return self.request.records
 
 
 class RequestQueue:

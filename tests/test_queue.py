@@ -11,7 +11,7 @@ from otlp_stats.scan import CheckedRequest
 
 
 def item(arrival: float = 1.0, size: int = 10) -> QueuedRequest:
-    return QueuedRequest(arrival, size, 1, "grpc", CheckedRequest(b"", 1))
+    return QueuedRequest(arrival, size, "grpc", CheckedRequest(b"", 1))
 
 
 def test_refuses_past_the_request_limit() -> None:

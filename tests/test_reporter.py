@@ -137,7 +137,7 @@ async def test_window_is_held_until_requests_that_arrived_before_its_end_are_cou
     clock = FakeClock(T0)
     pipeline = Pipeline(clock)
     await pipeline.reporter.start()
-    pending = QueuedRequest(T0 + 9.5, 10, 1, "grpc", CheckedRequest(b"", 1))
+    pending = QueuedRequest(T0 + 9.5, 10, "grpc", CheckedRequest(b"", 1))
     pipeline.queue.put_nowait(pending)
 
     await clock.advance(12)  # window [T0, T0+10) has ended, but a request of it is pending

@@ -126,7 +126,7 @@ def _maybe(rng: random.Random, prefix: str) -> str | None:
 async def test_stop_reports_requests_still_queued_as_failed_not_silently_dropped() -> None:
     queue = RequestQueue(10, 1 << 20)
     for records in (3, 4):
-        queue.put_nowait(QueuedRequest(1.0, 10, records, "grpc", CheckedRequest(b"", records)))
+        queue.put_nowait(QueuedRequest(1.0, 10, "grpc", CheckedRequest(b"", records)))
     metrics = Metrics(CollectorRegistry())
     counted: list[float] = []
     pool = WorkerPool(
