@@ -7,7 +7,9 @@
  * protobuf map does) and the raw bytes of its body. A plain string body is hashed here with
  * XXH3-64, exactly as messages.body_hash does; any other body goes back to Python to be
  * hashed canonically. Records are grouped by raw attribute value, so Python renders one label
- * per distinct value rather than one per record.
+ * per distinct value rather than one per record, and each group's message hashes are handed
+ * over as one serialized compact theta sketch (see "Theta sketches" below) rather than as one
+ * Python int per record.
  *
  * check() accepts exactly what upb's decode of the view accepts (tests/test_wire.py checks
  * this against upb on random and mutated inputs): tags of at most 5 bytes and 32 bits, field
@@ -413,8 +415,10 @@ static int walk_request(Walk *walk, const uint8_t *data, Py_ssize_t size) {
 
 typedef struct {
     Slice value;
-    size_t size; /* records in the group */
-    size_t plain;
+    size_t size;   /* records in the group */
+    size_t plain;  /* of which with a plain string body */
+    size_t first;  /* where its theta hashes start in Sketches.hashes */
+    size_t unique; /* how many distinct theta hashes it has, once sorted */
 } Group;
 
 static int same(Slice a, Slice b) {
@@ -470,24 +474,150 @@ static Group *group_records(Walk *walk, size_t *group_count) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Theta sketches (GIL released).                                                              */
+/*
+ * Apache DataSketches' update_theta_sketch.update(int64) hashes the integer's 8 little-endian
+ * bytes with MurmurHash3_x64_128 and the default seed 9001, keeps h1 >> 1, and ignores a hash of
+ * 0 or of the maximal theta (2**63 - 1). A serialized compact sketch (serial version 3) is an
+ * 8-byte preamble (preamble longs, version, family 3, two unused bytes, flags, 16-bit seed
+ * hash), the entry count in a second 8-byte word when there is more than one entry, then the
+ * entries. Each group's hashes are made into such a sketch here, sorted and without
+ * duplicates, byte for byte what `update_theta_sketch.compact(True).serialize()` gives for the
+ * same updates (tests/test_wire.py checks it), so the aggregator unions one sketch per value
+ * per request instead of calling update() once per record.
+ */
+
+#define THETA_SEED 9001u
+#define THETA_MAX 0x7FFFFFFFFFFFFFFFull
+
+static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+static inline uint64_t fmix64(uint64_t k) {
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ull;
+    k ^= k >> 33;
+    return k;
+}
+
+/* MurmurHash3_x64_128's h1 for exactly 8 input bytes (one tail word, no full block). */
+static uint64_t murmur3_h1_of_word(uint64_t word, uint64_t seed) {
+    uint64_t h1 = seed, h2 = seed;
+    uint64_t k1 = word * 0x87c37b91114253d5ull;
+    k1 = rotl64(k1, 31) * 0x4cf5ad432745937full;
+    h1 ^= k1;
+    h1 ^= 8;
+    h2 ^= 8;
+    h1 += h2;
+    h2 += h1;
+    h1 = fmix64(h1);
+    h2 = fmix64(h2);
+    return h1 + h2;
+}
+
+static uint16_t theta_seed_hash(void) {
+    return (uint16_t)(murmur3_h1_of_word(THETA_SEED, 0) & 0xFFFF);
+}
+
+static int compare_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/*
+ * Every group's theta hashes, contiguous per group (group g's start at groups[g].first), sorted
+ * and without duplicates (groups[g].unique of them). Returns NULL when out of memory.
+ */
+static uint64_t *theta_hashes(Walk *walk, Group *groups, size_t group_count) {
+    size_t total = 0;
+    for (size_t g = 0; g < group_count; g++) {
+        groups[g].first = total;
+        total += groups[g].plain;
+    }
+    uint64_t *hashes = malloc((total ? total : 1) * sizeof(uint64_t));
+    size_t *filled = calloc(group_count ? group_count : 1, sizeof(size_t));
+    if (hashes == NULL || filled == NULL) {
+        free(hashes);
+        free(filled);
+        return NULL;
+    }
+    for (size_t i = 0; i < walk->count; i++) {
+        const Record *record = &walk->records[i];
+        if (!record->plain) continue;
+        Group *group = &groups[record->group];
+        /* The signed message hash (messages.to_signed64) as update(int64) sees it. */
+        uint64_t word = record->hash ^ 0x8000000000000000ull;
+        hashes[group->first + filled[record->group]++] = murmur3_h1_of_word(word, THETA_SEED) >> 1;
+    }
+    free(filled);
+    for (size_t g = 0; g < group_count; g++) {
+        uint64_t *begin = hashes + groups[g].first;
+        qsort(begin, groups[g].plain, sizeof(uint64_t), compare_u64);
+        size_t unique = 0;
+        for (size_t i = 0; i < groups[g].plain; i++) {
+            uint64_t hash = begin[i];
+            if (hash == 0 || hash == THETA_MAX) continue; /* what the sketch itself ignores */
+            if (unique > 0 && begin[unique - 1] == hash) continue;
+            begin[unique++] = hash;
+        }
+        groups[g].unique = unique;
+    }
+    return hashes;
+}
+
+/* The serialized compact theta sketch of n sorted distinct hashes (n > 0); needs the GIL. */
+static PyObject *compact_sketch_bytes(const uint64_t *hashes, size_t n, uint16_t seed_hash) {
+    size_t preamble = n == 1 ? 8 : 16;
+    if (n > ((size_t)PY_SSIZE_T_MAX - preamble) / sizeof(uint64_t)) return PyErr_NoMemory();
+    PyObject *blob = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(preamble + n * sizeof(uint64_t)));
+    if (blob == NULL) return NULL;
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(blob);
+    /* flags: read-only (1 << 1), compact (1 << 3), ordered (1 << 4) */
+    const uint8_t head[8] = {n == 1 ? 1 : 2, 3, 3, 0, 0, 0x1A, seed_hash & 0xFF, seed_hash >> 8};
+    memcpy(out, head, 8);
+    if (n > 1) {
+        uint32_t count = (uint32_t)n; /* a request holds fewer than 2**32 records */
+        const uint8_t words[8] = {count & 0xFF, (count >> 8) & 0xFF, (count >> 16) & 0xFF,
+                                  count >> 24, 0, 0, 0, 0};
+        memcpy(out + 8, words, 8);
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t hash = hashes[i];
+        for (int b = 0; b < 8; b++) out[preamble + i * 8 + (size_t)b] = (uint8_t)(hash >> (8 * b));
+    }
+    return blob;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Python entry points.                                                                        */
 
 static PyObject *MalformedWire;
 
+/* What a tally hands from the walk (GIL released) to building its Python result. */
+typedef struct {
+    Group *groups;
+    size_t group_count;
+    uint64_t *hashes; /* theta hashes, per group (theta_hashes) */
+} Grouped;
+
 /*
- * Walk the request with the GIL released and, when `groups` is given, group its records in the
- * same release: each release is a chance for another thread to take the GIL, and getting it
- * back a wait, so a tally releases it once, not once per step.
+ * Walk the request with the GIL released and, when `grouped` is given, group its records and
+ * hash them for the sketches in the same release: each release is a chance for another thread
+ * to take the GIL, and getting it back a wait, so a tally releases it once, not once per step.
  */
-static int run_walk(Walk *walk, PyObject *wire, Group **groups, size_t *group_count) {
+static int run_walk(Walk *walk, PyObject *wire, Grouped *grouped) {
     const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(wire);
     Py_ssize_t size = PyBytes_GET_SIZE(wire);
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = walk_request(walk, data, size);
-    if (status == 0 && groups != NULL) {
-        *groups = group_records(walk, group_count);
-        if (*groups == NULL) {
+    if (status == 0 && grouped != NULL) {
+        grouped->groups = group_records(walk, &grouped->group_count);
+        if (grouped->groups != NULL) {
+            grouped->hashes = theta_hashes(walk, grouped->groups, grouped->group_count);
+        }
+        if (grouped->groups == NULL || grouped->hashes == NULL) {
             walk->out_of_memory = 1;
             status = -1;
         }
@@ -515,7 +645,7 @@ static PyObject *check(PyObject *module, PyObject *wire) {
         return NULL;
     }
     Walk walk = {0};
-    if (run_walk(&walk, wire, NULL, NULL) < 0) return NULL;
+    if (run_walk(&walk, wire, NULL) < 0) return NULL;
     return PyLong_FromSize_t(walk.count);
 }
 
@@ -524,64 +654,69 @@ static PyObject *slice_bytes(Slice slice) {
     return PyBytes_FromStringAndSize((const char *)slice.data, slice.size);
 }
 
-/* Per group: (raw value or None, [signed hash of each plain string body]); and the records
- * whose body is not a plain string: (index of their group in the first list, raw body). */
-static PyObject *build_result(Walk *walk, Group *groups, size_t group_count) {
-    PyObject *hashed = PyList_New((Py_ssize_t)group_count);
-    PyObject *lists = PyList_New((Py_ssize_t)group_count);
+static PyObject *group_tuple(const Group *group, const uint64_t *hashes, uint16_t seed_hash) {
+    PyObject *value = slice_bytes(group->value);
+    PyObject *records = PyLong_FromSize_t(group->size);
+    PyObject *sketch = NULL;
+    if (group->unique == 0) {
+        sketch = Py_NewRef(Py_None);
+    } else {
+        sketch = compact_sketch_bytes(hashes + group->first, group->unique, seed_hash);
+    }
+    PyObject *tuple = (value && records && sketch) ? PyTuple_Pack(3, value, records, sketch) : NULL;
+    Py_XDECREF(value);
+    Py_XDECREF(records);
+    Py_XDECREF(sketch);
+    return tuple;
+}
+
+/* Per group: (raw value or None, records, compact theta sketch of its plain string bodies'
+ * message hashes or None); and the records whose body is not a plain string: (index of their
+ * group in the first list, raw body). */
+static PyObject *build_result(const Walk *walk, const Grouped *grouped) {
+    static int seed_hash_known = 0;
+    static uint16_t seed_hash;
+    if (!seed_hash_known) {
+        seed_hash = theta_seed_hash();
+        seed_hash_known = 1;
+    }
+    PyObject *groups = PyList_New((Py_ssize_t)grouped->group_count);
     PyObject *structured = PyList_New(0);
-    size_t *filled = calloc(group_count ? group_count : 1, sizeof(size_t));
     PyObject *result = NULL;
-    if (hashed == NULL || lists == NULL || structured == NULL || filled == NULL) goto done;
-    for (size_t g = 0; g < group_count; g++) {
-        PyObject *hashes = PyList_New((Py_ssize_t)groups[g].plain);
-        if (hashes == NULL) goto done;
-        PyList_SET_ITEM(lists, (Py_ssize_t)g, hashes);
-        PyObject *value = slice_bytes(groups[g].value);
-        if (value == NULL) goto done;
-        PyObject *pair = PyTuple_Pack(2, value, hashes);
-        Py_DECREF(value);
-        if (pair == NULL) goto done;
-        PyList_SET_ITEM(hashed, (Py_ssize_t)g, pair);
+    if (groups == NULL || structured == NULL) goto done;
+    for (size_t g = 0; g < grouped->group_count; g++) {
+        PyObject *tuple = group_tuple(&grouped->groups[g], grouped->hashes, seed_hash);
+        if (tuple == NULL) goto done;
+        PyList_SET_ITEM(groups, (Py_ssize_t)g, tuple);
     }
     for (size_t i = 0; i < walk->count; i++) {
-        Record *record = &walk->records[i];
-        size_t g = (size_t)record->group;
-        if (record->plain) {
-            /* Flipping the top bit maps [0, 2**64) onto int64 as `hash - 2**63` does. */
-            int64_t signed_hash = (int64_t)(record->hash ^ 0x8000000000000000ull);
-            PyObject *number = PyLong_FromLongLong(signed_hash);
-            if (number == NULL) goto done;
-            PyList_SET_ITEM(PyList_GET_ITEM(lists, (Py_ssize_t)g), (Py_ssize_t)filled[g]++,
-                            number);
-        } else {
-            PyObject *index = PyLong_FromSize_t(g);
-            PyObject *body = PyBytes_FromStringAndSize((const char *)record->body.data,
-                                                       record->body.size);
-            PyObject *pair = (index && body) ? PyTuple_Pack(2, index, body) : NULL;
-            Py_XDECREF(index);
-            Py_XDECREF(body);
-            if (pair == NULL) goto done;
-            int appended = PyList_Append(structured, pair);
-            Py_DECREF(pair);
-            if (appended < 0) goto done;
-        }
+        const Record *record = &walk->records[i];
+        if (record->plain) continue;
+        PyObject *index = PyLong_FromSsize_t(record->group);
+        PyObject *body = PyBytes_FromStringAndSize((const char *)record->body.data,
+                                                   record->body.size);
+        PyObject *pair = (index && body) ? PyTuple_Pack(2, index, body) : NULL;
+        Py_XDECREF(index);
+        Py_XDECREF(body);
+        if (pair == NULL) goto done;
+        int appended = PyList_Append(structured, pair);
+        Py_DECREF(pair);
+        if (appended < 0) goto done;
     }
-    result = PyTuple_Pack(2, hashed, structured);
+    result = PyTuple_Pack(2, groups, structured);
 done:
-    free(filled);
-    Py_XDECREF(hashed);
-    Py_XDECREF(lists);
+    Py_XDECREF(groups);
     Py_XDECREF(structured);
     return result;
 }
 
 PyDoc_STRVAR(tally_doc,
-             "tally(wire: bytes, key: bytes) -> tuple[list[tuple[bytes | None, list[int]]],\n"
+             "tally(wire: bytes, key: bytes) -> tuple[list[tuple[bytes | None, int, bytes | None]],\n"
              "                                        list[tuple[int, bytes]]]\n\n"
-             "Group a checked request's records by the raw value of attribute `key`: per\n"
-             "value, the signed XXH3-64 of each plain string body; and, for every other body,\n"
-             "(index of its value's group, raw body) for the caller to hash.");
+             "Group a checked request's records by the raw value of attribute `key`: per value,\n"
+             "its record count and a serialized compact theta sketch of the message hashes\n"
+             "(signed XXH3-64) of its plain string bodies, or None if it has none; and, for every\n"
+             "other body, (index of its value's group, raw body) for the caller to hash.");
 
 static PyObject *tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
@@ -594,12 +729,12 @@ static PyObject *tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     walk.key_len = (size_t)PyBytes_GET_SIZE(args[1]);
     walk.collect = 1;
     PyObject *result = NULL;
-    Group *groups = NULL;
-    size_t group_count = 0;
-    if (run_walk(&walk, args[0], &groups, &group_count) == 0) {
-        result = build_result(&walk, groups, group_count);
+    Grouped grouped = {0};
+    if (run_walk(&walk, args[0], &grouped) == 0) {
+        result = build_result(&walk, &grouped);
     }
-    free(groups);
+    free(grouped.groups);
+    free(grouped.hashes);
     free(walk.records);
     return result;
 }

@@ -27,9 +27,33 @@ from otlp_stats.sketches import (
 # How the entry of values past --max-values is labelled, in reports, metrics and queries.
 OVERFLOW_LABEL = "__overflow__"
 
-# Attribute value label -> message hashes of its records (one per record); None is the bucket
-# of records without the attribute.
-ResolvedBatch = Mapping[str | None, Sequence[int]]
+
+@dataclass(slots=True)
+class LabelTally:
+    """One attribute value's records in a request, and their message hashes.
+
+    A record's hash is either in `hashes` or in one of `sketches` (serialized compact theta
+    sketches, DistinctCounter.merge); a hash recurs in `hashes` once per record.
+    """
+
+    records: int = 0
+    hashes: list[int] = field(default_factory=list)
+    sketches: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    def of_hashes(cls, hashes: list[int]) -> LabelTally:
+        """Records known by their hashes alone, one per record."""
+        return cls(len(hashes), hashes)
+
+    def add(self, other: LabelTally) -> None:
+        self.records += other.records
+        self.hashes += other.hashes
+        self.sketches += other.sketches
+
+
+# Attribute value label -> its records in one request; None is the bucket of records without
+# the attribute.
+ResolvedBatch = Mapping[str | None, LabelTally]
 
 
 @dataclass(frozen=True)
@@ -140,17 +164,20 @@ class Aggregator:
         oldest open window and is counted as late, so it is counted once rather than lost.
         """
         index = self._index(arrival)
-        records = sum(len(hashes) for hashes in batch.values())
+        records = sum(counted.records for counted in batch.values())
         if index < self._next_index:
             index = self._next_index
             self.late_records += records
         window = self._windows.get(index)
         if window is None:
             window = self._windows[index] = _Window()
-        for value, hashes in batch.items():
+        for value, counted in batch.items():
             tally = self._tally_for(window, value)
-            tally.records += len(hashes)
-            tally.counter.update(hashes)
+            tally.records += counted.records
+            if counted.hashes:
+                tally.counter.update(counted.hashes)
+            for sketch in counted.sketches:
+                tally.counter.merge(sketch)
 
     def _tally_for(self, window: _Window, value: str | None) -> _Tally:
         tally = window.values.get(value)

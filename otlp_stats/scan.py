@@ -9,8 +9,10 @@ One contract, two scanners:
   the reference the C scanner is tested against, and the fallback where the extension could
   not be built (no C compiler or no xxhash.h at install time).
 
-Both give, per attribute value label (None: the key is absent), the signed 64-bit message hash
-of every record (messages.body_hash), and both refuse the same malformed requests.
+Both give, per attribute value label (None: the key is absent), its records and their signed
+64-bit message hashes (messages.body_hash), and both refuse the same malformed requests. The C
+scanner hands most hashes over already made into a compact theta sketch (sketches.py), one per
+value per request, so that no Python int is made and no sketch update is called per record.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Protocol
 
 from xxhash import xxh3_64_intdigest
 
+from otlp_stats.aggregator import LabelTally
 from otlp_stats.errors import MalformedRequest
 from otlp_stats.messages import SIGNED_OFFSET, STRING_TAG, body_hash
 from otlp_stats.resolve import LabelRenderer
@@ -37,8 +40,9 @@ except ImportError:  # built without a C compiler or xxhash.h: the Python scanne
 
 NATIVE_AVAILABLE = _wire is not None
 
-# Per label (None: key absent), the message hash of each record.
-Tally = dict[str | None, list[int]]
+
+# Per label (None: key absent), what its records are.
+Tally = dict[str | None, LabelTally]
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,7 +87,11 @@ class NativeScanner:
 
     def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
         assert _wire is not None
-        hashed, structured = _wire.tally(request.wire, self._key)
+        grouped, structured = _wire.tally(request.wire, self._key)
+        by_raw = {
+            raw: LabelTally(records, [], [] if sketch is None else [sketch])
+            for raw, records, sketch in grouped
+        }
         # Bodies that are not plain strings are hashed canonically, as body_hash does, once per
         # distinct body: records without a body (an empty one) can be a whole request.
         digests: dict[bytes, int] = {}
@@ -91,8 +99,8 @@ class NativeScanner:
             digest = digests.get(body)
             if digest is None:
                 digest = digests[body] = body_hash(body)
-            hashed[group][1].append(digest)
-        return by_label(dict(hashed), labels)
+            by_raw[grouped[group][0]].hashes.append(digest)
+        return by_label(by_raw, labels)
 
 
 class ViewScanner:
@@ -153,26 +161,27 @@ def tally_view(
     return by_label(_group(raws, hashes), labels)
 
 
-def _group(raws: list[bytes | None], hashes: list[int]) -> dict[bytes | None, list[int]]:
+def _group(raws: list[bytes | None], hashes: list[int]) -> dict[bytes | None, LabelTally]:
     distinct = set(raws)
     if len(distinct) == 1:  # one value for the whole request: the usual case
-        return {distinct.pop(): hashes}
-    groups: dict[bytes | None, list[int]] = {}
+        return {distinct.pop(): LabelTally.of_hashes(hashes)}
+    groups: dict[bytes | None, LabelTally] = {}
     for raw, digest in zip(raws, hashes, strict=True):
         group = groups.get(raw)
         if group is None:
-            group = groups[raw] = []
-        group.append(digest)
+            group = groups[raw] = LabelTally()
+        group.hashes.append(digest)
+        group.records += 1
     return groups
 
 
-def by_label(by_raw: dict[bytes | None, list[int]], labels: LabelRenderer) -> Tally:
+def by_label(by_raw: dict[bytes | None, LabelTally], labels: LabelRenderer) -> Tally:
     """Merge raw values that render alike (an int 7 and a string "7" are one label)."""
     tally: Tally = {}
-    for raw, hashes in by_raw.items():
+    for raw, counted in by_raw.items():
         label = None if raw is None else labels.label(raw)
         if label in tally:
-            tally[label].extend(hashes)
+            tally[label].add(counted)
         else:
-            tally[label] = hashes
+            tally[label] = counted
     return tally

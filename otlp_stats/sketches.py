@@ -35,35 +35,50 @@ class DistinctEstimate:
 class DistinctCounter:
     """Distinct signed 64-bit hashes seen; exact below 2**lg_k of them (at least).
 
-    A counter restored from a checkpoint starts from a `base`: an update sketch cannot be
-    rebuilt from the compact one that was stored, so the base stays compact and is unioned with
-    the fresh update sketch whenever the counter is read. Updates never touch the base.
+    Hashes come in two ways: one by one (`update`, an update sketch), or already made into a
+    serialized compact sketch (`merge`, unioned in: how the C scanner hands over a request's
+    hashes, and how a checkpoint is restored as the `base`). Reading unions the two.
     """
 
-    __slots__ = ("_base", "_lg_k", "_sketch")
+    __slots__ = ("_lg_k", "_sketch", "_union")
 
     def __init__(self, lg_k: int = DEFAULT_LG_K, base: bytes | None = None) -> None:
-        # datasketches' update() takes an int as int64: a hash >= 2**63 would take its float
-        # path and collide, which is why message hashes are signed (messages.to_signed64).
-        self._sketch = datasketches.update_theta_sketch(lg_k)
         self._lg_k = lg_k
-        self._base = None if base is None else datasketches.compact_theta_sketch.deserialize(base)
+        # Both made on first use: most values see only one of the two ways in.
+        self._sketch: datasketches.update_theta_sketch | None = None
+        self._union: datasketches.theta_union | None = None
+        if base is not None:
+            self.merge(base)
 
     def update(self, hashes: Iterable[int]) -> None:
+        if self._sketch is None:
+            # datasketches' update() takes an int as int64: a hash >= 2**63 would take its
+            # float path and collide, which is why message hashes are signed
+            # (messages.to_signed64).
+            self._sketch = datasketches.update_theta_sketch(self._lg_k)
         # map() drained by a zero-length deque calls update() from C, without a Python-level
-        # loop per hash: about half the cost of a for loop, on the event loop's hot path.
+        # loop per hash: about half the cost of a for loop.
         deque(map(self._sketch.update, hashes), maxlen=0)
 
+    def merge(self, compact: bytes) -> None:
+        """Add the hashes of a serialized compact theta sketch (default seed)."""
+        if self._union is None:
+            self._union = datasketches.theta_union(self._lg_k)
+        self._union.update(datasketches.compact_theta_sketch.deserialize(compact))
+
     def estimate(self) -> DistinctEstimate:
-        if self._base is None:
-            return estimate_of(self._sketch)
         return estimate_of(self.compact())
 
     def compact(self) -> datasketches.compact_theta_sketch:
-        if self._base is None:
+        if self._union is None:
+            if self._sketch is None:
+                return datasketches.update_theta_sketch(self._lg_k).compact()
             return self._sketch.compact()
+        if self._sketch is None:
+            return self._union.get_result()
+        # A fresh union, so that reading twice does not feed the update sketch in twice.
         union = datasketches.theta_union(self._lg_k)
-        union.update(self._base)
+        union.update(self._union.get_result())
         union.update(self._sketch)
         return union.get_result()
 
@@ -73,9 +88,11 @@ class DistinctCounter:
 
     @property
     def memory_bytes(self) -> int:
-        """Retained entries x 8 bytes: what the sketch holds, for the memory gauge."""
-        base = 0 if self._base is None else int(self._base.num_retained)
-        return (int(self._sketch.num_retained) + base) * 8
+        """Retained entries x 8 bytes: what the sketches hold, for the memory gauge."""
+        retained = 0 if self._sketch is None else int(self._sketch.num_retained)
+        if self._union is not None:
+            retained += int(self._union.get_result().num_retained)
+        return retained * 8
 
 
 def estimate_of(sketch: datasketches.theta_sketch) -> DistinctEstimate:

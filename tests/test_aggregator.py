@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from otlp_stats.aggregator import Aggregator, ValueReport
+import datasketches
+
+from otlp_stats.aggregator import Aggregator, LabelTally, ValueReport
 from otlp_stats.sketches import DistinctEstimate
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a multiple of every window used here
 
 
-def tally(records: int, *messages: int) -> list[int]:
-    """`records` message hashes drawn from `messages` (each at least once)."""
+def tally(records: int, *messages: int) -> LabelTally:
+    """`records` records whose message hashes are drawn from `messages` (each at least once)."""
     assert records >= len(messages)
-    return [*messages, *[messages[0]] * (records - len(messages))]
+    return LabelTally.of_hashes([*messages, *[messages[0]] * (records - len(messages))])
 
 
 def exact(value: str | None, distinct: int, records: int) -> ValueReport:
@@ -128,9 +130,9 @@ def test_fractional_windows() -> None:
 
 def test_batch_is_copied_not_aliased() -> None:
     aggregator = Aggregator(10, start_time=T0)
-    batch: dict[str | None, list[int]] = {"a": tally(1, 1)}
+    batch: dict[str | None, LabelTally] = {"a": tally(1, 1)}
     aggregator.add(T0, batch)
-    batch["a"].append(99)
+    batch["a"].hashes.append(99)
     aggregator.add(T0, {"a": tally(1, 2)})
     [report] = aggregator.close_until(T0 + 10)
     assert report.values == (exact("a", 2, 2),)
@@ -165,7 +167,13 @@ def test_missing_bucket_is_tracked_even_at_the_cap() -> None:
 
 def test_counts_above_the_sketch_threshold_are_estimates_within_bounds() -> None:
     aggregator = Aggregator(10, start_time=T0, lg_k=8)  # k = 256
-    aggregator.add(T0, {"a": list(range(10_000)), "b": list(range(100))})
+    aggregator.add(
+        T0,
+        {
+            "a": LabelTally.of_hashes(list(range(10_000))),
+            "b": LabelTally.of_hashes(list(range(100))),
+        },
+    )
     [report] = aggregator.close_until(T0 + 10)
     big, small = report.values
     assert small.distinct == DistinctEstimate.exact(100)
@@ -176,3 +184,40 @@ def test_counts_above_the_sketch_threshold_are_estimates_within_bounds() -> None
         report.distinct.estimated
         and report.distinct.lower_bound <= 10_000 <= report.distinct.upper_bound
     )
+
+
+def compact_sketch(*hashes: int) -> bytes:
+    """Hashes handed over the way the C scanner hands them: a serialized compact theta sketch."""
+    sketch = datasketches.update_theta_sketch(16)
+    for digest in hashes:
+        sketch.update(digest)
+    return bytes(sketch.compact(True).serialize())
+
+
+def test_hashes_handed_over_in_sketches_count_like_hashes_handed_over_one_by_one() -> None:
+    one_by_one = Aggregator(10, start_time=T0)
+    one_by_one.add(T0, {"a": tally(5, 1, 2, 3), None: tally(1, 9)})
+    one_by_one.add(T0 + 1, {"a": tally(2, 3, 4)})
+    in_sketches = Aggregator(10, start_time=T0)
+    in_sketches.add(T0, {"a": LabelTally(5, sketches=[compact_sketch(1, 2, 3)]), None: tally(1, 9)})
+    # Both ways in one batch: the int hashes of structured bodies with a sketch of the rest.
+    in_sketches.add(T0 + 1, {"a": LabelTally(2, [4], [compact_sketch(3)])})
+    [expected] = one_by_one.close_until(T0 + 10)
+    [report] = in_sketches.close_until(T0 + 10)
+    assert report == expected
+    assert report.values == (exact("a", 4, 7), exact(None, 1, 1))
+
+
+def test_sketches_above_the_threshold_estimate_within_bounds_and_survive_a_checkpoint() -> None:
+    aggregator = Aggregator(10, start_time=T0, lg_k=8)  # k = 256
+    for first in range(0, 10_000, 1_000):
+        batch = list(range(first, first + 1_000))
+        aggregator.add(T0, {"a": LabelTally(1_000, batch[:10], [compact_sketch(*batch[10:])])})
+    resumed = Aggregator(10, start_time=T0, lg_k=8)
+    resumed.restore(aggregator.snapshot())
+    for counted in (aggregator, resumed):
+        [report] = counted.close_until(T0 + 10)
+        [value] = report.values
+        assert value.records == 10_000
+        assert value.distinct.estimated
+        assert value.distinct.lower_bound <= 10_000 <= value.distinct.upper_bound

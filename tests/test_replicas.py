@@ -7,7 +7,13 @@ from collections.abc import Sequence
 import redis
 import structlog
 
-from otlp_stats.aggregator import Aggregator, WindowReport, WindowSnapshot, merge_snapshots
+from otlp_stats.aggregator import (
+    Aggregator,
+    LabelTally,
+    WindowReport,
+    WindowSnapshot,
+    merge_snapshots,
+)
 from otlp_stats.store.redis import SHARE_TTL_SECONDS, ShareId
 from otlp_stats.store.replicas import MAX_PENDING_FLUSHES, ReplicaMerger
 from tests.fakes import FakeClock
@@ -82,7 +88,7 @@ def replica(
 
 def closed_window(clock: FakeClock, hashes: list[int]) -> WindowReport:
     aggregator = Aggregator(WINDOW, clock.now(), keep_sketches=True)
-    aggregator.add(clock.now(), {"checkout": hashes})
+    aggregator.add(clock.now(), {"checkout": LabelTally.of_hashes(hashes)})
     [report] = aggregator.close_until(clock.now() // WINDOW * WINDOW + WINDOW)
     return report
 

@@ -8,7 +8,7 @@ import json
 
 from prometheus_client import CollectorRegistry
 
-from otlp_stats.aggregator import Aggregator, ValueReport, WindowReport
+from otlp_stats.aggregator import Aggregator, LabelTally, ValueReport, WindowReport
 from otlp_stats.queue import QueuedRequest, RequestQueue
 from otlp_stats.reporter import Reporter, format_timestamp, render_json, render_text
 from otlp_stats.scan import CheckedRequest
@@ -144,7 +144,7 @@ async def test_window_is_held_until_requests_that_arrived_before_its_end_are_cou
     assert pipeline.reports() == []
 
     taken = await pipeline.queue.get()
-    pipeline.aggregator.add(taken.arrival, {"late-but-ours": [1]})
+    pipeline.aggregator.add(taken.arrival, {"late-but-ours": LabelTally.of_hashes([1])})
     pipeline.queue.done(taken)
     await clock.advance(0.1)
     [report] = pipeline.reports()
@@ -167,7 +167,7 @@ async def test_stop_prints_the_current_window_as_partial() -> None:
     clock = FakeClock(T0)
     pipeline = Pipeline(clock)
     await pipeline.reporter.start()
-    pipeline.aggregator.add(T0 + 1, {"a": [1]})
+    pipeline.aggregator.add(T0 + 1, {"a": LabelTally.of_hashes([1])})
     await clock.advance(5)
     await pipeline.reporter.stop()
     [report] = pipeline.reports()
@@ -230,7 +230,7 @@ async def test_a_failed_print_neither_starves_listeners_nor_stops_later_windows(
     heard: list[WindowReport] = []
     pipeline.reporter.add_listener(heard.append)
     await pipeline.reporter.start()
-    pipeline.aggregator.add(T0 + 1, {"a": [1, 2]})
+    pipeline.aggregator.add(T0 + 1, {"a": LabelTally.of_hashes([1, 2])})
     await clock.advance(10.05)  # the first window closes; its print fails
     await clock.advance(10.0)  # the second window closes and prints
     await pipeline.reporter.stop()

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from otlp_stats.__main__ import EXIT_FAILED, serve
-from otlp_stats.aggregator import Aggregator
+from otlp_stats.aggregator import Aggregator, LabelTally
 from otlp_stats.config import ListenAddress, Settings
 from otlp_stats.store.location import open_store
 
@@ -25,7 +25,7 @@ async def test_failed_start_keeps_the_stored_open_window(tmp_path: Path) -> None
     )
     store = open_store(settings)
     aggregator = Aggregator(3600, time.time(), keep_sketches=True)
-    aggregator.add(time.time(), {"checkout": [1, 2, 3]})
+    aggregator.add(time.time(), {"checkout": LabelTally.of_hashes([1, 2, 3])})
     store.commit([], aggregator.snapshot(), time.time())
     store.close()
 

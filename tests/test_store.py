@@ -12,6 +12,7 @@ import structlog
 
 from otlp_stats.aggregator import (
     Aggregator,
+    LabelTally,
     WindowSnapshot,
     merge_snapshots,
     report_of_snapshot,
@@ -40,8 +41,8 @@ def at(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
-def hashes(*numbers: int) -> list[int]:
-    return list(numbers)
+def hashes(*numbers: int) -> LabelTally:
+    return LabelTally.of_hashes(list(numbers))
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -117,7 +118,7 @@ def test_replica_shares_merge_into_the_union() -> None:
     shares = []
     for replica_hashes in ([1, 2, 3], [3, 4], [4, 5, 6]):
         aggregator = Aggregator(10, T0, keep_sketches=True)
-        aggregator.add(T0 + 1, {"checkout": replica_hashes})
+        aggregator.add(T0 + 1, {"checkout": hashes(*replica_hashes)})
         [report] = aggregator.close_until(T0 + 10)
         assert report.snapshot is not None
         shares.append(report.snapshot)
@@ -288,7 +289,9 @@ def test_a_million_distinct_messages_over_a_day_roll_up_within_bounds() -> None:
         batch = list(range(first, min(first + per_window, distinct)))
         repeats = list(range(first - per_window, first - per_window + per_window // 10))
         clock.set(clock.now() + 1)
-        aggregator.add(clock.now(), {"checkout": batch + (repeats if window else [])})
+        aggregator.add(
+            clock.now(), {"checkout": LabelTally.of_hashes(batch + (repeats if window else []))}
+        )
         sent += len(batch) + (len(repeats) if window else 0)
         clock.set(at("2026-11-23T00:00:00") + (window + 1) * 60)
         closed = [r.snapshot for r in aggregator.close_until(clock.now()) if r.snapshot]

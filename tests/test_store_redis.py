@@ -20,7 +20,7 @@ import structlog
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
-from otlp_stats.aggregator import Aggregator, WindowReport
+from otlp_stats.aggregator import Aggregator, LabelTally, WindowReport
 from otlp_stats.store.periods import DEFAULT_RETENTION, Retention, parse_retention
 from otlp_stats.store.redis import RedisStore, ShareId
 from otlp_stats.store.replicas import ReplicaMerger
@@ -218,7 +218,7 @@ def merger(
 
 def closed_window(clock: FakeClock, hashes: list[int], partial: bool = False) -> WindowReport:
     aggregator = Aggregator(MERGER_WINDOW, clock.now(), keep_sketches=True)
-    aggregator.add(clock.now(), {"checkout": hashes})
+    aggregator.add(clock.now(), {"checkout": LabelTally.of_hashes(hashes)})
     if partial:
         [report] = aggregator.close_all(clock.now())
         return report

@@ -7,13 +7,17 @@ do it. The property tests then throw valid requests, bit flips and truncations a
 
 from __future__ import annotations
 
+import datasketches
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from otlp_stats import _wire
 from otlp_stats.errors import MalformedRequest
 from otlp_stats.loadgen.workload import Placement, Workload, build_requests
+from otlp_stats.messages import body_hash
 from otlp_stats.resolve import LabelRenderer
 from otlp_stats.scan import (
     NATIVE_AVAILABLE,
@@ -22,7 +26,9 @@ from otlp_stats.scan import (
     ViewScanner,
     default_scanner,
 )
+from tests.fakes import export_request, log_record
 from tests.fuzz.decode_path import decode_and_resolve
+from tests.reference import messages_of
 from tests.test_view_equivalence import any_values, requests
 
 KEY = "service.name"
@@ -122,15 +128,48 @@ def test_malformed_requests_are_refused_with_a_reason() -> None:
 @pytest.mark.parametrize("placement", list(Placement))
 def test_the_reference_workload_counts_alike_in_both_scanners(placement: Placement) -> None:
     for prepared in build_requests(Workload(placement=placement, pool_size=3)):
-        tallies = []
+        counted = []
         for scanner in (ViewScanner(KEY), NativeScanner(KEY)):
             checked = scanner.check(prepared.payload)
             assert checked.records == prepared.records
-            tally = scanner.tally(checked, LabelRenderer())
-            tallies.append({label: sorted(hashes) for label, hashes in tally.items()})
+            messages = messages_of(scanner.tally(checked, LabelRenderer()))
+            counted.append(messages)
             expected = {label: tally.records for label, tally in prepared.tallies.items()}
-            assert {label: len(hashes) for label, hashes in tally.items()} == expected
-        assert tallies[0] == tallies[1]
+            assert {label: records for label, (_, records) in messages.items()} == expected
+        assert counted[0] == counted[1]
+
+
+def _datasketches_bytes(hashes: list[int]) -> bytes:
+    sketch = datasketches.update_theta_sketch(20)
+    for digest in hashes:
+        sketch.update(digest)
+    return bytes(sketch.compact(True).serialize())
+
+
+@pytest.mark.parametrize(
+    "bodies",
+    [
+        ["one"],  # one entry: the one-word preamble
+        ["a", "b", "a", "c", "b"],  # duplicates: each message once
+        [f"message {n}" for n in range(5_000)],  # more than the service's k: still all of them
+    ],
+    ids=["one", "duplicates", "many"],
+)
+def test_each_value_s_sketch_is_what_datasketches_serializes_for_the_same_hashes(
+    bodies: list[str],
+) -> None:
+    wire = export_request([log_record(body, **{KEY: "v"}) for body in bodies]).SerializeToString()
+    [(raw, records, sketch)], structured = _wire.tally(wire, KEY.encode())
+    assert raw == AnyValue(string_value="v").SerializeToString()
+    assert (records, structured) == (len(bodies), [])
+    hashes = [body_hash(AnyValue(string_value=body).SerializeToString()) for body in bodies]
+    assert sketch == _datasketches_bytes(hashes)
+
+
+def test_a_value_without_plain_string_bodies_has_no_sketch() -> None:
+    wire = export_request([log_record(7, **{KEY: "v"}), log_record(7, **{KEY: "v"})])
+    [(_, records, sketch)], structured = _wire.tally(wire.SerializeToString(), KEY.encode())
+    assert (records, sketch, [group for group, _ in structured]) == (2, None, [0, 0])
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

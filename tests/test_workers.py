@@ -11,12 +11,12 @@ from prometheus_client import CollectorRegistry
 
 from otlp_stats.queue import QueuedRequest, RequestQueue
 from otlp_stats.resolve import LabelRenderer
-from otlp_stats.scan import CheckedRequest, NativeScanner, Tally, tally_view
+from otlp_stats.scan import CheckedRequest, NativeScanner, tally_view
 from otlp_stats.telemetry import Metrics
 from otlp_stats.view import decode_view, key_may_be_on_records
 from otlp_stats.workers import WorkerPool
 from tests.fakes import Plain, export_request, log_record, worked_example_request
-from tests.reference import reference_tally
+from tests.reference import messages_of, reference_messages
 
 
 def summary(
@@ -27,19 +27,13 @@ def summary(
     wire = request.SerializeToString()
     view = decode_view(wire)
     tallies = tally_view(view, key, LabelRenderer(), key_may_be_on_records(wire, view, key))
-    fast = {v: (len(set(hashes)), len(hashes)) for v, hashes in tallies.items()}
     # Looking up every record must agree with the shortcut taken when no record has the key.
     assert tally_view(view, key, LabelRenderer()) == tallies
+    messages = messages_of(tallies)
     native = NativeScanner(key)
-    assert in_order(native.tally(native.check(wire), LabelRenderer())) == in_order(tallies)
-    reference = {v: (len(h), n) for v, (h, n) in reference_tally(request, key).items()}
-    assert fast == reference
-    return fast
-
-
-def in_order(tally: Tally) -> dict[str | None, list[int]]:
-    """A tally with each label's hashes sorted: the scanners list structured bodies last."""
-    return {label: sorted(hashes) for label, hashes in tally.items()}
+    assert messages_of(native.tally(native.check(wire), LabelRenderer())) == messages
+    assert messages == reference_messages(request, key)
+    return {label: (len(hashes), records) for label, (hashes, records) in messages.items()}
 
 
 def test_worked_example() -> None:

@@ -15,7 +15,8 @@ from otlp_stats.compression import inflate
 from otlp_stats.errors import ExportRefused
 from otlp_stats.http_receiver import json_to_protobuf
 from otlp_stats.resolve import LabelRenderer
-from otlp_stats.scan import NativeScanner, Scanner, Tally, ViewScanner
+from otlp_stats.scan import NativeScanner, Scanner, ViewScanner
+from tests.reference import Messages, messages_of
 
 KEY = "service.name"
 LIMIT = 1 << 20
@@ -32,21 +33,21 @@ def decode_and_resolve(data: bytes) -> int:
             continue
         outcomes = [_scan(scanner, wire) for scanner in SCANNERS]
         assert outcomes[0] == outcomes[1], (wire, outcomes)
-        tally = outcomes[0]
-        if tally is not None:
-            tallied = max(tallied, sum(len(hashes) for hashes in tally.values()))
+        messages = outcomes[0]
+        if messages is not None:
+            tallied = max(tallied, sum(records for _, records in messages.values()))
     return tallied
 
 
-def _scan(scanner: Scanner, wire: bytes) -> Tally | None:
-    """The scanner's tally with each label's hashes sorted, or None if it refused the wire."""
+def _scan(scanner: Scanner, wire: bytes) -> Messages | None:
+    """What the scanner counts per label, or None if it refused the wire."""
     try:
         checked = scanner.check(wire)
     except ExportRefused:
         return None
     tally = scanner.tally(checked, LabelRenderer(max_length=64))
-    assert sum(len(hashes) for hashes in tally.values()) == checked.records
-    return {label: sorted(hashes) for label, hashes in tally.items()}
+    assert sum(counted.records for counted in tally.values()) == checked.records
+    return messages_of(tally)
 
 
 _protobuf: Callable[[bytes], bytes] = bytes
