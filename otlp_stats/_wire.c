@@ -1,24 +1,29 @@
 /*
  * otlp_stats._wire: the per-record work of counting, done in one pass over the protobuf bytes.
  *
- * An ExportLogsServiceRequest is walked as the light view in proto/otlp_stats_view/ would
- * decode it, without building any message: for every log record, the raw bytes of the
- * counted attribute's AnyValue (record > scope > resource; last duplicate key wins, as a
- * protobuf map does) and the raw bytes of its body. A plain string body is hashed here with
- * XXH3-64, exactly as messages.body_hash does; any other body goes back to Python to be
- * hashed canonically. Records are grouped by raw attribute value, so Python renders one label
- * per distinct value rather than one per record, and each group's message hashes are handed
- * over as one serialized compact theta sketch (see "Theta sketches" below) rather than as one
- * Python int per record.
+ * check() walks an ExportLogsServiceRequest as the light view in proto/otlp_stats_view/ would
+ * decode it, without building any message, and notes for every log record where the raw bytes
+ * of the counted attribute's AnyValue are (record > scope > resource; last duplicate key wins,
+ * as a protobuf map does) and where its body is, hashing a plain string body with XXH3-64
+ * exactly as messages.body_hash does. It runs on admission, so a malformed request is refused
+ * before it is acknowledged; what it notes (24 bytes a record, a Scan) waits in the queue with
+ * the bytes.
+ *
+ * tally() then works from the Scan without walking the bytes again: it groups the records by
+ * raw attribute value, so Python renders one label per distinct value rather than one per
+ * record, and hands each group's message hashes over as one serialized compact theta sketch
+ * (see "Theta sketches" below) rather than as one Python int per record. Bodies that are not
+ * plain strings go back to Python to be hashed canonically.
  *
  * check() accepts exactly what upb's decode of the view accepts (tests/test_wire.py checks
  * this against upb on random and mutated inputs): tags of at most 5 bytes and 32 bits, field
  * number 0 refused outside unknown groups, a field of a known number with another wire type
  * skipped as unknown, unknown groups skipped with their end tag checked, lengths of at most
  * 5 bytes, below 2**31 - 1 and within the enclosing message, map keys valid UTF-8, at most 100
- * levels of nesting. tally() assumes check() passed but still never reads outside the buffer.
+ * levels of nesting.
  *
- * Both release the GIL while they walk: the bytes object is immutable and held by the caller.
+ * Both release the GIL while they work: the bytes object is immutable, and held by the caller
+ * (check) or by the Scan (tally).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -46,19 +51,21 @@ typedef struct {
 
 static const Slice ABSENT = {NULL, -1};
 
+/* What a record counts by, as offsets into the request's bytes: 24 bytes however big the
+ * record, held from admission until a worker tallies it (Scan.nbytes). */
 typedef struct {
-    Slice value;    /* the attribute's raw AnyValue, or ABSENT */
-    Slice body;     /* raw body bytes (AnyValue encoding) */
-    uint64_t hash;  /* XXH3-64 of the body when it is a plain string body */
-    int plain;      /* the body starts with the string_value tag */
-    Py_ssize_t group;
+    uint32_t value_at;  /* the attribute's raw AnyValue */
+    int32_t value_size; /* -1: the record has no value for the key */
+    uint32_t body_at;   /* raw body bytes (AnyValue encoding) */
+    uint32_t body_size;
+    uint64_t hash;      /* XXH3-64 of the body when it is a plain string body */
 } Record;
 
 typedef struct {
     /* inputs */
+    const uint8_t *wire;
     const uint8_t *key;
     size_t key_len;
-    int collect;    /* 0: check only; 1: fill records */
     /* outputs */
     Record *records;
     size_t count;
@@ -66,6 +73,11 @@ typedef struct {
     int out_of_memory;
     const char *error;
 } Walk;
+
+/* A plain string body (AnyValue.string_value alone) is hashed from its bytes in place. */
+static inline int plain_body(const uint8_t *body, size_t size) {
+    return size > 0 && body[0] == 0x0A;
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Wire primitives. Each returns NULL on malformed input, with walk->error set.               */
@@ -285,7 +297,7 @@ static int on_attribute(Walk *walk, uint32_t field, const uint8_t *p, const uint
                 value.size = p - begin;
             } else {
                 /* upb checks every occurrence of the key, not only the last one. */
-                if (!walk->collect && !valid_utf8(begin, p)) {
+                if (!valid_utf8(begin, p)) {
                     fail(walk, "attribute key is not valid UTF-8");
                     return -1;
                 }
@@ -301,7 +313,8 @@ static int on_attribute(Walk *walk, uint32_t field, const uint8_t *p, const uint
             if (p == NULL) return -1;
         }
     }
-    if (walk->collect && !unknown && (size_t)key.size == walk->key_len && memcmp(key.data, walk->key, walk->key_len) == 0) {
+    if (!unknown && (size_t)key.size == walk->key_len &&
+        memcmp(key.data, walk->key, walk->key_len) == 0) {
         *found = value;
     }
     return 0;
@@ -351,11 +364,14 @@ static int add_record(Walk *walk, Slice value, Slice body) {
         walk->capacity = capacity;
     }
     Record *record = &walk->records[walk->count++];
-    record->value = value;
-    record->body = body;
-    record->plain = body.size > 0 && body.data[0] == 0x0A;
-    record->hash = record->plain ? XXH3_64bits(body.data, (size_t)body.size) : 0;
-    record->group = -1;
+    /* Offsets fit: check() refuses a request of 2**32 bytes or more. */
+    record->value_at = value.size < 0 ? 0 : (uint32_t)(value.data - walk->wire);
+    record->value_size = (int32_t)value.size;
+    record->body_at = (uint32_t)(body.data - walk->wire);
+    record->body_size = (uint32_t)body.size;
+    record->hash = plain_body(body.data, (size_t)body.size)
+                       ? XXH3_64bits(body.data, (size_t)body.size)
+                       : 0;
     return 0;
 }
 
@@ -371,10 +387,6 @@ static int on_log_record(Walk *walk, uint32_t field, const uint8_t *begin, const
     if (walk_message(walk, begin, end, depth, (1u << 5) | (1u << 6), on_record_field, &record) <
         0) {
         return -1;
-    }
-    if (!walk->collect) {
-        walk->count++;
-        return 0;
     }
     return add_record(walk, record.value.size >= 0 ? record.value : scope->inherited,
                       record.body);
@@ -417,9 +429,19 @@ typedef struct {
     Slice value;
     size_t size;   /* records in the group */
     size_t plain;  /* of which with a plain string body */
-    size_t first;  /* where its theta hashes start in Sketches.hashes */
+    size_t first;  /* where its theta hashes start (theta_hashes) */
     size_t unique; /* how many distinct theta hashes it has, once sorted */
 } Group;
+
+static inline Slice record_value(const uint8_t *wire, const Record *record) {
+    if (record->value_size < 0) return ABSENT;
+    Slice value = {wire + record->value_at, record->value_size};
+    return value;
+}
+
+static inline int record_is_plain(const uint8_t *wire, const Record *record) {
+    return plain_body(wire + record->body_at, record->body_size);
+}
 
 static int same(Slice a, Slice b) {
     return a.size == b.size && (a.size <= 0 || memcmp(a.data, b.data, (size_t)a.size) == 0);
@@ -430,47 +452,62 @@ static uint64_t slice_hash(Slice slice) {
     return XXH3_64bits(slice.data, (size_t)slice.size);
 }
 
-/* Assigns each record its group; returns the groups (malloc'd) or NULL when out of memory. */
-static Group *group_records(Walk *walk, size_t *group_count) {
-    if (walk->count > SIZE_MAX / 2 / sizeof(Group)) return NULL; /* only reachable on 32 bits */
+/* What a tally works out before it builds its Python result. */
+typedef struct {
+    Group *groups;
+    size_t group_count;
+    size_t *group_of; /* per record, the index of its group */
+    uint64_t *hashes; /* theta hashes, per group (theta_hashes) */
+} Grouped;
+
+/* Assigns each record its group; returns -1 when out of memory. */
+static int group_records(const uint8_t *wire, const Record *records, size_t count,
+                         Grouped *grouped) {
+    if (count > SIZE_MAX / 2 / sizeof(Group)) return -1; /* only reachable on 32 bits */
     size_t slots = 16;
-    while (slots < walk->count * 2) slots *= 2;
+    while (slots < count * 2) slots *= 2;
     Py_ssize_t *table = malloc(slots * sizeof(Py_ssize_t));
-    Group *groups = malloc((walk->count ? walk->count : 1) * sizeof(Group));
-    if (table == NULL || groups == NULL) {
+    Group *groups = malloc((count ? count : 1) * sizeof(Group));
+    size_t *group_of = malloc((count ? count : 1) * sizeof(size_t));
+    if (table == NULL || groups == NULL || group_of == NULL) {
         free(table);
         free(groups);
-        return NULL;
+        free(group_of);
+        return -1;
     }
     for (size_t i = 0; i < slots; i++) table[i] = -1;
-    size_t count = 0;
-    Py_ssize_t last = -1;
-    for (size_t i = 0; i < walk->count; i++) {
-        Record *record = &walk->records[i];
+    size_t group_count = 0;
+    size_t last = SIZE_MAX;
+    for (size_t i = 0; i < count; i++) {
+        Slice value = record_value(wire, &records[i]);
+        size_t group;
         /* Consecutive records nearly always share a value: compare with the last one first. */
-        if (last >= 0 && same(groups[last].value, record->value)) {
-            record->group = last;
+        if (last != SIZE_MAX && same(groups[last].value, value)) {
+            group = last;
         } else {
-            size_t slot = (size_t)slice_hash(record->value) & (slots - 1);
-            while (table[slot] >= 0 && !same(groups[table[slot]].value, record->value)) {
+            size_t slot = (size_t)slice_hash(value) & (slots - 1);
+            while (table[slot] >= 0 && !same(groups[table[slot]].value, value)) {
                 slot = (slot + 1) & (slots - 1);
             }
             if (table[slot] < 0) {
-                table[slot] = (Py_ssize_t)count;
-                groups[count].value = record->value;
-                groups[count].size = 0;
-                groups[count].plain = 0;
-                count++;
+                table[slot] = (Py_ssize_t)group_count;
+                groups[group_count].value = value;
+                groups[group_count].size = 0;
+                groups[group_count].plain = 0;
+                group_count++;
             }
-            record->group = table[slot];
-            last = record->group;
+            group = (size_t)table[slot];
+            last = group;
         }
-        groups[record->group].size++;
-        groups[record->group].plain += record->plain;
+        group_of[i] = group;
+        groups[group].size++;
+        groups[group].plain += (size_t)record_is_plain(wire, &records[i]);
     }
     free(table);
-    *group_count = count;
-    return groups;
+    grouped->groups = groups;
+    grouped->group_count = group_count;
+    grouped->group_of = group_of;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -520,40 +557,77 @@ static uint16_t theta_seed_hash(void) {
     return (uint16_t)(murmur3_h1_of_word(THETA_SEED, 0) & 0xFFFF);
 }
 
-static int compare_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
+static void insertion_sort(uint64_t *a, size_t n) {
+    for (size_t i = 1; i < n; i++) {
+        uint64_t x = a[i];
+        size_t j = i;
+        while (j > 0 && a[j - 1] > x) {
+            a[j] = a[j - 1];
+            j--;
+        }
+        a[j] = x;
+    }
 }
 
 /*
- * Every group's theta hashes, contiguous per group (group g's start at groups[g].first), sorted
- * and without duplicates (groups[g].unique of them). Returns NULL when out of memory.
+ * Sort n theta hashes, which are spread evenly over [0, 2**63): scatter them by their top bits
+ * into about n buckets, in bucket order, which leaves each hash only its bucket's few others to
+ * pass, then insertion-sort. Expected linear; qsort's calls to a comparator cost twice as much
+ * as the whole tally step at a request's sizes. `scratch` holds n hashes and n + 1 counts.
  */
-static uint64_t *theta_hashes(Walk *walk, Group *groups, size_t group_count) {
-    size_t total = 0;
-    for (size_t g = 0; g < group_count; g++) {
+static void sort_theta_hashes(uint64_t *a, size_t n, uint64_t *scratch, size_t *counts) {
+    if (n < 64) {
+        insertion_sort(a, n);
+        return;
+    }
+    int bits = 1;
+    while (((size_t)1 << bits) < n) bits++;
+    size_t buckets = (size_t)1 << bits;
+    int shift = 63 - bits;
+    memset(counts, 0, (buckets + 1) * sizeof(size_t));
+    for (size_t i = 0; i < n; i++) counts[(a[i] >> shift) + 1]++;
+    for (size_t b = 0; b < buckets; b++) counts[b + 1] += counts[b];
+    for (size_t i = 0; i < n; i++) scratch[counts[a[i] >> shift]++] = a[i];
+    memcpy(a, scratch, n * sizeof(uint64_t));
+    insertion_sort(a, n);
+}
+
+/*
+ * Every group's theta hashes, contiguous per group (group g's from groups[g].first), sorted and
+ * without duplicates (groups[g].unique of them). Returns -1 when out of memory.
+ */
+static int theta_hashes(const uint8_t *wire, const Record *records, size_t count,
+                        Grouped *grouped) {
+    Group *groups = grouped->groups;
+    size_t total = 0, largest = 0;
+    for (size_t g = 0; g < grouped->group_count; g++) {
         groups[g].first = total;
         total += groups[g].plain;
+        if (groups[g].plain > largest) largest = groups[g].plain;
     }
+    /* Twice the largest group, a power of two at most, bounds the sort's buckets. */
     uint64_t *hashes = malloc((total ? total : 1) * sizeof(uint64_t));
-    size_t *filled = calloc(group_count ? group_count : 1, sizeof(size_t));
-    if (hashes == NULL || filled == NULL) {
+    uint64_t *scratch = malloc((largest ? largest : 1) * sizeof(uint64_t));
+    size_t *counts = malloc((2 * largest + 2) * sizeof(size_t));
+    size_t *filled = calloc(grouped->group_count ? grouped->group_count : 1, sizeof(size_t));
+    if (hashes == NULL || scratch == NULL || counts == NULL || filled == NULL) {
         free(hashes);
+        free(scratch);
+        free(counts);
         free(filled);
-        return NULL;
+        return -1;
     }
-    for (size_t i = 0; i < walk->count; i++) {
-        const Record *record = &walk->records[i];
-        if (!record->plain) continue;
-        Group *group = &groups[record->group];
+    for (size_t i = 0; i < count; i++) {
+        if (!record_is_plain(wire, &records[i])) continue;
+        size_t g = grouped->group_of[i];
         /* The signed message hash (messages.to_signed64) as update(int64) sees it. */
-        uint64_t word = record->hash ^ 0x8000000000000000ull;
-        hashes[group->first + filled[record->group]++] = murmur3_h1_of_word(word, THETA_SEED) >> 1;
+        uint64_t word = records[i].hash ^ 0x8000000000000000ull;
+        hashes[groups[g].first + filled[g]++] = murmur3_h1_of_word(word, THETA_SEED) >> 1;
     }
     free(filled);
-    for (size_t g = 0; g < group_count; g++) {
+    for (size_t g = 0; g < grouped->group_count; g++) {
         uint64_t *begin = hashes + groups[g].first;
-        qsort(begin, groups[g].plain, sizeof(uint64_t), compare_u64);
+        sort_theta_hashes(begin, groups[g].plain, scratch, counts);
         size_t unique = 0;
         for (size_t i = 0; i < groups[g].plain; i++) {
             uint64_t hash = begin[i];
@@ -563,7 +637,10 @@ static uint64_t *theta_hashes(Walk *walk, Group *groups, size_t group_count) {
         }
         groups[g].unique = unique;
     }
-    return hashes;
+    free(scratch);
+    free(counts);
+    grouped->hashes = hashes;
+    return 0;
 }
 
 /* The serialized compact theta sketch of n sorted distinct hashes (n > 0); needs the GIL. */
@@ -594,59 +671,93 @@ static PyObject *compact_sketch_bytes(const uint64_t *hashes, size_t n, uint16_t
 
 static PyObject *MalformedWire;
 
-/* What a tally hands from the walk (GIL released) to building its Python result. */
+/* The result of check(): the request's bytes and, per record, what it counts by. */
 typedef struct {
-    Group *groups;
-    size_t group_count;
-    uint64_t *hashes; /* theta hashes, per group (theta_hashes) */
-} Grouped;
+    PyObject_HEAD
+    PyObject *wire; /* the bytes the records point into; immutable, so safe without the GIL */
+    Record *records;
+    size_t count;
+} Scan;
 
-/*
- * Walk the request with the GIL released and, when `grouped` is given, group its records and
- * hash them for the sketches in the same release: each release is a chance for another thread
- * to take the GIL, and getting it back a wait, so a tally releases it once, not once per step.
- */
-static int run_walk(Walk *walk, PyObject *wire, Grouped *grouped) {
-    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(wire);
-    Py_ssize_t size = PyBytes_GET_SIZE(wire);
-    int status;
-    Py_BEGIN_ALLOW_THREADS
-    status = walk_request(walk, data, size);
-    if (status == 0 && grouped != NULL) {
-        grouped->groups = group_records(walk, &grouped->group_count);
-        if (grouped->groups != NULL) {
-            grouped->hashes = theta_hashes(walk, grouped->groups, grouped->group_count);
-        }
-        if (grouped->groups == NULL || grouped->hashes == NULL) {
-            walk->out_of_memory = 1;
-            status = -1;
-        }
-    }
-    Py_END_ALLOW_THREADS
-    if (status < 0) {
-        if (walk->out_of_memory) {
-            PyErr_NoMemory();
-        } else {
-            PyErr_SetString(MalformedWire, walk->error ? walk->error : "malformed");
-        }
-    }
-    return status;
+static void scan_dealloc(Scan *self) {
+    free(self->records);
+    Py_XDECREF(self->wire);
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-PyDoc_STRVAR(check_doc,
-             "check(wire: bytes) -> int\n\n"
-             "Validate a serialized ExportLogsServiceRequest as the view's decode would and\n"
-             "return its number of log records; raise MalformedWire if it is malformed.");
+static PyObject *scan_records(Scan *self, void *closure) {
+    (void)closure;
+    return PyLong_FromSize_t(self->count);
+}
 
-static PyObject *check(PyObject *module, PyObject *wire) {
+static PyObject *scan_nbytes(Scan *self, void *closure) {
+    (void)closure;
+    return PyLong_FromSize_t(sizeof(Scan) + self->count * sizeof(Record));
+}
+
+static PyGetSetDef scan_getset[] = {
+    {"records", (getter)scan_records, NULL, "the request's number of log records", NULL},
+    {"nbytes", (getter)scan_nbytes, NULL, "bytes held besides the request's own", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ScanType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otlp_stats._wire.Scan",
+    .tp_doc = "A checked request: its bytes and, per log record, what it counts by.",
+    .tp_basicsize = sizeof(Scan),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = (destructor)scan_dealloc,
+    .tp_getset = scan_getset,
+};
+
+PyDoc_STRVAR(check_doc,
+             "check(wire: bytes, key: bytes) -> Scan\n\n"
+             "Validate a serialized ExportLogsServiceRequest as the view's decode would, raising\n"
+             "MalformedWire if it is malformed, and note per log record the raw value of\n"
+             "attribute `key` (record > scope > resource) and its body, with the XXH3-64 of a\n"
+             "plain string body: everything tally() needs, in one walk over the bytes.");
+
+static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (!PyBytes_Check(wire)) {
-        PyErr_SetString(PyExc_TypeError, "check() takes bytes");
+    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "check() takes (wire: bytes, key: bytes)");
+        return NULL;
+    }
+    PyObject *wire = args[0];
+    Py_ssize_t size = PyBytes_GET_SIZE(wire);
+    if ((uint64_t)size > UINT32_MAX) {
+        PyErr_SetString(MalformedWire, "request of 4 GiB or more");
         return NULL;
     }
     Walk walk = {0};
-    if (run_walk(&walk, wire, NULL) < 0) return NULL;
-    return PyLong_FromSize_t(walk.count);
+    walk.wire = (const uint8_t *)PyBytes_AS_STRING(wire);
+    walk.key = (const uint8_t *)PyBytes_AS_STRING(args[1]);
+    walk.key_len = (size_t)PyBytes_GET_SIZE(args[1]);
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = walk_request(&walk, walk.wire, size);
+    if (status == 0 && walk.count < walk.capacity) {
+        /* Held until a worker tallies it: give back what doubling reserved. */
+        Record *fitted = realloc(walk.records, (walk.count ? walk.count : 1) * sizeof(Record));
+        if (fitted != NULL) walk.records = fitted;
+    }
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        free(walk.records);
+        if (walk.out_of_memory) return PyErr_NoMemory();
+        PyErr_SetString(MalformedWire, walk.error ? walk.error : "malformed");
+        return NULL;
+    }
+    Scan *scan = PyObject_New(Scan, &ScanType);
+    if (scan == NULL) {
+        free(walk.records);
+        return NULL;
+    }
+    scan->wire = Py_NewRef(wire);
+    scan->records = walk.records;
+    scan->count = walk.count;
+    return (PyObject *)scan;
 }
 
 static PyObject *slice_bytes(Slice slice) {
@@ -673,13 +784,14 @@ static PyObject *group_tuple(const Group *group, const uint64_t *hashes, uint16_
 /* Per group: (raw value or None, records, compact theta sketch of its plain string bodies'
  * message hashes or None); and the records whose body is not a plain string: (index of their
  * group in the first list, raw body). */
-static PyObject *build_result(const Walk *walk, const Grouped *grouped) {
+static PyObject *build_result(const Scan *scan, const Grouped *grouped) {
     static int seed_hash_known = 0;
     static uint16_t seed_hash;
     if (!seed_hash_known) {
         seed_hash = theta_seed_hash();
         seed_hash_known = 1;
     }
+    const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
     PyObject *groups = PyList_New((Py_ssize_t)grouped->group_count);
     PyObject *structured = PyList_New(0);
     PyObject *result = NULL;
@@ -689,12 +801,12 @@ static PyObject *build_result(const Walk *walk, const Grouped *grouped) {
         if (tuple == NULL) goto done;
         PyList_SET_ITEM(groups, (Py_ssize_t)g, tuple);
     }
-    for (size_t i = 0; i < walk->count; i++) {
-        const Record *record = &walk->records[i];
-        if (record->plain) continue;
-        PyObject *index = PyLong_FromSsize_t(record->group);
-        PyObject *body = PyBytes_FromStringAndSize((const char *)record->body.data,
-                                                   record->body.size);
+    for (size_t i = 0; i < scan->count; i++) {
+        const Record *record = &scan->records[i];
+        if (record_is_plain(wire, record)) continue;
+        PyObject *index = PyLong_FromSize_t(grouped->group_of[i]);
+        PyObject *body = PyBytes_FromStringAndSize((const char *)wire + record->body_at,
+                                                   (Py_ssize_t)record->body_size);
         PyObject *pair = (index && body) ? PyTuple_Pack(2, index, body) : NULL;
         Py_XDECREF(index);
         Py_XDECREF(body);
@@ -711,37 +823,39 @@ done:
 }
 
 PyDoc_STRVAR(tally_doc,
-             "tally(wire: bytes, key: bytes) -> tuple[list[tuple[bytes | None, int, bytes | None]],\n"
-             "                                        list[tuple[int, bytes]]]\n\n"
-             "Group a checked request's records by the raw value of attribute `key`: per value,\n"
+             "tally(scan: Scan) -> tuple[list[tuple[bytes | None, int, bytes | None]],\n"
+             "                           list[tuple[int, bytes]]]\n\n"
+             "Group a checked request's records by the raw value of its attribute: per value,\n"
              "its record count and a serialized compact theta sketch of the message hashes\n"
              "(signed XXH3-64) of its plain string bodies, or None if it has none; and, for every\n"
              "other body, (index of its value's group, raw body) for the caller to hash.");
 
-static PyObject *tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+static PyObject *tally(PyObject *module, PyObject *arg) {
     (void)module;
-    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "tally() takes (wire: bytes, key: bytes)");
+    if (!PyObject_TypeCheck(arg, &ScanType)) {
+        PyErr_SetString(PyExc_TypeError, "tally() takes the Scan that check() returned");
         return NULL;
     }
-    Walk walk = {0};
-    walk.key = (const uint8_t *)PyBytes_AS_STRING(args[1]);
-    walk.key_len = (size_t)PyBytes_GET_SIZE(args[1]);
-    walk.collect = 1;
-    PyObject *result = NULL;
+    const Scan *scan = (const Scan *)arg;
+    const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
     Grouped grouped = {0};
-    if (run_walk(&walk, args[0], &grouped) == 0) {
-        result = build_result(&walk, &grouped);
-    }
+    int status;
+    /* Grouping and hashing in one release of the GIL: each release is a chance for another
+     * thread to take it, and getting it back a wait. */
+    Py_BEGIN_ALLOW_THREADS
+    status = group_records(wire, scan->records, scan->count, &grouped);
+    if (status == 0) status = theta_hashes(wire, scan->records, scan->count, &grouped);
+    Py_END_ALLOW_THREADS
+    PyObject *result = status == 0 ? build_result(scan, &grouped) : PyErr_NoMemory();
     free(grouped.groups);
+    free(grouped.group_of);
     free(grouped.hashes);
-    free(walk.records);
     return result;
 }
 
 static PyMethodDef methods[] = {
-    {"check", (PyCFunction)check, METH_O, check_doc},
-    {"tally", (PyCFunction)(void (*)(void))tally, METH_FASTCALL, tally_doc},
+    {"check", (PyCFunction)(void (*)(void))check, METH_FASTCALL, check_doc},
+    {"tally", (PyCFunction)tally, METH_O, tally_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -754,8 +868,13 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__wire(void) {
+    if (PyType_Ready(&ScanType) < 0) return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) return NULL;
+    if (PyModule_AddObjectRef(module, "Scan", (PyObject *)&ScanType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
     MalformedWire = PyErr_NewException("otlp_stats._wire.MalformedWire", PyExc_ValueError, NULL);
     if (MalformedWire == NULL || PyModule_AddObjectRef(module, "MalformedWire", MalformedWire) < 0) {
         Py_CLEAR(MalformedWire);

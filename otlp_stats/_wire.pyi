@@ -1,8 +1,17 @@
 # Type stub for the C extension built from _wire.c.
 
+from typing import final
+
 class MalformedWire(ValueError): ...
 
-def check(wire: bytes, /) -> int: ...
+@final
+class Scan:
+    @property
+    def records(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+
+def check(wire: bytes, key: bytes, /) -> Scan: ...
 def tally(
-    wire: bytes, key: bytes, /
+    scan: Scan, /
 ) -> tuple[list[tuple[bytes | None, int, bytes | None]], list[tuple[int, bytes]]]: ...

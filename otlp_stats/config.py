@@ -233,7 +233,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("grpc_reflection", _parse_bool, "serve gRPC server reflection (true/false)"),
     _Option("workers", _parse_positive_int, "worker tasks resolving requests"),
     _Option("queue_size", _parse_positive_int, "most requests queued or in work"),
-    _Option("queue_max_bytes", _parse_size, "most request bytes queued or in work"),
+    _Option("queue_max_bytes", _parse_size, "most bytes held by requests queued or in work"),
     _Option("max_recv_size", _parse_size, "largest accepted request, bytes"),
     _Option(
         "max_records_per_request", _parse_positive_int, "most log records in one accepted request"

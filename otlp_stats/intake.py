@@ -71,9 +71,9 @@ class Intake:
                 f"request of {len(payload)} bytes exceeds the limit of {self._max_request_size}"
             )
         wire = payload if decoder is None else decoder(payload)
-        return self._admit(self._scanner.check(wire), len(payload), arrival, transport)
+        return self._admit(self._scanner.check(wire), arrival, transport)
 
-    def _admit(self, request: CheckedRequest, size: int, arrival: float, transport: str) -> int:
+    def _admit(self, request: CheckedRequest, arrival: float, transport: str) -> int:
         records = request.records
         if records == 0:
             # OTLP: an empty request is a success; there is nothing to queue.
@@ -84,7 +84,9 @@ class Intake:
             raise RequestTooLarge(
                 f"request of {records} log records exceeds the limit of {self._max_records}"
             )
-        item = QueuedRequest(arrival, size, transport, request)
+        # The queue's byte bound counts what the request holds until tallied (after inflating
+        # and JSON decoding: the bytes of the protobuf), not what came over the network.
+        item = QueuedRequest(arrival, request.nbytes, transport, request)
         try:
             self._queue.put_nowait(item)
         except QueueFull as full:

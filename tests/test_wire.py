@@ -159,7 +159,7 @@ def test_each_value_s_sketch_is_what_datasketches_serializes_for_the_same_hashes
     bodies: list[str],
 ) -> None:
     wire = export_request([log_record(body, **{KEY: "v"}) for body in bodies]).SerializeToString()
-    [(raw, records, sketch)], structured = _wire.tally(wire, KEY.encode())
+    [(raw, records, sketch)], structured = _wire.tally(_wire.check(wire, KEY.encode()))
     assert raw == AnyValue(string_value="v").SerializeToString()
     assert (records, structured) == (len(bodies), [])
     hashes = [body_hash(AnyValue(string_value=body).SerializeToString()) for body in bodies]
@@ -168,7 +168,8 @@ def test_each_value_s_sketch_is_what_datasketches_serializes_for_the_same_hashes
 
 def test_a_value_without_plain_string_bodies_has_no_sketch() -> None:
     wire = export_request([log_record(7, **{KEY: "v"}), log_record(7, **{KEY: "v"})])
-    [(_, records, sketch)], structured = _wire.tally(wire.SerializeToString(), KEY.encode())
+    scan = _wire.check(wire.SerializeToString(), KEY.encode())
+    [(_, records, sketch)], structured = _wire.tally(scan)
     assert (records, sketch, [group for group, _ in structured]) == (2, None, [0, 0])
 
 
