@@ -458,6 +458,8 @@ typedef struct {
     size_t group_count;
     size_t *group_of; /* per record, the index of its group */
     uint64_t *hashes; /* theta hashes, per group (theta_hashes) */
+    size_t *structured; /* records with other bodies, one per distinct (group, body) */
+    size_t structured_count;
 } Grouped;
 
 /* Assigns each record its group; returns -1 when out of memory. */
@@ -507,6 +509,51 @@ static int group_records(const uint8_t *wire, const Record *records, size_t coun
     grouped->groups = groups;
     grouped->group_count = group_count;
     grouped->group_of = group_of;
+    return 0;
+}
+
+/*
+ * The records whose body is not a plain string, one per distinct (group, body): Python hashes
+ * those bodies, and a request of records without a body (an empty one) would otherwise cost a
+ * Python object per record. Returns -1 when out of memory.
+ */
+static int structured_bodies(const uint8_t *wire, const Record *records, size_t count,
+                             Grouped *grouped) {
+    size_t others = 0;
+    for (size_t i = 0; i < count; i++) others += (size_t)!record_is_plain(wire, &records[i]);
+    size_t slots = 16;
+    while (slots < others * 2) slots *= 2;
+    size_t *table = malloc(slots * sizeof(size_t));
+    size_t *structured = malloc((others ? others : 1) * sizeof(size_t));
+    if (table == NULL || structured == NULL) {
+        free(table);
+        free(structured);
+        return -1;
+    }
+    for (size_t i = 0; i < slots; i++) table[i] = SIZE_MAX;
+    size_t kept = 0;
+    for (size_t i = 0; i < count && others > 0; i++) {
+        if (record_is_plain(wire, &records[i])) continue;
+        Slice body = {wire + records[i].body_at, records[i].body_size};
+        size_t group = grouped->group_of[i];
+        size_t slot = (size_t)(slice_hash(body) ^ (group * 0x9E3779B97F4A7C15ull)) & (slots - 1);
+        int seen = 0;
+        while (table[slot] != SIZE_MAX) {
+            size_t other = table[slot];
+            Slice other_body = {wire + records[other].body_at, records[other].body_size};
+            if (grouped->group_of[other] == group && same(other_body, body)) {
+                seen = 1;
+                break;
+            }
+            slot = (slot + 1) & (slots - 1);
+        }
+        if (seen) continue;
+        table[slot] = i;
+        structured[kept++] = i;
+    }
+    free(table);
+    grouped->structured = structured;
+    grouped->structured_count = kept;
     return 0;
 }
 
@@ -782,7 +829,7 @@ static PyObject *group_tuple(const Group *group, const uint64_t *hashes, uint16_
 }
 
 /* Per group: (raw value or None, records, compact theta sketch of its plain string bodies'
- * message hashes or None); and the records whose body is not a plain string: (index of their
+ * message hashes or None); and the other bodies, once per group they occur in: (index of the
  * group in the first list, raw body). */
 static PyObject *build_result(const Scan *scan, const Grouped *grouped) {
     static int seed_hash_known = 0;
@@ -801,9 +848,9 @@ static PyObject *build_result(const Scan *scan, const Grouped *grouped) {
         if (tuple == NULL) goto done;
         PyList_SET_ITEM(groups, (Py_ssize_t)g, tuple);
     }
-    for (size_t i = 0; i < scan->count; i++) {
+    for (size_t k = 0; k < grouped->structured_count; k++) {
+        size_t i = grouped->structured[k];
         const Record *record = &scan->records[i];
-        if (record_is_plain(wire, record)) continue;
         PyObject *index = PyLong_FromSize_t(grouped->group_of[i]);
         PyObject *body = PyBytes_FromStringAndSize((const char *)wire + record->body_at,
                                                    (Py_ssize_t)record->body_size);
@@ -827,8 +874,9 @@ PyDoc_STRVAR(tally_doc,
              "                           list[tuple[int, bytes]]]\n\n"
              "Group a checked request's records by the raw value of its attribute: per value,\n"
              "its record count and a serialized compact theta sketch of the message hashes\n"
-             "(signed XXH3-64) of its plain string bodies, or None if it has none; and, for every\n"
-             "other body, (index of its value's group, raw body) for the caller to hash.");
+             "(signed XXH3-64) of its plain string bodies, or None if it has none; and every\n"
+             "other body, once per value it occurs under, as (index of the value's group, raw\n"
+             "body), for the caller to hash.");
 
 static PyObject *tally(PyObject *module, PyObject *arg) {
     (void)module;
@@ -845,11 +893,13 @@ static PyObject *tally(PyObject *module, PyObject *arg) {
     Py_BEGIN_ALLOW_THREADS
     status = group_records(wire, scan->records, scan->count, &grouped);
     if (status == 0) status = theta_hashes(wire, scan->records, scan->count, &grouped);
+    if (status == 0) status = structured_bodies(wire, scan->records, scan->count, &grouped);
     Py_END_ALLOW_THREADS
     PyObject *result = status == 0 ? build_result(scan, &grouped) : PyErr_NoMemory();
     free(grouped.groups);
     free(grouped.group_of);
     free(grouped.hashes);
+    free(grouped.structured);
     return result;
 }
 

@@ -166,11 +166,17 @@ def test_each_value_s_sketch_is_what_datasketches_serializes_for_the_same_hashes
     assert sketch == _datasketches_bytes(hashes)
 
 
-def test_a_value_without_plain_string_bodies_has_no_sketch() -> None:
-    wire = export_request([log_record(7, **{KEY: "v"}), log_record(7, **{KEY: "v"})])
-    scan = _wire.check(wire.SerializeToString(), KEY.encode())
-    [(_, records, sketch)], structured = _wire.tally(scan)
-    assert (records, sketch, [group for group, _ in structured]) == (2, None, [0, 0])
+def test_other_bodies_come_back_once_per_value_they_occur_under_and_make_no_sketch() -> None:
+    bodies = [(7, "v"), (7, "v"), (8, "v"), (7, "w"), (None, "w"), (None, "w")]
+    records = [log_record(7 if body is None else body, **{KEY: value}) for body, value in bodies]
+    for record, (body, _) in zip(records, bodies, strict=True):
+        if body is None:
+            record.ClearField("body")  # no body at all: the view has it empty
+    scan = _wire.check(export_request(records).SerializeToString(), KEY.encode())
+    groups, structured = _wire.tally(scan)
+    assert [(records, sketch) for _, records, sketch in groups] == [(3, None), (3, None)]
+    seven, eight = (AnyValue(int_value=n).SerializeToString() for n in (7, 8))
+    assert sorted(structured) == [(0, seven), (0, eight), (1, b""), (1, seven)]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
