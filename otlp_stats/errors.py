@@ -64,3 +64,10 @@ class RequestTimeout(ExportRefused):
     """The sender took longer than the read timeout to deliver its request body."""
 
     reason = "read_timeout"
+
+
+class CountingFailed(ExportRefused):
+    """The request could not be counted through a fault of ours (a bug, memory): the sender is
+    told, so nothing it was told was accepted goes missing; retrying would likely fail again."""
+
+    reason = "internal"

@@ -24,6 +24,7 @@ from otlp_stats.admin import HttpSite
 from otlp_stats.compression import inflate
 from otlp_stats.config import ListenAddress
 from otlp_stats.errors import (
+    CountingFailed,
     ExportRefused,
     MalformedRequest,
     Overloaded,
@@ -53,6 +54,8 @@ _HTTP_STATUS: dict[type[ExportRefused], int] = {
     # A stalled body is the sender's fault; OTLP/HTTP does not retry 401 or 408.
     Unauthenticated: 401,
     RequestTimeout: 408,
+    # Our fault, and retrying would likely fail again: OTLP/HTTP does not retry a 500.
+    CountingFailed: 500,
 }
 
 
@@ -143,7 +146,7 @@ class LogsHttpReceiver:
         encoding = ENCODINGS.get(request.content_type)
         try:
             body = await self._decode(request, encoding)
-            self._intake.accept(body.payload, "http", body.decoder)
+            await self._intake.accept(body.payload, "http", body.decoder)
         except ExportRefused as refusal:
             return refusal_response(refusal, encoding)
         finally:

@@ -13,8 +13,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-from otlp_stats.scan import CheckedRequest
-
 FullReason = Literal["queue_requests", "queue_bytes"]
 
 
@@ -26,14 +24,18 @@ class QueueFull(Exception):
 
 @dataclass(frozen=True, eq=False)
 class QueuedRequest:
+    """An admitted Export: its protobuf bytes, not yet checked, and the verdict its handler
+    awaits (the records counted, or the refusal), which a worker gives once it is counted."""
+
     arrival: float
-    size: int
+    wire: bytes = field(repr=False)
     transport: str
-    request: CheckedRequest = field(repr=False)
+    verdict: asyncio.Future[int] = field(repr=False)
 
     @property
-    def records(self) -> int:
-        return self.request.records
+    def size(self) -> int:
+        """What the queue's byte bound counts: the bytes it holds until a worker is done."""
+        return len(self.wire)
 
 
 class RequestQueue:

@@ -16,6 +16,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from otlp_stats.errors import (
+    CountingFailed,
     ExportRefused,
     MalformedRequest,
     Overloaded,
@@ -44,6 +45,7 @@ _GRPC_STATUS: dict[type[ExportRefused], grpc.StatusCode] = {
     UnsupportedMediaType: grpc.StatusCode.INVALID_ARGUMENT,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     RequestTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+    CountingFailed: grpc.StatusCode.INTERNAL,
 }
 
 
@@ -90,7 +92,7 @@ class LogsReceiver:
     async def Export(self, request: bytes, context: Any) -> ExportLogsServiceResponse:
         started = time.perf_counter()
         try:
-            self._intake.accept(request, "grpc")
+            await self._intake.accept(request, "grpc")
         except ExportRefused as refusal:
             self._refuse(refusal, context)
         finally:

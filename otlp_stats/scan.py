@@ -2,11 +2,10 @@
 
 One contract, two scanners:
 
-- `NativeScanner` walks the protobuf bytes once in C (otlp_stats/_wire.c), on admission: it
-  validates as the light view's decode would, resolves the attribute and hashes plain string
-  bodies without building a message or a Python object per record, with the GIL released, and
-  keeps 24 bytes per record for the worker's tally, which groups and sketches without walking
-  the bytes again.
+- `NativeScanner` walks the protobuf bytes once in C (otlp_stats/_wire.c): its check validates
+  as the light view's decode would, resolves the attribute and hashes plain string bodies
+  without building a message or a Python object per record, with the GIL released, and notes
+  24 bytes per record for the tally, which groups and sketches without walking the bytes again.
 - `ViewScanner` does the same through the light view (proto/otlp_stats_view) in Python. It is
   the reference the C scanner is tested against, and the fallback where the extension could
   not be built (no C compiler or no xxhash.h at install time).
@@ -59,15 +58,6 @@ class CheckedRequest:
     view: ExportLogsRequestView | None = None
     # False when no record can carry the key (view.key_may_be_on_records); True is safe.
     key_on_records: bool = True
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes it holds until tallied: the queue's byte bound counts these.
-
-        The view scanner's decoded view is not counted: it is the fallback, and upb does not
-        tell its size (about 2.7 times the bytes).
-        """
-        return len(self.wire) + (0 if self.scan is None else self.scan.nbytes)
 
 
 class Scanner(Protocol):

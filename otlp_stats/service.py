@@ -107,6 +107,8 @@ class Service:
             settings.workers,
             self.metrics,
             self.log,
+            settings.max_records_per_request,
+            settings.retry_delay,
             LabelRenderer(settings.max_value_length),
         )
         self.intake = Intake(
@@ -115,10 +117,8 @@ class Service:
             self.clock,
             self.metrics,
             settings.max_recv_size,
-            settings.max_records_per_request,
             settings.retry_delay,
             RateLimitedLog(self.log),
-            self.scanner,
         )
         self.registry.register(
             StateCollector(
@@ -235,10 +235,11 @@ class Service:
         return server
 
     async def stop(self) -> bool:
-        """Refuse new Exports, drain what was acknowledged, print the last windows.
+        """Refuse new Exports, count what was admitted, print the last windows.
 
         Returns False if the queue could not be drained within the shutdown grace, in which case
-        the records still queued were acknowledged but not counted (and are logged as such).
+        the requests still queued are refused as the service shuts down (UNAVAILABLE, 503:
+        their senders retry) rather than acknowledged.
         """
         if self.health.state is HealthState.STOPPED:
             return True

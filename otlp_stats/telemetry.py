@@ -41,7 +41,7 @@ class Metrics:
         )
         self.records_accepted = Counter(
             "otlp_stats_records_accepted",
-            "Log records acknowledged to senders (queued for counting).",
+            "Log records acknowledged to senders (counted).",
             ["transport"],
             registry=registry,
         )
@@ -52,7 +52,8 @@ class Metrics:
         )
         self.records_failed = Counter(
             "otlp_stats_records_failed",
-            "Acknowledged records a worker failed to count (a bug if ever non-zero).",
+            "Records a worker failed to count through a fault of ours; their sender was refused "
+            "(INTERNAL, HTTP 500). A bug if ever non-zero.",
             registry=registry,
         )
         self.export_duration = Histogram(

@@ -1,4 +1,8 @@
-"""The worker pool: take queued requests, resolve and hash them, feed the aggregator."""
+"""The worker pool: take queued requests, check, resolve and hash them, feed the aggregator.
+
+A worker gives each request its verdict (the records counted, or why it is refused), which the
+Export handler has been awaiting, once the request's counts are in the aggregator.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from otlp_stats.aggregator import ResolvedBatch
+from otlp_stats.errors import CountingFailed, ExportRefused, RequestTooLarge, ShuttingDown
 from otlp_stats.queue import QueuedRequest, RequestQueue
 from otlp_stats.resolve import LabelRenderer
 from otlp_stats.scan import Scanner
@@ -16,17 +21,21 @@ from otlp_stats.telemetry import Metrics
 
 BatchSink = Callable[[float, ResolvedBatch], None]
 
+# Requests up to this size are counted on the event loop; bigger ones in a thread. About 2,800
+# reference records, under a millisecond with the C scanner: a handoff to a thread and back
+# costs more CPU than that (about 8% per record), while a 64 MiB request would hold the loop,
+# the other Exports and the health probes for a tenth of a second or more.
+INLINE_BYTES = 1 << 20
+
 
 class WorkerPool:
-    """`workers` tasks, each resolving one request at a time in a thread.
+    """`workers` tasks, each counting one request at a time.
 
-    The resolving runs off the event loop so a huge request does not stall the Export handlers
-    and health probes, and so that work that cannot keep up shows as a full queue, which the
-    front doors answer with a retryable status. (Tallying small requests on the loop cost 20%
-    less CPU per record, but the loop then never let the queue fill: an overload waited
-    unseen in gRPC's buffers instead of being refused. See BENCHMARKS.md.) The batch is
-    handed to the aggregator back on the loop, so the aggregator is only ever touched from
-    one thread.
+    Counting is the scanner's check (validate, and note per record its attribute value and
+    message hash) and tally (group by value and sketch), then the hand-over to the aggregator,
+    always back on the loop so the aggregator is only ever touched from one thread. A worker
+    yields to the loop after each request, so the Export handlers keep admitting while work
+    waits, and work that cannot keep up shows as a full queue, refused with a retryable status.
     """
 
     def __init__(
@@ -37,6 +46,8 @@ class WorkerPool:
         workers: int,
         metrics: Metrics,
         logger: Any,
+        max_records: int,
+        retry_delay: float,
         labels: LabelRenderer | None = None,
     ) -> None:
         self._queue = queue
@@ -46,6 +57,8 @@ class WorkerPool:
         self._workers = workers
         self._metrics = metrics
         self._logger = logger
+        self._max_records = max_records
+        self._retry_delay = retry_delay
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -56,44 +69,95 @@ class WorkerPool:
         ]
 
     async def stop(self) -> None:
-        """Cancel the workers; call after the queue is drained to lose nothing.
+        """Cancel the workers; call after the queue is drained.
 
-        After a drain that ran out of time, the requests still waiting were acknowledged and
-        will not be counted: each is reported as failed (metric and log), not dropped silently.
+        After a drain that ran out of time, the requests still waiting are refused as the
+        service shuts down (retryable): they were never acknowledged, so nothing is lost.
         """
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         while (item := self._queue.get_nowait()) is not None:
-            self._report_failure(item, "still queued when the shutdown grace ran out")
+            _refuse(item, ShuttingDown(self._retry_delay))
             self._queue.done(item)
         if self._executor is not None:
-            # A tally already running in a thread finishes there; wait for it off the loop.
+            # A count already running in a thread finishes there; wait for it off the loop.
             await asyncio.to_thread(self._executor.shutdown, True)
             self._executor = None
 
+    def resolve(self, wire: bytes) -> tuple[int, ResolvedBatch]:
+        """The request's record count and its records per attribute value, or a refusal."""
+        checked = self._scanner.check(wire)
+        if checked.records > self._max_records:
+            # Counting holds up to about 60 bytes per record however small the record is on the
+            # wire (a record can be 2 bytes), so the record count is bounded as the size is.
+            raise RequestTooLarge(
+                f"request of {checked.records} log records exceeds the limit of {self._max_records}"
+            )
+        if checked.records == 0:
+            return 0, {}
+        try:
+            return checked.records, self._scanner.tally(checked, self.labels)
+        except Exception as error:
+            raise _NotCounted(checked.records) from error
+
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             item = await self._queue.get()
             started = time.perf_counter()
             try:
-                batch = await loop.run_in_executor(
-                    self._executor, self._scanner.tally, item.request, self.labels
-                )
-                self._sink(item.arrival, batch)
-                self._metrics.records_counted.inc(item.records)
-            except asyncio.CancelledError:
-                self._report_failure(item, "cancelled during shutdown")
-                raise
-            except Exception:
-                self._logger.exception("worker_failed", records=item.records)
-                self._report_failure(item, "worker error")
+                await self._count(item)
             finally:
                 self._queue.done(item)
                 self._metrics.worker_duration.observe(time.perf_counter() - started)
+            # get() does not yield while requests wait: let the handlers in between two.
+            await asyncio.sleep(0)
 
-    def _report_failure(self, item: QueuedRequest, why: str) -> None:
-        self._metrics.records_failed.inc(item.records)
-        self._logger.error("records_not_counted", records=item.records, why=why)
+    async def _count(self, item: QueuedRequest) -> None:
+        if item.verdict.done():
+            return  # the sender gave up while it waited; it will send the request again
+        try:
+            if item.size <= INLINE_BYTES:
+                records, batch = self.resolve(item.wire)
+            else:
+                loop = asyncio.get_running_loop()
+                records, batch = await loop.run_in_executor(self._executor, self.resolve, item.wire)
+        except ExportRefused as refusal:
+            _refuse(item, refusal)
+            return
+        except asyncio.CancelledError:
+            _refuse(item, ShuttingDown(self._retry_delay))
+            raise
+        except Exception as error:
+            self._fail(item, error, error.records if isinstance(error, _NotCounted) else 0)
+            return
+        if item.verdict.done():
+            return  # the sender gave up while a thread counted it: not counted, it will retry
+        try:
+            if records:
+                self._sink(item.arrival, batch)
+        except Exception as error:
+            self._fail(item, error, records)
+            return
+        self._metrics.records_counted.inc(records)
+        item.verdict.set_result(records)
+
+    def _fail(self, item: QueuedRequest, error: Exception, records: int) -> None:
+        """A fault of ours: log it, and refuse the request so its sender knows."""
+        self._logger.error("worker_failed", bytes=item.size, records=records, exc_info=error)
+        self._metrics.records_failed.inc(records)
+        _refuse(item, CountingFailed("the request could not be counted"))
+
+
+class _NotCounted(Exception):
+    """Tallying a checked request failed; how many records it held."""
+
+    def __init__(self, records: int) -> None:
+        super().__init__(f"{records} records not counted")
+        self.records = records
+
+
+def _refuse(item: QueuedRequest, refusal: ExportRefused) -> None:
+    if not item.verdict.done():
+        item.verdict.set_exception(refusal)

@@ -1,11 +1,12 @@
-"""The OTLP/HTTP front door on a real port, in process: what a sender gets back, and what is queued.
+"""The OTLP/HTTP front door on a real port, in process: what a sender gets back, what is counted.
 
-The Intake and queue are the real ones with no workers, so a test sees exactly what was admitted
-and can fill the queue at will.
+The Intake, queue and workers are the real ones, the queue with a gate (pipeline_front), so a
+test sees exactly what was admitted and can fill the queue at will.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import zlib
@@ -26,11 +27,10 @@ from otlp_stats.config import ListenAddress
 from otlp_stats.health import Health, HealthState
 from otlp_stats.http_receiver import JSON, PROTOBUF, build_otlp_http_site
 from otlp_stats.intake import Intake
-from otlp_stats.queue import RequestQueue
-from otlp_stats.scan import default_scanner
 from otlp_stats.telemetry import Metrics, RateLimitedLog
 from otlp_stats.view import decode_view
 from tests.fakes import export_request, log_record, worked_example_request
+from tests.pipeline_front import GatedQueue, worker_pool
 
 LIMIT = 64 * 1024
 RETRY_DELAY = 0.25
@@ -48,7 +48,7 @@ class Answer:
 @dataclass
 class FrontDoor:
     url: str
-    queue: RequestQueue
+    queue: GatedQueue
     health: Health
     registry: CollectorRegistry
     session: aiohttp.ClientSession
@@ -64,21 +64,18 @@ class FrontDoor:
                 dict(response.headers),
             )
 
-    async def queued_bodies(self) -> list[list[str]]:
-        """Per admitted request, the string bodies of its records (and releases its place)."""
-        admitted = []
-        while self.queue.depth:
-            item = await self.queue.get()
-            self.queue.done(item)
-            admitted.append(
-                [
-                    AnyValue.FromString(record.body).string_value
-                    for resource_logs in decode_view(item.request.wire).resource_logs
-                    for scope_logs in resource_logs.scope_logs
-                    for record in scope_logs.log_records
-                ]
-            )
-        return admitted
+    async def counted_bodies(self) -> list[list[str]]:
+        """Per request admitted and counted, the string bodies of its records."""
+        return [
+            [
+                AnyValue.FromString(record.body).string_value
+                for resource_logs in decode_view(item.wire).resource_logs
+                for scope_logs in resource_logs.scope_logs
+                for record in scope_logs.log_records
+            ]
+            for item in self.queue.taken
+            if item.verdict.done() and not item.verdict.cancelled() and not item.verdict.exception()
+        ]
 
     def refused(self, reason: str) -> float | None:
         return self.registry.get_sample_value(
@@ -92,17 +89,17 @@ async def door() -> AsyncIterator[FrontDoor]:
     metrics = Metrics(registry)
     health = Health()
     health.move_to(HealthState.SERVING)
-    queue = RequestQueue(max_requests=2, max_bytes=LIMIT * 4)
+    queue = GatedQueue(max_requests=2, max_bytes=LIMIT * 4)
+    workers, _ = worker_pool(queue, metrics, key="service.name")
+    await workers.start()
     intake = Intake(
         queue,
         health,
         SystemClock(),
         metrics,
         LIMIT,
-        100_000,
         RETRY_DELAY,
         RateLimitedLog(structlog.get_logger("test")),
-        default_scanner("service.name"),
     )
     site: HttpSite = build_otlp_http_site(intake, metrics, ListenAddress("127.0.0.1", 0), LIMIT)
     await site.start()
@@ -110,6 +107,7 @@ async def door() -> AsyncIterator[FrontDoor]:
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         yield FrontDoor(f"http://127.0.0.1:{site.port}/v1/logs", queue, health, registry, session)
     await site.stop()
+    await workers.stop()
 
 
 def otlp_json_request() -> bytes:
@@ -144,7 +142,7 @@ async def test_protobuf_success_answers_an_export_response_in_protobuf(door: Fro
     answer = await door.post(worked_example_request().SerializeToString())
     assert (answer.status, answer.content_type) == (200, PROTOBUF)
     assert ExportLogsServiceResponse.FromString(answer.body) == ExportLogsServiceResponse()
-    assert await door.queued_bodies() == [[f"my log body {n}" for n in range(1, 6)]]
+    assert await door.counted_bodies() == [[f"my log body {n}" for n in range(1, 6)]]
 
 
 async def test_json_success_answers_in_json_despite_hex_ids_and_unknown_fields(
@@ -153,7 +151,7 @@ async def test_json_success_answers_in_json_despite_hex_ids_and_unknown_fields(
     answer = await door.post(otlp_json_request(), JSON)
     assert (answer.status, answer.content_type) == (200, JSON)
     assert json.loads(answer.body) == {}
-    assert await door.queued_bodies() == [["checkout done"]]
+    assert await door.counted_bodies() == [["checkout done"]]
 
 
 async def test_json_content_type_may_carry_a_charset(door: FrontDoor) -> None:
@@ -174,14 +172,14 @@ async def test_compressed_bodies_are_accepted(
     compressed = gzip.compress(plain) if encoding == "gzip" else zlib.compress(plain)
     answer = await door.post(compressed, media_type, **{"Content-Encoding": encoding})
     assert answer.status == 200
-    assert await door.queued_bodies() == [bodies]
+    assert await door.counted_bodies() == [bodies]
 
 
 async def test_an_empty_request_succeeds_and_queues_nothing(door: FrontDoor) -> None:
     answer = await door.post(b"")
     assert answer.status == 200
     assert ExportLogsServiceResponse.FromString(answer.body) == ExportLogsServiceResponse()
-    assert await door.queued_bodies() == []
+    assert await door.counted_bodies() == []
 
 
 async def test_malformed_protobuf_is_400_with_a_status_in_protobuf(door: FrontDoor) -> None:
@@ -191,7 +189,7 @@ async def test_malformed_protobuf_is_400_with_a_status_in_protobuf(door: FrontDo
     assert status.code == code_pb2.INVALID_ARGUMENT
     assert "cannot decode" in status.message
     assert door.refused("malformed") == 1
-    assert await door.queued_bodies() == []
+    assert await door.counted_bodies() == []
 
 
 async def test_malformed_json_is_400_with_a_status_in_json(door: FrontDoor) -> None:
@@ -252,7 +250,7 @@ async def test_a_gzip_bomb_is_413_by_its_decompressed_size(door: FrontDoor) -> N
     answer = await door.post(bomb, **{"Content-Encoding": "gzip"})
     assert answer.status == 413
     assert "gzip-decoded body exceeds" in status_pb2.Status.FromString(answer.body).message
-    assert await door.queued_bodies() == []
+    assert await door.counted_bodies() == []
 
 
 async def test_other_methods_are_405(door: FrontDoor) -> None:
@@ -271,8 +269,9 @@ async def test_other_paths_are_404(door: FrontDoor) -> None:
 
 async def test_a_full_queue_is_503_with_retry_after_and_retry_info(door: FrontDoor) -> None:
     request = worked_example_request().SerializeToString()
-    for _ in range(2):
-        assert (await door.post(request)).status == 200
+    door.queue.close_gate()
+    waiting = [asyncio.create_task(door.post(request)) for _ in range(2)]
+    await door.queue.wait_depth(2)
     answer = await door.post(request)
     assert (answer.status, answer.content_type) == (503, PROTOBUF)
     # Whole seconds, rounded up: 0.25 s becomes 1.
@@ -283,6 +282,8 @@ async def test_a_full_queue_is_503_with_retry_after_and_retry_info(door: FrontDo
     assert status.details[0].Unpack(retry_info)
     assert retry_info.retry_delay.ToNanoseconds() == 250_000_000
     assert door.refused("queue_requests") == 1
+    door.queue.open_gate()
+    assert [answer.status for answer in await asyncio.gather(*waiting)] == [200, 200]
 
 
 async def test_a_draining_service_is_503_with_retry_after(door: FrontDoor) -> None:
@@ -291,4 +292,4 @@ async def test_a_draining_service_is_503_with_retry_after(door: FrontDoor) -> No
     assert (answer.status, answer.content_type, answer.headers["Retry-After"]) == (503, JSON, "1")
     assert json.loads(answer.body)["details"][0]["@type"].endswith("google.rpc.RetryInfo")
     assert door.refused("not_serving") == 1
-    assert await door.queued_bodies() == []
+    assert await door.counted_bodies() == []

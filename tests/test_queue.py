@@ -7,11 +7,13 @@ import asyncio
 import pytest
 
 from otlp_stats.queue import QueuedRequest, QueueFull, RequestQueue
-from otlp_stats.scan import CheckedRequest
+
+# The verdicts' loop: these tests never await one.
+_LOOP = asyncio.new_event_loop()
 
 
 def item(arrival: float = 1.0, size: int = 10) -> QueuedRequest:
-    return QueuedRequest(arrival, size, "grpc", CheckedRequest(b"", 1))
+    return QueuedRequest(arrival, b"x" * size, "grpc", _LOOP.create_future())
 
 
 def test_refuses_past_the_request_limit() -> None:

@@ -11,7 +11,6 @@ from prometheus_client import CollectorRegistry
 from otlp_stats.aggregator import Aggregator, LabelTally, ValueReport, WindowReport
 from otlp_stats.queue import QueuedRequest, RequestQueue
 from otlp_stats.reporter import Reporter, format_timestamp, render_json, render_text
-from otlp_stats.scan import CheckedRequest
 from otlp_stats.sketches import DistinctEstimate
 from otlp_stats.telemetry import Metrics
 from tests.fakes import FakeClock
@@ -137,7 +136,9 @@ async def test_window_is_held_until_requests_that_arrived_before_its_end_are_cou
     clock = FakeClock(T0)
     pipeline = Pipeline(clock)
     await pipeline.reporter.start()
-    pending = QueuedRequest(T0 + 9.5, 10, "grpc", CheckedRequest(b"", 1))
+    pending = QueuedRequest(
+        T0 + 9.5, b"request", "grpc", asyncio.get_running_loop().create_future()
+    )
     pipeline.queue.put_nowait(pending)
 
     await clock.advance(12)  # window [T0, T0+10) has ended, but a request of it is pending

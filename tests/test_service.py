@@ -121,8 +121,18 @@ def test_full_queue_refuses_with_retry_info_and_every_acknowledged_record_is_cou
     channel_factory: list[grpc.Channel],
 ) -> None:
     big = export_request([log_record(f"body {n}", foo=f"v{n % 7}") for n in range(5000)])
+    # The worker holds each request a while (tests.slowed_service), so that the queue fills
+    # however fast this machine counts; 30 requests at once then find it full.
     with running_service(
-        "--attribute-key", "foo", "--window", ONE_WINDOW, "--queue-size", "1", "--workers", "1"
+        "--attribute-key",
+        "foo",
+        "--window",
+        ONE_WINDOW,
+        "--queue-size",
+        "1",
+        "--workers",
+        "1",
+        entry=("-m", "tests.slowed_service", "0.05"),
     ) as service:
         stub = stub_for(service, channel_factory)
         futures = [stub.Export.future(big, timeout=60) for _ in range(30)]

@@ -1,21 +1,25 @@
-"""From a decoded request to per-value tallies: precedence, grouping, identity."""
+"""From a request to per-value tallies (precedence, grouping, identity), and the verdicts the
+workers give the Export handlers."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
-import structlog
+import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
 from prometheus_client import CollectorRegistry
 
+from otlp_stats.errors import CountingFailed, MalformedRequest, RequestTooLarge, ShuttingDown
 from otlp_stats.queue import QueuedRequest, RequestQueue
 from otlp_stats.resolve import LabelRenderer
-from otlp_stats.scan import CheckedRequest, NativeScanner, tally_view
+from otlp_stats.scan import NativeScanner, tally_view
 from otlp_stats.telemetry import Metrics
 from otlp_stats.view import decode_view, key_may_be_on_records
-from otlp_stats.workers import WorkerPool
+from otlp_stats.workers import INLINE_BYTES
 from tests.fakes import Plain, export_request, log_record, worked_example_request
+from tests.pipeline_front import worker_pool
 from tests.reference import messages_of, reference_messages
 
 
@@ -117,21 +121,104 @@ def _maybe(rng: random.Random, prefix: str) -> str | None:
     return None if rng.random() < 0.4 else f"{prefix}{rng.randint(0, 3)}"
 
 
-async def test_stop_reports_requests_still_queued_as_failed_not_silently_dropped() -> None:
+async def admitted(
+    queue: RequestQueue, request: ExportLogsServiceRequest | bytes, arrival: float = 1.0
+) -> QueuedRequest:
+    wire = request if isinstance(request, bytes) else request.SerializeToString()
+    item = QueuedRequest(arrival, wire, "grpc", asyncio.get_running_loop().create_future())
+    queue.put_nowait(item)
+    return item
+
+
+async def test_a_request_is_counted_then_given_its_record_count_as_verdict() -> None:
     queue = RequestQueue(10, 1 << 20)
-    for records in (3, 4):
-        queue.put_nowait(QueuedRequest(1.0, 10, "grpc", CheckedRequest(b"", records)))
+    pool, counted = worker_pool(queue)
+    await pool.start()
+    item = await admitted(queue, worked_example_request(), arrival=7.0)
+    assert await item.verdict == 5
+    [(arrival, batch)] = counted.batches
+    assert arrival == 7.0
+    assert {label: tally.records for label, tally in batch.items()} == {
+        "bar": 1,
+        "qux": 1,
+        "baz": 2,
+        None: 1,
+    }
+    await queue.wait_idle()
+    await pool.stop()
+
+
+async def test_what_cannot_be_counted_is_refused_to_its_sender_and_counts_nothing() -> None:
+    queue = RequestQueue(10, 1 << 20)
+    pool, counted = worker_pool(queue, max_records=3)
+    await pool.start()
+    malformed = await admitted(queue, b"\x0a\xff\xff\xff")
+    too_many = await admitted(queue, export_request([log_record("x")] * 4))
+    with pytest.raises(MalformedRequest):
+        await malformed.verdict
+    with pytest.raises(RequestTooLarge, match="4 log records exceeds the limit of 3"):
+        await too_many.verdict
+    assert counted.batches == []
+    await pool.stop()
+
+
+async def test_a_request_whose_sender_gave_up_is_not_counted() -> None:
+    queue = RequestQueue(10, 1 << 20)
+    pool, counted = worker_pool(queue)
+    gone = await admitted(queue, worked_example_request())
+    gone.verdict.cancel()  # the handler's await was cancelled: deadline passed, client went away
+    kept = await admitted(queue, worked_example_request())
+    await pool.start()
+    assert await kept.verdict == 5
+    assert len(counted.batches) == 1
+    await pool.stop()
+
+
+async def test_a_big_request_is_counted_in_a_thread_alike() -> None:
+    queue = RequestQueue(10, 64 << 20)
+    pool, counted = worker_pool(queue)
+    await pool.start()
+    records = [log_record(f"body {n}", foo=f"v{n % 3}") for n in range(4000)]
+    records[0].body.string_value = "x" * INLINE_BYTES
+    big = await admitted(queue, export_request(records))
+    small = await admitted(queue, export_request(records[1:]))
+    assert len(big.wire) > INLINE_BYTES >= len(small.wire)
+    assert await big.verdict == 4000
+    assert await small.verdict == 3999
+    [big_batch, small_batch] = [batch for _, batch in counted.batches]
+    assert {label: tally.records for label, tally in big_batch.items()} == {
+        "v0": 1334,
+        "v1": 1333,
+        "v2": 1333,
+    }
+    assert messages_of(big_batch)["v1"] == messages_of(small_batch)["v1"]
+    await pool.stop()
+
+
+async def test_a_fault_in_counting_refuses_the_request_and_is_a_metric() -> None:
+    queue = RequestQueue(10, 1 << 20)
     metrics = Metrics(CollectorRegistry())
-    counted: list[float] = []
-    pool = WorkerPool(
-        queue,
-        lambda arrival, _: counted.append(arrival),
-        NativeScanner("foo"),
-        1,
-        metrics,
-        structlog.get_logger(),
-    )
+    pool, _ = worker_pool(queue, metrics)
+
+    def broken_sink(arrival: float, batch: object) -> None:
+        raise RuntimeError("a bug")
+
+    pool._sink = broken_sink
+    await pool.start()
+    item = await admitted(queue, worked_example_request())
+    with pytest.raises(CountingFailed):
+        await item.verdict
+    assert metrics.registry.get_sample_value("otlp_stats_records_failed_total") == 5
+    await pool.stop()
+
+
+async def test_stop_refuses_what_still_waits_as_retryable_not_silently_dropped() -> None:
+    queue = RequestQueue(10, 1 << 20)
+    pool, counted = worker_pool(queue)
+    waiting = [await admitted(queue, worked_example_request()) for _ in range(2)]
     await pool.stop()  # as after a drain timeout: nothing was worked on
-    assert counted == []
-    assert metrics.registry.get_sample_value("otlp_stats_records_failed_total") == 7
+    for item in waiting:
+        with pytest.raises(ShuttingDown):
+            await item.verdict
+    assert counted.batches == []
     assert queue.depth == 0
