@@ -5,9 +5,8 @@
  * decode it, without building any message, and notes for every log record where the raw bytes
  * of the counted attribute's AnyValue are (record > scope > resource; last duplicate key wins,
  * as a protobuf map does) and where its body is, hashing a plain string body with XXH3-64
- * exactly as messages.body_hash does. It runs on admission, so a malformed request is refused
- * before it is acknowledged; what it notes (24 bytes a record, a Scan) waits in the queue with
- * the bytes.
+ * exactly as messages.body_hash does. A malformed request is refused (MalformedWire); what it
+ * notes for the others is a Scan, 24 bytes a record.
  *
  * tally() then works from the Scan without walking the bytes again: it groups the records by
  * raw attribute value, so Python renders one label per distinct value rather than one per
@@ -52,7 +51,7 @@ typedef struct {
 static const Slice ABSENT = {NULL, -1};
 
 /* What a record counts by, as offsets into the request's bytes: 24 bytes however big the
- * record, held from admission until a worker tallies it (Scan.nbytes). */
+ * record. */
 typedef struct {
     uint32_t value_at;  /* the attribute's raw AnyValue */
     int32_t value_size; /* -1: the record has no value for the key */
@@ -447,9 +446,13 @@ static int same(Slice a, Slice b) {
     return a.size == b.size && (a.size <= 0 || memcmp(a.data, b.data, (size_t)a.size) == 0);
 }
 
+/* Seeded at import from os.urandom: the grouping tables probe linearly, and a sender who could
+ * predict where values land could make every lookup walk the whole table. */
+static uint64_t table_seed;
+
 static uint64_t slice_hash(Slice slice) {
-    if (slice.size < 0) return 0x9E3779B97F4A7C15ull;
-    return XXH3_64bits(slice.data, (size_t)slice.size);
+    if (slice.size < 0) return table_seed ^ 0x9E3779B97F4A7C15ull;
+    return XXH3_64bits_withSeed(slice.data, (size_t)slice.size, table_seed);
 }
 
 /* What a tally works out before it builds its Python result. */
@@ -566,9 +569,10 @@ static int structured_bodies(const uint8_t *wire, const Record *records, size_t 
  * 8-byte preamble (preamble longs, version, family 3, two unused bytes, flags, 16-bit seed
  * hash), the entry count in a second 8-byte word when there is more than one entry, then the
  * entries. Each group's hashes are made into such a sketch here, sorted and without
- * duplicates, byte for byte what `update_theta_sketch.compact(True).serialize()` gives for the
- * same updates (tests/test_wire.py checks it), so the aggregator unions one sketch per value
- * per request instead of calling update() once per record.
+ * duplicates: an exact sketch of all of them, byte for byte what
+ * `update_theta_sketch(lg_k).compact(True).serialize()` gives for the same updates when lg_k is
+ * large enough to keep them all (tests/test_wire.py checks it). The aggregator unions one such
+ * sketch per value per request into its own, instead of calling update() once per record.
  */
 
 #define THETA_SEED 9001u
@@ -616,14 +620,21 @@ static void insertion_sort(uint64_t *a, size_t n) {
     }
 }
 
+static int compare_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
 /*
  * Sort n theta hashes, which are spread evenly over [0, 2**63): scatter them by their top bits
- * into about n buckets, in bucket order, which leaves each hash only its bucket's few others to
- * pass, then insertion-sort. Expected linear; qsort's calls to a comparator cost twice as much
- * as the whole tally step at a request's sizes. `scratch` holds n hashes and n + 1 counts.
+ * into about n buckets, then sort each bucket, which holds one or two hashes but for chance.
+ * Expected linear; qsort's comparator calls on the whole array cost more than the rest of the
+ * tally step. A bucket of more than a few (many records repeating a few messages that share
+ * top bits, which a sender could choose on purpose) goes to qsort, so the worst case stays
+ * n log n. `scratch` holds n hashes, `counts` 2n + 2 sizes.
  */
 static void sort_theta_hashes(uint64_t *a, size_t n, uint64_t *scratch, size_t *counts) {
-    if (n < 64) {
+    if (n < 16) {
         insertion_sort(a, n);
         return;
     }
@@ -634,9 +645,19 @@ static void sort_theta_hashes(uint64_t *a, size_t n, uint64_t *scratch, size_t *
     memset(counts, 0, (buckets + 1) * sizeof(size_t));
     for (size_t i = 0; i < n; i++) counts[(a[i] >> shift) + 1]++;
     for (size_t b = 0; b < buckets; b++) counts[b + 1] += counts[b];
+    /* Scattering moves each bucket's start to its end: counts[b] becomes where b + 1 starts. */
     for (size_t i = 0; i < n; i++) scratch[counts[a[i] >> shift]++] = a[i];
+    size_t start = 0;
+    for (size_t b = 0; b < buckets; b++) {
+        size_t size = counts[b] - start;
+        if (size > 8) {
+            qsort(scratch + start, size, sizeof(uint64_t), compare_u64);
+        } else {
+            insertion_sort(scratch + start, size);
+        }
+        start = counts[b];
+    }
     memcpy(a, scratch, n * sizeof(uint64_t));
-    insertion_sort(a, n);
 }
 
 /*
@@ -737,14 +758,8 @@ static PyObject *scan_records(Scan *self, void *closure) {
     return PyLong_FromSize_t(self->count);
 }
 
-static PyObject *scan_nbytes(Scan *self, void *closure) {
-    (void)closure;
-    return PyLong_FromSize_t(sizeof(Scan) + self->count * sizeof(Record));
-}
-
 static PyGetSetDef scan_getset[] = {
     {"records", (getter)scan_records, NULL, "the request's number of log records", NULL},
-    {"nbytes", (getter)scan_nbytes, NULL, "bytes held besides the request's own", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -784,11 +799,6 @@ static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = walk_request(&walk, walk.wire, size);
-    if (status == 0 && walk.count < walk.capacity) {
-        /* Held until a worker tallies it: give back what doubling reserved. */
-        Record *fitted = realloc(walk.records, (walk.count ? walk.count : 1) * sizeof(Record));
-        if (fitted != NULL) walk.records = fitted;
-    }
     Py_END_ALLOW_THREADS
     if (status < 0) {
         free(walk.records);
@@ -917,8 +927,18 @@ static struct PyModuleDef module_def = {
     .m_methods = methods,
 };
 
+static int seed_tables(void) {
+    PyObject *os = PyImport_ImportModule("os");
+    PyObject *random = os ? PyObject_CallMethod(os, "urandom", "i", (int)sizeof(table_seed)) : NULL;
+    Py_XDECREF(os);
+    if (random == NULL) return -1;
+    memcpy(&table_seed, PyBytes_AS_STRING(random), sizeof(table_seed));
+    Py_DECREF(random);
+    return 0;
+}
+
 PyMODINIT_FUNC PyInit__wire(void) {
-    if (PyType_Ready(&ScanType) < 0) return NULL;
+    if (seed_tables() < 0 || PyType_Ready(&ScanType) < 0) return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) return NULL;
     if (PyModule_AddObjectRef(module, "Scan", (PyObject *)&ScanType) < 0) {

@@ -1,4 +1,4 @@
-"""The per-record work of counting: check a request's bytes on admission, tally them in a worker.
+"""The per-record work of counting: a worker checks a request's bytes, then tallies them.
 
 One contract, two scanners:
 
@@ -52,9 +52,9 @@ class CheckedRequest:
 
     wire: bytes
     records: int
-    # What the C scanner noted per record on admission, for its worker's tally.
+    # What the C scanner's check noted per record, for the tally.
     scan: _wire.Scan | None = None
-    # What the view scanner decoded on admission, so its worker does not decode again.
+    # What the view scanner's check decoded, so the tally does not decode again.
     view: ExportLogsRequestView | None = None
     # False when no record can carry the key (view.key_may_be_on_records); True is safe.
     key_on_records: bool = True

@@ -247,11 +247,13 @@ class Service:
         self.health.move_to(HealthState.DRAINING)
         self.log.info("draining", queued_requests=self.queue.depth)
         drained = await self._drain(deadline)
+        # Workers first: after a drain cut short, what still waits is refused to its senders
+        # now, while their Export handlers still await an answer.
+        await self.workers.stop()
         if self._grpc is not None:
             await self._grpc.stop(_GRPC_STOP_GRACE)
         await self.otlp_http.stop()
         await self.grpc_health.stop()
-        await self.workers.stop()
         if self._restored:
             # The open window is checkpointed before the reporter closes it as partial, so a
             # restart resumes it rather than losing it or counting it twice.

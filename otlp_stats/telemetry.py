@@ -65,7 +65,7 @@ class Metrics:
         )
         self.worker_duration = Histogram(
             "otlp_stats_worker_processing_seconds",
-            "Time a worker spends resolving and hashing one request.",
+            "Time a worker spends counting one request: check, resolve, hash, hand over.",
             buckets=(*_LATENCY_BUCKETS, 10, 30),
             registry=registry,
         )

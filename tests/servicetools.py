@@ -170,6 +170,15 @@ class ServiceProcess:
         _, text = self.http_get("/metrics")
         return metric_value(text, name, labels or {})
 
+    def wait_metric(self, name: str, at_least: float, timeout: float = 10.0) -> None:
+        """Poll /metrics until `name` reaches `at_least`: a separate process's state has no
+        event to wait on."""
+        deadline = time.monotonic() + timeout
+        while (self.metric(name) or 0.0) < at_least:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} did not reach {at_least} within {timeout}s")
+            time.sleep(0.02)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)

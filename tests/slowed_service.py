@@ -1,8 +1,9 @@
 """`python -m tests.slowed_service SECONDS [flags]`: the real service with slowed workers.
 
-A worker holds each request SECONDS longer before resolving it (the request keeps its place in
-the queue meanwhile), so a tiny queue fills up on demand and throttling tests do not depend on
-how fast this machine happens to be.
+A worker waits SECONDS before it takes each request from the queue (the request keeps its place
+in the queue meanwhile), so a tiny queue fills up on demand and throttling tests do not depend on
+how fast this machine happens to be. The wait comes before the take, so a worker cancelled while
+it waits (a shutdown) holds no request that would then go unanswered.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ Get = Callable[[RequestQueue], Awaitable[QueuedRequest]]
 
 def slowed_get(seconds: float, get: Get) -> Get:
     async def get_slowly(queue: RequestQueue) -> QueuedRequest:
-        item = await get(queue)
         await asyncio.sleep(seconds)  # an await, so Export handlers keep answering meanwhile
-        return item
+        return await get(queue)
 
     return get_slowly
 

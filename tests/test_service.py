@@ -161,6 +161,29 @@ def test_full_queue_refuses_with_retry_info_and_every_acknowledged_record_is_cou
     }
 
 
+def test_a_drain_cut_short_refuses_what_waits_rather_than_acknowledging_it(
+    channel_factory: list[grpc.Channel],
+) -> None:
+    # The worker holds each request 30 s, far past the 0.3 s grace.
+    with running_service(
+        "--attribute-key", "foo", "--window", ONE_WINDOW, "--workers", "1",
+        "--shutdown-grace", "0.3",
+        entry=("-m", "tests.slowed_service", "30"),
+    ) as service:  # fmt: skip
+        stub = stub_for(service, channel_factory)
+        futures = [stub.Export.future(worked_example_request(), timeout=60) for _ in range(2)]
+        service.wait_metric("otlp_stats_queue_requests", 2)
+        assert service.stop() == 1  # the drain timed out
+        for future in futures:
+            with pytest.raises(grpc.RpcError) as refused:
+                future.result()
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            trailers = {datum.key for datum in refused.value.trailing_metadata() or ()}
+            assert RETRY_INFO_TRAILER in trailers
+        [report] = service.all_reports()
+    assert report["records"] == 0  # nothing acknowledged, nothing counted
+
+
 def test_malformed_and_oversized_requests_are_refused_and_the_service_stays_up(
     channel_factory: list[grpc.Channel],
 ) -> None:

@@ -152,8 +152,9 @@ def _datasketches_bytes(hashes: list[int]) -> bytes:
         ["one"],  # one entry: the one-word preamble
         ["a", "b", "a", "c", "b"],  # duplicates: each message once
         [f"message {n}" for n in range(5_000)],  # more than the service's k: still all of them
+        ["m4", "m157"] * 10_000,  # two messages, each many times over, in one sort bucket
     ],
-    ids=["one", "duplicates", "many"],
+    ids=["one", "duplicates", "many", "few-repeated"],
 )
 def test_each_value_s_sketch_is_what_datasketches_serializes_for_the_same_hashes(
     bodies: list[str],
