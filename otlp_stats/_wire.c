@@ -225,13 +225,25 @@ static int walk_message(Walk *walk, const uint8_t *p, const uint8_t *end, int de
 /* ------------------------------------------------------------------------------------------ */
 /* UTF-8, as strictly as upb checks proto3 strings: no overlongs, surrogates or > U+10FFFF.   */
 
-static int valid_utf8(const uint8_t *s, const uint8_t *end) {
-    while (end - s >= 8) { /* keys are nearly always ASCII: eight bytes at a time */
-        uint64_t word;
-        memcpy(&word, s, 8);
-        if (word & 0x8080808080808080ull) break;
-        s += 8;
+/* Keys are nearly always short and ASCII: look at them eight bytes at a time, the last eight
+ * overlapping the ones before, and at a key under eight bytes byte by byte at once. */
+static inline int all_ascii(const uint8_t *s, size_t n) {
+    uint64_t high = 0, word;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 <= n; i += 8) {
+            memcpy(&word, s + i, 8);
+            high |= word;
+        }
+        memcpy(&word, s + n - 8, 8);
+        high |= word;
+    } else {
+        for (size_t i = 0; i < n; i++) high |= s[i];
     }
+    return !(high & 0x8080808080808080ull);
+}
+
+static int valid_utf8(const uint8_t *s, const uint8_t *end) {
+    if (all_ascii(s, (size_t)(end - s))) return 1;
     while (s < end) {
         uint8_t c = *s;
         if (c < 0x80) {

@@ -111,6 +111,18 @@ def test_both_scanners_refuse_what_upb_refuses(case: str) -> None:
     assert _accepts(NativeScanner(KEY), wire) is accepted
 
 
+@pytest.mark.parametrize("length", [1, 7, 8, 9, 15, 16, 17, 24])
+def test_a_key_is_checked_as_utf8_wherever_its_bytes_are_not_ascii(length: int) -> None:
+    # The C check reads a key eight bytes at a time, the last eight overlapping: every position
+    # of every such length must still be looked at.
+    for position in range(length):
+        for odd, valid in ((b"\xff", False), ("é".encode(), True), (b"\xc3", False)):
+            key = b"k" * position + odd + b"k" * (length - position - 1)
+            wire = _resource_entry(_length_delimited(1, key), records=1)
+            assert _accepts(ViewScanner(KEY), wire) is valid, key
+            assert _accepts(NativeScanner(KEY), wire) is valid, key
+
+
 def test_an_entry_with_an_unknown_field_is_not_an_attribute_in_either_scanner() -> None:
     known = b"\x0a\x01k\x12\x02\x0a\x00"  # k = ""
     for entry, label in ((known, ""), (known + b"\x18\x01", None)):  # then with a field 3
