@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from otlp_stats.allocator import keep_freed_buffers
 from otlp_stats.auth import CredentialsError
 from otlp_stats.config import ConfigError, Settings, describe, load_settings
 from otlp_stats.service import Service
@@ -38,12 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"otlp-stats: invalid configuration: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     configure_logging(settings.log_format, settings.log_level)
-    return asyncio.run(serve(settings))
+    malloc = keep_freed_buffers()  # before the first request-sized buffer is allocated
+    return asyncio.run(serve(settings, malloc))
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, malloc: str = "unchanged") -> int:
     log = structlog.get_logger("otlp_stats")
-    log.info("starting", **describe(settings))
+    log.info("starting", **describe(settings), malloc=malloc)
     stop_requested = asyncio.Event()
     _install_signal_handlers(stop_requested)
     try:
