@@ -58,6 +58,11 @@ class RequestQueue:
     def depth_bytes(self) -> int:
         return self._unfinished_bytes
 
+    @property
+    def waiting(self) -> int:
+        """Requests admitted and not yet taken by a worker."""
+        return self._items.qsize()
+
     def put_nowait(self, item: QueuedRequest) -> None:
         """Admit the request or raise QueueFull; never waits.
 

@@ -116,8 +116,9 @@ class WorkerPool:
             finally:
                 self._queue.done(item)
                 self._metrics.worker_duration.observe(time.perf_counter() - started)
-            # get() does not yield while requests wait: let the handlers in between two.
-            await asyncio.sleep(0)
+            if self._queue.waiting:
+                # get() would not yield while requests wait: let the handlers in between two.
+                await asyncio.sleep(0)
 
     async def _count(self, item: QueuedRequest) -> None:
         if item.verdict.done():
