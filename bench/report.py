@@ -50,6 +50,8 @@ class BenchResults:
     scanners: Mapping[str, CpuPerRecord] = field(default_factory=dict)
     # The gRPC server answering at once (baseline_server --transport-only): transport alone.
     transport: ServerRun | None = None
+    # Every round of every server, in the order run; baseline/transport/service are the median.
+    rounds: Mapping[str, Sequence[ServerRun]] = field(default_factory=dict)
 
     @property
     def floor_us(self) -> float:
@@ -206,28 +208,51 @@ def _check_lines(results: BenchResults) -> list[str]:
     lines.append(
         f"- Decode floor measured {len(results.floors)} times in the run: {spread} µs/record"
     )
-    for run in (results.baseline, results.transport, results.service):
-        if run is None:
-            continue
-        metric = ""
-        if run.metric_error is not None:
-            metric = f"; {run.metric_error}"
-        elif run.metric_counted is not None:
-            metric = f"; `/metrics` counted {run.metric_counted:,.0f}"
-        refusals = sum(r.requests_refused for r in (run.saturation, run.half_rate))
-        failures = sum(r.requests_failed for r in (run.saturation, run.half_rate))
-        retries = sum(r.retries for r in (run.saturation, run.half_rate))
-        lines.append(
-            f"- {run.name.capitalize()}: {_verdict(run.passed, 'pass', 'FAIL')}: acknowledged "
-            f"{run.records_acknowledged:,} records, reported {run.records_reported:,} over "
-            f"{run.window_reports} window reports ({run.partial_reports} partial){metric}; "
-            f"exit code {run.exit_code}; {run.processes} process(es); refused {refusals}, "
-            f"failed {failures}, retried {retries} requests; half-rate pacing asked "
-            f"{run.half_rate_target_rps:.1f} req/s, got {run.half_rate.requests_per_second:.1f}"
-        )
+    lines += _round_lines(results.rounds)
+    for server_rounds in results.rounds.values():
+        for run in server_rounds:
+            lines.append(_run_check_line(run))
     lines += [f"- Problem: {problem}" for problem in results.problems]
     lines += [f"- Note: {note}" for note in results.notes]
     return [*lines, ""]
+
+
+def _round_lines(rounds: Mapping[str, Sequence[ServerRun]]) -> list[str]:
+    """Each server's CPU per record per round, and the service's ratios round by round."""
+    lines = []
+    for name, runs in rounds.items():
+        if runs:
+            figures = " / ".join(f"{run.cpu_us_per_record:.2f}" for run in runs)
+            lines.append(
+                f"- {name.capitalize()} CPU µs/record by round: {figures} (the table: the median)"
+            )
+    service, baseline = rounds.get("service", []), rounds.get("baseline", [])
+    if service and len(service) == len(baseline):
+        paired = " / ".join(
+            f"{s.cpu_us_per_record / b.cpu_us_per_record:.2f}"
+            for s, b in zip(service, baseline, strict=True)
+        )
+        lines.append(f"- Service ÷ baseline CPU per record, round by round: {paired}")
+    return lines
+
+
+def _run_check_line(run: ServerRun) -> str:
+    metric = ""
+    if run.metric_error is not None:
+        metric = f"; {run.metric_error}"
+    elif run.metric_counted is not None:
+        metric = f"; `/metrics` counted {run.metric_counted:,.0f}"
+    refusals = sum(r.requests_refused for r in (run.saturation, run.half_rate))
+    failures = sum(r.requests_failed for r in (run.saturation, run.half_rate))
+    retries = sum(r.retries for r in (run.saturation, run.half_rate))
+    return (
+        f"- {run.name.capitalize()}: {_verdict(run.passed, 'pass', 'FAIL')}: acknowledged "
+        f"{run.records_acknowledged:,} records, reported {run.records_reported:,} over "
+        f"{run.window_reports} window reports ({run.partial_reports} partial){metric}; "
+        f"exit code {run.exit_code}; {run.processes} process(es); refused {refusals}, "
+        f"failed {failures}, retried {retries} requests; half-rate pacing asked "
+        f"{run.half_rate_target_rps:.1f} req/s, got {run.half_rate.requests_per_second:.1f}"
+    )
 
 
 def _divide(value: float, by: float | None) -> float | None:

@@ -44,7 +44,16 @@ Reproduce with `make bench`; `python -m bench.run --help` lists the knobs.
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--duration", type=float, default=20.0, help="saturation seconds")
+    parser.add_argument(
+        "--duration", type=float, default=12.0, help="saturation seconds per server and round"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of baseline, transport and service, interleaved; each figure is the "
+        "median round's",
+    )
     parser.add_argument(
         "--latency-duration",
         type=float,
@@ -127,18 +136,26 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
             floors.append(measure_decode_floor(requests, args.floor_seconds))
             return run
 
-        baseline = None
-        transport = None
+        servers: dict[str, list[str]] = {}
         if not args.skip_baseline:
-            baseline = measure("baseline", baseline_argv(workload))
-            transport = measure("transport", transport_argv(workload))
-        service = None
+            servers["baseline"] = baseline_argv(workload)
+            servers["transport"] = transport_argv(workload)
         if args.skip_service:
             notes.append("the service was skipped (--skip-service)")
         elif importlib.util.find_spec("otlp_stats.__main__") is None:
             notes.append("the service is not available yet (no otlp_stats/__main__.py)")
         else:
-            service = measure("service", service_argv(workload, args.service_args))
+            servers["service"] = service_argv(workload, args.service_args)
+        # Interleaved, so that the machine's drift over the minutes falls on every server alike.
+        rounds: dict[str, list[ServerRun]] = {name: [] for name in servers}
+        for _ in range(max(1, args.rounds)):
+            for name, server_argv in servers.items():
+                run = measure(name, server_argv)
+                if run is not None:
+                    rounds[name].append(run)
+    baseline = median_round(rounds.get("baseline", []))
+    transport = median_round(rounds.get("transport", []))
+    service = median_round(rounds.get("service", []))
     results = BenchResults(
         started_at=started_at,
         command=command,
@@ -155,16 +172,25 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
         transport=transport,
         problems=problems,
         notes=notes,
+        rounds=rounds,
     )
     block = render_results(results)
     splice_results(args.output, block, DOCUMENT_TEMPLATE)
     print(block)
-    runs = [run for run in (baseline, transport, service) if run is not None]
+    runs = [run for server_rounds in rounds.values() for run in server_rounds]
     failed = bool(problems) or not all(run.passed for run in runs)
     digest_mismatch = any(results.workload_digest not in run.digests_seen for run in runs)
     if digest_mismatch:
         _say("the load generator built different requests than the harness")
     return not (failed or digest_mismatch)
+
+
+def median_round(runs: Sequence[ServerRun]) -> ServerRun | None:
+    """The round with the median CPU per record (the lower middle one of an even count)."""
+    if not runs:
+        return None
+    ordered = sorted(runs, key=lambda run: run.cpu_us_per_record)
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def measure_memory_scenarios(args: argparse.Namespace, command: str) -> bool:
