@@ -50,8 +50,9 @@ class BenchResults:
     scanners: Mapping[str, CpuPerRecord] = field(default_factory=dict)
     # The gRPC server answering at once (baseline_server --transport-only): transport alone.
     transport: ServerRun | None = None
-    # Every round of every server, in the order run; baseline/transport/service are the median.
-    rounds: Mapping[str, Sequence[ServerRun]] = field(default_factory=dict)
+    # Every round of every server, in the order run (None: the round failed); baseline,
+    # transport and service are each the median one.
+    rounds: Mapping[str, Sequence[ServerRun | None]] = field(default_factory=dict)
 
     @property
     def floor_us(self) -> float:
@@ -210,30 +211,33 @@ def _check_lines(results: BenchResults) -> list[str]:
     )
     lines += _round_lines(results.rounds)
     for server_rounds in results.rounds.values():
-        for run in server_rounds:
-            lines.append(_run_check_line(run))
+        lines += [_run_check_line(run) for run in server_rounds if run is not None]
     lines += [f"- Problem: {problem}" for problem in results.problems]
     lines += [f"- Note: {note}" for note in results.notes]
     return [*lines, ""]
 
 
-def _round_lines(rounds: Mapping[str, Sequence[ServerRun]]) -> list[str]:
+def _round_lines(rounds: Mapping[str, Sequence[ServerRun | None]]) -> list[str]:
     """Each server's CPU per record per round, and the service's ratios round by round."""
     lines = []
     for name, runs in rounds.items():
         if runs:
-            figures = " / ".join(f"{run.cpu_us_per_record:.2f}" for run in runs)
+            figures = " / ".join(_cpu(run) for run in runs)
             lines.append(
                 f"- {name.capitalize()} CPU µs/record by round: {figures} (the table: the median)"
             )
     service, baseline = rounds.get("service", []), rounds.get("baseline", [])
-    if service and len(service) == len(baseline):
+    if service and baseline:
         paired = " / ".join(
-            f"{s.cpu_us_per_record / b.cpu_us_per_record:.2f}"
-            for s, b in zip(service, baseline, strict=True)
+            _ratio(_divide(s.cpu_us_per_record, b.cpu_us_per_record) if s and b else None)
+            for s, b in zip(service, baseline, strict=False)
         )
         lines.append(f"- Service ÷ baseline CPU per record, round by round: {paired}")
     return lines
+
+
+def _cpu(run: ServerRun | None) -> str:
+    return "failed" if run is None else f"{run.cpu_us_per_record:.2f}"
 
 
 def _run_check_line(run: ServerRun) -> str:

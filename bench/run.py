@@ -147,12 +147,11 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
         else:
             servers["service"] = service_argv(workload, args.service_args)
         # Interleaved, so that the machine's drift over the minutes falls on every server alike.
-        rounds: dict[str, list[ServerRun]] = {name: [] for name in servers}
+        # A failed round stays in place as None, so that rounds pair up by their number.
+        rounds: dict[str, list[ServerRun | None]] = {name: [] for name in servers}
         for _ in range(max(1, args.rounds)):
             for name, server_argv in servers.items():
-                run = measure(name, server_argv)
-                if run is not None:
-                    rounds[name].append(run)
+                rounds[name].append(measure(name, server_argv))
     baseline = median_round(rounds.get("baseline", []))
     transport = median_round(rounds.get("transport", []))
     service = median_round(rounds.get("service", []))
@@ -177,7 +176,7 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
     block = render_results(results)
     splice_results(args.output, block, DOCUMENT_TEMPLATE)
     print(block)
-    runs = [run for server_rounds in rounds.values() for run in server_rounds]
+    runs = [run for server_rounds in rounds.values() for run in server_rounds if run]
     failed = bool(problems) or not all(run.passed for run in runs)
     digest_mismatch = any(results.workload_digest not in run.digests_seen for run in runs)
     if digest_mismatch:
@@ -185,12 +184,14 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
     return not (failed or digest_mismatch)
 
 
-def median_round(runs: Sequence[ServerRun]) -> ServerRun | None:
-    """The round with the median CPU per record (the lower middle one of an even count)."""
-    if not runs:
-        return None
-    ordered = sorted(runs, key=lambda run: run.cpu_us_per_record)
-    return ordered[(len(ordered) - 1) // 2]
+def median_round(runs: Sequence[ServerRun | None]) -> ServerRun | None:
+    """The round with the median CPU per record, among those that counted records (the upper
+    middle one of an even count: the less flattering)."""
+    measured = sorted(
+        (run for run in runs if run is not None and run.records_acknowledged),
+        key=lambda run: run.cpu_us_per_record,
+    )
+    return measured[len(measured) // 2] if measured else None
 
 
 def measure_memory_scenarios(args: argparse.Namespace, command: str) -> bool:

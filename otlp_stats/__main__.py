@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(serve(settings, malloc))
 
 
-async def serve(settings: Settings, malloc: str = "unchanged") -> int:
+async def serve(settings: Settings, malloc: str) -> int:
     log = structlog.get_logger("otlp_stats")
     log.info("starting", **describe(settings), malloc=malloc)
     stop_requested = asyncio.Event()

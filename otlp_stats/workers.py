@@ -7,6 +7,7 @@ Export handler has been awaiting, once the request's counts are in the aggregato
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -113,6 +114,8 @@ class WorkerPool:
                 # _count refuses what it cannot count; this is for a fault in that itself, so
                 # the worker lives on and the sender still gets an answer.
                 _refuse(item, CountingFailed("the request could not be counted"))
+                with contextlib.suppress(Exception):
+                    self._logger.error("worker_failed", bytes=item.size, exc_info=True)
             finally:
                 self._queue.done(item)
                 self._metrics.worker_duration.observe(time.perf_counter() - started)
@@ -146,8 +149,9 @@ class WorkerPool:
         except Exception as error:
             self._fail(item, error, records)
             return
-        self._metrics.records_counted.inc(records)
+        # The verdict first: once counted, nothing after may turn the answer into a refusal.
         item.verdict.set_result(records)
+        self._metrics.records_counted.inc(records)
 
     def _fail(self, item: QueuedRequest, error: Exception, records: int) -> None:
         """A fault of ours: log it, and refuse the request so its sender knows."""

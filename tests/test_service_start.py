@@ -33,7 +33,7 @@ async def test_failed_start_keeps_the_stored_open_window(tmp_path: Path) -> None
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = ListenAddress("127.0.0.1", taken.getsockname()[1])
-        assert await serve(dataclasses.replace(settings, admin_listen=busy)) == EXIT_FAILED
+        assert await serve(dataclasses.replace(settings, admin_listen=busy), "tuned") == EXIT_FAILED
 
     store = open_store(settings)
     try:

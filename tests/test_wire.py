@@ -117,7 +117,10 @@ def test_a_key_is_checked_as_utf8_wherever_its_bytes_are_not_ascii(length: int) 
     # of every such length must still be looked at.
     for position in range(length):
         for odd, valid in ((b"\xff", False), ("é".encode(), True), (b"\xc3", False)):
-            key = b"k" * position + odd + b"k" * (length - position - 1)
+            if position + len(odd) > length:
+                continue
+            key = b"k" * position + odd + b"k" * (length - position - len(odd))
+            assert len(key) == length
             wire = _resource_entry(_length_delimited(1, key), records=1)
             assert _accepts(ViewScanner(KEY), wire) is valid, key
             assert _accepts(NativeScanner(KEY), wire) is valid, key
