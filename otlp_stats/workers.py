@@ -34,10 +34,11 @@ class WorkerPool:
     """`workers` tasks, each counting one request at a time.
 
     Counting is the scanner's check (validate, and note per record its attribute value and
-    message hash) and tally (group by value and sketch), then the hand-over to the aggregator,
-    always back on the loop so the aggregator is only ever touched from one thread. A worker
-    yields to the loop after each request, so the Export handlers keep admitting while work
-    waits, and work that cannot keep up shows as a full queue, refused with a retryable status.
+    message hash) and tally (group by value and sketch), on the event loop for requests up to
+    INLINE_BYTES and in a thread above; then the hand-over to the aggregator, always on the
+    loop, so the aggregator is only ever touched from one thread. A worker yields to the loop
+    between two requests while more wait, so the Export handlers keep admitting, and work that
+    cannot keep up shows as a full queue, refused with a retryable status.
     """
 
     def __init__(
