@@ -724,7 +724,8 @@ static int theta_hashes(const uint8_t *wire, const Record *records, size_t count
 }
 
 /* The serialized compact theta sketch of n sorted distinct hashes (n > 0); needs the GIL. */
-static PyObject *compact_sketch_bytes(const uint64_t *hashes, size_t n, uint16_t seed_hash) {
+static PyObject *compact_sketch_bytes(const uint64_t *hashes, size_t n) {
+    uint16_t seed_hash = theta_seed_hash(); /* a hash of a constant, once per value sketched */
     size_t preamble = n == 1 ? 8 : 16;
     if (n > ((size_t)PY_SSIZE_T_MAX - preamble) / sizeof(uint64_t)) return PyErr_NoMemory();
     PyObject *blob = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(preamble + n * sizeof(uint64_t)));
@@ -834,14 +835,14 @@ static PyObject *slice_bytes(Slice slice) {
     return PyBytes_FromStringAndSize((const char *)slice.data, slice.size);
 }
 
-static PyObject *group_tuple(const Group *group, const uint64_t *hashes, uint16_t seed_hash) {
+static PyObject *group_tuple(const Group *group, const uint64_t *hashes) {
     PyObject *value = slice_bytes(group->value);
     PyObject *records = PyLong_FromSize_t(group->size);
     PyObject *sketch = NULL;
     if (group->unique == 0) {
         sketch = Py_NewRef(Py_None);
     } else {
-        sketch = compact_sketch_bytes(hashes + group->first, group->unique, seed_hash);
+        sketch = compact_sketch_bytes(hashes + group->first, group->unique);
     }
     PyObject *tuple = (value && records && sketch) ? PyTuple_Pack(3, value, records, sketch) : NULL;
     Py_XDECREF(value);
@@ -854,19 +855,13 @@ static PyObject *group_tuple(const Group *group, const uint64_t *hashes, uint16_
  * message hashes or None); and the other bodies, once per group they occur in: (index of the
  * group in the first list, raw body). */
 static PyObject *build_result(const Scan *scan, const Grouped *grouped) {
-    static int seed_hash_known = 0;
-    static uint16_t seed_hash;
-    if (!seed_hash_known) {
-        seed_hash = theta_seed_hash();
-        seed_hash_known = 1;
-    }
     const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
     PyObject *groups = PyList_New((Py_ssize_t)grouped->group_count);
     PyObject *structured = PyList_New(0);
     PyObject *result = NULL;
     if (groups == NULL || structured == NULL) goto done;
     for (size_t g = 0; g < grouped->group_count; g++) {
-        PyObject *tuple = group_tuple(&grouped->groups[g], grouped->hashes, seed_hash);
+        PyObject *tuple = group_tuple(&grouped->groups[g], grouped->hashes);
         if (tuple == NULL) goto done;
         PyList_SET_ITEM(groups, (Py_ssize_t)g, tuple);
     }
