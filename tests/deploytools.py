@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -29,6 +30,7 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.redistools import RedisServer
 from tests.servicetools import REPO, running_service
 
 DEPLOY = REPO / "deploy"
@@ -129,12 +131,27 @@ def metric_names_in_exposition(text: str) -> set[str]:
 @cache
 def exported_metric_names() -> frozenset[str]:
     """What the real service exports once it has reported a window (which adds the last_window
-    gauges); started once per test session."""
-    with running_service("--window", "0.5") as service:
+    gauges), alone and as a replica sharing a real Redis (which adds the replica metrics);
+    gathered once per test session."""
+    names = set(_names_after_one_report("--window", "0.5"))
+    with tempfile.TemporaryDirectory() as directory:
+        redis_server = RedisServer(Path(directory))
+        redis_server.start()
+        try:
+            names |= _names_after_one_report(
+                "--window", "0.5", "--store", redis_server.url, "--merge-grace", "0.1"
+            )
+        finally:
+            redis_server.stop()
+    return frozenset(names)
+
+
+def _names_after_one_report(*flags: str) -> set[str]:
+    with running_service(*flags) as service:
         service.next_report()
         _, text = service.http_get("/metrics")
         service.stop()
-    return frozenset(metric_names_in_exposition(text))
+    return metric_names_in_exposition(text)
 
 
 def dashboard_queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:

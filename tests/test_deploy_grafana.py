@@ -98,6 +98,21 @@ def test_board_shows_what_operators_asked_for() -> None:
     assert any("histogram_quantile(0.99," in expr for expr in latency)
 
 
+def test_every_store_metric_the_service_exports_has_a_panel() -> None:
+    queried = {
+        name for _, expr in dashboard_queries(dashboard()) for name in promql_metric_names(expr)
+    }
+    store = {
+        name
+        for name in exported_metric_names()
+        if name.startswith(("otlp_stats_store_", "otlp_stats_scoped_"))
+        and not name.endswith("_created")
+    }
+    counters = {name.removesuffix("_total") for name in store if name.endswith("_total")}
+    assert "otlp_stats_store_reachable" in store  # the replica metrics were exported
+    assert sorted(store - counters - queried) == []
+
+
 def test_panels_use_the_datasource_variable_have_unique_ids_and_fit_the_grid() -> None:
     board = dashboard()
     variables = {variable["name"]: variable for variable in board["templating"]["list"]}
