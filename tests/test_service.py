@@ -13,6 +13,7 @@ from otlp_stats.receiver import EXPORT_METHOD, RETRY_INFO_TRAILER, STATUS_DETAIL
 from tests.fakes import Plain, export_request, log_record, worked_example_request
 from tests.grpctools import GrpcChannels
 from tests.servicetools import running_service, totals_by_value
+from tests.slowed_service import running_slowed_service
 
 # A window so long that a test never straddles two: everything lands in the final report.
 ONE_WINDOW = "1000000000"
@@ -106,19 +107,9 @@ def test_full_queue_refuses_with_retry_info_and_every_acknowledged_record_is_cou
     grpc_channels: GrpcChannels,
 ) -> None:
     big = export_request([log_record(f"body {n}", foo=f"v{n % 7}") for n in range(5000)])
-    # The worker holds each request a while (tests.slowed_service), so that the queue fills
+    # The worker holds each request a while (running_slowed_service), so that the queue fills
     # however fast this machine counts; 30 requests at once then find it full.
-    with running_service(
-        "--attribute-key",
-        "foo",
-        "--window",
-        ONE_WINDOW,
-        "--queue-size",
-        "1",
-        "--workers",
-        "1",
-        entry=("-m", "tests.slowed_service", "0.05"),
-    ) as service:
+    with running_slowed_service(0.05, "--attribute-key=foo", queue_size=1) as service:
         stub = grpc_channels.logs_stub(service.grpc_target)
         futures = [stub.Export.future(big, timeout=60) for _ in range(30)]
         accepted = refused = 0
@@ -150,11 +141,7 @@ def test_a_drain_cut_short_refuses_what_waits_rather_than_acknowledging_it(
     grpc_channels: GrpcChannels,
 ) -> None:
     # The worker holds each request 30 s, far past the 0.3 s grace.
-    with running_service(
-        "--attribute-key", "foo", "--window", ONE_WINDOW, "--workers", "1",
-        "--shutdown-grace", "0.3",
-        entry=("-m", "tests.slowed_service", "30"),
-    ) as service:  # fmt: skip
+    with running_slowed_service(30, "--attribute-key=foo", "--shutdown-grace=0.3") as service:
         stub = grpc_channels.logs_stub(service.grpc_target)
         futures = [stub.Export.future(worked_example_request(), timeout=60) for _ in range(2)]
         service.wait_metric("otlp_stats_queue_requests", 2)
