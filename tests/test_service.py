@@ -204,13 +204,28 @@ def test_signal_drains_prints_a_partial_final_report_and_exits_0(
     assert value_summary(report) == {("a", False): (2000, 20000)}
 
 
-def test_exports_after_shutdown_began_are_refused(grpc_channels: GrpcChannels) -> None:
-    with running_service("--window", ONE_WINDOW) as service:
+def test_exports_while_draining_are_refused_by_the_service_not_a_closed_port(
+    grpc_channels: GrpcChannels,
+) -> None:
+    # The one worker sleeps HOLD seconds from the start before it takes anything, so the
+    # request sent first keeps the service draining (port open) for seconds after SIGTERM.
+    hold = 5
+    with running_slowed_service(hold, "--shutdown-grace=30") as service:
         stub = grpc_channels.logs_stub(service.grpc_target)
-        stub.Export(worked_example_request(), timeout=10)
+        admitted = stub.Export.future(worked_example_request(), timeout=30)
+        service.wait_metric("otlp_stats_queue_requests", 1)
         service.process.send_signal(signal.SIGTERM)
-        service.wait_log("stopped")
+        service.wait_log("draining")
         with pytest.raises(grpc.RpcError) as late:
             stub.Export(worked_example_request(), timeout=5)
         assert late.value.code() == grpc.StatusCode.UNAVAILABLE
+        trailers = {datum.key for datum in late.value.trailing_metadata() or ()}
+        assert RETRY_INFO_TRAILER in trailers  # the service's answer: a closed port sends none
+        # Still draining after the refusal: the admin port (closed last) says so.
+        assert service.http_get("/readyz") == (503, '{"status": "draining"}')
+        refused = {"transport": "grpc", "reason": "not_serving"}
+        assert service.metric("otlp_stats_export_refused_total", refused) == 1
+        admitted.result()  # what was admitted before the signal is still counted and answered
         assert service.process.wait(30) == 0
+        [report] = service.all_reports()
+    assert report["records"] == 5
