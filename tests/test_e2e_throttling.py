@@ -11,30 +11,20 @@ import pytest
 
 from tests.expected import ExpectedCounts, only_report, summary_of
 from tests.sdk_senders import KEY, SdkSenders, flush_all_at_once
-from tests.servicetools import ONE_WINDOW, running_service
+from tests.slowed_service import running_slowed_service
 from tests.test_e2e_sdk import EXPORTERS
 
 # Each request holds the only queue place this long. Refused senders retry together after the
 # retry delay (whole seconds on HTTP), long after the hold has ended, so each wave of retries
 # admits one more sender: four senders need at most four of the SDK's six attempts.
-HOLD_SECONDS = "0.05"
-RETRY_DELAY = "0.25"
+HOLD_SECONDS = 0.05
+RETRY_DELAY = 0.25
 
 
 @pytest.mark.parametrize("transport", ["grpc", "http"])
 def test_sdk_retries_deliver_every_refused_record_exactly_once(transport: str) -> None:
-    with running_service(
-        "--attribute-key",
-        KEY,
-        "--window",
-        ONE_WINDOW,
-        "--queue-size",
-        "1",
-        "--workers",
-        "1",
-        "--retry-delay",
-        RETRY_DELAY,
-        entry=("-m", "tests.slowed_service", HOLD_SECONDS),
+    with running_slowed_service(
+        HOLD_SECONDS, f"--attribute-key={KEY}", f"--retry-delay={RETRY_DELAY}", queue_size=1
     ) as service:
         # Four providers (two senders, each with a resource that has the attribute and one
         # that does not), each holding all its records in one batch until they all flush at

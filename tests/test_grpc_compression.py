@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 import pytest
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
 from tests.expected import only_report, summary_of
 from tests.fakes import export_request, log_record
+from tests.grpctools import GrpcChannels
 from tests.servicetools import ONE_WINDOW, running_service
 
 
-@pytest.fixture
-def channels() -> Iterator[list[grpc.Channel]]:
-    opened: list[grpc.Channel] = []
-    yield opened
-    for channel in opened:
-        channel.close()
-
-
 def test_gzip_requests_are_counted_and_a_gzip_bomb_is_refused(
-    channels: list[grpc.Channel],
+    grpc_channels: GrpcChannels,
 ) -> None:
     under_limit = export_request(
         [log_record(f"line {n % 10} " + "padding " * 100, foo=f"v{n % 3}") for n in range(600)]
@@ -32,9 +22,7 @@ def test_gzip_requests_are_counted_and_a_gzip_bomb_is_refused(
     with running_service(
         "--attribute-key", "foo", "--window", ONE_WINDOW, "--max-recv-size", "1MiB"
     ) as service:
-        channel = grpc.insecure_channel(service.grpc_target, compression=grpc.Compression.Gzip)
-        channels.append(channel)
-        stub = LogsServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = grpc_channels.logs_stub(service.grpc_target, grpc.Compression.Gzip)
         assert under_limit.ByteSize() > 256 * 1024
         stub.Export(under_limit, timeout=10)
         with pytest.raises(grpc.RpcError) as refused:

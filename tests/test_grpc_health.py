@@ -7,7 +7,7 @@ the service as a process shows a probe's view of shutdown and that both can be s
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import grpc
 import grpc.aio
@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from otlp_stats.health import Health, HealthState
 from otlp_stats.health_publisher import HealthPublisher
 from otlp_stats.receiver import SERVICE_NAME
+from tests.grpctools import GrpcChannels
 from tests.servicetools import running_service
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -87,20 +88,11 @@ async def test_a_stopped_publisher_stays_not_serving(published: PublishedHealth)
     watch.cancel()
 
 
-@pytest.fixture
-def channels() -> Iterator[list[grpc.Channel]]:
-    opened: list[grpc.Channel] = []
-    yield opened
-    for channel in opened:
-        channel.close()
-
-
 def test_a_probe_sees_serving_then_not_serving_when_the_service_drains(
-    channels: list[grpc.Channel],
+    grpc_channels: GrpcChannels,
 ) -> None:
     with running_service() as service:
-        channel = grpc.insecure_channel(service.grpc_target)
-        channels.append(channel)
+        channel = grpc_channels.open(service.grpc_target)
         stub = health_pb2_grpc.HealthStub(channel)
         assert stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status == SERVING
         watch = stub.Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=30)
@@ -110,12 +102,11 @@ def test_a_probe_sees_serving_then_not_serving_when_the_service_drains(
         assert service.process.wait(30) == 0
 
 
-def test_health_and_reflection_can_be_switched_off(channels: list[grpc.Channel]) -> None:
+def test_health_and_reflection_can_be_switched_off(grpc_channels: GrpcChannels) -> None:
     with running_service("--grpc-health", "false", "--grpc-reflection", "no") as service:
         serving = service.wait_log("serving")
         assert (serving["grpc_health"], serving["grpc_reflection"]) == (False, False)
-        channel = grpc.insecure_channel(service.grpc_target)
-        channels.append(channel)
+        channel = grpc_channels.open(service.grpc_target)
         with pytest.raises(grpc.RpcError) as health:
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert health.value.code() == grpc.StatusCode.UNIMPLEMENTED
@@ -129,10 +120,9 @@ def test_health_and_reflection_can_be_switched_off(channels: list[grpc.Channel])
         assert service.stop() == 0
 
 
-def test_reflection_lists_the_logs_service_and_health(channels: list[grpc.Channel]) -> None:
+def test_reflection_lists_the_logs_service_and_health(grpc_channels: GrpcChannels) -> None:
     with running_service() as service:
-        channel = grpc.insecure_channel(service.grpc_target)
-        channels.append(channel)
+        channel = grpc_channels.open(service.grpc_target)
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
         [answer] = reflection.ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5

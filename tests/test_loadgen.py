@@ -7,7 +7,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import grpc
@@ -141,7 +141,9 @@ def test_tallies_match_an_independent_count_of_the_payload(placement: Placement)
 def test_command_line_flags_rebuild_the_same_workload() -> None:
     # The harness relies on this to have the load generator process send its requests.
     workload = replace(SMALL, placement=Placement.SCOPE, repeated_share=0.35, seed=7)
-    args = build_parser().parse_args(["--target=127.0.0.1:1", *workload_flags(workload)])
+    flags = workload_flags(workload)
+    assert len(flags) == len(fields(Workload)), "a Workload field has no flag"
+    args = build_parser().parse_args(["--target=127.0.0.1:1", *flags])
     assert workload_from(args) == workload
 
 

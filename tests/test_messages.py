@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from otlp_stats.messages import canonical_bytes, message_hash
+import pytest
+
+from otlp_stats.messages import body_hash, canonical_bytes, message_hash
+from otlp_stats.sketches import DistinctCounter
 from tests.fakes import Plain, any_value
 
 
@@ -75,3 +78,36 @@ def test_hash_is_stable_across_processes_and_signed_64_bit() -> None:
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(other.stdout) == value
+
+
+# Literal hashes, computed once and never to be recomputed: every sketch already stored (SQLite,
+# Redis) holds these. A change of algorithm, seed, canonical encoding or signed mapping fails
+# here rather than silently splitting each stored message from the same message arriving now.
+PINNED_HASHES: list[tuple[Plain, int]] = [
+    ("my log body 1", 8681316230811480574),
+    ("", 4314477486969564949),
+    ({"b": [True, None], "a": 1}, -5452412189563412733),
+    (7, -736211960145303855),
+    (1.5, -3082954559585088663),
+    (b"\x00\xff", 2182428891943817589),
+    (["a", 2], -8972337879599399497),
+]
+
+
+@pytest.mark.parametrize(("body", "pinned"), PINNED_HASHES, ids=repr)
+def test_known_bodies_hash_to_their_pinned_values(body: Plain, pinned: int) -> None:
+    assert message_hash(any_value(body)) == pinned
+
+
+def test_bytes_that_are_not_an_any_value_hash_to_their_pinned_value() -> None:
+    assert body_hash(b"\xff\xff") == 2090352650885537375
+
+
+def test_a_stored_sketch_of_known_bodies_is_pinned_byte_for_byte() -> None:
+    # What a checkpoint writes: datasketches' own hash of each message hash (seed 9001, whose
+    # 16-bit seed hash 0x93cc is in the preamble) decides these bytes too.
+    counter = DistinctCounter()
+    counter.update([message_hash(any_value("one")), message_hash(any_value({"a": 1}))])
+    assert counter.serialize().hex() == (
+        "02030300001acc930200000000000000bcffc621d582a90567f965e6c366cb2c"
+    )

@@ -12,15 +12,17 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
 
-from tests.servicetools import ONE_WINDOW, REPO, ServiceProcess, running_service, totals_by_value
+from tests.servicetools import REPO, ServiceProcess, totals_by_value
+from tests.slowed_service import running_slowed_service
 
 KEY = "service.name"
 # One worker holding each request 10 ms: about 100 requests per second.
-HOLD_SECONDS = "0.01"
+HOLD_SECONDS = 0.01
 CAPACITY_RPS = 100
 QUEUE_SIZE = 8
 
@@ -66,15 +68,8 @@ def distinct_by_value(reports: list[dict[str, Any]]) -> dict[tuple[str, bool], i
     return {(e["value"], e["missing"]): e["distinct_messages"] for e in reports[0]["values"]}
 
 
-def slowed_service(*flags: str) -> Any:
-    return running_service(
-        f"--window={ONE_WINDOW}",
-        "--workers=1",
-        f"--queue-size={QUEUE_SIZE}",
-        "--retry-delay=0.05",
-        *flags,
-        entry=("-m", "tests.slowed_service", HOLD_SECONDS),
-    )
+def slowed_service(*flags: str) -> AbstractContextManager[ServiceProcess]:
+    return running_slowed_service(HOLD_SECONDS, "--retry-delay=0.05", *flags, queue_size=QUEUE_SIZE)
 
 
 def test_twice_the_capacity_with_retrying_senders_loses_nothing_and_counts_nothing_twice() -> None:

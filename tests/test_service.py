@@ -4,33 +4,19 @@ from __future__ import annotations
 
 import random
 import signal
-from collections.abc import Iterator
 
 import grpc
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
 from otlp_stats.receiver import EXPORT_METHOD, RETRY_INFO_TRAILER, STATUS_DETAILS_TRAILER
 from tests.fakes import Plain, export_request, log_record, worked_example_request
-from tests.servicetools import ServiceProcess, running_service, totals_by_value
+from tests.grpctools import GrpcChannels
+from tests.servicetools import running_service, totals_by_value
+from tests.slowed_service import running_slowed_service
 
 # A window so long that a test never straddles two: everything lands in the final report.
 ONE_WINDOW = "1000000000"
-
-
-@pytest.fixture
-def channel_factory() -> Iterator[list[grpc.Channel]]:
-    channels: list[grpc.Channel] = []
-    yield channels
-    for channel in channels:
-        channel.close()
-
-
-def stub_for(service: ServiceProcess, channels: list[grpc.Channel]) -> LogsServiceStub:
-    channel = grpc.insecure_channel(service.grpc_target)
-    channels.append(channel)
-    return LogsServiceStub(channel)  # type: ignore[no-untyped-call]
 
 
 def value_summary(report: dict[str, object]) -> dict[tuple[str, bool], tuple[int, int]]:
@@ -39,9 +25,9 @@ def value_summary(report: dict[str, object]) -> dict[tuple[str, bool], tuple[int
     return {(v["value"], v["missing"]): (v["distinct_messages"], v["records"]) for v in values}
 
 
-def test_worked_example_end_to_end(channel_factory: list[grpc.Channel]) -> None:
+def test_worked_example_end_to_end(grpc_channels: GrpcChannels) -> None:
     with running_service("--attribute-key", "foo", "--window", ONE_WINDOW) as service:
-        stub_for(service, channel_factory).Export(worked_example_request(), timeout=10)
+        grpc_channels.logs_stub(service.grpc_target).Export(worked_example_request(), timeout=10)
         assert service.stop() == 0
         [report] = service.all_reports()
     assert report["partial"] is True
@@ -57,10 +43,10 @@ def test_worked_example_end_to_end(channel_factory: list[grpc.Channel]) -> None:
 
 
 def test_windows_are_reported_as_they_close_with_metrics(
-    channel_factory: list[grpc.Channel],
+    grpc_channels: GrpcChannels,
 ) -> None:
     with running_service("--attribute-key", "foo", "--window", "1") as service:
-        stub_for(service, channel_factory).Export(worked_example_request(), timeout=10)
+        grpc_channels.logs_stub(service.grpc_target).Export(worked_example_request(), timeout=10)
         reports = service.reports_until(lambda r: r["records"] > 0 and not r["partial"])
         counted = sum(r["records"] for r in reports)
         if counted < 5:  # the request straddled a window boundary on the server's clock
@@ -83,7 +69,7 @@ def test_windows_are_reported_as_they_close_with_metrics(
 
 
 def test_counts_match_an_independent_count_of_random_traffic(
-    channel_factory: list[grpc.Channel],
+    grpc_channels: GrpcChannels,
 ) -> None:
     rng = random.Random(7)
     expected: dict[tuple[str, bool], tuple[set[str], int]] = {}
@@ -107,7 +93,7 @@ def test_counts_match_an_independent_count_of_random_traffic(
         )
 
     with running_service("--window", ONE_WINDOW, "--workers", "3") as service:
-        stub = stub_for(service, channel_factory)
+        stub = grpc_channels.logs_stub(service.grpc_target)
         futures = [stub.Export.future(request, timeout=30) for request in requests]
         for future in futures:
             future.result()
@@ -118,23 +104,13 @@ def test_counts_match_an_independent_count_of_random_traffic(
 
 
 def test_full_queue_refuses_with_retry_info_and_every_acknowledged_record_is_counted(
-    channel_factory: list[grpc.Channel],
+    grpc_channels: GrpcChannels,
 ) -> None:
     big = export_request([log_record(f"body {n}", foo=f"v{n % 7}") for n in range(5000)])
-    # The worker holds each request a while (tests.slowed_service), so that the queue fills
+    # The worker holds each request a while (running_slowed_service), so that the queue fills
     # however fast this machine counts; 30 requests at once then find it full.
-    with running_service(
-        "--attribute-key",
-        "foo",
-        "--window",
-        ONE_WINDOW,
-        "--queue-size",
-        "1",
-        "--workers",
-        "1",
-        entry=("-m", "tests.slowed_service", "0.05"),
-    ) as service:
-        stub = stub_for(service, channel_factory)
+    with running_slowed_service(0.05, "--attribute-key=foo", queue_size=1) as service:
+        stub = grpc_channels.logs_stub(service.grpc_target)
         futures = [stub.Export.future(big, timeout=60) for _ in range(30)]
         accepted = refused = 0
         for future in futures:
@@ -162,15 +138,11 @@ def test_full_queue_refuses_with_retry_info_and_every_acknowledged_record_is_cou
 
 
 def test_a_drain_cut_short_refuses_what_waits_rather_than_acknowledging_it(
-    channel_factory: list[grpc.Channel],
+    grpc_channels: GrpcChannels,
 ) -> None:
     # The worker holds each request 30 s, far past the 0.3 s grace.
-    with running_service(
-        "--attribute-key", "foo", "--window", ONE_WINDOW, "--workers", "1",
-        "--shutdown-grace", "0.3",
-        entry=("-m", "tests.slowed_service", "30"),
-    ) as service:  # fmt: skip
-        stub = stub_for(service, channel_factory)
+    with running_slowed_service(30, "--attribute-key=foo", "--shutdown-grace=0.3") as service:
+        stub = grpc_channels.logs_stub(service.grpc_target)
         futures = [stub.Export.future(worked_example_request(), timeout=60) for _ in range(2)]
         service.wait_metric("otlp_stats_queue_requests", 2)
         assert service.stop() == 1  # the drain timed out
@@ -185,24 +157,23 @@ def test_a_drain_cut_short_refuses_what_waits_rather_than_acknowledging_it(
 
 
 def test_malformed_and_oversized_requests_are_refused_and_the_service_stays_up(
-    channel_factory: list[grpc.Channel],
+    grpc_channels: GrpcChannels,
 ) -> None:
     with running_service(
         "--attribute-key", "foo", "--window", ONE_WINDOW, "--max-recv-size", "2KiB"
     ) as service:
-        channel = grpc.insecure_channel(service.grpc_target)
-        channel_factory.append(channel)
+        channel = grpc_channels.open(service.grpc_target)
         export_raw: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(EXPORT_METHOD)
         with pytest.raises(grpc.RpcError) as malformed:
             export_raw(b"\x0a\x05\x0a\x03", timeout=10)
         assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         with pytest.raises(grpc.RpcError) as oversized:
-            stub_for(service, channel_factory).Export(
+            grpc_channels.logs_stub(service.grpc_target).Export(
                 export_request([log_record("x" * 4096)]), timeout=10
             )
         assert oversized.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        stub_for(service, channel_factory).Export(ExportLogsServiceRequest(), timeout=10)
-        stub_for(service, channel_factory).Export(worked_example_request(), timeout=10)
+        grpc_channels.logs_stub(service.grpc_target).Export(ExportLogsServiceRequest(), timeout=10)
+        grpc_channels.logs_stub(service.grpc_target).Export(worked_example_request(), timeout=10)
         assert service.stop() == 0
         [report] = service.all_reports()
     assert report["records"] == 5
@@ -219,11 +190,11 @@ def test_health_endpoints() -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_drains_prints_a_partial_final_report_and_exits_0(
-    sig: int, channel_factory: list[grpc.Channel]
+    sig: int, grpc_channels: GrpcChannels
 ) -> None:
     request = export_request([log_record(f"body {n}", foo="a") for n in range(2000)])
     with running_service("--attribute-key", "foo", "--window", ONE_WINDOW) as service:
-        stub = stub_for(service, channel_factory)
+        stub = grpc_channels.logs_stub(service.grpc_target)
         for _ in range(10):
             stub.Export(request, timeout=30)
         assert service.stop(sig) == 0
@@ -233,13 +204,28 @@ def test_signal_drains_prints_a_partial_final_report_and_exits_0(
     assert value_summary(report) == {("a", False): (2000, 20000)}
 
 
-def test_exports_after_shutdown_began_are_refused(channel_factory: list[grpc.Channel]) -> None:
-    with running_service("--window", ONE_WINDOW) as service:
-        stub = stub_for(service, channel_factory)
-        stub.Export(worked_example_request(), timeout=10)
+def test_exports_while_draining_are_refused_by_the_service_not_a_closed_port(
+    grpc_channels: GrpcChannels,
+) -> None:
+    # The one worker sleeps HOLD seconds from the start before it takes anything, so the
+    # request sent first keeps the service draining (port open) for seconds after SIGTERM.
+    hold = 5
+    with running_slowed_service(hold, "--shutdown-grace=30") as service:
+        stub = grpc_channels.logs_stub(service.grpc_target)
+        admitted = stub.Export.future(worked_example_request(), timeout=30)
+        service.wait_metric("otlp_stats_queue_requests", 1)
         service.process.send_signal(signal.SIGTERM)
-        service.wait_log("stopped")
+        service.wait_log("draining")
         with pytest.raises(grpc.RpcError) as late:
             stub.Export(worked_example_request(), timeout=5)
         assert late.value.code() == grpc.StatusCode.UNAVAILABLE
+        trailers = {datum.key for datum in late.value.trailing_metadata() or ()}
+        assert RETRY_INFO_TRAILER in trailers  # the service's answer: a closed port sends none
+        # Still draining after the refusal: the admin port (closed last) says so.
+        assert service.http_get("/readyz") == (503, '{"status": "draining"}')
+        refused = {"transport": "grpc", "reason": "not_serving"}
+        assert service.metric("otlp_stats_export_refused_total", refused) == 1
+        admitted.result()  # what was admitted before the signal is still counted and answered
         assert service.process.wait(30) == 0
+        [report] = service.all_reports()
+    assert report["records"] == 5

@@ -40,21 +40,34 @@ def flags(store_url: str, *more: str) -> tuple[str, ...]:
     return ("--store", store_url, "--attribute-key", KEY, "--window", str(WINDOW), *more)
 
 
+# A test that starts closer than this to UTC midnight waits for the next day instead: its
+# windows, and the day it queries (the day of the window it sent to), are then all one day.
+MIDNIGHT_MARGIN = 120.0
+DAY = 86_400.0
+
+
 def wait_for_window_start(margin: float = 0.2, window: float = WINDOW) -> float:
-    """Sleep to just after a window boundary, so the steps that follow share one window."""
+    """Sleep to just after a window boundary, so the steps that follow share one window (and,
+    a few minutes from UTC midnight, to just after it: the test then stays within one day)."""
     now = time.time()
     start = (now // window + 1) * window
+    midnight = (now // DAY + 1) * DAY
+    if midnight - start < MIDNIGHT_MARGIN:
+        start = midnight
     time.sleep(start + margin - now)
     return start
 
 
-def today() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d")
+def day_of(timestamp: float) -> str:
+    """The UTC day holding `timestamp`, as the query API takes it."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
 
 
-def day_figures(service: ServiceProcess, value: str, windows_after: float) -> dict[str, Any]:
-    """The day's figures once the window holding `windows_after` is saved (saving follows the
-    report, from the store's own writer)."""
+def day_figures(
+    service: ServiceProcess, value: str, windows_after: float, day: str
+) -> dict[str, Any]:
+    """The figures of `day` (the day of the windows sent to) once the window holding
+    `windows_after` is saved (saving follows the report, from the store's own writer)."""
     service.reports_until(
         lambda r: not r["partial"] and _start(r) >= windows_after // WINDOW * WINDOW,
         timeout=WINDOW * 3,
@@ -62,7 +75,7 @@ def day_figures(service: ServiceProcess, value: str, windows_after: float) -> di
     deadline = time.monotonic() + 10
     while True:
         status, body = service.http_get(
-            f"/v1/distinct?resolution=window&from={today()}T00:00:00Z&to={_now_text()}"
+            f"/v1/distinct?resolution=window&from={day}T00:00:00Z&to={_now_text()}"
         )
         assert status == 200, body
         saved = [_start_of(p) for p in json.loads(body)["periods"]]
@@ -70,7 +83,7 @@ def day_figures(service: ServiceProcess, value: str, windows_after: float) -> di
             break
         assert time.monotonic() < deadline, body
         time.sleep(0.1)
-    status, body = service.http_get(f"/v1/distinct?resolution=1d&from={today()}&value={value}")
+    status, body = service.http_get(f"/v1/distinct?resolution=1d&from={day}&value={value}")
     assert status == 200, body
     [period] = json.loads(body)["periods"]
     [entry] = period["values"]
@@ -110,7 +123,7 @@ def test_sigterm_and_restart_lose_nothing_and_count_nothing_twice(
         assert restored["records"] == 200
         resumed_same_window = time.time() < start + WINDOW
         send(second, "checkout", bodies[100:])
-        figures = day_figures(second, "checkout", time.time())
+        figures = day_figures(second, "checkout", time.time(), day_of(start))
         second.stop()
     assert (figures["records"], figures["distinct_messages"]) == (400, 300)
     assert figures["estimated"] is False
@@ -122,7 +135,7 @@ def test_sigterm_and_restart_lose_nothing_and_count_nothing_twice(
 def test_kill_9_loses_at_most_what_came_after_the_last_checkpoint(
     store_url: str, bodies: list[str]
 ) -> None:
-    wait_for_window_start()
+    start = wait_for_window_start()
     checkpointed = 0
     with running_service(
         *flags(store_url, "--checkpoint-interval", "0.3", "--log-level", "debug")
@@ -145,7 +158,7 @@ def test_kill_9_loses_at_most_what_came_after_the_last_checkpoint(
         first.process.wait(10)
     with running_service(*flags(store_url)) as second:
         restored = second.wait_log("state_restored")["records"]
-        figures = day_figures(second, "checkout", time.time() - WINDOW)
+        figures = day_figures(second, "checkout", time.time() - WINDOW, day_of(start))
         second.stop()
     # The bound: nothing checkpointed is lost, at most the 100 records acknowledged since.
     assert 200 <= restored <= 300
@@ -173,14 +186,12 @@ def _distinct_until_stored(service: ServiceProcess, path: str) -> tuple[int, str
 def test_query_cli_answers_from_the_same_file(store_url: str, bodies: list[str]) -> None:
     with running_service(*flags(store_url, "--window", "1")) as service:
         # Both in one 1 s window, or the second may still be open (and not stored) at the stop.
-        wait_for_window_start(margin=0.05, window=1)
+        day = day_of(wait_for_window_start(margin=0.05, window=1))
         send(service, "checkout", bodies[:10])
         send(service, "search", bodies[:3])
         service.reports_until(lambda r: r["records"] > 0 and not r["partial"])
         # The window is written to SQLite by the keeper's thread just after it is printed.
-        status, body = _distinct_until_stored(
-            service, f"/v1/distinct?from={today()}&resolution=1mo"
-        )
+        status, body = _distinct_until_stored(service, f"/v1/distinct?from={day}&resolution=1mo")
         assert status == 200
         assert (service.metric("otlp_stats_store_bytes") or 0) > 0
         future = service.http_get("/v1/distinct?from=2099-01-01")
@@ -190,7 +201,7 @@ def test_query_cli_answers_from_the_same_file(store_url: str, bodies: list[str])
         service.stop()
     command = [sys.executable, "-m", "otlp_stats", "query", "--store", store_url]
     answer = subprocess.run(
-        [*command, "--resolution", "1mo", "--from", today(), "--json"],
+        [*command, "--resolution", "1mo", "--from", day, "--json"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -204,7 +215,7 @@ def test_query_cli_answers_from_the_same_file(store_url: str, bodies: list[str])
     }
     assert json.loads(answer.stdout)["periods"] == json.loads(body)["periods"]
     table = subprocess.run(
-        [*command, "--from", today(), "--value", "search"],
+        [*command, "--from", day, "--value", "search"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -222,7 +233,11 @@ def test_query_cli_refuses_a_missing_file_and_creates_nothing(tmp_path: Path) ->
     typo = tmp_path / "typo" / "state.db"
     command = [sys.executable, "-m", "otlp_stats", "query", "--store", f"sqlite://{typo}"]
     result = subprocess.run(
-        [*command, "--from", today()], cwd=REPO, capture_output=True, text=True, timeout=30
+        [*command, "--from", day_of(time.time())],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 1
     assert f"no store at {typo}" in result.stderr and "Traceback" not in result.stderr
@@ -231,7 +246,7 @@ def test_query_cli_refuses_a_missing_file_and_creates_nothing(tmp_path: Path) ->
 
 def test_the_memory_store_says_it_keeps_no_history() -> None:
     with running_service() as service:
-        status, body = service.http_get(f"/v1/distinct?from={today()}")
+        status, body = service.http_get(f"/v1/distinct?from={day_of(time.time())}")
         service.stop()
     assert status == 404 and "--store sqlite" in json.loads(body)["error"]
 

@@ -182,6 +182,17 @@ def test_each_value_s_sketch_is_what_datasketches_serializes_for_the_same_hashes
     assert sketch == _datasketches_bytes(hashes)
 
 
+def test_the_c_sketch_of_known_string_bodies_is_pinned_byte_for_byte() -> None:
+    # The C path hashes string bodies itself (XXH3, then MurmurHash3 with seed 9001), apart from
+    # messages.py: its bytes are pinned too, to what tests/test_messages.py pins for Python.
+    bodies = ["one", "two", "one"]
+    wire = export_request([log_record(body, **{KEY: "v"}) for body in bodies]).SerializeToString()
+    [(_, records, sketch)], _ = _wire.tally(_wire.check(wire, KEY.encode()))
+    assert records == 3
+    assert sketch is not None
+    assert sketch.hex() == "02030300001acc930200000000000000bcffc621d582a905ce6558e097d58d68"
+
+
 def test_other_bodies_come_back_once_per_value_they_occur_under_and_make_no_sketch() -> None:
     bodies = [(7, "v"), (7, "v"), (8, "v"), (7, "w"), (None, "w"), (None, "w")]
     records = [log_record(7 if body is None else body, **{KEY: value}) for body, value in bodies]

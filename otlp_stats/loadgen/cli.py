@@ -8,12 +8,44 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from otlp_stats.loadgen.driver import LoadPlan, run_load
 from otlp_stats.loadgen.workload import Placement, Workload, build_requests, digest_requests
 
 _DEFAULTS = Workload()
+
+
+@dataclass(frozen=True)
+class _WorkloadFlag:
+    """One flag of the workload group: its name, the Workload field it sets, its help."""
+
+    name: str
+    field: str
+    help: str | None = None
+
+
+# The one list of workload flags: the parser, workload_from and workload_flags all read it.
+# Each flag's type and default are its field's in Workload().
+_WORKLOAD_FLAGS = (
+    _WorkloadFlag("--records-per-request", "records_per_request"),
+    _WorkloadFlag("--attributes", "attributes_per_record", "attributes per record"),
+    _WorkloadFlag("--body-length", "body_length", "bytes"),
+    _WorkloadFlag(
+        "--repeated-share", "repeated_share", "share of records whose body recurs across records"
+    ),
+    _WorkloadFlag("--attribute-key", "attribute_key"),
+    _WorkloadFlag("--values", "distinct_values", "distinct values of the counted attribute"),
+    _WorkloadFlag("--placement", "placement", "where the counted attribute sits"),
+    _WorkloadFlag("--resources", "resources_per_request", "ResourceLogs per request"),
+    _WorkloadFlag(
+        "--recurring-messages", "recurring_messages", "how many bodies the repeated records share"
+    ),
+    _WorkloadFlag(
+        "--pool", "pool_size", "distinct requests pre-built; the run cycles through them"
+    ),
+    _WorkloadFlag("--seed", "seed"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,87 +75,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     shape = parser.add_argument_group("workload")
-    shape.add_argument("--records-per-request", type=int, default=_DEFAULTS.records_per_request)
-    shape.add_argument(
-        "--attributes",
-        type=int,
-        default=_DEFAULTS.attributes_per_record,
-        help="attributes per record",
-    )
-    shape.add_argument("--body-length", type=int, default=_DEFAULTS.body_length, help="bytes")
-    shape.add_argument(
-        "--repeated-share",
-        type=float,
-        default=_DEFAULTS.repeated_share,
-        help="share of records whose body recurs across records",
-    )
-    shape.add_argument("--attribute-key", default=_DEFAULTS.attribute_key)
-    shape.add_argument(
-        "--values",
-        type=int,
-        default=_DEFAULTS.distinct_values,
-        help="distinct values of the counted attribute",
-    )
-    shape.add_argument(
-        "--placement",
-        type=Placement,
-        choices=list(Placement),
-        default=_DEFAULTS.placement,
-        help="where the counted attribute sits",
-    )
-    shape.add_argument(
-        "--resources",
-        type=int,
-        default=_DEFAULTS.resources_per_request,
-        help="ResourceLogs per request",
-    )
-    shape.add_argument(
-        "--recurring-messages",
-        type=int,
-        default=_DEFAULTS.recurring_messages,
-        help="how many bodies the repeated records share",
-    )
-    shape.add_argument(
-        "--pool",
-        type=int,
-        default=_DEFAULTS.pool_size,
-        help="distinct requests pre-built; the run cycles through them",
-    )
-    shape.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+    for flag in _WORKLOAD_FLAGS:
+        default = getattr(_DEFAULTS, flag.field)
+        choices = list(Placement) if isinstance(default, Placement) else None
+        shape.add_argument(
+            flag.name,
+            dest=flag.field,
+            type=type(default),
+            default=default,
+            choices=choices,
+            # What argparse would show without dest: the flag's name, not the field's.
+            metavar=None if choices else flag.name[2:].replace("-", "_").upper(),
+            help=flag.help,
+        )
     return parser
 
 
 def workload_from(args: argparse.Namespace) -> Workload:
-    return Workload(
-        records_per_request=args.records_per_request,
-        attributes_per_record=args.attributes,
-        body_length=args.body_length,
-        repeated_share=args.repeated_share,
-        attribute_key=args.attribute_key,
-        distinct_values=args.values,
-        placement=args.placement,
-        resources_per_request=args.resources,
-        recurring_messages=args.recurring_messages,
-        pool_size=args.pool,
-        seed=args.seed,
-    )
+    return Workload(**{flag.field: getattr(args, flag.field) for flag in _WORKLOAD_FLAGS})
 
 
 def workload_flags(workload: Workload) -> list[str]:
     """The flags that make this command line build exactly `workload`."""
-    return [
-        f"--records-per-request={workload.records_per_request}",
-        f"--attributes={workload.attributes_per_record}",
-        f"--body-length={workload.body_length}",
-        f"--repeated-share={workload.repeated_share!r}",
-        f"--attribute-key={workload.attribute_key}",
-        f"--values={workload.distinct_values}",
-        f"--placement={workload.placement.value}",
-        f"--resources={workload.resources_per_request}",
-        f"--recurring-messages={workload.recurring_messages}",
-        f"--pool={workload.pool_size}",
-        f"--seed={workload.seed}",
-    ]
+    # str() of a float is its shortest round-trip form, of a Placement its value.
+    return [f"{flag.name}={getattr(workload, flag.field)!s}" for flag in _WORKLOAD_FLAGS]
 
 
 def plan_from(args: argparse.Namespace) -> LoadPlan:
