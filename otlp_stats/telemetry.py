@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from otlp_stats.aggregator import OVERFLOW_LABEL, WindowReport
+from otlp_stats.counting.aggregator import OVERFLOW_LABEL, WindowReport
+from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.health import Health, HealthState
-from otlp_stats.queue import RequestQueue
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 

@@ -12,11 +12,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from otlp_stats.aggregator import ResolvedBatch
-from otlp_stats.queue import QueuedRequest, RequestQueue
-from otlp_stats.scan import default_scanner
+from otlp_stats.counting.aggregator import ResolvedBatch
+from otlp_stats.counting.queue import QueuedRequest, RequestQueue
+from otlp_stats.counting.scan import default_scanner
+from otlp_stats.counting.workers import WorkerPool
 from otlp_stats.telemetry import Metrics
-from otlp_stats.workers import WorkerPool
 
 
 class GatedQueue(RequestQueue):

@@ -10,9 +10,9 @@ from collections.abc import Iterable, Mapping
 import datasketches
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from otlp_stats.aggregator import LabelTally
-from otlp_stats.messages import message_hash
-from otlp_stats.resolve import find_attribute, render_value
+from otlp_stats.counting.aggregator import LabelTally
+from otlp_stats.counting.messages import message_hash
+from otlp_stats.counting.resolve import find_attribute, render_value
 
 
 def reference_tally(

@@ -12,8 +12,8 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 
-from otlp_stats.__main__ import main
-from otlp_stats.queue import QueuedRequest, RequestQueue
+from otlp_stats.cli.serve import main
+from otlp_stats.counting.queue import QueuedRequest, RequestQueue
 
 Get = Callable[[RequestQueue], Awaitable[QueuedRequest]]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datasketches
 
-from otlp_stats.aggregator import Aggregator, LabelTally, ValueReport
-from otlp_stats.sketches import DistinctEstimate
+from otlp_stats.counting.aggregator import Aggregator, LabelTally, ValueReport
+from otlp_stats.counting.sketches import DistinctEstimate
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a multiple of every window used here
 

@@ -11,7 +11,7 @@ import sys
 # go (a few of about 370 KB held at once, then freed) and count the page faults that takes.
 _PROBE = """
 import json, resource, sys
-from otlp_stats.allocator import keep_freed_buffers
+from otlp_stats.cli.allocator import keep_freed_buffers
 outcome = keep_freed_buffers() if sys.argv[1] == "tune" else "untouched"
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(50):

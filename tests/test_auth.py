@@ -9,8 +9,8 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
-from otlp_stats.auth import BearerTokens, CredentialsError, read_token_file
 from otlp_stats.errors import Unauthenticated
+from otlp_stats.receiving.auth import BearerTokens, CredentialsError, read_token_file
 from otlp_stats.telemetry import Metrics
 from tests.securetools import ClientSide, export_request
 from tests.servicetools import metric_value, running_service

@@ -8,8 +8,8 @@ import zlib
 
 import pytest
 
-from otlp_stats.compression import inflate
 from otlp_stats.errors import MalformedRequest, RequestTooLarge, UnsupportedMediaType
+from otlp_stats.receiving.compression import inflate
 
 MiB = 1024 * 1024
 BODY = b"".join(f"log line {n} with some repetition\n".encode() for n in range(5000))

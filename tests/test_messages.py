@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from otlp_stats.messages import canonical_bytes, message_hash
+from otlp_stats.counting.messages import canonical_bytes, message_hash
 from tests.fakes import Plain, any_value
 
 
@@ -69,7 +69,7 @@ def test_hash_is_stable_across_processes_and_signed_64_bit() -> None:
     import sys
 
     code = (
-        "from otlp_stats.messages import message_hash;"
+        "from otlp_stats.counting.messages import message_hash;"
         "from opentelemetry.proto.common.v1.common_pb2 import AnyValue;"
         "print(message_hash(AnyValue(string_value='my log body 1')))"
     )

@@ -21,14 +21,14 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from prometheus_client import CollectorRegistry
 
-from otlp_stats.admin import HttpSite
 from otlp_stats.clock import SystemClock
 from otlp_stats.config import ListenAddress
+from otlp_stats.counting.view import decode_view
 from otlp_stats.health import Health, HealthState
-from otlp_stats.http_receiver import JSON, PROTOBUF, build_otlp_http_site
-from otlp_stats.intake import Intake
+from otlp_stats.operating.admin import HttpSite
+from otlp_stats.receiving.http_receiver import JSON, PROTOBUF, build_otlp_http_site
+from otlp_stats.receiving.intake import Intake
 from otlp_stats.telemetry import Metrics, RateLimitedLog
-from otlp_stats.view import decode_view
 from tests.fakes import export_request, log_record, worked_example_request
 from tests.pipeline_front import GatedQueue, worker_pool
 

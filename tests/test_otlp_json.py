@@ -11,7 +11,7 @@ from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from otlp_stats.errors import MalformedRequest
-from otlp_stats.otlp_json import decode_json_request, encode_json
+from otlp_stats.receiving.otlp_json import decode_json_request, encode_json
 
 TRACE_ID = "5b8efff798038103d269b633813fc60c"
 SPAN_ID = "eee19b7ec3c1b174"

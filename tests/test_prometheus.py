@@ -15,7 +15,7 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
 from otlp_stats.config import Settings
-from otlp_stats.receiver import EXPORT_METHOD
+from otlp_stats.receiving.grpc_receiver import EXPORT_METHOD
 from tests.deploytools import (
     DASHBOARD,
     PROMETHEUS_DIR,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from otlp_stats.queue import QueuedRequest, QueueFull, RequestQueue
+from otlp_stats.counting.queue import QueuedRequest, QueueFull, RequestQueue
 
 # The verdicts' loop: these tests never await one.
 _LOOP = asyncio.new_event_loop()

@@ -19,8 +19,12 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from prometheus_client import CollectorRegistry
 
 from otlp_stats.health import Health, HealthState
-from otlp_stats.intake import Intake
-from otlp_stats.receiver import RETRY_INFO_TRAILER, STATUS_DETAILS_TRAILER, LogsReceiver
+from otlp_stats.receiving.grpc_receiver import (
+    RETRY_INFO_TRAILER,
+    STATUS_DETAILS_TRAILER,
+    LogsReceiver,
+)
+from otlp_stats.receiving.intake import Intake
 from otlp_stats.telemetry import Metrics, RateLimitedLog
 from tests.fakes import FakeClock, export_request, log_record, worked_example_request
 from tests.pipeline_front import GatedQueue, worker_pool

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import redis
 import structlog
 
-from otlp_stats.aggregator import (
+from otlp_stats.counting.aggregator import (
     Aggregator,
     LabelTally,
     WindowReport,

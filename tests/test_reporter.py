@@ -8,10 +8,10 @@ import json
 
 from prometheus_client import CollectorRegistry
 
-from otlp_stats.aggregator import Aggregator, LabelTally, ValueReport, WindowReport
-from otlp_stats.queue import QueuedRequest, RequestQueue
-from otlp_stats.reporter import Reporter, format_timestamp, render_json, render_text
-from otlp_stats.sketches import DistinctEstimate
+from otlp_stats.counting.aggregator import Aggregator, LabelTally, ValueReport, WindowReport
+from otlp_stats.counting.queue import QueuedRequest, RequestQueue
+from otlp_stats.counting.sketches import DistinctEstimate
+from otlp_stats.reporting.reporter import Reporter, format_timestamp, render_json, render_text
 from otlp_stats.telemetry import Metrics
 from tests.fakes import FakeClock
 

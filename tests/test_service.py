@@ -11,7 +11,11 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
-from otlp_stats.receiver import EXPORT_METHOD, RETRY_INFO_TRAILER, STATUS_DETAILS_TRAILER
+from otlp_stats.receiving.grpc_receiver import (
+    EXPORT_METHOD,
+    RETRY_INFO_TRAILER,
+    STATUS_DETAILS_TRAILER,
+)
 from tests.fakes import Plain, export_request, log_record, worked_example_request
 from tests.servicetools import ServiceProcess, running_service, totals_by_value
 

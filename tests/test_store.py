@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 import structlog
 
-from otlp_stats.aggregator import (
+from otlp_stats.config import ConfigError, describe, load_settings
+from otlp_stats.counting.aggregator import (
     Aggregator,
     LabelTally,
     WindowSnapshot,
     merge_snapshots,
     report_of_snapshot,
 )
-from otlp_stats.config import ConfigError, describe, load_settings
-from otlp_stats.query import QueryError, QueryScope, answer_query, parse_query
-from otlp_stats.sketches import estimate_serialized
+from otlp_stats.counting.sketches import estimate_serialized
+from otlp_stats.operating.query import QueryError, QueryScope, answer_query, parse_query
 from otlp_stats.store.base import EntryKey, StateStore, StoredPeriod
 from otlp_stats.store.keeper import MAX_PENDING_WINDOWS, StateKeeper
 from otlp_stats.store.memory import MemoryStore

@@ -20,7 +20,7 @@ import structlog
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
-from otlp_stats.aggregator import Aggregator, LabelTally, WindowReport
+from otlp_stats.counting.aggregator import Aggregator, LabelTally, WindowReport
 from otlp_stats.store.periods import DEFAULT_RETENTION, Retention, parse_retention
 from otlp_stats.store.redis import RedisStore, ShareId
 from otlp_stats.store.replicas import ReplicaMerger

@@ -6,10 +6,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from otlp_stats.aggregator import ValueReport, WindowReport
+from otlp_stats.counting.aggregator import ValueReport, WindowReport
+from otlp_stats.counting.queue import RequestQueue
+from otlp_stats.counting.sketches import DistinctEstimate
 from otlp_stats.health import Health
-from otlp_stats.queue import RequestQueue
-from otlp_stats.sketches import DistinctEstimate
 from otlp_stats.telemetry import RateLimitedLog, StateCollector
 from tests.servicetools import metric_value
 

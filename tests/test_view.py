@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
+from otlp_stats.counting.resolve import LabelRenderer
+from otlp_stats.counting.scan import tally_view
+from otlp_stats.counting.view import count_records, decode_view, key_may_be_on_records
 from otlp_stats.errors import MalformedRequest
-from otlp_stats.resolve import LabelRenderer
-from otlp_stats.scan import tally_view
-from otlp_stats.view import count_records, decode_view, key_may_be_on_records
 from tests.fakes import any_value, export_request, log_record, worked_example_request
 
 

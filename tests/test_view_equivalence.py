@@ -21,10 +21,10 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from otlp_stats.messages import body_hash, message_hash
-from otlp_stats.resolve import LabelRenderer, render_raw, render_value
-from otlp_stats.scan import NativeScanner, tally_view
-from otlp_stats.view import decode_view, key_may_be_on_records
+from otlp_stats.counting.messages import body_hash, message_hash
+from otlp_stats.counting.resolve import LabelRenderer, render_raw, render_value
+from otlp_stats.counting.scan import NativeScanner, tally_view
+from otlp_stats.counting.view import decode_view, key_may_be_on_records
 from tests.reference import messages_of, reference_messages
 
 KEY = "k"

@@ -1,4 +1,4 @@
-"""The C scanner (otlp_stats/_wire.c) refuses and counts exactly as the Python view scanner does.
+"""The C scanner (counting/_wire.c) refuses and counts exactly as the Python view scanner does.
 
 The cases below are the corners of the protobuf wire format where a hand-written walker most
 easily parts from upb; each row says what upb's decode of the view does, and both scanners must
@@ -14,18 +14,18 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from otlp_stats import _wire
-from otlp_stats.errors import MalformedRequest
-from otlp_stats.loadgen.workload import Placement, Workload, build_requests
-from otlp_stats.messages import body_hash
-from otlp_stats.resolve import LabelRenderer
-from otlp_stats.scan import (
+from otlp_stats.counting import _wire
+from otlp_stats.counting.messages import body_hash
+from otlp_stats.counting.resolve import LabelRenderer
+from otlp_stats.counting.scan import (
     NATIVE_AVAILABLE,
     NativeScanner,
     Scanner,
     ViewScanner,
     default_scanner,
 )
+from otlp_stats.errors import MalformedRequest
+from otlp_stats.loadgen.workload import Placement, Workload, build_requests
 from tests.fakes import export_request, log_record
 from tests.fuzz.decode_path import decode_and_resolve
 from tests.reference import messages_of

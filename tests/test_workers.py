@@ -11,13 +11,13 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
 from prometheus_client import CollectorRegistry
 
+from otlp_stats.counting.queue import QueuedRequest, RequestQueue
+from otlp_stats.counting.resolve import LabelRenderer
+from otlp_stats.counting.scan import NativeScanner, tally_view
+from otlp_stats.counting.view import decode_view, key_may_be_on_records
+from otlp_stats.counting.workers import INLINE_BYTES
 from otlp_stats.errors import CountingFailed, MalformedRequest, RequestTooLarge, ShuttingDown
-from otlp_stats.queue import QueuedRequest, RequestQueue
-from otlp_stats.resolve import LabelRenderer
-from otlp_stats.scan import NativeScanner, tally_view
 from otlp_stats.telemetry import Metrics
-from otlp_stats.view import decode_view, key_may_be_on_records
-from otlp_stats.workers import INLINE_BYTES
 from tests.fakes import Plain, export_request, log_record, worked_example_request
 from tests.pipeline_front import worker_pool
 from tests.reference import messages_of, reference_messages

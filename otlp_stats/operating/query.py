@@ -8,16 +8,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from otlp_stats.aggregator import OVERFLOW_LABEL
 from otlp_stats.clock import Clock
 from otlp_stats.config import Settings
-from otlp_stats.reporter import format_timestamp
-from otlp_stats.sketches import (
+from otlp_stats.counting.aggregator import OVERFLOW_LABEL
+from otlp_stats.counting.sketches import (
     DEFAULT_LG_K,
     DistinctEstimate,
     estimate_serialized,
     union_serialized,
 )
+from otlp_stats.reporting.reporter import format_timestamp
 from otlp_stats.store.base import (
     KIND_MISSING,
     KIND_OVERFLOW,

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from otlp_stats.aggregator import ResolvedBatch
+from otlp_stats.counting.aggregator import ResolvedBatch
+from otlp_stats.counting.queue import QueuedRequest, RequestQueue
+from otlp_stats.counting.resolve import LabelRenderer
+from otlp_stats.counting.scan import Scanner
 from otlp_stats.errors import CountingFailed, ExportRefused, RequestTooLarge, ShuttingDown
-from otlp_stats.queue import QueuedRequest, RequestQueue
-from otlp_stats.resolve import LabelRenderer
-from otlp_stats.scan import Scanner
 from otlp_stats.telemetry import Metrics
 
 BatchSink = Callable[[float, ResolvedBatch], None]

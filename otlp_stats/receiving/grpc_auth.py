@@ -11,9 +11,9 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from otlp_stats.auth import BearerTokens
 from otlp_stats.errors import Unauthenticated
-from otlp_stats.receiver import grpc_status_for
+from otlp_stats.receiving.auth import BearerTokens
+from otlp_stats.receiving.grpc_receiver import grpc_status_for
 
 # Strings, so the subscripts exist only for mypy: grpc's classes are not generic at runtime.
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"

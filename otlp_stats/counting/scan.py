@@ -2,7 +2,7 @@
 
 One contract, two scanners:
 
-- `NativeScanner` walks the protobuf bytes once in C (otlp_stats/_wire.c): its check validates
+- `NativeScanner` walks the protobuf bytes once in C (_wire.c): its check validates
   as the light view's decode would, resolves the attribute and hashes plain string bodies
   without building a message or a Python object per record, with the GIL released, and notes
   24 bytes per record for the tally, which groups and sketches without walking the bytes again.
@@ -23,19 +23,19 @@ from typing import Protocol
 
 from xxhash import xxh3_64_intdigest
 
-from otlp_stats.aggregator import LabelTally
-from otlp_stats.errors import MalformedRequest
-from otlp_stats.messages import SIGNED_OFFSET, STRING_TAG, body_hash
-from otlp_stats.resolve import LabelRenderer
-from otlp_stats.view import (
+from otlp_stats.counting.aggregator import LabelTally
+from otlp_stats.counting.messages import SIGNED_OFFSET, STRING_TAG, body_hash
+from otlp_stats.counting.resolve import LabelRenderer
+from otlp_stats.counting.view import (
     ExportLogsRequestView,
     count_records,
     decode_view,
     key_may_be_on_records,
 )
+from otlp_stats.errors import MalformedRequest
 
 try:
-    from otlp_stats import _wire
+    from otlp_stats.counting import _wire
 except ImportError:  # built without a C compiler or xxhash.h: the Python scanner counts
     _wire = None  # type: ignore[assignment]
 
@@ -77,7 +77,7 @@ class NativeScanner:
 
     def __init__(self, attribute_key: str) -> None:
         if _wire is None:
-            raise RuntimeError("the C wire scanner (otlp_stats._wire) was not built")
+            raise RuntimeError("the C wire scanner (otlp_stats.counting._wire) was not built")
         self._key = attribute_key.encode()
 
     def check(self, wire: bytes) -> CheckedRequest:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import grpc
 
-from otlp_stats.auth import CredentialsError
 from otlp_stats.config import Settings
+from otlp_stats.receiving.auth import CredentialsError
 
 
 @dataclass(frozen=True)

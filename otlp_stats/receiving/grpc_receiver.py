@@ -26,7 +26,7 @@ from otlp_stats.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from otlp_stats.intake import Intake
+from otlp_stats.receiving.intake import Intake
 from otlp_stats.telemetry import Metrics
 
 SERVICE_NAME = "opentelemetry.proto.collector.logs.v1.LogsService"

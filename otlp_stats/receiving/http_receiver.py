@@ -20,8 +20,6 @@ from aiohttp.typedefs import Middleware
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
-from otlp_stats.admin import HttpSite
-from otlp_stats.compression import inflate
 from otlp_stats.config import ListenAddress
 from otlp_stats.errors import (
     CountingFailed,
@@ -34,9 +32,11 @@ from otlp_stats.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from otlp_stats.intake import Decoder, Intake
-from otlp_stats.otlp_json import decode_json_request, encode_json
-from otlp_stats.receiver import retry_delay_of, rpc_status
+from otlp_stats.operating.admin import HttpSite
+from otlp_stats.receiving.compression import inflate
+from otlp_stats.receiving.grpc_receiver import retry_delay_of, rpc_status
+from otlp_stats.receiving.intake import Decoder, Intake
+from otlp_stats.receiving.otlp_json import decode_json_request, encode_json
 from otlp_stats.telemetry import Metrics
 
 LOGS_PATH = "/v1/logs"

@@ -11,7 +11,7 @@ import xxhash
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from otlp_stats.messages import is_plain_string
+from otlp_stats.counting.messages import is_plain_string
 
 JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
 

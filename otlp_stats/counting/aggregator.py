@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import xxhash
 
-from otlp_stats.messages import to_signed64
-from otlp_stats.sketches import (
+from otlp_stats.counting.messages import to_signed64
+from otlp_stats.counting.sketches import (
     DEFAULT_LG_K,
     DistinctCounter,
     DistinctEstimate,

@@ -1,5 +1,5 @@
 /*
- * otlp_stats._wire: the per-record work of counting, done in one pass over the protobuf bytes.
+ * otlp_stats.counting._wire: the per-record work of counting, done in one pass over the protobuf bytes.
  *
  * check() walks an ExportLogsServiceRequest as the light view in proto/otlp_stats_view/ would
  * decode it, without building any message, and notes for every log record where the raw bytes
@@ -778,7 +778,7 @@ static PyGetSetDef scan_getset[] = {
 
 static PyTypeObject ScanType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "otlp_stats._wire.Scan",
+    .tp_name = "otlp_stats.counting._wire.Scan",
     .tp_doc = "A checked request: its bytes and, per log record, what it counts by.",
     .tp_basicsize = sizeof(Scan),
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -928,7 +928,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module_def = {
     .m_base = PyModuleDef_HEAD_INIT,
-    .m_name = "otlp_stats._wire",
+    .m_name = "otlp_stats.counting._wire",
     .m_doc = "Counting's per-record work over OTLP protobuf bytes, in C.",
     .m_size = -1,
     .m_methods = methods,
@@ -952,7 +952,7 @@ PyMODINIT_FUNC PyInit__wire(void) {
         Py_DECREF(module);
         return NULL;
     }
-    MalformedWire = PyErr_NewException("otlp_stats._wire.MalformedWire", PyExc_ValueError, NULL);
+    MalformedWire = PyErr_NewException("otlp_stats.counting._wire.MalformedWire", PyExc_ValueError, NULL);
     if (MalformedWire == NULL || PyModule_AddObjectRef(module, "MalformedWire", MalformedWire) < 0) {
         Py_CLEAR(MalformedWire);
         Py_DECREF(module);

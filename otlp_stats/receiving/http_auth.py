@@ -11,8 +11,8 @@ from collections.abc import Callable, Collection
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from otlp_stats.auth import BearerTokens
 from otlp_stats.errors import Unauthenticated
+from otlp_stats.receiving.auth import BearerTokens
 
 # How the edge turns a refusal into its answer (OTLP/HTTP answers in the request's encoding).
 Refuse = Callable[[Unauthenticated, web.Request], web.Response]

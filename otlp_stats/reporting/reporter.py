@@ -10,10 +10,10 @@ from typing import Any, TextIO
 
 import structlog
 
-from otlp_stats.aggregator import OVERFLOW_LABEL, Aggregator, ValueReport, WindowReport
 from otlp_stats.clock import Clock
-from otlp_stats.queue import RequestQueue
-from otlp_stats.sketches import DistinctEstimate
+from otlp_stats.counting.aggregator import OVERFLOW_LABEL, Aggregator, ValueReport, WindowReport
+from otlp_stats.counting.queue import RequestQueue
+from otlp_stats.counting.sketches import DistinctEstimate
 from otlp_stats.telemetry import Metrics
 
 

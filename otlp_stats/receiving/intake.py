@@ -17,9 +17,9 @@ import asyncio
 from collections.abc import Callable
 
 from otlp_stats.clock import Clock
+from otlp_stats.counting.queue import QueuedRequest, QueueFull, RequestQueue
 from otlp_stats.errors import ExportRefused, Overloaded, RequestTooLarge, ShuttingDown
 from otlp_stats.health import Health
-from otlp_stats.queue import QueuedRequest, QueueFull, RequestQueue
 from otlp_stats.telemetry import Metrics, RateLimitedLog
 
 # Turns a request body into protobuf bytes (OTLP/JSON, inflating) or raises the refusal that

@@ -9,7 +9,13 @@ from collections.abc import Sequence
 
 from otlp_stats.clock import SystemClock
 from otlp_stats.config import ConfigError, load_settings
-from otlp_stats.query import QueryError, answer_query, parse_query, query_scope, render_table
+from otlp_stats.operating.query import (
+    QueryError,
+    answer_query,
+    parse_query,
+    query_scope,
+    render_table,
+)
 from otlp_stats.store.location import open_store
 from otlp_stats.store.sqlite import StoreMissing
 

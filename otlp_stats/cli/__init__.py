@@ -1,0 +1,1 @@
+"""The command line: `otlp-stats` (serving) and `otlp-stats query`."""

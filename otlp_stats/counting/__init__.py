@@ -1,0 +1,1 @@
+"""Counting: the queue, the workers, the scanners, value rendering, sketches, the aggregator."""

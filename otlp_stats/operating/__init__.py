@@ -1,0 +1,1 @@
+"""Operating: the admin HTTP port, the gRPC health service, the query API."""

@@ -1,0 +1,1 @@
+"""Receiving: the front doors (OTLP/gRPC, OTLP/HTTP), intake, decompression, TLS, auth."""

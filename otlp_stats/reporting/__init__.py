@@ -1,0 +1,1 @@
+"""Reporting: prints each closed window's report."""
