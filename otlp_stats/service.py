@@ -23,26 +23,23 @@ from otlp_stats.counting.scan import default_scanner
 from otlp_stats.counting.workers import WorkerPool
 from otlp_stats.errors import Unauthenticated
 from otlp_stats.health import Health, HealthState
-from otlp_stats.operating.admin import (
-    HttpSite,
-    add_distinct_route,
-    add_ready_detail,
-    build_admin_app,
-)
+from otlp_stats.operating.admin import add_distinct_route, add_ready_detail, build_admin_app
 from otlp_stats.operating.health_publisher import SERVICE_NAME as HEALTH_SERVICE_NAME
 from otlp_stats.operating.health_publisher import HealthPublisher
 from otlp_stats.operating.query import DistinctQueries, answer_without_history, query_scope
+from otlp_stats.operating.state_metrics import StateCollector
 from otlp_stats.receiving.auth import BearerTokens, CredentialsError
 from otlp_stats.receiving.grpc_auth import TokenInterceptor
 from otlp_stats.receiving.grpc_receiver import LogsReceiver, logs_service_handler
 from otlp_stats.receiving.http_auth import token_middleware
 from otlp_stats.receiving.http_receiver import ENCODINGS, build_otlp_http_site, refusal_response
+from otlp_stats.receiving.http_site import HttpSite
 from otlp_stats.receiving.intake import Intake
 from otlp_stats.receiving.tls import ServerTls, server_tls
 from otlp_stats.reporting.reporter import Reporter
 from otlp_stats.store.location import open_keeper, open_store
 from otlp_stats.store.replicas import ReplicaMerger
-from otlp_stats.telemetry import Metrics, RateLimitedLog, StateCollector
+from otlp_stats.telemetry import Metrics, RateLimitedLog
 
 # In-flight Export handlers never await, so they finish at once; this only bounds the wait.
 _GRPC_STOP_GRACE = 1.0

@@ -25,8 +25,8 @@ from otlp_stats.clock import SystemClock
 from otlp_stats.config import ListenAddress
 from otlp_stats.counting.view import decode_view
 from otlp_stats.health import Health, HealthState
-from otlp_stats.operating.admin import HttpSite
 from otlp_stats.receiving.http_receiver import JSON, PROTOBUF, build_otlp_http_site
+from otlp_stats.receiving.http_site import HttpSite
 from otlp_stats.receiving.intake import Intake
 from otlp_stats.telemetry import Metrics, RateLimitedLog
 from tests.fakes import export_request, log_record, worked_example_request

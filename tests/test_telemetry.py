@@ -10,7 +10,8 @@ from otlp_stats.counting.aggregator import ValueReport, WindowReport
 from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.counting.sketches import DistinctEstimate
 from otlp_stats.health import Health
-from otlp_stats.telemetry import RateLimitedLog, StateCollector
+from otlp_stats.operating.state_metrics import StateCollector
+from otlp_stats.telemetry import RateLimitedLog
 from tests.servicetools import metric_value
 
 

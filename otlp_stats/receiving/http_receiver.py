@@ -32,9 +32,9 @@ from otlp_stats.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from otlp_stats.operating.admin import HttpSite
 from otlp_stats.receiving.compression import inflate
 from otlp_stats.receiving.grpc_receiver import retry_delay_of, rpc_status
+from otlp_stats.receiving.http_site import HttpSite
 from otlp_stats.receiving.intake import Decoder, Intake
 from otlp_stats.receiving.otlp_json import decode_json_request, encode_json
 from otlp_stats.telemetry import Metrics
