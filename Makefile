@@ -59,7 +59,7 @@ system-deps: ## install Debian's prometheus (prometheus, promtool) and redis-ser
 			$(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; \
 		fi; \
 	fi
-	@# redis-server for the replica tests (tests/redistools.py starts its own on a free port).
+	@# redis-server for the replica tests (tests/support/redistools.py starts its own on a free port).
 	@if ! command -v redis-server >/dev/null; then \
 		echo "installing Debian's redis-server package"; \
 		$(SUDO) apt-get update -qq >/dev/null && \

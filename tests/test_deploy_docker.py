@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from otlp_stats.config import Settings, load_settings
-from tests.deploytools import (
+from tests.support.deploytools import (
     DOCKERFILE,
     Instruction,
     dockerfile_stages,
@@ -21,7 +21,7 @@ from tests.deploytools import (
     image_environment,
     run_tool,
 )
-from tests.servicetools import REPO, running_service
+from tests.support.servicetools import REPO, running_service
 
 
 def final_stage() -> list[Instruction]:

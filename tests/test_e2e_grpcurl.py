@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.expected import ExpectedCounts, first_present, only_report, summary_of
-from tests.servicetools import ONE_WINDOW, ServiceProcess, running_service
+from tests.support.expected import ExpectedCounts, first_present, only_report, summary_of
+from tests.support.servicetools import ONE_WINDOW, ServiceProcess, running_service
 
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 EXPORT = f"{LOGS_SERVICE}/Export"

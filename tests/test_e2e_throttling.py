@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.expected import ExpectedCounts, only_report, summary_of
-from tests.sdk_senders import KEY, SdkSenders, flush_all_at_once
-from tests.servicetools import ONE_WINDOW, running_service
+from tests.support.expected import ExpectedCounts, only_report, summary_of
+from tests.support.sdk_senders import KEY, SdkSenders, flush_all_at_once
+from tests.support.servicetools import ONE_WINDOW, running_service
 from tests.test_e2e_sdk import EXPORTERS
 
 # Each request holds the only queue place this long. Refused senders retry together after the
@@ -34,7 +34,7 @@ def test_sdk_retries_deliver_every_refused_record_exactly_once(transport: str) -
         "1",
         "--retry-delay",
         RETRY_DELAY,
-        entry=("-m", "tests.slowed_service", HOLD_SECONDS),
+        entry=("-m", "tests.support.slowed_service", HOLD_SECONDS),
     ) as service:
         # Four providers (two senders, each with a resource that has the attribute and one
         # that does not), each holding all its records in one batch until they all flush at

@@ -1,8 +1,9 @@
 """Reliability under load: nothing acknowledged is lost or counted twice, overload or shutdown.
 
 The load generator (otlp_stats.loadgen) keeps the ground truth of what was acknowledged; the
-reports the service prints must add up to exactly that. Workers are slowed (tests.slowed_service)
-so the service's capacity is known and small whatever this machine's speed.
+reports the service prints must add up to exactly that. Workers are slowed
+(tests.support.slowed_service) so the service's capacity is known and small whatever this
+machine's speed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from tests.servicetools import ONE_WINDOW, REPO, ServiceProcess, running_service, totals_by_value
+from tests.support.servicetools import (
+    ONE_WINDOW,
+    REPO,
+    ServiceProcess,
+    running_service,
+    totals_by_value,
+)
 
 KEY = "service.name"
 # One worker holding each request 10 ms: about 100 requests per second.
@@ -73,7 +80,7 @@ def slowed_service(*flags: str) -> Any:
         f"--queue-size={QUEUE_SIZE}",
         "--retry-delay=0.05",
         *flags,
-        entry=("-m", "tests.slowed_service", HOLD_SECONDS),
+        entry=("-m", "tests.support.slowed_service", HOLD_SECONDS),
     )
 
 

@@ -16,8 +16,8 @@ from otlp_stats.receiving.grpc_receiver import (
     RETRY_INFO_TRAILER,
     STATUS_DETAILS_TRAILER,
 )
-from tests.fakes import Plain, export_request, log_record, worked_example_request
-from tests.servicetools import ServiceProcess, running_service, totals_by_value
+from tests.support.fakes import Plain, export_request, log_record, worked_example_request
+from tests.support.servicetools import ServiceProcess, running_service, totals_by_value
 
 # A window so long that a test never straddles two: everything lands in the final report.
 ONE_WINDOW = "1000000000"
@@ -125,7 +125,7 @@ def test_full_queue_refuses_with_retry_info_and_every_acknowledged_record_is_cou
     channel_factory: list[grpc.Channel],
 ) -> None:
     big = export_request([log_record(f"body {n}", foo=f"v{n % 7}") for n in range(5000)])
-    # The worker holds each request a while (tests.slowed_service), so that the queue fills
+    # The worker holds each request a while (tests.support.slowed_service), so that the queue fills
     # however fast this machine counts; 30 requests at once then find it full.
     with running_service(
         "--attribute-key",
@@ -136,7 +136,7 @@ def test_full_queue_refuses_with_retry_info_and_every_acknowledged_record_is_cou
         "1",
         "--workers",
         "1",
-        entry=("-m", "tests.slowed_service", "0.05"),
+        entry=("-m", "tests.support.slowed_service", "0.05"),
     ) as service:
         stub = stub_for(service, channel_factory)
         futures = [stub.Export.future(big, timeout=60) for _ in range(30)]
@@ -172,7 +172,7 @@ def test_a_drain_cut_short_refuses_what_waits_rather_than_acknowledging_it(
     with running_service(
         "--attribute-key", "foo", "--window", ONE_WINDOW, "--workers", "1",
         "--shutdown-grace", "0.3",
-        entry=("-m", "tests.slowed_service", "30"),
+        entry=("-m", "tests.support.slowed_service", "30"),
     ) as service:  # fmt: skip
         stub = stub_for(service, channel_factory)
         futures = [stub.Export.future(worked_example_request(), timeout=60) for _ in range(2)]

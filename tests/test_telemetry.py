@@ -12,7 +12,7 @@ from otlp_stats.counting.sketches import DistinctEstimate
 from otlp_stats.health import Health
 from otlp_stats.operating.state_metrics import StateCollector
 from otlp_stats.telemetry import RateLimitedLog
-from tests.servicetools import metric_value
+from tests.support.servicetools import metric_value
 
 
 def scrape(report: WindowReport | None, top_values: int = 100) -> str:

@@ -14,7 +14,7 @@
  * (see "Theta sketches" below) rather than as one Python int per record. Bodies that are not
  * plain strings go back to Python to be hashed canonically.
  *
- * check() accepts exactly what upb's decode of the view accepts (tests/test_wire.py checks
+ * check() accepts exactly what upb's decode of the view accepts (tests/counting/test_wire.py checks
  * this against upb on random and mutated inputs): tags of at most 5 bytes and 32 bits, field
  * number 0 refused outside unknown groups, a field of a known number with another wire type
  * skipped as unknown, unknown groups skipped with their end tag checked, lengths of at most
@@ -583,7 +583,7 @@ static int structured_bodies(const uint8_t *wire, const Record *records, size_t 
  * entries. Each group's hashes are made into such a sketch here, sorted and without
  * duplicates: an exact sketch of all of them, byte for byte what
  * `update_theta_sketch(lg_k).compact(True).serialize()` gives for the same updates when lg_k is
- * large enough to keep them all (tests/test_wire.py checks it). The aggregator unions one such
+ * large enough to keep them all (tests/counting/test_wire.py checks it). The aggregator unions one such
  * sketch per value per request into its own, instead of calling update() once per record.
  */
 

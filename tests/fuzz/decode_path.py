@@ -16,7 +16,7 @@ from otlp_stats.counting.scan import NativeScanner, Scanner, ViewScanner
 from otlp_stats.errors import ExportRefused
 from otlp_stats.receiving.compression import inflate
 from otlp_stats.receiving.http_receiver import json_to_protobuf
-from tests.reference import Messages, messages_of
+from tests.support.reference import Messages, messages_of
 
 KEY = "service.name"
 LIMIT = 1 << 20

@@ -13,7 +13,7 @@ from otlp_stats.counting.queue import QueuedRequest, RequestQueue
 from otlp_stats.counting.sketches import DistinctEstimate
 from otlp_stats.reporting.reporter import Reporter, format_timestamp, render_json, render_text
 from otlp_stats.telemetry import Metrics
-from tests.fakes import FakeClock
+from tests.support.fakes import FakeClock
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 

@@ -29,8 +29,8 @@ from otlp_stats.receiving.http_receiver import JSON, PROTOBUF, build_otlp_http_s
 from otlp_stats.receiving.http_site import HttpSite
 from otlp_stats.receiving.intake import Intake
 from otlp_stats.telemetry import Metrics, RateLimitedLog
-from tests.fakes import export_request, log_record, worked_example_request
-from tests.pipeline_front import GatedQueue, worker_pool
+from tests.support.fakes import export_request, log_record, worked_example_request
+from tests.support.pipeline_front import GatedQueue, worker_pool
 
 LIMIT = 64 * 1024
 RETRY_DELAY = 0.25

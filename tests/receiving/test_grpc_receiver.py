@@ -26,8 +26,8 @@ from otlp_stats.receiving.grpc_receiver import (
 )
 from otlp_stats.receiving.intake import Intake
 from otlp_stats.telemetry import Metrics, RateLimitedLog
-from tests.fakes import FakeClock, export_request, log_record, worked_example_request
-from tests.pipeline_front import GatedQueue, worker_pool
+from tests.support.fakes import FakeClock, export_request, log_record, worked_example_request
+from tests.support.pipeline_front import GatedQueue, worker_pool
 
 SERVICE = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"]
 EXPORT = SERVICE.methods_by_name["Export"]

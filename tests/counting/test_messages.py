@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from otlp_stats.counting.messages import canonical_bytes, message_hash
-from tests.fakes import Plain, any_value
+from tests.support.fakes import Plain, any_value
 
 
 def same(a: Plain, b: Plain) -> bool:

@@ -8,9 +8,9 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
-from tests.expected import only_report, summary_of
-from tests.fakes import export_request, log_record
-from tests.servicetools import ONE_WINDOW, running_service
+from tests.support.expected import only_report, summary_of
+from tests.support.fakes import export_request, log_record
+from tests.support.servicetools import ONE_WINDOW, running_service
 
 
 @pytest.fixture

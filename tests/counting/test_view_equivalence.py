@@ -25,7 +25,7 @@ from otlp_stats.counting.messages import body_hash, message_hash
 from otlp_stats.counting.resolve import LabelRenderer, render_raw, render_value
 from otlp_stats.counting.scan import NativeScanner, tally_view
 from otlp_stats.counting.view import decode_view, key_may_be_on_records
-from tests.reference import messages_of, reference_messages
+from tests.support.reference import messages_of, reference_messages
 
 KEY = "k"
 KEYS = st.sampled_from([KEY, "other", "K", "k.sub", ""])

@@ -12,7 +12,7 @@ from otlp_stats.counting.resolve import LabelRenderer
 from otlp_stats.counting.scan import tally_view
 from otlp_stats.counting.view import count_records, decode_view, key_may_be_on_records
 from otlp_stats.errors import MalformedRequest
-from tests.fakes import any_value, export_request, log_record, worked_example_request
+from tests.support.fakes import any_value, export_request, log_record, worked_example_request
 
 
 def check(request_wire: bytes, key: str) -> bool:

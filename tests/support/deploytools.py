@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servicetools import REPO, running_service
+from tests.support.servicetools import REPO, running_service
 
 DEPLOY = REPO / "deploy"
 DOCKERFILE = REPO / "Dockerfile"

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 from otlp_stats.errors import Unauthenticated
 from otlp_stats.receiving.auth import BearerTokens, CredentialsError, read_token_file
 from otlp_stats.telemetry import Metrics
-from tests.securetools import ClientSide, export_request
-from tests.servicetools import metric_value, running_service
+from tests.support.securetools import ClientSide, export_request
+from tests.support.servicetools import metric_value, running_service
 
 
 def tokens_from(tmp_path: Path, text: str) -> tuple[BearerTokens, Metrics]:

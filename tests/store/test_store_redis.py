@@ -24,11 +24,11 @@ from otlp_stats.counting.aggregator import Aggregator, LabelTally, WindowReport
 from otlp_stats.store.periods import DEFAULT_RETENTION, Retention, parse_retention
 from otlp_stats.store.redis import RedisStore, ShareId
 from otlp_stats.store.replicas import ReplicaMerger
-from tests.expected import ExpectedCounts, summary_of
-from tests.fakes import FakeClock, export_request, log_record
-from tests.redistools import RedisServer
-from tests.sdk_senders import KEY, SdkSenders, flush_all_at_once
-from tests.servicetools import ServiceProcess, running_service
+from tests.support.expected import ExpectedCounts, summary_of
+from tests.support.fakes import FakeClock, export_request, log_record
+from tests.support.redistools import RedisServer
+from tests.support.sdk_senders import KEY, SdkSenders, flush_all_at_once
+from tests.support.servicetools import ServiceProcess, running_service
 
 WINDOW = 3.0
 

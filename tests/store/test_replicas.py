@@ -16,7 +16,7 @@ from otlp_stats.counting.aggregator import (
 )
 from otlp_stats.store.redis import SHARE_TTL_SECONDS, ShareId
 from otlp_stats.store.replicas import MAX_PENDING_FLUSHES, ReplicaMerger
-from tests.fakes import FakeClock
+from tests.support.fakes import FakeClock
 
 WINDOW = 10.0
 

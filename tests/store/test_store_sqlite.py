@@ -17,8 +17,8 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
-from tests.fakes import export_request, log_record
-from tests.servicetools import REPO, ServiceProcess, running_service
+from tests.support.fakes import export_request, log_record
+from tests.support.servicetools import REPO, ServiceProcess, running_service
 
 KEY = "svc"
 WINDOW = 4.0

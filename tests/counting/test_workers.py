@@ -18,9 +18,9 @@ from otlp_stats.counting.view import decode_view, key_may_be_on_records
 from otlp_stats.counting.workers import INLINE_BYTES
 from otlp_stats.errors import CountingFailed, MalformedRequest, RequestTooLarge, ShuttingDown
 from otlp_stats.telemetry import Metrics
-from tests.fakes import Plain, export_request, log_record, worked_example_request
-from tests.pipeline_front import worker_pool
-from tests.reference import messages_of, reference_messages
+from tests.support.fakes import Plain, export_request, log_record, worked_example_request
+from tests.support.pipeline_front import worker_pool
+from tests.support.reference import messages_of, reference_messages
 
 
 def summary(

@@ -26,10 +26,10 @@ from otlp_stats.counting.scan import (
 )
 from otlp_stats.errors import MalformedRequest
 from otlp_stats.loadgen.workload import Placement, Workload, build_requests
-from tests.fakes import export_request, log_record
+from tests.counting.test_view_equivalence import any_values, requests
 from tests.fuzz.decode_path import decode_and_resolve
-from tests.reference import messages_of
-from tests.test_view_equivalence import any_values, requests
+from tests.support.fakes import export_request, log_record
+from tests.support.reference import messages_of
 
 KEY = "service.name"
 

@@ -31,7 +31,7 @@ from otlp_stats.store.periods import (
     period_bounds,
 )
 from otlp_stats.store.sqlite import SqliteStore, StoreMissing
-from tests.fakes import FakeClock
+from tests.support.fakes import FakeClock
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC).timestamp()
 ROLLUPS = ("1m", "1h", "1d", "1mo")

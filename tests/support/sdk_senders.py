@@ -17,7 +17,7 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExp
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.util.types import AnyValue
 
-from tests.expected import ExpectedCounts, first_present
+from tests.support.expected import ExpectedCounts, first_present
 
 KEY = "tenant"
 BODIES: tuple[AnyValue, ...] = (

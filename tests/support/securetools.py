@@ -21,8 +21,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.sdk._logs.export import LogRecordExporter
 
-from tests.certs import Identity
-from tests.servicetools import ServiceProcess, metric_value
+from tests.support.certs import Identity
+from tests.support.servicetools import ServiceProcess, metric_value
 
 EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from otlp_stats.health import Health, HealthState
 from otlp_stats.operating.health_publisher import HealthPublisher
 from otlp_stats.receiving.grpc_receiver import SERVICE_NAME
-from tests.servicetools import running_service
+from tests.support.servicetools import running_service
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -16,11 +16,11 @@ import grpc
 import pytest
 
 from otlp_stats.config import ConfigError, load_settings
-from tests.certs import Credentials, make_credentials
-from tests.expected import only_report, summary_of
-from tests.sdk_senders import SdkSenders
-from tests.securetools import HEALTH_CHECK, ClientSide, admin_metric, export_request
-from tests.servicetools import ONE_WINDOW, ServiceProcess, running_service
+from tests.support.certs import Credentials, make_credentials
+from tests.support.expected import only_report, summary_of
+from tests.support.sdk_senders import SdkSenders
+from tests.support.securetools import HEALTH_CHECK, ClientSide, admin_metric, export_request
+from tests.support.servicetools import ONE_WINDOW, ServiceProcess, running_service
 
 TOKEN = "s3cr3t-token-for-tests"
 

@@ -1,4 +1,4 @@
-"""`python -m tests.slowed_service SECONDS [flags]`: the real service with slowed workers.
+"""`python -m tests.support.slowed_service SECONDS [flags]`: the real service with slowed workers.
 
 A worker waits SECONDS before it takes each request from the queue (the request keeps its place
 in the queue meanwhile), so a tiny queue fills up on demand and throttling tests do not depend on

@@ -8,7 +8,7 @@ import pytest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from otlp_stats.counting.resolve import find_attribute, render_value, resolve_attribute
-from tests.fakes import Plain, any_value, key_values
+from tests.support.fakes import Plain, any_value, key_values
 
 
 def resolved(
