@@ -326,3 +326,12 @@ def test_a_stray_module_at_the_top_is_reported() -> None:
     listing = [*TOP_LEVEL, "helpers.py", "__pycache__", "_wire.cpython-311-x86_64-linux-gnu.so"]
     assert check_top_level(listing) == ["unexpected at the top: helpers.py"]
     assert check_top_level(TOP_LEVEL - {"operating"}) == ["missing at the top: operating"]
+
+
+def test_the_tests_mirror_the_stages() -> None:
+    """tests/<stage>/ holds the tests of otlp_stats/<stage>/; helpers live in tests/support/."""
+    tests = Path(__file__).resolve().parent
+    stages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders - {"support", "fuzz"} <= stages
+    assert not [p.name for p in tests.glob("*.py") if not p.name.startswith(("test_", "__"))]
