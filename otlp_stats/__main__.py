@@ -2,7 +2,7 @@
 
 import sys
 
-from otlp_stats.cli.serve import main
+from otlp_stats.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,9 +30,16 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Distinct messages per period and value, from the store (--store ...). "
         "Other service flags (--store, --rollups, --retention, --window) apply as when serving.",
     )
-    parser.add_argument("--resolution", default="1d", help="window, 1m, 1h, 1d or 1mo")
-    parser.add_argument("--from", dest="start", required=True, help="date or RFC 3339 time")
-    parser.add_argument("--to", dest="end", help="date or time (default: --from)")
+    parser.add_argument(
+        "--resolution",
+        default="1d",
+        metavar="{window,1m,1h,1d,1mo}",
+        help="period of each row (default: 1d)",
+    )
+    parser.add_argument(
+        "--from", dest="start", required=True, metavar="DATE", help="date or RFC 3339 time"
+    )
+    parser.add_argument("--to", dest="end", metavar="DATE", help="date or time (default: --from)")
     parser.add_argument("--value", help="one attribute value only")
     parser.add_argument("--json", action="store_true", help="print the JSON answer")
     return parser

@@ -1,7 +1,8 @@
-"""Entry point: build the settings, install signal handlers, run the service until told to stop."""
+"""Serving: build the settings, install signal handlers, run the service until told to stop."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -27,14 +28,10 @@ EXIT_FAILED = 1
 EXIT_BAD_CONFIG = 2
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if list(argv[:1]) == ["query"]:  # `otlp-stats query ...` reads the store (query.py here)
-        from otlp_stats.cli.query import main as query_main
-
-        return query_main(argv[1:])
+def main(argv: Sequence[str], parser: argparse.ArgumentParser | None = None) -> int:
+    """Serve until told to stop; `parser` is the command line's (cli/main.py), if given."""
     try:
-        settings = load_settings(argv)
+        settings = load_settings(argv, parser=parser)
     except ConfigError as error:
         print(f"otlp-stats: invalid configuration: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -83,7 +80,3 @@ def _install_signal_handlers(stop_requested: asyncio.Event) -> None:
 def _install_reload_handler(service: Service) -> None:
     """SIGHUP re-reads the token file, so a token is rotated without a restart."""
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, service.reload_credentials)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
