@@ -16,8 +16,9 @@ SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-# The C wire scanner (otlp_stats/counting/_wire.c) needs xxhash.h from Debian's libxxhash-dev. Without it
-# the package still installs and counts through the slower Python scanner; the tests say so.
+# The C wire scanner (otlp_stats/counting/_wire.c) needs xxhash.h from Debian's libxxhash-dev.
+# Without it the package still installs and counts through the slower Python scanner; the tests
+# say so.
 $(STAMP): pyproject.toml setup.py otlp_stats/counting/_wire.c $(wildcard proto/*/*.proto)
 	@if [ ! -f /usr/include/xxhash.h ]; then \
 		echo "installing Debian's libxxhash-dev (xxhash.h, for the C wire scanner)"; \

@@ -1,5 +1,6 @@
 /*
- * otlp_stats.counting._wire: the per-record work of counting, done in one pass over the protobuf bytes.
+ * otlp_stats.counting._wire: the per-record work of counting, in one pass over the protobuf
+ * bytes.
  *
  * check() walks an ExportLogsServiceRequest as the light view in proto/otlp_stats_view/ would
  * decode it, without building any message, and notes for every log record where the raw bytes
@@ -14,9 +15,9 @@
  * (see "Theta sketches" below) rather than as one Python int per record. Bodies that are not
  * plain strings go back to Python to be hashed canonically.
  *
- * check() accepts exactly what upb's decode of the view accepts (tests/counting/test_wire.py checks
- * this against upb on random and mutated inputs): tags of at most 5 bytes and 32 bits, field
- * number 0 refused outside unknown groups, a field of a known number with another wire type
+ * check() accepts exactly what upb's decode of the view accepts (tests/counting/test_wire.py
+ * checks this against upb on random and mutated inputs): tags of at most 5 bytes and 32 bits,
+ * field number 0 refused outside unknown groups, a field of a known number with another wire type
  * skipped as unknown, unknown groups skipped with their end tag checked, lengths of at most
  * 5 bytes, below 2**31 - 1 and within the enclosing message, map keys valid UTF-8, at most 100
  * levels of nesting.
@@ -583,8 +584,9 @@ static int structured_bodies(const uint8_t *wire, const Record *records, size_t 
  * entries. Each group's hashes are made into such a sketch here, sorted and without
  * duplicates: an exact sketch of all of them, byte for byte what
  * `update_theta_sketch(lg_k).compact(True).serialize()` gives for the same updates when lg_k is
- * large enough to keep them all (tests/counting/test_wire.py checks it). The aggregator unions one such
- * sketch per value per request into its own, instead of calling update() once per record.
+ * large enough to keep them all (tests/counting/test_wire.py checks it). The aggregator unions
+ * one such sketch per value per request into its own, instead of calling update() once per
+ * record.
  */
 
 #define THETA_SEED 9001u
