@@ -12,7 +12,7 @@ WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY proto ./proto
 COPY otlp_stats ./otlp_stats
-# gcc and xxhash.h build the C wire scanner (otlp_stats/_wire.c); they stay in this stage.
+# gcc and xxhash.h build the C wire scanner (otlp_stats/counting/_wire.c); they stay in this stage.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev libxxhash-dev \
@@ -21,7 +21,7 @@ RUN apt-get update \
 # produce the C scanner here: the import check fails the image build if it did not.
 RUN python -m venv /opt/otlp-stats \
     && /opt/otlp-stats/bin/pip install --no-cache-dir /src \
-    && /opt/otlp-stats/bin/python -c "import otlp_stats._wire"
+    && /opt/otlp-stats/bin/python -c "import otlp_stats.counting._wire"
 
 FROM ${PYTHON_IMAGE} AS runtime
 # A fixed numeric UID, so Kubernetes can check runAsNonRoot without reading /etc/passwd.

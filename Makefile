@@ -16,9 +16,10 @@ SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-# The C wire scanner (otlp_stats/_wire.c) needs xxhash.h from Debian's libxxhash-dev. Without it
-# the package still installs and counts through the slower Python scanner; the tests say so.
-$(STAMP): pyproject.toml setup.py otlp_stats/_wire.c $(wildcard proto/*/*.proto)
+# The C wire scanner (otlp_stats/counting/_wire.c) needs xxhash.h from Debian's libxxhash-dev.
+# Without it the package still installs and counts through the slower Python scanner; the tests
+# say so.
+$(STAMP): pyproject.toml setup.py otlp_stats/counting/_wire.c $(wildcard proto/*/*.proto)
 	@if [ ! -f /usr/include/xxhash.h ]; then \
 		echo "installing Debian's libxxhash-dev (xxhash.h, for the C wire scanner)"; \
 		{ $(SUDO) apt-get update -qq >/dev/null && \
@@ -59,7 +60,7 @@ system-deps: ## install Debian's prometheus (prometheus, promtool) and redis-ser
 			$(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; \
 		fi; \
 	fi
-	@# redis-server for the replica tests (tests/redistools.py starts its own on a free port).
+	@# redis-server for the replica tests (tests/support/redistools.py starts its own on a free port).
 	@if ! command -v redis-server >/dev/null; then \
 		echo "installing Debian's redis-server package"; \
 		$(SUDO) apt-get update -qq >/dev/null && \
@@ -103,7 +104,7 @@ k6-soak: install ## k6 soak, 50 Exports/s for 30 minutes (ARGS="-e RATE=100 -e D
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
-	rm -f otlp_stats/_wire.*.so
+	rm -f otlp_stats/counting/_wire.*.so
 
 bench: install ## measure decode floor, baseline and service in one run; rewrites BENCHMARKS.md (ARGS="--duration 60")
 	$(BIN)/python -m bench.run $(ARGS)

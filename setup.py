@@ -2,10 +2,10 @@
 
 The project's own .proto views (proto/) are compiled into otlp_stats/_generated; the generated
 modules are not committed: they come from the .proto files with the grpcio-tools version pinned
-in [build-system]. otlp_stats/_wire.c is the per-record counting work in C; it needs a C
+in [build-system]. otlp_stats/counting/_wire.c is the per-record counting work in C; it needs a C
 compiler and xxhash.h (Debian's libxxhash-dev; `make install` installs it). The extension is
 optional: where it cannot be built, the package still installs and counts through the
-pure-Python view (otlp_stats/scan.py), only slower.
+pure-Python view (otlp_stats/counting/scan.py), only slower.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ class BuildPyWithProtos(build_py):
 
 
 WIRE_SCANNER = Extension(
-    "otlp_stats._wire",
-    sources=["otlp_stats/_wire.c"],
+    "otlp_stats.counting._wire",
+    sources=["otlp_stats/counting/_wire.c"],
     extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
     optional=True,
 )

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from bench.baseline_server import BaselineCounter
+from otlp_stats.counting.resolve import LabelRenderer
+from otlp_stats.counting.scan import NATIVE_AVAILABLE, NativeScanner, Scanner, ViewScanner
 from otlp_stats.loadgen import PreparedRequest
-from otlp_stats.resolve import LabelRenderer
-from otlp_stats.scan import NATIVE_AVAILABLE, NativeScanner, Scanner, ViewScanner
 
 _ROUNDS = 5
 

@@ -222,19 +222,19 @@ def _parse_replica_id(text: str) -> str:
 
 _OPTIONS: tuple[_Option, ...] = (
     _Option("attribute_key", _parse_key, "attribute key to count by"),
-    _Option("window", _parse_positive_float, "window length in seconds"),
+    _Option("window", _parse_positive_float, "window length"),
     _Option(
         "report_format", _parse_choice(("text", "json")), "stdout report format", ("text", "json")
     ),
     _Option("grpc_listen", parse_listen_address, "OTLP/gRPC listen address"),
     _Option("http_listen", parse_listen_address, "OTLP/HTTP listen address"),
     _Option("admin_listen", parse_listen_address, "/metrics and health listen address"),
-    _Option("grpc_health", _parse_bool, "serve grpc.health.v1 on the gRPC port (true/false)"),
-    _Option("grpc_reflection", _parse_bool, "serve gRPC server reflection (true/false)"),
+    _Option("grpc_health", _parse_bool, "serve grpc.health.v1 on the gRPC port"),
+    _Option("grpc_reflection", _parse_bool, "serve gRPC server reflection"),
     _Option("workers", _parse_positive_int, "worker tasks resolving requests"),
     _Option("queue_size", _parse_positive_int, "most requests queued or in work"),
     _Option("queue_max_bytes", _parse_size, "most bytes held by requests queued or in work"),
-    _Option("max_recv_size", _parse_size, "largest accepted request, bytes"),
+    _Option("max_recv_size", _parse_size, "largest accepted request, after decompression"),
     _Option(
         "max_records_per_request", _parse_positive_int, "most log records in one accepted request"
     ),
@@ -250,28 +250,30 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("missing_label", _parse_label, "label of records without the attribute"),
     _Option("metrics_top_values", _parse_positive_int, "values exported per-value in /metrics"),
     _Option("max_values", _parse_positive_int, "attribute values tracked per window"),
-    _Option("max_value_length", _parse_positive_int, "longest value label, characters"),
+    _Option("max_value_length", _parse_positive_int, "longest value label in characters"),
     _Option("sketch_lg_k", _parse_lg_k, "log2 of the sketch's k (exact below k messages)"),
-    _Option("retry_delay", _parse_non_negative_float, "retry delay told to throttled senders, s"),
-    _Option("shutdown_grace", _parse_positive_float, "longest drain on shutdown, seconds"),
+    _Option("retry_delay", _parse_non_negative_float, "retry delay told to throttled senders"),
+    _Option("shutdown_grace", _parse_positive_float, "longest drain on shutdown"),
     _Option("tls_cert_file", _parse_optional_path, "PEM certificate chain: TLS on gRPC and HTTP"),
     _Option("tls_key_file", _parse_optional_path, "PEM private key of --tls-cert-file"),
     _Option("tls_client_ca_file", _parse_optional_path, "PEM CA bundle: require client certs"),
     _Option("admin_tls", _parse_bool, "serve the admin port with the TLS certificate too"),
     _Option("auth_token_file", _parse_optional_path, "accepted bearer tokens, one a line"),
     _Option("admin_auth", _parse_bool, "require the token on the admin port but its probes"),
-    _Option("grpc_keepalive_time", _parse_positive_float, "gRPC keepalive ping interval, s"),
-    _Option("grpc_keepalive_timeout", _parse_positive_float, "gRPC keepalive ping timeout, s"),
-    _Option("grpc_max_connection_idle", _parse_positive_float, "close idle gRPC connections, s"),
+    _Option("grpc_keepalive_time", _parse_positive_float, "gRPC keepalive ping interval"),
+    _Option("grpc_keepalive_timeout", _parse_positive_float, "gRPC keepalive ping timeout"),
+    _Option(
+        "grpc_max_connection_idle", _parse_positive_float, "close gRPC connections idle this long"
+    ),
     _Option("grpc_max_concurrent_streams", _parse_positive_int, "gRPC streams per connection"),
-    _Option("http_read_timeout", _parse_positive_float, "longest read of one HTTP body, s"),
-    _Option("http_idle_timeout", _parse_positive_float, "close idle HTTP keep-alives, s"),
+    _Option("http_read_timeout", _parse_positive_float, "longest read of one HTTP body"),
+    _Option("http_idle_timeout", _parse_positive_float, "close HTTP keep-alives idle this long"),
     _Option("store", _parse_store, "state store: memory, sqlite:///path.db, redis://host:port/db"),
-    _Option("checkpoint_interval", _parse_positive_float, "open-window checkpoint period, s"),
+    _Option("checkpoint_interval", _parse_positive_float, "open-window checkpoint period"),
     _Option("rollups", _parse_rollups, "calendar rollups kept: 1m, 1h, 1d, 1mo (comma list)"),
     _Option("retention", _parse_retention, "kept per resolution: window=1h,1d=60d,1mo=24mo"),
-    _Option("merge_grace", _parse_non_negative_float, "wait for replicas' flushes, s (redis)"),
-    _Option("claim_timeout", _parse_positive_float, "a window claim expires after, s (redis)"),
+    _Option("merge_grace", _parse_non_negative_float, "wait for replicas' flushes (redis)"),
+    _Option("claim_timeout", _parse_positive_float, "a window claim expires after (redis)"),
     _Option("replica_id", _parse_replica_id, "this replica's name in reports (default hostname)"),
 )
 
@@ -289,25 +291,154 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+# The command line lists the settings by stage, in the pipeline's order (--help).
+SETTING_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "receiving",
+        (
+            "grpc_listen",
+            "http_listen",
+            "grpc_reflection",
+            "max_recv_size",
+            "max_records_per_request",
+            "retry_delay",
+            "grpc_keepalive_time",
+            "grpc_keepalive_timeout",
+            "grpc_max_connection_idle",
+            "grpc_max_concurrent_streams",
+            "http_read_timeout",
+            "http_idle_timeout",
+        ),
+    ),
+    (
+        "counting",
+        (
+            "attribute_key",
+            "window",
+            "workers",
+            "queue_size",
+            "queue_max_bytes",
+            "missing_label",
+            "max_values",
+            "max_value_length",
+            "sketch_lg_k",
+        ),
+    ),
+    ("reporting", ("report_format",)),
+    (
+        "storage",
+        (
+            "store",
+            "checkpoint_interval",
+            "rollups",
+            "retention",
+            "merge_grace",
+            "claim_timeout",
+            "replica_id",
+        ),
+    ),
+    (
+        "security",
+        (
+            "tls_cert_file",
+            "tls_key_file",
+            "tls_client_ca_file",
+            "admin_tls",
+            "auth_token_file",
+            "admin_auth",
+        ),
+    ),
+    (
+        "operations",
+        (
+            "admin_listen",
+            "grpc_health",
+            "metrics_top_values",
+            "log_format",
+            "log_level",
+            "shutdown_grace",
+        ),
+    ),
+)
+
+# What a value looks like on the command line, by how it is parsed.
+_METAVARS: Mapping[Callable[[str], Any], str] = {
+    parse_listen_address: "HOST:PORT",
+    _parse_size: "SIZE",
+    _parse_positive_float: "SECONDS",
+    _parse_non_negative_float: "SECONDS",
+    _parse_positive_int: "N",
+    _parse_lg_k: "N",
+    _parse_bool: "{true,false}",
+    _parse_optional_path: "FILE",
+    _parse_key: "KEY",
+    _parse_label: "LABEL",
+    _parse_store: "URL",
+    _parse_rollups: "LIST",
+    _parse_retention: "SPEC",
+    _parse_replica_id: "NAME",
+}
+
+
+def _metavar(option: _Option) -> str:
+    if option.choices:
+        return "{" + ",".join(option.choices) + "}"
+    return _METAVARS.get(option.parse, option.name.upper())
+
+
+def format_size(value: int) -> str:
+    """A byte count as a user would type it: 67108864 -> 64MiB."""
+    for unit, size in (("GiB", 1024 * MiB), ("MiB", MiB), ("KiB", 1024)):
+        if value % size == 0:
+            return f"{value // size}{unit}"
+    return str(value)
+
+
+def _shown_default(option: _Option, value: object) -> str:
+    """The default as it would be typed on the command line."""
+    if option.parse is _parse_size and isinstance(value, int):
+        return format_size(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return "unset" if value is None else str(value)
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every setting's flag, in one argument group per stage, and --env-file."""
+    by_name = {option.name: option for option in _OPTIONS}
+    defaults = Settings()
+    for title, names in SETTING_GROUPS:
+        group = parser.add_argument_group(title)
+        for name in names:
+            option = by_name[name]
+            default = getattr(defaults, name)
+            shown = f" (default: {_shown_default(option, default)})" if default != "" else ""
+            group.add_argument(
+                _flag(name),
+                dest=name,
+                default=None,
+                metavar=_metavar(option),
+                help=option.help + shown,
+            )
+    parser.add_argument(
+        "--env-file",
+        default=".env",
+        metavar="FILE",
+        help="dotenv file read for settings (default: .env)",
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="otlp-stats",
         description="Count distinct log messages per attribute value in tumbling windows.",
         epilog=f"Every flag can also be set as {ENV_PREFIX}<NAME> in the environment or .env.",
     )
-    defaults = Settings()
-    for option in _OPTIONS:
-        default = getattr(defaults, option.name)
-        parser.add_argument(
-            _flag(option.name),
-            dest=option.name,
-            default=None,
-            metavar=option.name.upper(),
-            help=f"{option.help} (default: {default})",
-        )
-    parser.add_argument(
-        "--env-file", default=".env", help="dotenv file read for settings (default: .env)"
-    )
+    add_setting_arguments(parser)
     return parser
 
 
@@ -315,13 +446,15 @@ def load_settings(
     argv: Sequence[str],
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    parser: argparse.ArgumentParser | None = None,
 ) -> Settings:
     """Build Settings from flags, environment and `.env`; raise ConfigError on a bad value.
 
-    argparse's own usage errors (unknown flag) exit with status 2, as bad values do.
+    argparse's own usage errors (unknown flag) exit with status 2, as bad values do. `parser`
+    is one the command line built with add_setting_arguments (to add --version and its help).
     """
     environ = os.environ if environ is None else environ
-    args = _build_parser().parse_args(list(argv))
+    args = (parser or _build_parser()).parse_args(list(argv))
     env_file = Path(args.env_file)
     if not env_file.is_absolute():
         env_file = (cwd or Path.cwd()) / env_file

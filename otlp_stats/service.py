@@ -14,30 +14,32 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
-from otlp_stats.admin import HttpSite, add_distinct_route, add_ready_detail, build_admin_app
-from otlp_stats.aggregator import Aggregator
-from otlp_stats.auth import BearerTokens, CredentialsError
 from otlp_stats.clock import Clock, SystemClock
 from otlp_stats.config import Settings
+from otlp_stats.counting.aggregator import Aggregator
+from otlp_stats.counting.queue import RequestQueue
+from otlp_stats.counting.resolve import LabelRenderer
+from otlp_stats.counting.scan import default_scanner
+from otlp_stats.counting.workers import WorkerPool
 from otlp_stats.errors import Unauthenticated
-from otlp_stats.grpc_auth import TokenInterceptor
 from otlp_stats.health import Health, HealthState
-from otlp_stats.health_publisher import SERVICE_NAME as HEALTH_SERVICE_NAME
-from otlp_stats.health_publisher import HealthPublisher
-from otlp_stats.http_auth import token_middleware
-from otlp_stats.http_receiver import ENCODINGS, build_otlp_http_site, refusal_response
-from otlp_stats.intake import Intake
-from otlp_stats.query import DistinctQueries, answer_without_history, query_scope
-from otlp_stats.queue import RequestQueue
-from otlp_stats.receiver import LogsReceiver, logs_service_handler
-from otlp_stats.reporter import Reporter
-from otlp_stats.resolve import LabelRenderer
-from otlp_stats.scan import default_scanner
+from otlp_stats.operating.admin import add_distinct_route, add_ready_detail, build_admin_app
+from otlp_stats.operating.health_publisher import SERVICE_NAME as HEALTH_SERVICE_NAME
+from otlp_stats.operating.health_publisher import HealthPublisher
+from otlp_stats.operating.query import DistinctQueries, answer_without_history, query_scope
+from otlp_stats.operating.state_metrics import StateCollector
+from otlp_stats.receiving.auth import BearerTokens, CredentialsError
+from otlp_stats.receiving.grpc_auth import TokenInterceptor
+from otlp_stats.receiving.grpc_receiver import LogsReceiver, logs_service_handler
+from otlp_stats.receiving.http_auth import token_middleware
+from otlp_stats.receiving.http_receiver import ENCODINGS, build_otlp_http_site, refusal_response
+from otlp_stats.receiving.http_site import HttpSite
+from otlp_stats.receiving.intake import Intake
+from otlp_stats.receiving.tls import ServerTls, server_tls
+from otlp_stats.reporting.reporter import Reporter
 from otlp_stats.store.location import open_keeper, open_store
 from otlp_stats.store.replicas import ReplicaMerger
-from otlp_stats.telemetry import Metrics, RateLimitedLog, StateCollector
-from otlp_stats.tls import ServerTls, server_tls
-from otlp_stats.workers import WorkerPool
+from otlp_stats.telemetry import Metrics, RateLimitedLog
 
 # In-flight Export handlers never await, so they finish at once; this only bounds the wait.
 _GRPC_STOP_GRACE = 1.0
@@ -98,7 +100,8 @@ class Service:
             settings, self.store, self.aggregator, self.reporter, self.clock, self.log
         )
         self.registry.register(self.keeper.collector())
-        # The C scanner when it was built, else the Python one (scan.py); the start line says.
+        # The C scanner when it was built, else the Python one (counting/scan.py);
+        # the start line says which.
         self.scanner = default_scanner(settings.attribute_key)
         self.workers = WorkerPool(
             self.queue,

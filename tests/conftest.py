@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.grpctools import GrpcChannels
+from tests.support.grpctools import GrpcChannels
 
 
 @pytest.fixture

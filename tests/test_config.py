@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from otlp_stats.config import ConfigError, ListenAddress, Settings, load_settings, setting_names
-from tests.servicetools import REPO
+from tests.support.servicetools import REPO
 
 
 def load(

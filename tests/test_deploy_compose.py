@@ -9,8 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from otlp_stats.config import load_settings
-from tests.deploytools import DASHBOARD, PROMETHEUS_DIR, image_environment, load_yaml, run_tool
-from tests.servicetools import REPO
+from tests.support.deploytools import (
+    DASHBOARD,
+    PROMETHEUS_DIR,
+    image_environment,
+    load_yaml,
+    run_tool,
+)
+from tests.support.servicetools import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
 GRAFANA = REPO / "deploy" / "grafana"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from otlp_stats.config import Settings, load_settings
-from tests.deploytools import (
+from tests.support.deploytools import (
     DOCKERFILE,
     Instruction,
     dockerfile_stages,
@@ -21,7 +21,7 @@ from tests.deploytools import (
     image_environment,
     run_tool,
 )
-from tests.servicetools import REPO, running_service
+from tests.support.servicetools import REPO, running_service
 
 
 def final_stage() -> list[Instruction]:
@@ -128,7 +128,9 @@ def test_build_context_holds_everything_the_wheel_is_built_from(tmp_path: Path) 
     assert not missing, f"the image would lack these modules of the built tree: {missing}"
     assert "otlp_stats/py.typed" in shipped
     # The C wire scanner is compiled from the copied sources, not carried in from a checkout.
-    assert any(name.startswith("otlp_stats/_wire.") and name.endswith(".so") for name in shipped)
+    assert any(
+        name.startswith("otlp_stats/counting/_wire.") and name.endswith(".so") for name in shipped
+    )
 
 
 def run_healthcheck(admin_port: int) -> int:

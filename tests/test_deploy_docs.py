@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from tests.deploytools import exported_metric_names
-from tests.servicetools import REPO
+from tests.support.deploytools import exported_metric_names
+from tests.support.servicetools import REPO
 
 OPERATIONS = REPO / "docs" / "operations.md"
 

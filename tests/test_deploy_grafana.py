@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploytools import (
+from tests.support.deploytools import (
     DASHBOARD,
     dashboard_queries,
     exported_metric_names,

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from otlp_stats.config import load_settings
-from tests.deploytools import KUBERNETES_DIR, load_yaml_documents, run_tool
-from tests.servicetools import REPO, running_service
+from tests.support.deploytools import KUBERNETES_DIR, load_yaml_documents, run_tool
+from tests.support.servicetools import REPO, running_service
 
 MANIFESTS = sorted(KUBERNETES_DIR.glob("*.yaml"))
 

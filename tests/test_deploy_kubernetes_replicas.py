@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from otlp_stats.config import load_settings
-from tests.deploytools import KUBERNETES_DIR, load_yaml_documents, run_tool
+from tests.support.deploytools import KUBERNETES_DIR, load_yaml_documents, run_tool
 
 REPLICAS_DIR = KUBERNETES_DIR / "replicas"
 MANIFESTS = sorted(REPLICAS_DIR.glob("*.yaml"))

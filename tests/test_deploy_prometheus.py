@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.deploytools import (
+from tests.support.deploytools import (
     PROMETHEUS_DIR,
     alert_rules,
     exported_metric_names,
@@ -10,7 +10,7 @@ from tests.deploytools import (
     promql_metric_names,
     run_tool,
 )
-from tests.servicetools import REPO
+from tests.support.servicetools import REPO
 
 # The metric Prometheus itself writes for every target.
 PROMETHEUS_SERIES = {"up"}

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.expected import only_report, summary_of
-from tests.servicetools import ONE_WINDOW, ServiceProcess, running_service
+from tests.support.expected import only_report, summary_of
+from tests.support.servicetools import ONE_WINDOW, ServiceProcess, running_service
 
 FILES = {
     "api.log": [f"GET /items/{n % 7} 200" for n in range(30)] + ["started"],

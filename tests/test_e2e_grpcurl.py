@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.expected import ExpectedCounts, first_present, only_report, summary_of
-from tests.servicetools import ONE_WINDOW, ServiceProcess, running_service
+from tests.support.expected import ExpectedCounts, first_present, only_report, summary_of
+from tests.support.servicetools import ONE_WINDOW, ServiceProcess, running_service
 
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 EXPORT = f"{LOGS_SERVICE}/Export"

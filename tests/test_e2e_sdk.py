@@ -18,9 +18,9 @@ from opentelemetry.exporter.otlp.proto.http._log_exporter import (
 )
 from opentelemetry.sdk._logs.export import LogRecordExporter
 
-from tests.expected import only_report, summary_of
-from tests.sdk_senders import KEY, SdkSenders
-from tests.servicetools import ONE_WINDOW, ServiceProcess, running_service
+from tests.support.expected import only_report, summary_of
+from tests.support.sdk_senders import KEY, SdkSenders
+from tests.support.servicetools import ONE_WINDOW, ServiceProcess, running_service
 
 
 def grpc_exporter(service: ServiceProcess, gzip: bool) -> LogRecordExporter:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.expected import ExpectedCounts, only_report, summary_of
-from tests.sdk_senders import KEY, SdkSenders, flush_all_at_once
-from tests.slowed_service import running_slowed_service
+from tests.support.expected import ExpectedCounts, only_report, summary_of
+from tests.support.sdk_senders import KEY, SdkSenders, flush_all_at_once
+from tests.support.slowed_service import running_slowed_service
 from tests.test_e2e_sdk import EXPORTERS
 
 # Each request holds the only queue place this long. Refused senders retry together after the

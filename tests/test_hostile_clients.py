@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 import grpc
 import grpc.aio
 
-from tests.securetools import EXPORT, KEY, ClientSide, export_request
-from tests.servicetools import ONE_WINDOW, REPO, running_service
+from tests.support.securetools import EXPORT, KEY, ClientSide, export_request
+from tests.support.servicetools import ONE_WINDOW, REPO, running_service
 
 MAX_VALUES = 50
 

@@ -26,8 +26,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
 from tests.fuzz.decode_path import decode_and_resolve
-from tests.securetools import EXPORT, KEY, export_request
-from tests.servicetools import REPO, ServiceProcess, running_service
+from tests.support.securetools import EXPORT, KEY, export_request
+from tests.support.servicetools import REPO, ServiceProcess, running_service
 
 # Large enough for 100,000 attributes on one record (about 1.3 MB).
 LIMIT = 4 * 1024 * 1024

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.deploytools import tool
-from tests.servicetools import ONE_WINDOW, REPO, running_service, totals_by_value
+from tests.support.deploytools import tool
+from tests.support.servicetools import ONE_WINDOW, REPO, running_service, totals_by_value
 
 K6_DIR = REPO / "k6"
 ITERATIONS = 12

@@ -15,8 +15,8 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
 from otlp_stats.config import Settings
-from otlp_stats.receiver import EXPORT_METHOD
-from tests.deploytools import (
+from otlp_stats.receiving.grpc_receiver import EXPORT_METHOD
+from tests.support.deploytools import (
     DASHBOARD,
     PROMETHEUS_DIR,
     Prometheus,
@@ -27,8 +27,8 @@ from tests.deploytools import (
     promql_metric_names,
     running_prometheus,
 )
-from tests.fakes import export_request, log_record
-from tests.servicetools import ServiceProcess, running_service
+from tests.support.fakes import export_request, log_record
+from tests.support.servicetools import ServiceProcess, running_service
 
 # Short enough that a report follows the request within seconds; scrapes every second see it.
 WINDOW = "2"

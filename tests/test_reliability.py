@@ -1,8 +1,9 @@
 """Reliability under load: nothing acknowledged is lost or counted twice, overload or shutdown.
 
 The load generator (otlp_stats.loadgen) keeps the ground truth of what was acknowledged; the
-reports the service prints must add up to exactly that. Workers are slowed (tests.slowed_service)
-so the service's capacity is known and small whatever this machine's speed.
+reports the service prints must add up to exactly that. Workers are slowed
+(tests.support.slowed_service) so the service's capacity is known and small whatever this
+machine's speed.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.servicetools import REPO, ServiceProcess, totals_by_value
-from tests.slowed_service import running_slowed_service
+from tests.support.servicetools import REPO, ServiceProcess, totals_by_value
+from tests.support.slowed_service import running_slowed_service
 
 KEY = "service.name"
 # One worker holding each request 10 ms: about 100 requests per second.

@@ -9,11 +9,15 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from otlp_stats.receiver import EXPORT_METHOD, RETRY_INFO_TRAILER, STATUS_DETAILS_TRAILER
-from tests.fakes import Plain, export_request, log_record, worked_example_request
-from tests.grpctools import GrpcChannels
-from tests.servicetools import running_service, totals_by_value
-from tests.slowed_service import running_slowed_service
+from otlp_stats.receiving.grpc_receiver import (
+    EXPORT_METHOD,
+    RETRY_INFO_TRAILER,
+    STATUS_DETAILS_TRAILER,
+)
+from tests.support.fakes import Plain, export_request, log_record, worked_example_request
+from tests.support.grpctools import GrpcChannels
+from tests.support.servicetools import running_service, totals_by_value
+from tests.support.slowed_service import running_slowed_service
 
 # A window so long that a test never straddles two: everything lands in the final report.
 ONE_WINDOW = "1000000000"
@@ -107,7 +111,7 @@ def test_full_queue_refuses_with_retry_info_and_every_acknowledged_record_is_cou
     grpc_channels: GrpcChannels,
 ) -> None:
     big = export_request([log_record(f"body {n}", foo=f"v{n % 7}") for n in range(5000)])
-    # The worker holds each request a while (running_slowed_service), so that the queue fills
+    # The worker holds each request a while (tests.support.slowed_service), so that the queue fills
     # however fast this machine counts; 30 requests at once then find it full.
     with running_slowed_service(0.05, "--attribute-key=foo", queue_size=1) as service:
         stub = grpc_channels.logs_stub(service.grpc_target)

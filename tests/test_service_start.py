@@ -7,9 +7,9 @@ import socket
 import time
 from pathlib import Path
 
-from otlp_stats.__main__ import EXIT_FAILED, serve
-from otlp_stats.aggregator import Aggregator, LabelTally
+from otlp_stats.cli.serve import EXIT_FAILED, serve
 from otlp_stats.config import ListenAddress, Settings
+from otlp_stats.counting.aggregator import Aggregator, LabelTally
 from otlp_stats.store.location import open_store
 
 LOOPBACK_ANY_PORT = ListenAddress("127.0.0.1", 0)

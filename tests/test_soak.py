@@ -15,7 +15,7 @@ import json
 import subprocess
 import sys
 
-from tests.servicetools import REPO
+from tests.support.servicetools import REPO
 
 
 def test_a_short_soak_passes_with_flat_rss_and_nothing_lost() -> None:

@@ -6,12 +6,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from otlp_stats.aggregator import ValueReport, WindowReport
+from otlp_stats.counting.aggregator import ValueReport, WindowReport
+from otlp_stats.counting.queue import RequestQueue
+from otlp_stats.counting.sketches import DistinctEstimate
 from otlp_stats.health import Health
-from otlp_stats.queue import RequestQueue
-from otlp_stats.sketches import DistinctEstimate
-from otlp_stats.telemetry import RateLimitedLog, StateCollector
-from tests.servicetools import metric_value
+from otlp_stats.operating.state_metrics import StateCollector
+from otlp_stats.telemetry import RateLimitedLog
+from tests.support.servicetools import metric_value
 
 
 def scrape(report: WindowReport | None, top_values: int = 100) -> str:

@@ -1,4 +1,9 @@
-"""Load generator: pre-built OTLP log requests, driven over gRPC, with the ground truth sent."""
+"""Load generator: pre-built OTLP log requests, driven over gRPC, with the ground truth sent.
+
+A test and bench tool shipped with the package (`python -m otlp_stats.loadgen`), so a deployed
+service can be loaded too. It imports nothing from otlp_stats outside loadgen/, and nothing in
+the service imports it.
+"""
 
 from otlp_stats.loadgen.driver import EXPORT_METHOD, LoadPlan, LoadSummary, run_load
 from otlp_stats.loadgen.truth import GroundTruth, ValueTruth

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from otlp_stats.aggregator import TallySnapshot, WindowSnapshot
-from otlp_stats.sketches import DEFAULT_LG_K, union_serialized
+from otlp_stats.counting.aggregator import TallySnapshot, WindowSnapshot
+from otlp_stats.counting.sketches import DEFAULT_LG_K, union_serialized
 from otlp_stats.store.periods import BASE, period_bounds
 
 # An entry of a period is identified by its kind and its value ("" for missing and overflow):

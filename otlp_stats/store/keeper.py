@@ -16,8 +16,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from otlp_stats.aggregator import Aggregator, WindowReport, WindowSnapshot
 from otlp_stats.clock import Clock
+from otlp_stats.counting.aggregator import Aggregator, WindowReport, WindowSnapshot
 from otlp_stats.store.base import StateStore
 
 # Closed windows waiting for a write that keeps failing; past this the oldest are given up

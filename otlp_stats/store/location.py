@@ -6,10 +6,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from otlp_stats.aggregator import Aggregator
 from otlp_stats.clock import Clock
 from otlp_stats.config import Settings
-from otlp_stats.reporter import Reporter
+from otlp_stats.counting.aggregator import Aggregator
+from otlp_stats.reporting.reporter import Reporter
 from otlp_stats.store.base import StateStore
 from otlp_stats.store.keeper import StateKeeper
 from otlp_stats.store.memory import MemoryStore

@@ -6,8 +6,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from otlp_stats.aggregator import WindowSnapshot
-from otlp_stats.sketches import DEFAULT_LG_K
+from otlp_stats.counting.aggregator import WindowSnapshot
+from otlp_stats.counting.sketches import DEFAULT_LG_K
 from otlp_stats.store.base import (
     EntryKey,
     PeriodEntry,

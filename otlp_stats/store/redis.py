@@ -24,8 +24,8 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
-from otlp_stats.aggregator import TallySnapshot, WindowSnapshot
-from otlp_stats.sketches import DEFAULT_LG_K
+from otlp_stats.counting.aggregator import TallySnapshot, WindowSnapshot
+from otlp_stats.counting.sketches import DEFAULT_LG_K
 from otlp_stats.store.base import (
     KIND_MISSING,
     KIND_OVERFLOW,

@@ -22,13 +22,13 @@ from typing import Any, Protocol, TypeVar
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from otlp_stats.aggregator import (
+from otlp_stats.clock import Clock
+from otlp_stats.counting.aggregator import (
     WindowReport,
     WindowSnapshot,
     merge_snapshots,
     report_of_snapshot,
 )
-from otlp_stats.clock import Clock
 from otlp_stats.store.redis import SHARE_TTL_SECONDS, ShareId, StoreUnavailable
 
 _T = TypeVar("_T")

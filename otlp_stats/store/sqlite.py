@@ -6,8 +6,8 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from otlp_stats.aggregator import TallySnapshot, WindowSnapshot
-from otlp_stats.sketches import DEFAULT_LG_K
+from otlp_stats.counting.aggregator import TallySnapshot, WindowSnapshot
+from otlp_stats.counting.sketches import DEFAULT_LG_K
 from otlp_stats.store.base import (
     KIND_MISSING,
     KIND_OVERFLOW,

@@ -20,7 +20,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from otlp_stats.otlp_json import encode_json
+from otlp_stats.receiving.otlp_json import encode_json
 
 with atheris.instrument_imports(include=["otlp_stats"]):
     from tests.fuzz.decode_path import decode_and_resolve

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from otlp_stats.compression import inflate
+from otlp_stats.counting.resolve import LabelRenderer
+from otlp_stats.counting.scan import NativeScanner, Scanner, ViewScanner
 from otlp_stats.errors import ExportRefused
-from otlp_stats.http_receiver import json_to_protobuf
-from otlp_stats.resolve import LabelRenderer
-from otlp_stats.scan import NativeScanner, Scanner, ViewScanner
-from tests.reference import Messages, messages_of
+from otlp_stats.receiving.compression import inflate
+from otlp_stats.receiving.http_receiver import json_to_protobuf
+from tests.support.reference import Messages, messages_of
 
 KEY = "service.name"
 LIMIT = 1 << 20

@@ -1,0 +1,85 @@
+"""`otlp-stats query`: the /v1/distinct answer on the command line, read from the store itself."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from otlp_stats.clock import SystemClock
+from otlp_stats.config import ConfigError, load_settings
+from otlp_stats.operating.query import (
+    QueryError,
+    answer_query,
+    parse_query,
+    query_scope,
+    render_table,
+)
+from otlp_stats.store.location import open_store
+from otlp_stats.store.sqlite import StoreMissing
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_BAD_QUERY = 2
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otlp-stats query",
+        description="Distinct messages per period and value, from the store (--store ...). "
+        "Other service flags (--store, --rollups, --retention, --window) apply as when serving.",
+    )
+    parser.add_argument(
+        "--resolution",
+        default="1d",
+        metavar="{window,1m,1h,1d,1mo}",
+        help="period of each row (default: 1d)",
+    )
+    parser.add_argument(
+        "--from", dest="start", required=True, metavar="DATE", help="date or RFC 3339 time"
+    )
+    parser.add_argument("--to", dest="end", metavar="DATE", help="date or time (default: --from)")
+    parser.add_argument("--value", help="one attribute value only")
+    parser.add_argument("--json", action="store_true", help="print the JSON answer")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    args, service_flags = _build_parser().parse_known_args(list(argv))
+    try:
+        settings = load_settings(service_flags)
+    except ConfigError as error:
+        print(f"otlp-stats query: invalid configuration: {error}", file=sys.stderr)
+        return EXIT_BAD_QUERY
+    if settings.store == "memory":
+        print(
+            "otlp-stats query: name the store to read: --store sqlite:///path.db or "
+            "--store redis://host:port/db",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_QUERY
+    params = {"resolution": args.resolution, "from": args.start}
+    if args.end:
+        params["to"] = args.end
+    if args.value:
+        params["value"] = args.value
+    scope = query_scope(settings)
+    now = SystemClock().now()
+    try:
+        query = parse_query(params, scope, now)
+    except QueryError as error:
+        print(f"otlp-stats query: {error}", file=sys.stderr)
+        return EXIT_NOT_FOUND if error.status == 404 else EXIT_BAD_QUERY
+    try:
+        # Read-only: a mistyped path must not leave an empty database (and its directory).
+        store = open_store(settings, read_only=True)
+    except StoreMissing as error:
+        print(f"otlp-stats query: {error}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    try:
+        answer = answer_query(store, query, scope, now)
+    finally:
+        store.close()
+    sys.stdout.write(json.dumps(answer, indent=2) + "\n" if args.json else render_table(answer))
+    return EXIT_OK

@@ -1,0 +1,964 @@
+/*
+ * otlp_stats.counting._wire: the per-record work of counting, in one pass over the protobuf
+ * bytes.
+ *
+ * check() walks an ExportLogsServiceRequest as the light view in proto/otlp_stats_view/ would
+ * decode it, without building any message, and notes for every log record where the raw bytes
+ * of the counted attribute's AnyValue are (record > scope > resource; last duplicate key wins,
+ * as a protobuf map does) and where its body is, hashing a plain string body with XXH3-64
+ * exactly as messages.body_hash does. A malformed request is refused (MalformedWire); what it
+ * notes for the others is a Scan, 24 bytes a record.
+ *
+ * tally() then works from the Scan without walking the bytes again: it groups the records by
+ * raw attribute value, so Python renders one label per distinct value rather than one per
+ * record, and hands each group's message hashes over as one serialized compact theta sketch
+ * (see "Theta sketches" below) rather than as one Python int per record. Bodies that are not
+ * plain strings go back to Python to be hashed canonically.
+ *
+ * check() accepts exactly what upb's decode of the view accepts (tests/counting/test_wire.py
+ * checks this against upb on random and mutated inputs): tags of at most 5 bytes and 32 bits,
+ * field number 0 refused outside unknown groups, a field of a known number with another wire type
+ * skipped as unknown, unknown groups skipped with their end tag checked, lengths of at most
+ * 5 bytes, below 2**31 - 1 and within the enclosing message, map keys valid UTF-8, at most 100
+ * levels of nesting.
+ *
+ * Both release the GIL while they work: the bytes object is immutable, and held by the caller
+ * (check) or by the Scan (tally).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+/* XXH3's output is stable from xxHash 0.8.0 on; an older header would hash differently from
+ * the xxhash Python package, and counts made by the two scanners would not merge. */
+#if XXH_VERSION_NUMBER < 800
+#error "xxhash.h 0.8.0 or later is needed (Debian's libxxhash-dev)"
+#endif
+
+/* upb's default decode depth limit, as the Python protobuf runtime uses it. */
+#define MAX_DEPTH 100
+
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_SGROUP = 3, WT_EGROUP = 4, WT_I32 = 5 };
+
+typedef struct {
+    const uint8_t *data;
+    Py_ssize_t size; /* -1: absent */
+} Slice;
+
+static const Slice ABSENT = {NULL, -1};
+
+/* What a record counts by, as offsets into the request's bytes: 24 bytes however big the
+ * record. */
+typedef struct {
+    uint32_t value_at;  /* the attribute's raw AnyValue */
+    int32_t value_size; /* -1: the record has no value for the key */
+    uint32_t body_at;   /* raw body bytes (AnyValue encoding) */
+    uint32_t body_size;
+    uint64_t hash;      /* XXH3-64 of the body when it is a plain string body */
+} Record;
+
+typedef struct {
+    /* inputs */
+    const uint8_t *wire;
+    const uint8_t *key;
+    size_t key_len;
+    /* outputs */
+    Record *records;
+    size_t count;
+    size_t capacity;
+    int out_of_memory;
+    const char *error;
+} Walk;
+
+/* A plain string body (AnyValue.string_value alone) is hashed from its bytes in place. */
+static inline int plain_body(const uint8_t *body, size_t size) {
+    return size > 0 && body[0] == 0x0A;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Wire primitives. Each returns NULL on malformed input, with walk->error set.               */
+
+static const uint8_t *fail(Walk *walk, const char *why) {
+    if (walk->error == NULL) walk->error = why;
+    return NULL;
+}
+
+static inline const uint8_t *read_varint(Walk *walk, const uint8_t *p, const uint8_t *end,
+                                         uint64_t *out) {
+    if (p < end && *p < 0x80) { /* tags and short lengths: one byte */
+        *out = *p;
+        return p + 1;
+    }
+    uint64_t value = 0;
+    for (int i = 0; i < 10; i++) {
+        if (p >= end) return fail(walk, "truncated varint");
+        uint8_t byte = *p++;
+        value |= (uint64_t)(byte & 0x7F) << (7 * i);
+        if (!(byte & 0x80)) {
+            *out = value;
+            return p;
+        }
+    }
+    return fail(walk, "varint longer than 10 bytes");
+}
+
+static inline const uint8_t *read_tag(Walk *walk, const uint8_t *p, const uint8_t *end,
+                               uint32_t *field, int *wire_type) {
+    const uint8_t *start = p;
+    uint64_t tag;
+    p = read_varint(walk, p, end, &tag);
+    if (p == NULL) return NULL;
+    if (p - start > 5 || tag > UINT32_MAX) return fail(walk, "tag out of range");
+    *field = (uint32_t)(tag >> 3);
+    *wire_type = (int)(tag & 7);
+    return p;
+}
+
+/* A length-delimited field's contents: [*begin, returned pointer). upb reads a length as it
+ * reads a tag, in at most 5 bytes. */
+static inline const uint8_t *read_len(Walk *walk, const uint8_t *p, const uint8_t *end,
+                                      const uint8_t **begin) {
+    const uint8_t *start = p;
+    uint64_t size;
+    p = read_varint(walk, p, end, &size);
+    if (p == NULL) return NULL;
+    if (p - start > 5) return fail(walk, "length longer than 5 bytes");
+    if (size >= INT32_MAX || size > (uint64_t)(end - p)) return fail(walk, "length past end");
+    *begin = p;
+    return p + size;
+}
+
+static const uint8_t *skip_group(Walk *walk, const uint8_t *p, const uint8_t *end,
+                                 uint32_t number, int depth);
+
+/*
+ * Skip the value of a field of a number the view does not know (or of an unexpected type).
+ * upb refuses field number 0 in a message but not inside an unknown group.
+ */
+static const uint8_t *skip_value(Walk *walk, const uint8_t *p, const uint8_t *end,
+                                 uint32_t field, int wire_type, int depth, int in_group) {
+    uint64_t ignored;
+    const uint8_t *begin;
+    switch (wire_type) {
+        case WT_VARINT:
+            p = read_varint(walk, p, end, &ignored);
+            break;
+        case WT_I64:
+            if (end - p < 8) return fail(walk, "truncated fixed64");
+            p += 8;
+            break;
+        case WT_LEN:
+            p = read_len(walk, p, end, &begin);
+            break;
+        case WT_I32:
+            if (end - p < 4) return fail(walk, "truncated fixed32");
+            p += 4;
+            break;
+        case WT_SGROUP:
+            if (field == 0 && !in_group) return fail(walk, "field number 0");
+            return skip_group(walk, p, end, field, depth);
+        default: /* end group here is handled by the caller; 6 and 7 are not wire types */
+            return fail(walk, "invalid wire type");
+    }
+    if (p != NULL && field == 0 && !in_group) return fail(walk, "field number 0");
+    return p;
+}
+
+static const uint8_t *skip_group(Walk *walk, const uint8_t *p, const uint8_t *end,
+                                 uint32_t number, int depth) {
+    if (p >= end) return fail(walk, "truncated group");
+    if (depth - 1 < 0) return fail(walk, "nested too deeply");
+    while (p < end) {
+        uint32_t field;
+        int wire_type;
+        p = read_tag(walk, p, end, &field, &wire_type);
+        if (p == NULL) return NULL;
+        if (wire_type == WT_EGROUP) {
+            if (field != number) return fail(walk, "mismatched end group");
+            return p;
+        }
+        p = skip_value(walk, p, end, field, wire_type, depth - 1, 1);
+        if (p == NULL) return NULL;
+    }
+    return fail(walk, "group without end");
+}
+
+/*
+ * Walk a message's fields: `on_field` is called for each length-delimited field of a number
+ * in `wanted` (a bitmask of field numbers below 32); every other field is skipped. A stray
+ * end-group tag ends nothing here, so it is malformed.
+ */
+typedef int (*FieldHandler)(Walk *walk, uint32_t field, const uint8_t *begin,
+                            const uint8_t *end, int depth, void *state);
+
+static int walk_message(Walk *walk, const uint8_t *p, const uint8_t *end, int depth,
+                        uint32_t wanted, FieldHandler on_field, void *state) {
+    while (p < end) {
+        uint32_t field;
+        int wire_type;
+        p = read_tag(walk, p, end, &field, &wire_type);
+        if (p == NULL) return -1;
+        if (wire_type == WT_EGROUP) {
+            fail(walk, "end group outside a group");
+            return -1;
+        }
+        if (wire_type == WT_LEN && field < 32 && (wanted >> field) & 1u) {
+            const uint8_t *begin;
+            p = read_len(walk, p, end, &begin);
+            if (p == NULL) return -1;
+            if (depth - 1 < 0) {
+                fail(walk, "nested too deeply");
+                return -1;
+            }
+            if (on_field(walk, field, begin, p, depth - 1, state) < 0) return -1;
+        } else {
+            p = skip_value(walk, p, end, field, wire_type, depth, 0);
+            if (p == NULL) return -1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* UTF-8, as strictly as upb checks proto3 strings: no overlongs, surrogates or > U+10FFFF.   */
+
+/* Keys are nearly always short and ASCII: look at them eight bytes at a time, the last eight
+ * overlapping the ones before, and at a key under eight bytes byte by byte at once. */
+static inline int all_ascii(const uint8_t *s, size_t n) {
+    uint64_t high = 0, word;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 <= n; i += 8) {
+            memcpy(&word, s + i, 8);
+            high |= word;
+        }
+        memcpy(&word, s + n - 8, 8);
+        high |= word;
+    } else {
+        for (size_t i = 0; i < n; i++) high |= s[i];
+    }
+    return !(high & 0x8080808080808080ull);
+}
+
+static int valid_utf8(const uint8_t *s, const uint8_t *end) {
+    if (all_ascii(s, (size_t)(end - s))) return 1;
+    while (s < end) {
+        uint8_t c = *s;
+        if (c < 0x80) {
+            s++;
+            continue;
+        }
+        Py_ssize_t n;
+        uint8_t low = 0x80, high = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) {
+            n = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            if (c == 0xE0) low = 0xA0;
+            if (c == 0xED) high = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            if (c == 0xF0) low = 0x90;
+            if (c == 0xF4) high = 0x8F;
+        } else {
+            return 0;
+        }
+        if (end - s <= n) return 0;
+        if (s[1] < low || s[1] > high) return 0;
+        for (Py_ssize_t i = 2; i <= n; i++) {
+            if (s[i] < 0x80 || s[i] > 0xBF) return 0;
+        }
+        s += n + 1;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The view's levels.                                                                          */
+
+/*
+ * One map entry (KeyValue {key = 1; value = 2}): when its key is the counted one, its value
+ * replaces *found. An entry carrying any other field is left out of the map, as upb leaves it
+ * (it keeps such an entry among the parent's unknown fields), so both scanners agree. The
+ * hottest loop of all (every attribute of every record), so it is written out rather than
+ * going through walk_message.
+ */
+static int on_attribute(Walk *walk, uint32_t field, const uint8_t *p, const uint8_t *end,
+                        int depth, void *state) {
+    (void)field;
+    Slice *found = state;
+    /* Absent fields are empty slices that still point into the buffer (never NULL, which
+     * memcmp and PyBytes_FromStringAndSize would not take kindly even at length 0). */
+    Slice key = {p, 0};
+    Slice value = {p, 0};
+    int unknown = 0;
+    while (p < end) {
+        uint32_t number;
+        int wire_type;
+        p = read_tag(walk, p, end, &number, &wire_type);
+        if (p == NULL) return -1;
+        if (wire_type == WT_LEN && (number == 1 || number == 2)) {
+            const uint8_t *begin;
+            p = read_len(walk, p, end, &begin);
+            if (p == NULL) return -1;
+            if (number == 2) {
+                value.data = begin;
+                value.size = p - begin;
+            } else {
+                /* upb checks every occurrence of the key, not only the last one. */
+                if (!valid_utf8(begin, p)) {
+                    fail(walk, "attribute key is not valid UTF-8");
+                    return -1;
+                }
+                key.data = begin;
+                key.size = p - begin;
+            }
+        } else if (wire_type == WT_EGROUP) {
+            fail(walk, "end group outside a group");
+            return -1;
+        } else {
+            unknown = 1;
+            p = skip_value(walk, p, end, number, wire_type, depth, 0);
+            if (p == NULL) return -1;
+        }
+    }
+    if (!unknown && (size_t)key.size == walk->key_len &&
+        memcmp(key.data, walk->key, walk->key_len) == 0) {
+        *found = value;
+    }
+    return 0;
+}
+
+/* Resource (attributes = 1) and InstrumentationScope (attributes = 3). */
+static int on_resource(Walk *walk, uint32_t field, const uint8_t *begin, const uint8_t *end,
+                       int depth, void *state) {
+    (void)field;
+    return walk_message(walk, begin, end, depth, 1u << 1, on_attribute, state);
+}
+
+static int on_scope(Walk *walk, uint32_t field, const uint8_t *begin, const uint8_t *end,
+                    int depth, void *state) {
+    (void)field;
+    return walk_message(walk, begin, end, depth, 1u << 3, on_attribute, state);
+}
+
+typedef struct {
+    Slice value;
+    Slice body;
+} RecordFields;
+
+static int on_record_field(Walk *walk, uint32_t field, const uint8_t *begin,
+                           const uint8_t *end, int depth, void *state) {
+    RecordFields *record = state;
+    if (field == 5) {
+        record->body.data = begin;
+        record->body.size = end - begin;
+        return 0;
+    }
+    return on_attribute(walk, field, begin, end, depth, &record->value);
+}
+
+static int add_record(Walk *walk, Slice value, Slice body) {
+    if (walk->count == walk->capacity) {
+        size_t capacity = walk->capacity ? walk->capacity * 2 : 1024;
+        Record *grown = capacity > SIZE_MAX / sizeof(Record)
+                            ? NULL
+                            : realloc(walk->records, capacity * sizeof(Record));
+        if (grown == NULL) {
+            walk->out_of_memory = 1;
+            fail(walk, "out of memory");
+            return -1;
+        }
+        walk->records = grown;
+        walk->capacity = capacity;
+    }
+    Record *record = &walk->records[walk->count++];
+    /* Offsets fit: check() refuses a request of 2**32 bytes or more. */
+    record->value_at = value.size < 0 ? 0 : (uint32_t)(value.data - walk->wire);
+    record->value_size = (int32_t)value.size;
+    record->body_at = (uint32_t)(body.data - walk->wire);
+    record->body_size = (uint32_t)body.size;
+    record->hash = plain_body(body.data, (size_t)body.size)
+                       ? XXH3_64bits(body.data, (size_t)body.size)
+                       : 0;
+    return 0;
+}
+
+typedef struct {
+    Slice inherited; /* the scope's value, else the resource's */
+} ScopeState;
+
+static int on_log_record(Walk *walk, uint32_t field, const uint8_t *begin, const uint8_t *end,
+                         int depth, void *state) {
+    (void)field;
+    ScopeState *scope = state;
+    RecordFields record = {ABSENT, {begin, 0}}; /* no body: an empty one, as the view has it */
+    if (walk_message(walk, begin, end, depth, (1u << 5) | (1u << 6), on_record_field, &record) <
+        0) {
+        return -1;
+    }
+    return add_record(walk, record.value.size >= 0 ? record.value : scope->inherited,
+                      record.body);
+}
+
+/*
+ * ScopeLogs and ResourceLogs are walked twice: first for the scope (the resource), which may
+ * follow the records (the scopes) on the wire, then for the records (the scopes). Each pass
+ * wants one field and skips the other, so every submessage is still validated exactly once.
+ */
+static int on_scope_logs(Walk *walk, uint32_t field, const uint8_t *begin, const uint8_t *end,
+                         int depth, void *state) {
+    (void)field;
+    const Slice *resource_value = state;
+    Slice scope_value = ABSENT;
+    if (walk_message(walk, begin, end, depth, 1u << 1, on_scope, &scope_value) < 0) return -1;
+    ScopeState scope = {scope_value.size >= 0 ? scope_value : *resource_value};
+    return walk_message(walk, begin, end, depth, 1u << 2, on_log_record, &scope);
+}
+
+static int on_resource_logs(Walk *walk, uint32_t field, const uint8_t *begin,
+                            const uint8_t *end, int depth, void *state) {
+    (void)field;
+    (void)state;
+    Slice resource_value = ABSENT;
+    if (walk_message(walk, begin, end, depth, 1u << 1, on_resource, &resource_value) < 0) {
+        return -1;
+    }
+    return walk_message(walk, begin, end, depth, 1u << 2, on_scope_logs, &resource_value);
+}
+
+static int walk_request(Walk *walk, const uint8_t *data, Py_ssize_t size) {
+    return walk_message(walk, data, data + size, MAX_DEPTH, 1u << 1, on_resource_logs, NULL);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Grouping records by raw attribute value (GIL released).                                     */
+
+typedef struct {
+    Slice value;
+    size_t size;   /* records in the group */
+    size_t plain;  /* of which with a plain string body */
+    size_t first;  /* where its theta hashes start (theta_hashes) */
+    size_t unique; /* how many distinct theta hashes it has, once sorted */
+} Group;
+
+static inline Slice record_value(const uint8_t *wire, const Record *record) {
+    if (record->value_size < 0) return ABSENT;
+    Slice value = {wire + record->value_at, record->value_size};
+    return value;
+}
+
+static inline int record_is_plain(const uint8_t *wire, const Record *record) {
+    return plain_body(wire + record->body_at, record->body_size);
+}
+
+static int same(Slice a, Slice b) {
+    return a.size == b.size && (a.size <= 0 || memcmp(a.data, b.data, (size_t)a.size) == 0);
+}
+
+/* Seeded at import from os.urandom: the grouping tables probe linearly, and a sender who could
+ * predict where values land could make every lookup walk the whole table. */
+static uint64_t table_seed;
+
+static uint64_t slice_hash(Slice slice) {
+    if (slice.size < 0) return table_seed ^ 0x9E3779B97F4A7C15ull;
+    return XXH3_64bits_withSeed(slice.data, (size_t)slice.size, table_seed);
+}
+
+/* What a tally works out before it builds its Python result. */
+typedef struct {
+    Group *groups;
+    size_t group_count;
+    size_t *group_of; /* per record, the index of its group */
+    uint64_t *hashes; /* theta hashes, per group (theta_hashes) */
+    size_t *structured; /* records with other bodies, one per distinct (group, body) */
+    size_t structured_count;
+} Grouped;
+
+/* Assigns each record its group; returns -1 when out of memory. */
+static int group_records(const uint8_t *wire, const Record *records, size_t count,
+                         Grouped *grouped) {
+    if (count > SIZE_MAX / 2 / sizeof(Group)) return -1; /* only reachable on 32 bits */
+    size_t slots = 16;
+    while (slots < count * 2) slots *= 2;
+    Py_ssize_t *table = malloc(slots * sizeof(Py_ssize_t));
+    Group *groups = malloc((count ? count : 1) * sizeof(Group));
+    size_t *group_of = malloc((count ? count : 1) * sizeof(size_t));
+    if (table == NULL || groups == NULL || group_of == NULL) {
+        free(table);
+        free(groups);
+        free(group_of);
+        return -1;
+    }
+    for (size_t i = 0; i < slots; i++) table[i] = -1;
+    size_t group_count = 0;
+    size_t last = SIZE_MAX;
+    for (size_t i = 0; i < count; i++) {
+        Slice value = record_value(wire, &records[i]);
+        size_t group;
+        /* Consecutive records nearly always share a value: compare with the last one first. */
+        if (last != SIZE_MAX && same(groups[last].value, value)) {
+            group = last;
+        } else {
+            size_t slot = (size_t)slice_hash(value) & (slots - 1);
+            while (table[slot] >= 0 && !same(groups[table[slot]].value, value)) {
+                slot = (slot + 1) & (slots - 1);
+            }
+            if (table[slot] < 0) {
+                table[slot] = (Py_ssize_t)group_count;
+                groups[group_count].value = value;
+                groups[group_count].size = 0;
+                groups[group_count].plain = 0;
+                group_count++;
+            }
+            group = (size_t)table[slot];
+            last = group;
+        }
+        group_of[i] = group;
+        groups[group].size++;
+        groups[group].plain += (size_t)record_is_plain(wire, &records[i]);
+    }
+    free(table);
+    grouped->groups = groups;
+    grouped->group_count = group_count;
+    grouped->group_of = group_of;
+    return 0;
+}
+
+/*
+ * The records whose body is not a plain string, one per distinct (group, body): Python hashes
+ * those bodies, and a request of records without a body (an empty one) would otherwise cost a
+ * Python object per record. Returns -1 when out of memory.
+ */
+static int structured_bodies(const uint8_t *wire, const Record *records, size_t count,
+                             Grouped *grouped) {
+    size_t others = 0;
+    for (size_t i = 0; i < count; i++) others += (size_t)!record_is_plain(wire, &records[i]);
+    size_t slots = 16;
+    while (slots < others * 2) slots *= 2;
+    size_t *table = malloc(slots * sizeof(size_t));
+    size_t *structured = malloc((others ? others : 1) * sizeof(size_t));
+    if (table == NULL || structured == NULL) {
+        free(table);
+        free(structured);
+        return -1;
+    }
+    for (size_t i = 0; i < slots; i++) table[i] = SIZE_MAX;
+    size_t kept = 0;
+    for (size_t i = 0; i < count && others > 0; i++) {
+        if (record_is_plain(wire, &records[i])) continue;
+        Slice body = {wire + records[i].body_at, records[i].body_size};
+        size_t group = grouped->group_of[i];
+        size_t slot = (size_t)(slice_hash(body) ^ (group * 0x9E3779B97F4A7C15ull)) & (slots - 1);
+        int seen = 0;
+        while (table[slot] != SIZE_MAX) {
+            size_t other = table[slot];
+            Slice other_body = {wire + records[other].body_at, records[other].body_size};
+            if (grouped->group_of[other] == group && same(other_body, body)) {
+                seen = 1;
+                break;
+            }
+            slot = (slot + 1) & (slots - 1);
+        }
+        if (seen) continue;
+        table[slot] = i;
+        structured[kept++] = i;
+    }
+    free(table);
+    grouped->structured = structured;
+    grouped->structured_count = kept;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Theta sketches (GIL released).                                                              */
+/*
+ * Apache DataSketches' update_theta_sketch.update(int64) hashes the integer's 8 little-endian
+ * bytes with MurmurHash3_x64_128 and the default seed 9001, keeps h1 >> 1, and ignores a hash of
+ * 0 or of the maximal theta (2**63 - 1). A serialized compact sketch (serial version 3) is an
+ * 8-byte preamble (preamble longs, version, family 3, two unused bytes, flags, 16-bit seed
+ * hash), the entry count in a second 8-byte word when there is more than one entry, then the
+ * entries. Each group's hashes are made into such a sketch here, sorted and without
+ * duplicates: an exact sketch of all of them, byte for byte what
+ * `update_theta_sketch(lg_k).compact(True).serialize()` gives for the same updates when lg_k is
+ * large enough to keep them all (tests/counting/test_wire.py checks it). The aggregator unions
+ * one such sketch per value per request into its own, instead of calling update() once per
+ * record.
+ */
+
+#define THETA_SEED 9001u
+#define THETA_MAX 0x7FFFFFFFFFFFFFFFull
+
+static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+static inline uint64_t fmix64(uint64_t k) {
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ull;
+    k ^= k >> 33;
+    return k;
+}
+
+/* MurmurHash3_x64_128's h1 for exactly 8 input bytes (one tail word, no full block). */
+static uint64_t murmur3_h1_of_word(uint64_t word, uint64_t seed) {
+    uint64_t h1 = seed, h2 = seed;
+    uint64_t k1 = word * 0x87c37b91114253d5ull;
+    k1 = rotl64(k1, 31) * 0x4cf5ad432745937full;
+    h1 ^= k1;
+    h1 ^= 8;
+    h2 ^= 8;
+    h1 += h2;
+    h2 += h1;
+    h1 = fmix64(h1);
+    h2 = fmix64(h2);
+    return h1 + h2;
+}
+
+static uint16_t theta_seed_hash(void) {
+    return (uint16_t)(murmur3_h1_of_word(THETA_SEED, 0) & 0xFFFF);
+}
+
+static void insertion_sort(uint64_t *a, size_t n) {
+    for (size_t i = 1; i < n; i++) {
+        uint64_t x = a[i];
+        size_t j = i;
+        while (j > 0 && a[j - 1] > x) {
+            a[j] = a[j - 1];
+            j--;
+        }
+        a[j] = x;
+    }
+}
+
+static int compare_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/*
+ * Sort n theta hashes, which are spread evenly over [0, 2**63): scatter them by their top bits
+ * into about n buckets, then sort each bucket, which holds one or two hashes but for chance.
+ * Expected linear; qsort's comparator calls on the whole array cost more than the rest of the
+ * tally step. A bucket of more than a few (many records repeating a few messages that share
+ * top bits, which a sender could choose on purpose) goes to qsort, so the worst case stays
+ * n log n. `scratch` holds n hashes, `counts` 2n + 2 sizes.
+ */
+static void sort_theta_hashes(uint64_t *a, size_t n, uint64_t *scratch, size_t *counts) {
+    if (n < 16) {
+        insertion_sort(a, n);
+        return;
+    }
+    int bits = 1;
+    while (((size_t)1 << bits) < n) bits++;
+    size_t buckets = (size_t)1 << bits;
+    int shift = 63 - bits;
+    memset(counts, 0, (buckets + 1) * sizeof(size_t));
+    for (size_t i = 0; i < n; i++) counts[(a[i] >> shift) + 1]++;
+    for (size_t b = 0; b < buckets; b++) counts[b + 1] += counts[b];
+    /* Scattering moves each bucket's start to its end: counts[b] becomes where b + 1 starts. */
+    for (size_t i = 0; i < n; i++) scratch[counts[a[i] >> shift]++] = a[i];
+    size_t start = 0;
+    for (size_t b = 0; b < buckets; b++) {
+        size_t size = counts[b] - start;
+        if (size > 8) {
+            qsort(scratch + start, size, sizeof(uint64_t), compare_u64);
+        } else {
+            insertion_sort(scratch + start, size);
+        }
+        start = counts[b];
+    }
+    memcpy(a, scratch, n * sizeof(uint64_t));
+}
+
+/*
+ * Every group's theta hashes, contiguous per group (group g's from groups[g].first), sorted and
+ * without duplicates (groups[g].unique of them). Returns -1 when out of memory.
+ */
+static int theta_hashes(const uint8_t *wire, const Record *records, size_t count,
+                        Grouped *grouped) {
+    Group *groups = grouped->groups;
+    size_t total = 0, largest = 0;
+    for (size_t g = 0; g < grouped->group_count; g++) {
+        groups[g].first = total;
+        total += groups[g].plain;
+        if (groups[g].plain > largest) largest = groups[g].plain;
+    }
+    /* Twice the largest group, a power of two at most, bounds the sort's buckets. */
+    uint64_t *hashes = malloc((total ? total : 1) * sizeof(uint64_t));
+    uint64_t *scratch = malloc((largest ? largest : 1) * sizeof(uint64_t));
+    size_t *counts = malloc((2 * largest + 2) * sizeof(size_t));
+    size_t *filled = calloc(grouped->group_count ? grouped->group_count : 1, sizeof(size_t));
+    if (hashes == NULL || scratch == NULL || counts == NULL || filled == NULL) {
+        free(hashes);
+        free(scratch);
+        free(counts);
+        free(filled);
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (!record_is_plain(wire, &records[i])) continue;
+        size_t g = grouped->group_of[i];
+        /* The signed message hash (messages.to_signed64) as update(int64) sees it. */
+        uint64_t word = records[i].hash ^ 0x8000000000000000ull;
+        hashes[groups[g].first + filled[g]++] = murmur3_h1_of_word(word, THETA_SEED) >> 1;
+    }
+    free(filled);
+    for (size_t g = 0; g < grouped->group_count; g++) {
+        uint64_t *begin = hashes + groups[g].first;
+        sort_theta_hashes(begin, groups[g].plain, scratch, counts);
+        size_t unique = 0;
+        for (size_t i = 0; i < groups[g].plain; i++) {
+            uint64_t hash = begin[i];
+            if (hash == 0 || hash == THETA_MAX) continue; /* what the sketch itself ignores */
+            if (unique > 0 && begin[unique - 1] == hash) continue;
+            begin[unique++] = hash;
+        }
+        groups[g].unique = unique;
+    }
+    free(scratch);
+    free(counts);
+    grouped->hashes = hashes;
+    return 0;
+}
+
+/* The serialized compact theta sketch of n sorted distinct hashes (n > 0); needs the GIL. */
+static PyObject *compact_sketch_bytes(const uint64_t *hashes, size_t n) {
+    uint16_t seed_hash = theta_seed_hash(); /* a hash of a constant, once per value sketched */
+    size_t preamble = n == 1 ? 8 : 16;
+    if (n > ((size_t)PY_SSIZE_T_MAX - preamble) / sizeof(uint64_t)) return PyErr_NoMemory();
+    PyObject *blob = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(preamble + n * sizeof(uint64_t)));
+    if (blob == NULL) return NULL;
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(blob);
+    /* flags: read-only (1 << 1), compact (1 << 3), ordered (1 << 4) */
+    const uint8_t head[8] = {n == 1 ? 1 : 2, 3, 3, 0, 0, 0x1A, seed_hash & 0xFF, seed_hash >> 8};
+    memcpy(out, head, 8);
+    if (n > 1) {
+        uint32_t count = (uint32_t)n; /* a request holds fewer than 2**32 records */
+        const uint8_t words[8] = {count & 0xFF, (count >> 8) & 0xFF, (count >> 16) & 0xFF,
+                                  count >> 24, 0, 0, 0, 0};
+        memcpy(out + 8, words, 8);
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t hash = hashes[i];
+        for (int b = 0; b < 8; b++) out[preamble + i * 8 + (size_t)b] = (uint8_t)(hash >> (8 * b));
+    }
+    return blob;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Python entry points.                                                                        */
+
+static PyObject *MalformedWire;
+
+/* The result of check(): the request's bytes and, per record, what it counts by. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *wire; /* the bytes the records point into; immutable, so safe without the GIL */
+    Record *records;
+    size_t count;
+} Scan;
+
+static void scan_dealloc(Scan *self) {
+    free(self->records);
+    Py_XDECREF(self->wire);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *scan_records(Scan *self, void *closure) {
+    (void)closure;
+    return PyLong_FromSize_t(self->count);
+}
+
+static PyGetSetDef scan_getset[] = {
+    {"records", (getter)scan_records, NULL, "the request's number of log records", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ScanType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otlp_stats.counting._wire.Scan",
+    .tp_doc = "A checked request: its bytes and, per log record, what it counts by.",
+    .tp_basicsize = sizeof(Scan),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = (destructor)scan_dealloc,
+    .tp_getset = scan_getset,
+};
+
+PyDoc_STRVAR(check_doc,
+             "check(wire: bytes, key: bytes) -> Scan\n\n"
+             "Validate a serialized ExportLogsServiceRequest as the view's decode would, raising\n"
+             "MalformedWire if it is malformed, and note per log record the raw value of\n"
+             "attribute `key` (record > scope > resource) and its body, with the XXH3-64 of a\n"
+             "plain string body: everything tally() needs, in one walk over the bytes.");
+
+static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "check() takes (wire: bytes, key: bytes)");
+        return NULL;
+    }
+    PyObject *wire = args[0];
+    Py_ssize_t size = PyBytes_GET_SIZE(wire);
+    if ((uint64_t)size > UINT32_MAX) {
+        PyErr_SetString(MalformedWire, "request of 4 GiB or more");
+        return NULL;
+    }
+    Walk walk = {0};
+    walk.wire = (const uint8_t *)PyBytes_AS_STRING(wire);
+    walk.key = (const uint8_t *)PyBytes_AS_STRING(args[1]);
+    walk.key_len = (size_t)PyBytes_GET_SIZE(args[1]);
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = walk_request(&walk, walk.wire, size);
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        free(walk.records);
+        if (walk.out_of_memory) return PyErr_NoMemory();
+        PyErr_SetString(MalformedWire, walk.error ? walk.error : "malformed");
+        return NULL;
+    }
+    Scan *scan = PyObject_New(Scan, &ScanType);
+    if (scan == NULL) {
+        free(walk.records);
+        return NULL;
+    }
+    scan->wire = Py_NewRef(wire);
+    scan->records = walk.records;
+    scan->count = walk.count;
+    return (PyObject *)scan;
+}
+
+static PyObject *slice_bytes(Slice slice) {
+    if (slice.size < 0) Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)slice.data, slice.size);
+}
+
+static PyObject *group_tuple(const Group *group, const uint64_t *hashes) {
+    PyObject *value = slice_bytes(group->value);
+    PyObject *records = PyLong_FromSize_t(group->size);
+    PyObject *sketch = NULL;
+    if (group->unique == 0) {
+        sketch = Py_NewRef(Py_None);
+    } else {
+        sketch = compact_sketch_bytes(hashes + group->first, group->unique);
+    }
+    PyObject *tuple = (value && records && sketch) ? PyTuple_Pack(3, value, records, sketch) : NULL;
+    Py_XDECREF(value);
+    Py_XDECREF(records);
+    Py_XDECREF(sketch);
+    return tuple;
+}
+
+/* Per group: (raw value or None, records, compact theta sketch of its plain string bodies'
+ * message hashes or None); and the other bodies, once per group they occur in: (index of the
+ * group in the first list, raw body). */
+static PyObject *build_result(const Scan *scan, const Grouped *grouped) {
+    const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
+    PyObject *groups = PyList_New((Py_ssize_t)grouped->group_count);
+    PyObject *structured = PyList_New(0);
+    PyObject *result = NULL;
+    if (groups == NULL || structured == NULL) goto done;
+    for (size_t g = 0; g < grouped->group_count; g++) {
+        PyObject *tuple = group_tuple(&grouped->groups[g], grouped->hashes);
+        if (tuple == NULL) goto done;
+        PyList_SET_ITEM(groups, (Py_ssize_t)g, tuple);
+    }
+    for (size_t k = 0; k < grouped->structured_count; k++) {
+        size_t i = grouped->structured[k];
+        const Record *record = &scan->records[i];
+        PyObject *index = PyLong_FromSize_t(grouped->group_of[i]);
+        PyObject *body = PyBytes_FromStringAndSize((const char *)wire + record->body_at,
+                                                   (Py_ssize_t)record->body_size);
+        PyObject *pair = (index && body) ? PyTuple_Pack(2, index, body) : NULL;
+        Py_XDECREF(index);
+        Py_XDECREF(body);
+        if (pair == NULL) goto done;
+        int appended = PyList_Append(structured, pair);
+        Py_DECREF(pair);
+        if (appended < 0) goto done;
+    }
+    result = PyTuple_Pack(2, groups, structured);
+done:
+    Py_XDECREF(groups);
+    Py_XDECREF(structured);
+    return result;
+}
+
+PyDoc_STRVAR(tally_doc,
+             "tally(scan: Scan) -> tuple[list[tuple[bytes | None, int, bytes | None]],\n"
+             "                           list[tuple[int, bytes]]]\n\n"
+             "Group a checked request's records by the raw value of its attribute: per value,\n"
+             "its record count and a serialized compact theta sketch of the message hashes\n"
+             "(signed XXH3-64) of its plain string bodies, or None if it has none; and every\n"
+             "other body, once per value it occurs under, as (index of the value's group, raw\n"
+             "body), for the caller to hash.");
+
+static PyObject *tally(PyObject *module, PyObject *arg) {
+    (void)module;
+    if (!PyObject_TypeCheck(arg, &ScanType)) {
+        PyErr_SetString(PyExc_TypeError, "tally() takes the Scan that check() returned");
+        return NULL;
+    }
+    const Scan *scan = (const Scan *)arg;
+    const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
+    Grouped grouped = {0};
+    int status;
+    /* Grouping and hashing in one release of the GIL: each release is a chance for another
+     * thread to take it, and getting it back a wait. */
+    Py_BEGIN_ALLOW_THREADS
+    status = group_records(wire, scan->records, scan->count, &grouped);
+    if (status == 0) status = theta_hashes(wire, scan->records, scan->count, &grouped);
+    if (status == 0) status = structured_bodies(wire, scan->records, scan->count, &grouped);
+    Py_END_ALLOW_THREADS
+    PyObject *result = status == 0 ? build_result(scan, &grouped) : PyErr_NoMemory();
+    free(grouped.groups);
+    free(grouped.group_of);
+    free(grouped.hashes);
+    free(grouped.structured);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"check", (PyCFunction)(void (*)(void))check, METH_FASTCALL, check_doc},
+    {"tally", (PyCFunction)tally, METH_O, tally_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "otlp_stats.counting._wire",
+    .m_doc = "Counting's per-record work over OTLP protobuf bytes, in C.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+static int seed_tables(void) {
+    PyObject *os = PyImport_ImportModule("os");
+    PyObject *random = os ? PyObject_CallMethod(os, "urandom", "i", (int)sizeof(table_seed)) : NULL;
+    Py_XDECREF(os);
+    if (random == NULL) return -1;
+    memcpy(&table_seed, PyBytes_AS_STRING(random), sizeof(table_seed));
+    Py_DECREF(random);
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__wire(void) {
+    if (seed_tables() < 0 || PyType_Ready(&ScanType) < 0) return NULL;
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) return NULL;
+    if (PyModule_AddObjectRef(module, "Scan", (PyObject *)&ScanType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    MalformedWire = PyErr_NewException("otlp_stats.counting._wire.MalformedWire", PyExc_ValueError, NULL);
+    if (MalformedWire == NULL || PyModule_AddObjectRef(module, "MalformedWire", MalformedWire) < 0) {
+        Py_CLEAR(MalformedWire);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

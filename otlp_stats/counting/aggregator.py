@@ -1,0 +1,388 @@
+"""Window state and its single owner: the only code that changes counts.
+
+Pure: no I/O, no clock, no awaits. Workers hand it batches stamped with arrival time; the
+reporter asks it for the windows that a watermark has closed. Memory is bounded per window:
+at most `max_values` attribute values are tracked, each with one distinct-count sketch of
+bounded size; records of further values are counted in one overflow entry.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import xxhash
+
+from otlp_stats.counting.messages import to_signed64
+from otlp_stats.counting.sketches import (
+    DEFAULT_LG_K,
+    DistinctCounter,
+    DistinctEstimate,
+    estimate_serialized,
+    union_estimate,
+    union_serialized,
+)
+
+# How the entry of values past --max-values is labelled, in reports, metrics and queries.
+OVERFLOW_LABEL = "__overflow__"
+
+
+@dataclass(slots=True)
+class LabelTally:
+    """One attribute value's records in a request, and their message hashes.
+
+    A record's hash is either in `hashes` or in one of `sketches` (serialized compact theta
+    sketches, DistinctCounter.merge); a hash recurs in `hashes` once per record.
+    """
+
+    records: int = 0
+    hashes: list[int] = field(default_factory=list)
+    sketches: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    def of_hashes(cls, hashes: list[int]) -> LabelTally:
+        """Records known by their hashes alone, one per record."""
+        return cls(len(hashes), hashes)
+
+    def add(self, other: LabelTally) -> None:
+        self.records += other.records
+        self.hashes += other.hashes
+        self.sketches += other.sketches
+
+
+# Attribute value label -> its records in one request; None is the bucket of records without
+# the attribute.
+ResolvedBatch = Mapping[str | None, LabelTally]
+
+
+@dataclass(frozen=True)
+class ValueReport:
+    value: str | None
+    distinct: DistinctEstimate
+    records: int
+    overflow: bool = False
+
+    @property
+    def missing(self) -> bool:
+        return self.value is None and not self.overflow
+
+    @property
+    def distinct_messages(self) -> int:
+        return self.distinct.value
+
+
+@dataclass(frozen=True)
+class TallySnapshot:
+    """One value's counts in a window as plain bytes: what a store keeps and replicas merge."""
+
+    value: str | None
+    records: int
+    sketch: bytes
+    overflow: bool = False
+
+
+@dataclass(frozen=True)
+class WindowSnapshot:
+    start: float
+    end: float
+    tallies: tuple[TallySnapshot, ...]
+    # The overflow entry's distinct values, as a serialized sketch (None if nothing overflowed).
+    overflow_values: bytes | None = None
+
+    @property
+    def records(self) -> int:
+        return sum(tally.records for tally in self.tallies)
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    start: float
+    end: float
+    partial: bool
+    records: int
+    distinct: DistinctEstimate
+    values: tuple[ValueReport, ...]
+    # Estimated number of distinct values folded into the overflow entry (0 if none).
+    overflow_values: int = 0
+    # The window's sketches, kept only when a store persists closed windows.
+    snapshot: WindowSnapshot | None = field(default=None, compare=False, repr=False)
+    # Set with a shared store: "global" (merged across replicas), "local" (this replica only,
+    # Redis unreachable) or "late" (this replica's share, added after the window was merged).
+    scope: str | None = None
+    # The replicas whose counts a global report merges.
+    replicas: tuple[str, ...] = ()
+
+    @property
+    def distinct_messages(self) -> int:
+        return self.distinct.value
+
+
+@dataclass
+class _Tally:
+    counter: DistinctCounter
+    records: int = 0
+
+
+@dataclass
+class _Window:
+    values: dict[str | None, _Tally] = field(default_factory=dict)
+    overflow: _Tally | None = None
+    overflow_values: DistinctCounter | None = None
+
+
+class Aggregator:
+    """Owns every open window. Windows are [k*W, (k+1)*W) seconds since the Unix epoch."""
+
+    def __init__(
+        self,
+        window_seconds: float,
+        start_time: float,
+        max_values: int = 10_000,
+        lg_k: int = DEFAULT_LG_K,
+        keep_sketches: bool = False,
+    ) -> None:
+        self.window_seconds = window_seconds
+        self.keep_sketches = keep_sketches
+        self.max_values = max_values
+        self.lg_k = lg_k
+        self._next_index = self._index(start_time)
+        self._windows: dict[int, _Window] = {}
+        self.late_records = 0
+        self.overflow_records = 0
+
+    def _index(self, timestamp: float) -> int:
+        return math.floor(timestamp / self.window_seconds)
+
+    def window_bounds(self, index: int) -> tuple[float, float]:
+        return index * self.window_seconds, (index + 1) * self.window_seconds
+
+    def add(self, arrival: float, batch: ResolvedBatch) -> None:
+        """Count a batch in the window its arrival time falls in.
+
+        A batch for a window already reported (only if the clock stepped back) goes to the
+        oldest open window and is counted as late, so it is counted once rather than lost.
+        """
+        index = self._index(arrival)
+        records = sum(counted.records for counted in batch.values())
+        if index < self._next_index:
+            index = self._next_index
+            self.late_records += records
+        window = self._windows.get(index)
+        if window is None:
+            window = self._windows[index] = _Window()
+        for value, counted in batch.items():
+            tally = self._tally_for(window, value)
+            tally.records += counted.records
+            if counted.hashes:
+                tally.counter.update(counted.hashes)
+            for sketch in counted.sketches:
+                tally.counter.merge(sketch)
+
+    def _tally_for(self, window: _Window, value: str | None) -> _Tally:
+        tally = window.values.get(value)
+        if tally is not None:
+            return tally
+        tracked = len(window.values) - (None in window.values)
+        if value is None or tracked < self.max_values:
+            tally = window.values[value] = _Tally(DistinctCounter(self.lg_k))
+            return tally
+        return self._overflow(window, value)
+
+    def _overflow(self, window: _Window, value: str) -> _Tally:
+        if window.overflow is None or window.overflow_values is None:
+            window.overflow = _Tally(DistinctCounter(self.lg_k))
+            window.overflow_values = DistinctCounter(self.lg_k)
+        digest = xxhash.xxh3_64_intdigest(value.encode("utf-8", errors="surrogatepass"))
+        window.overflow_values.update((to_signed64(digest),))
+        return window.overflow
+
+    @property
+    def tracked_values(self) -> int:
+        """Attribute values tracked across open windows (the cardinality the cap bounds)."""
+        return sum(len(window.values) for window in self._windows.values())
+
+    @property
+    def sketch_bytes(self) -> int:
+        return sum(
+            tally.counter.memory_bytes
+            for window in self._windows.values()
+            for tally in window.values.values()
+        )
+
+    def next_window_end(self) -> float:
+        return self.window_bounds(self._next_index)[1]
+
+    def close_until(self, watermark: float) -> list[WindowReport]:
+        """Close, in order, every window that ends at or before the watermark, empty ones too."""
+        reports: list[WindowReport] = []
+        while self.window_bounds(self._next_index)[1] <= watermark:
+            reports.append(self._close(self._next_index, partial=False))
+            self._next_index += 1
+        return reports
+
+    def close_all(self, now: float) -> list[WindowReport]:
+        """At shutdown: close the complete windows, then the current one as partial."""
+        reports = self.close_until(now)
+        last = max([self._index(now), *self._windows])
+        while self._next_index <= last:
+            reports.append(self._close(self._next_index, partial=True))
+            self._next_index += 1
+        return reports
+
+    def snapshot(self) -> list[WindowSnapshot]:
+        """Every open window that holds records, as bytes, for a checkpoint."""
+        return [
+            self._snapshot_of(index, window)
+            for index, window in sorted(self._windows.items())
+            if window.values or window.overflow is not None
+        ]
+
+    def _snapshot_of(self, index: int, window: _Window) -> WindowSnapshot:
+        start, end = self.window_bounds(index)
+        tallies = [
+            TallySnapshot(value, tally.records, tally.counter.serialize())
+            for value, tally in window.values.items()
+        ]
+        overflow_values = None
+        if window.overflow is not None and window.overflow_values is not None:
+            tallies.append(
+                TallySnapshot(
+                    None, window.overflow.records, window.overflow.counter.serialize(), True
+                )
+            )
+            overflow_values = window.overflow_values.serialize()
+        return WindowSnapshot(start, end, tuple(tallies), overflow_values)
+
+    def restore(self, snapshots: Sequence[WindowSnapshot]) -> None:
+        """Resume windows a checkpoint saved, before any batch is added.
+
+        A restored window that has ended by now is reported at the next watermark, so the
+        earliest restored window becomes the next one to close.
+        """
+        for snapshot in snapshots:
+            index = self._index(snapshot.start)
+            window = self._windows.setdefault(index, _Window())
+            for tally in snapshot.tallies:
+                restored = _Tally(DistinctCounter(self.lg_k, tally.sketch), tally.records)
+                if tally.overflow:
+                    window.overflow = restored
+                    window.overflow_values = DistinctCounter(self.lg_k, snapshot.overflow_values)
+                else:
+                    window.values[tally.value] = restored
+            self._next_index = min(self._next_index, index)
+
+    def _close(self, index: int, partial: bool) -> WindowReport:
+        window = self._windows.pop(index, None) or _Window()
+        start, end = self.window_bounds(index)
+        snapshot = self._snapshot_of(index, window) if self.keep_sketches else None
+        entries = [
+            ValueReport(value, tally.counter.estimate(), tally.records)
+            for value, tally in window.values.items()
+        ]
+        overflow_values = 0
+        tallies = list(window.values.values())
+        if window.overflow is not None and window.overflow_values is not None:
+            overflow = window.overflow
+            entries.append(
+                ValueReport(None, overflow.counter.estimate(), overflow.records, overflow=True)
+            )
+            overflow_values = window.overflow_values.estimate().value
+            self.overflow_records += overflow.records
+            tallies.append(overflow)
+        entries.sort(key=_report_order)
+        return WindowReport(
+            start=start,
+            end=end,
+            partial=partial,
+            records=sum(tally.records for tally in tallies),
+            distinct=_total_distinct(tallies, self.lg_k),
+            values=tuple(entries),
+            overflow_values=overflow_values,
+            snapshot=snapshot,
+        )
+
+
+def report_of_snapshot(
+    snapshot: WindowSnapshot, partial: bool, lg_k: int = DEFAULT_LG_K
+) -> WindowReport:
+    """The report of a window known only by its bytes (merged from replicas or from a store)."""
+    entries = [
+        ValueReport(
+            None if tally.overflow else tally.value,
+            estimate_serialized(tally.sketch),
+            tally.records,
+            overflow=tally.overflow,
+        )
+        for tally in snapshot.tallies
+    ]
+    entries.sort(key=_report_order)
+    sketches = [tally.sketch for tally in snapshot.tallies]
+    distinct = (
+        estimate_serialized(union_serialized(sketches, lg_k))
+        if sketches
+        else DistinctEstimate.exact(0)
+    )
+    overflow_values = (
+        0
+        if snapshot.overflow_values is None
+        else estimate_serialized(snapshot.overflow_values).value
+    )
+    return WindowReport(
+        start=snapshot.start,
+        end=snapshot.end,
+        partial=partial,
+        records=snapshot.records,
+        distinct=distinct,
+        values=tuple(entries),
+        overflow_values=overflow_values,
+        snapshot=snapshot,
+    )
+
+
+def merge_snapshots(
+    snapshots: Sequence[WindowSnapshot], lg_k: int = DEFAULT_LG_K
+) -> WindowSnapshot:
+    """One window's snapshots from several replicas as one: sketches unioned, records summed."""
+    by_key: dict[tuple[bool, str | None], list[TallySnapshot]] = {}
+    for snapshot in snapshots:
+        for tally in snapshot.tallies:
+            by_key.setdefault((tally.overflow, tally.value), []).append(tally)
+    tallies = tuple(
+        TallySnapshot(
+            value,
+            sum(t.records for t in group),
+            group[0].sketch
+            if len(group) == 1
+            else union_serialized((t.sketch for t in group), lg_k),
+            overflow,
+        )
+        for (overflow, value), group in by_key.items()
+    )
+    overflow_blobs = [s.overflow_values for s in snapshots if s.overflow_values is not None]
+    return WindowSnapshot(
+        snapshots[0].start,
+        snapshots[0].end,
+        tallies,
+        union_serialized(overflow_blobs, lg_k) if overflow_blobs else None,
+    )
+
+
+def _total_distinct(tallies: list[_Tally], lg_k: int) -> DistinctEstimate:
+    if len(tallies) == 1:
+        return tallies[0].counter.estimate()
+    if not tallies:
+        return DistinctEstimate.exact(0)
+    return union_estimate((tally.counter for tally in tallies), lg_k)
+
+
+def _report_order(entry: ValueReport) -> tuple[bool, int, int, bool, str]:
+    """Most distinct messages first, then most records, then by value; missing and overflow
+    last among equals, and the overflow entry after every tracked value."""
+    return (
+        entry.overflow,
+        -entry.distinct_messages,
+        -entry.records,
+        entry.missing,
+        entry.value or "",
+    )

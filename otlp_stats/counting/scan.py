@@ -1,0 +1,190 @@
+"""The per-record work of counting: a worker checks a request's bytes, then tallies them.
+
+One contract, two scanners:
+
+- `NativeScanner` walks the protobuf bytes once in C (_wire.c): its check validates
+  as the light view's decode would, resolves the attribute and hashes plain string bodies
+  without building a message or a Python object per record, with the GIL released, and notes
+  24 bytes per record for the tally, which groups and sketches without walking the bytes again.
+- `ViewScanner` does the same through the light view (proto/otlp_stats_view) in Python. It is
+  the reference the C scanner is tested against, and the fallback where the extension could
+  not be built (no C compiler or no xxhash.h at install time).
+
+Both give, per attribute value label (None: the key is absent), its records and their signed
+64-bit message hashes (messages.body_hash), and both refuse the same malformed requests. The C
+scanner hands most hashes over already made into a compact theta sketch (sketches.py), one per
+value per request, so that no Python int is made and no sketch update is called per record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from xxhash import xxh3_64_intdigest
+
+from otlp_stats.counting.aggregator import LabelTally
+from otlp_stats.counting.messages import SIGNED_OFFSET, STRING_TAG, body_hash
+from otlp_stats.counting.resolve import LabelRenderer
+from otlp_stats.counting.view import (
+    ExportLogsRequestView,
+    count_records,
+    decode_view,
+    key_may_be_on_records,
+)
+from otlp_stats.errors import MalformedRequest
+
+try:
+    from otlp_stats.counting import _wire
+except ImportError:  # built without a C compiler or xxhash.h: the Python scanner counts
+    _wire = None  # type: ignore[assignment]
+
+NATIVE_AVAILABLE = _wire is not None
+
+
+# Per label (None: key absent), what its records are.
+Tally = dict[str | None, LabelTally]
+
+
+@dataclass(frozen=True, eq=False)
+class CheckedRequest:
+    """A request's protobuf bytes that passed its scanner's check, and its record count."""
+
+    wire: bytes
+    records: int
+    # What the C scanner's check noted per record, for the tally.
+    scan: _wire.Scan | None = None
+    # What the view scanner's check decoded, so the tally does not decode again.
+    view: ExportLogsRequestView | None = None
+    # False when no record can carry the key (view.key_may_be_on_records); True is safe.
+    key_on_records: bool = True
+
+
+class Scanner(Protocol):
+    name: str
+
+    def check(self, wire: bytes) -> CheckedRequest:
+        """Validate a serialized ExportLogsServiceRequest; raise MalformedRequest if it is not."""
+        ...
+
+    def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
+        """Resolve and hash every record of a checked request."""
+        ...
+
+
+class NativeScanner:
+    name = "native"
+
+    def __init__(self, attribute_key: str) -> None:
+        if _wire is None:
+            raise RuntimeError("the C wire scanner (otlp_stats.counting._wire) was not built")
+        self._key = attribute_key.encode()
+
+    def check(self, wire: bytes) -> CheckedRequest:
+        assert _wire is not None
+        try:
+            scan = _wire.check(wire, self._key)
+        except _wire.MalformedWire as error:
+            raise MalformedRequest(f"cannot decode ExportLogsServiceRequest: {error}") from None
+        return CheckedRequest(wire, scan.records, scan)
+
+    def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
+        assert _wire is not None and request.scan is not None
+        grouped, structured = _wire.tally(request.scan)
+        by_raw = {
+            raw: LabelTally(records, [], [] if sketch is None else [sketch])
+            for raw, records, sketch in grouped
+        }
+        # Bodies that are not plain strings are hashed canonically, as body_hash does, once per
+        # distinct body: records without a body (an empty one) can be a whole request.
+        digests: dict[bytes, int] = {}
+        for group, body in structured:
+            digest = digests.get(body)
+            if digest is None:
+                digest = digests[body] = body_hash(body)
+            by_raw[grouped[group][0]].hashes.append(digest)
+        return by_label(by_raw, labels)
+
+
+class ViewScanner:
+    name = "python"
+
+    def __init__(self, attribute_key: str) -> None:
+        self._key = attribute_key
+
+    def check(self, wire: bytes) -> CheckedRequest:
+        view = decode_view(wire)
+        on_records = key_may_be_on_records(wire, view, self._key)
+        return CheckedRequest(wire, count_records(view), view=view, key_on_records=on_records)
+
+    def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
+        view = request.view if request.view is not None else decode_view(request.wire)
+        return tally_view(view, self._key, labels, request.key_on_records)
+
+
+def default_scanner(attribute_key: str) -> Scanner:
+    """The C scanner when it was built, else the Python one."""
+    if NATIVE_AVAILABLE:
+        return NativeScanner(attribute_key)
+    return ViewScanner(attribute_key)
+
+
+def tally_view(
+    request: ExportLogsRequestView,
+    key: str,
+    labels: LabelRenderer,
+    key_on_records: bool = True,
+) -> Tally:
+    """Per attribute value label, the message hash of each record of one request.
+
+    This is the Python scanner's hot loop, run once per record, so it is written for CPython:
+    the per-record steps are list comprehensions (attribute lookups are map lookups done in C),
+    a string body is hashed from its raw bytes in place (messages.body_hash, inlined), and a
+    value is rendered once per distinct raw value rather than once per record. When no record
+    can carry the key (`key_on_records` False), the per-record lookup is skipped.
+    """
+    raws: list[bytes | None] = []
+    bodies: list[bytes] = []
+    for resource_logs in request.resource_logs:
+        resource_raw = resource_logs.resource.attributes.get(key)
+        for scope_logs in resource_logs.scope_logs:
+            scope_raw = scope_logs.scope.attributes.get(key, resource_raw)
+            # One list of wrappers, walked twice: iterating the repeated field twice would
+            # build every record's wrapper twice.
+            records = list(scope_logs.log_records)
+            if key_on_records:
+                raws += [record.attributes.get(key, scope_raw) for record in records]
+            else:
+                raws += [scope_raw] * len(records)
+            bodies += [record.body for record in records]
+    hashes = [
+        xxh3_64_intdigest(body) - SIGNED_OFFSET if body[:1] == STRING_TAG else body_hash(body)
+        for body in bodies
+    ]
+    return by_label(_group(raws, hashes), labels)
+
+
+def _group(raws: list[bytes | None], hashes: list[int]) -> dict[bytes | None, LabelTally]:
+    distinct = set(raws)
+    if len(distinct) == 1:  # one value for the whole request: the usual case
+        return {distinct.pop(): LabelTally.of_hashes(hashes)}
+    groups: dict[bytes | None, LabelTally] = {}
+    for raw, digest in zip(raws, hashes, strict=True):
+        group = groups.get(raw)
+        if group is None:
+            group = groups[raw] = LabelTally()
+        group.hashes.append(digest)
+        group.records += 1
+    return groups
+
+
+def by_label(by_raw: dict[bytes | None, LabelTally], labels: LabelRenderer) -> Tally:
+    """Merge raw values that render alike (an int 7 and a string "7" are one label)."""
+    tally: Tally = {}
+    for raw, counted in by_raw.items():
+        label = None if raw is None else labels.label(raw)
+        if label in tally:
+            tally[label].add(counted)
+        else:
+            tally[label] = counted
+    return tally

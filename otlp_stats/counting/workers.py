@@ -1,0 +1,174 @@
+"""The worker pool: take queued requests, check, resolve and hash them, feed the aggregator.
+
+A worker gives each request its verdict (the records counted, or why it is refused), which the
+Export handler has been awaiting, once the request's counts are in the aggregator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from otlp_stats.counting.aggregator import ResolvedBatch
+from otlp_stats.counting.queue import QueuedRequest, RequestQueue
+from otlp_stats.counting.resolve import LabelRenderer
+from otlp_stats.counting.scan import Scanner
+from otlp_stats.errors import CountingFailed, ExportRefused, RequestTooLarge, ShuttingDown
+from otlp_stats.telemetry import Metrics
+
+BatchSink = Callable[[float, ResolvedBatch], None]
+
+# Requests up to this size are counted on the event loop; bigger ones in a thread. That is about
+# 2,800 reference records, a millisecond with the C scanner, and a handoff to a thread and back
+# costs more than that (13% of the service's CPU per record, measured), while a 64 MiB request
+# would hold the loop, the other Exports and the health probes for a tenth of a second or more.
+# The worst case inline is 1 MiB of 2-byte records (500,000): about 0.1 s.
+INLINE_BYTES = 1 << 20
+
+
+class WorkerPool:
+    """`workers` tasks, each counting one request at a time.
+
+    Counting is the scanner's check (validate, and note per record its attribute value and
+    message hash) and tally (group by value and sketch), on the event loop for requests up to
+    INLINE_BYTES and in a thread above; then the hand-over to the aggregator, always on the
+    loop, so the aggregator is only ever touched from one thread. A worker yields to the loop
+    between two requests while more wait, so the Export handlers keep admitting, and work that
+    cannot keep up shows as a full queue, refused with a retryable status.
+    """
+
+    def __init__(
+        self,
+        queue: RequestQueue,
+        sink: BatchSink,
+        scanner: Scanner,
+        workers: int,
+        metrics: Metrics,
+        logger: Any,
+        max_records: int,
+        retry_delay: float,
+        labels: LabelRenderer | None = None,
+    ) -> None:
+        self._queue = queue
+        self._sink = sink
+        self._scanner = scanner
+        self.labels = labels or LabelRenderer()
+        self._workers = workers
+        self._metrics = metrics
+        self._logger = logger
+        self._max_records = max_records
+        self._retry_delay = retry_delay
+        self._executor: ThreadPoolExecutor | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="otlp-stats-worker")
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"worker-{n}") for n in range(self._workers)
+        ]
+
+    async def stop(self) -> None:
+        """Cancel the workers; call after the queue is drained.
+
+        After a drain that ran out of time, the requests still waiting are refused as the
+        service shuts down (retryable): they were never acknowledged, so nothing is lost.
+        """
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        while (item := self._queue.get_nowait()) is not None:
+            _refuse(item, ShuttingDown(self._retry_delay))
+            self._queue.done(item)
+        if self._executor is not None:
+            # A count already running in a thread finishes there; wait for it off the loop.
+            await asyncio.to_thread(self._executor.shutdown, True)
+            self._executor = None
+
+    def resolve(self, wire: bytes) -> tuple[int, ResolvedBatch]:
+        """The request's record count and its records per attribute value, or a refusal."""
+        checked = self._scanner.check(wire)
+        if checked.records > self._max_records:
+            # Counting holds up to about 60 bytes per record however small the record is on the
+            # wire (a record can be 2 bytes), so the record count is bounded as the size is.
+            raise RequestTooLarge(
+                f"request of {checked.records} log records exceeds the limit of {self._max_records}"
+            )
+        if checked.records == 0:
+            return 0, {}
+        try:
+            return checked.records, self._scanner.tally(checked, self.labels)
+        except Exception as error:
+            raise _NotCounted(checked.records) from error
+
+    async def _run(self) -> None:
+        while True:
+            item = await self._queue.get()
+            started = time.perf_counter()
+            try:
+                await self._count(item)
+            except Exception:
+                # _count refuses what it cannot count; this is for a fault in that itself, so
+                # the worker lives on and the sender still gets an answer.
+                _refuse(item, CountingFailed("the request could not be counted"))
+                with contextlib.suppress(Exception):
+                    self._logger.error("worker_failed", bytes=item.size, exc_info=True)
+            finally:
+                self._queue.done(item)
+                self._metrics.worker_duration.observe(time.perf_counter() - started)
+            if self._queue.waiting:
+                # get() would not yield while requests wait: let the handlers in between two.
+                await asyncio.sleep(0)
+
+    async def _count(self, item: QueuedRequest) -> None:
+        if item.verdict.done():
+            return  # the sender gave up while it waited; it will send the request again
+        try:
+            if item.size <= INLINE_BYTES:
+                records, batch = self.resolve(item.wire)
+            else:
+                loop = asyncio.get_running_loop()
+                records, batch = await loop.run_in_executor(self._executor, self.resolve, item.wire)
+        except ExportRefused as refusal:
+            _refuse(item, refusal)
+            return
+        except asyncio.CancelledError:
+            _refuse(item, ShuttingDown(self._retry_delay))
+            raise
+        except Exception as error:
+            self._fail(item, error, error.records if isinstance(error, _NotCounted) else 0)
+            return
+        if item.verdict.done():
+            return  # the sender gave up while a thread counted it: not counted, it will retry
+        try:
+            if records:
+                self._sink(item.arrival, batch)
+        except Exception as error:
+            self._fail(item, error, records)
+            return
+        # The verdict first: once counted, nothing after may turn the answer into a refusal.
+        item.verdict.set_result(records)
+        self._metrics.records_counted.inc(records)
+
+    def _fail(self, item: QueuedRequest, error: Exception, records: int) -> None:
+        """A fault of ours: log it, and refuse the request so its sender knows."""
+        self._logger.error("worker_failed", bytes=item.size, records=records, exc_info=error)
+        self._metrics.records_failed.inc(records)
+        _refuse(item, CountingFailed("the request could not be counted"))
+
+
+class _NotCounted(Exception):
+    """Tallying a checked request failed; how many records it held."""
+
+    def __init__(self, records: int) -> None:
+        super().__init__(f"{records} records not counted")
+        self.records = records
+
+
+def _refuse(item: QueuedRequest, refusal: ExportRefused) -> None:
+    if not item.verdict.done():
+        item.verdict.set_exception(refusal)

@@ -1,0 +1,55 @@
+"""The admin HTTP port: Prometheus /metrics, liveness (/health, /livez) and readiness (/readyz)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from otlp_stats.health import Health
+
+ReadyDetail = Callable[[], dict[str, str]]
+_READY_DETAIL: web.AppKey[ReadyDetail] = web.AppKey("ready_detail")
+
+
+def build_admin_app(registry: CollectorRegistry, health: Health) -> web.Application:
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def live(_: web.Request) -> web.Response:
+        status = 200 if health.live else 503
+        return web.json_response({"status": health.state.value}, status=status)
+
+    async def ready(request: web.Request) -> web.Response:
+        status = 200 if health.ready else 503
+        detail = request.app.get(_READY_DETAIL)
+        body = {"status": health.state.value, **(detail() if detail else {})}
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/health", live)
+    app.router.add_get("/livez", live)
+    app.router.add_get("/readyz", ready)
+    return app
+
+
+def add_ready_detail(app: web.Application, detail: ReadyDetail) -> None:
+    """Extra fields for /readyz (a degraded shared store says so there)."""
+    app[_READY_DETAIL] = detail
+
+
+DistinctAnswer = Callable[[Mapping[str, str]], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+def add_distinct_route(app: web.Application, answer: DistinctAnswer) -> None:
+    """GET /v1/distinct: stored distinct counts per period (the logic lives in query.py)."""
+
+    async def distinct(request: web.Request) -> web.Response:
+        status, body = await answer(request.query)
+        return web.json_response(body, status=status)
+
+    app.router.add_get("/v1/distinct", distinct)

@@ -1,0 +1,218 @@
+"""Prints each closed window to stdout, as text or as one JSON object per line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import structlog
+
+from otlp_stats.clock import Clock
+from otlp_stats.counting.aggregator import OVERFLOW_LABEL, Aggregator, ValueReport, WindowReport
+from otlp_stats.counting.queue import RequestQueue
+from otlp_stats.counting.sketches import DistinctEstimate
+from otlp_stats.telemetry import Metrics
+
+
+def format_timestamp(seconds: float) -> str:
+    """RFC 3339 in UTC; milliseconds only when the window boundary is not a whole second."""
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _value_label(entry: ValueReport, missing_label: str) -> str:
+    if entry.overflow:
+        return OVERFLOW_LABEL
+    return missing_label if entry.value is None else entry.value
+
+
+def _distinct_fields(distinct: DistinctEstimate) -> dict[str, Any]:
+    fields: dict[str, Any] = {"distinct_messages": distinct.value, "estimated": distinct.estimated}
+    if distinct.estimated:
+        fields["lower_bound"] = distinct.lower_bound
+        fields["upper_bound"] = distinct.upper_bound
+    return fields
+
+
+def _value_to_dict(entry: ValueReport, missing_label: str, overflow_values: int) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "value": _value_label(entry, missing_label),
+        "missing": entry.missing,
+        "overflow": entry.overflow,
+        **_distinct_fields(entry.distinct),
+        "records": entry.records,
+    }
+    if entry.overflow:
+        fields["distinct_values"] = overflow_values
+    return fields
+
+
+def report_to_dict(report: WindowReport, attribute_key: str, missing_label: str) -> dict[str, Any]:
+    return {
+        "event": "window_report",
+        "attribute_key": attribute_key,
+        "window_start": format_timestamp(report.start),
+        "window_end": format_timestamp(report.end),
+        "partial": report.partial,
+        **_scope_fields(report),
+        "records": report.records,
+        **_distinct_fields(report.distinct),
+        "values": [
+            _value_to_dict(entry, missing_label, report.overflow_values) for entry in report.values
+        ],
+    }
+
+
+def _scope_fields(report: WindowReport) -> dict[str, Any]:
+    """Only with a shared store: whether the report is global, and who contributed."""
+    if report.scope is None:
+        return {}
+    return {"scope": report.scope, "replicas": list(report.replicas)}
+
+
+def render_json(report: WindowReport, attribute_key: str, missing_label: str) -> str:
+    return json.dumps(
+        report_to_dict(report, attribute_key, missing_label),
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def render_text(report: WindowReport, attribute_key: str, missing_label: str) -> str:
+    title = f"window {format_timestamp(report.start)} .. {format_timestamp(report.end)}"
+    if report.partial:
+        title += " (partial)"
+    if report.scope is not None:
+        title += f" [{report.scope}: {', '.join(report.replicas)}]"
+    lines = [f"{title}  key={attribute_key}"]
+    labels = [_printable(_value_label(entry, missing_label)) for entry in report.values]
+    width = max([len(label) for label in labels] + [len("total")])
+    lines.append(f"  {'value':<{width}}  {'distinct':>10}  {'records':>10}")
+    for label, entry in zip(labels, report.values, strict=True):
+        distinct = _text_distinct(entry.distinct)
+        lines.append(f"  {label:<{width}}  {distinct:>10}  {entry.records:>10}")
+    total = _text_distinct(report.distinct)
+    lines.append(f"  {'total':<{width}}  {total:>10}  {report.records:>10}")
+    if report.overflow_values:
+        lines.append(
+            f"  ({OVERFLOW_LABEL}: ~{report.overflow_values} values past the per-window cap)"
+        )
+    return "\n".join(lines) + "\n\n"
+
+
+def _text_distinct(distinct: DistinctEstimate) -> str:
+    """Estimated counts read "~1234"; exact ones are plain."""
+    return f"~{distinct.value}" if distinct.estimated else str(distinct.value)
+
+
+def _printable(label: str) -> str:
+    """Keep one value on one line: a value with control characters is shown escaped."""
+    return label if label.isprintable() else json.dumps(label, ensure_ascii=False)
+
+
+class Reporter:
+    """Closes windows once their end has passed and nothing that arrived before it is pending.
+
+    The watermark is the earlier of now and the arrival time of the oldest request still queued
+    or in a worker's hands, so a window is printed only once all its records are counted.
+    """
+
+    def __init__(
+        self,
+        aggregator: Aggregator,
+        queue: RequestQueue,
+        clock: Clock,
+        out: TextIO,
+        metrics: Metrics,
+        attribute_key: str,
+        missing_label: str,
+        report_format: str,
+        tick: float = 0.1,
+        logger: Any = None,
+    ) -> None:
+        self._aggregator = aggregator
+        self._queue = queue
+        self._clock = clock
+        self._out = out
+        self._metrics = metrics
+        self._attribute_key = attribute_key
+        self._missing_label = missing_label
+        self._render = render_json if report_format == "json" else render_text
+        self._tick = tick
+        self._log = logger if logger is not None else structlog.get_logger("otlp_stats")
+        self._task: asyncio.Task[None] | None = None
+        self.last_report: WindowReport | None = None
+        # Told of every window closed, after it is printed (the state store saves it).
+        self._listeners: list[Callable[[WindowReport], None]] = []
+        # False when replicas share a store: a listener prints the merged report instead.
+        self.prints_closed = True
+
+    def add_listener(self, listener: Callable[[WindowReport], None]) -> None:
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="reporter")
+
+    async def stop(self) -> None:
+        """Stop the loop, then print every window left, the current one marked partial."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+        for report in self._aggregator.close_all(self._clock.now()):
+            self.publish(report)
+
+    async def _run(self) -> None:
+        while True:
+            await self._clock.sleep(self._tick)
+            self.publish_closed()
+
+    def publish_closed(self) -> None:
+        watermark = self._clock.now()
+        oldest = self._queue.oldest_arrival()
+        if oldest is not None:
+            watermark = min(watermark, oldest)
+        for report in self._aggregator.close_until(watermark):
+            self.publish(report)
+
+    def publish(self, report: WindowReport) -> None:
+        """Print the report (unless replicas print merged ones) and tell the listeners.
+
+        Each step is on its own: stdout gone or a listener's bug must neither keep the report
+        from the others nor end the reporter's loop, which would leave every later window
+        unreported. The window is already closed, so a failed step is logged, not retried.
+        """
+        steps = [self.print_report] if self.prints_closed or report.partial else []
+        for step in (*steps, *self._listeners):
+            try:
+                step(report)
+            except Exception:
+                self._log.exception(
+                    "report_step_failed",
+                    window_start=format_timestamp(report.start),
+                    step=getattr(step, "__qualname__", repr(step)),
+                )
+
+    def print_report(self, report: WindowReport) -> None:
+        self._out.write(self._render(report, self._attribute_key, self._missing_label))
+        if self._render is render_json:
+            self._out.write("\n")
+        self._out.flush()
+        self.last_report = report
+        self._metrics.windows_reported.labels("true" if report.partial else "false").inc()
+        overflow = next((entry for entry in report.values if entry.overflow), None)
+        if overflow is not None:
+            self._metrics.overflow_records.inc(overflow.records)
+            # At most one line per window: bounded by construction.
+            self._log.warning(
+                "values_over_cap",
+                window_start=format_timestamp(report.start),
+                overflow_records=overflow.records,
+                overflow_values=report.overflow_values,
+            )

@@ -1,0 +1,1 @@
+"""Tests of otlp_stats/cli/: the command line and the process set-up."""

@@ -1,0 +1,1 @@
+"""Tests of otlp_stats/counting/: queue, workers, scanners, values, messages, aggregator."""

@@ -1,0 +1,1 @@
+"""Tests of otlp_stats/operating/: the gRPC health service (the admin port is tested end to end)."""

@@ -1,0 +1,1 @@
+"""Tests of otlp_stats/receiving/: the front doors, intake, decompression, OTLP/JSON, TLS, auth."""

@@ -1,0 +1,1 @@
+"""Tests of otlp_stats/reporting/."""

@@ -1,0 +1,1 @@
+"""Helpers the tests share: service processes, certificates, fakes, reference decoders."""
