@@ -11,7 +11,7 @@ SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint unit bench clean system-deps lint-deploy e2e \
-	compose-up compose-down k6-smoke k6-load k6-soak fuzz soak
+	compose-up compose-down k6-smoke k6-load k6-soak fuzz soak image-deps image image-test
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -44,8 +44,20 @@ lint: install lint-deploy ## ruff and mypy --strict, plus lint-deploy
 unit: install system-deps ## the tests alone, no lint
 	$(BIN)/pytest $(ARGS)
 
-test: install system-deps lint ## install, lint, and run every test
+test: install system-deps image-deps lint ## install, lint, and run every test (the image's too, where podman runs)
 	$(BIN)/pytest $(ARGS)
+
+# The image tests need a container engine: Debian's podman (with runc, and debootstrap for the
+# local base image). Where it cannot be installed, the image tests skip, saying why in one line.
+image-deps: ## install Debian's podman, runc and debootstrap if missing; root or sudo
+	@deploy/docker/image.sh deps || \
+		echo "warning: podman not installed; the image tests will be skipped"
+
+image: image-deps ## build the image with podman on a local Debian base (IMAGE=localhost/otlp-stats:local)
+	deploy/docker/image.sh build
+
+image-test: install image-deps ## build the image and prove it by running it (tests/test_image.py)
+	$(BIN)/pytest tests/test_image.py $(ARGS)
 
 # Debian's prometheus package ships prometheus and promtool for the deploy tests. Where systemd
 # runs, the package starts its own daemon on :9090; the tests start theirs, so it is stopped.
