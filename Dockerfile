@@ -9,7 +9,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 # Only what the wheel is built from: no tests, deploy files or tools reach the image.
 # setup.py compiles proto/ into otlp_stats/_generated during the build.
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml setup.py README.md requirements.lock ./
 COPY proto ./proto
 COPY otlp_stats ./otlp_stats
 # gcc and xxhash.h build the C wire scanner (otlp_stats/_wire.c); they stay in this stage.
@@ -17,10 +17,12 @@ COPY otlp_stats ./otlp_stats
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev libxxhash-dev \
     && rm -rf /var/lib/apt/lists/*
-# No extras: the test and lint tools stay out of the runtime environment. The build must
-# produce the C scanner here: the import check fails the image build if it did not.
+# The runtime dependencies exactly as locked (versions and hashes), then the package alone: no
+# extras, so the test and lint tools stay out. The build must produce the C scanner here: the
+# import check below fails the image build if it did not.
 RUN python -m venv /opt/otlp-stats \
-    && /opt/otlp-stats/bin/pip install --no-cache-dir /src
+    && /opt/otlp-stats/bin/pip install --no-cache-dir --require-hashes -r /src/requirements.lock \
+    && /opt/otlp-stats/bin/pip install --no-cache-dir --no-deps /src
 # From /, not /src: there the source folder otlp_stats/, which has no compiled _wire, would come
 # first on sys.path and shadow the installed package.
 WORKDIR /

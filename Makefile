@@ -11,14 +11,14 @@ SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint unit bench clean system-deps lint-deploy e2e \
-	compose-up compose-down k6-smoke k6-load k6-soak fuzz soak image-deps image image-test
+	compose-up compose-down k6-smoke k6-load k6-soak fuzz soak image-deps image image-test lock
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 # The C wire scanner (otlp_stats/_wire.c) needs xxhash.h from Debian's libxxhash-dev. Without it
 # the package still installs and counts through the slower Python scanner; the tests say so.
-$(STAMP): pyproject.toml setup.py otlp_stats/_wire.c $(wildcard proto/*/*.proto)
+$(STAMP): pyproject.toml requirements.lock setup.py otlp_stats/_wire.c $(wildcard proto/*/*.proto)
 	@if [ ! -f /usr/include/xxhash.h ]; then \
 		echo "installing Debian's libxxhash-dev (xxhash.h, for the C wire scanner)"; \
 		{ $(SUDO) apt-get update -qq >/dev/null && \
@@ -28,10 +28,19 @@ $(STAMP): pyproject.toml setup.py otlp_stats/_wire.c $(wildcard proto/*/*.proto)
 	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	@# The runtime dependencies exactly as the image gets them, then the package and its tools.
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet -e '.[test,lint]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the package with test and lint tools
+
+# pyproject.toml keeps the ranges; requirements.lock pins the runtime dependencies with their
+# hashes for the image and `make install`. tests/test_lock.py fails when the two disagree.
+lock: ## re-pin requirements.lock to the newest versions the ranges allow (uv, from PyPI)
+	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet 'uv>=0.9'; }
+	$(BIN)/uv pip compile pyproject.toml --universal --generate-hashes --upgrade --quiet \
+		--custom-compile-command "make lock" --output-file requirements.lock
 
 run: install ## start the service with the defaults (ARGS="--window 5" to override)
 	$(BIN)/otlp-stats $(ARGS)
