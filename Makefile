@@ -65,8 +65,8 @@ image-deps: ## install Debian's podman, runc and debootstrap if missing; root or
 image: image-deps ## build the image with podman on a local Debian base (IMAGE=localhost/otlp-stats:local)
 	deploy/docker/image.sh build
 
-image-test: install image-deps ## build the image and prove it by running it (tests/test_image.py)
-	$(BIN)/pytest tests/test_image.py $(ARGS)
+image-test: install image-deps ## build the image and prove it by running it, alone and in compose with Prometheus
+	$(BIN)/pytest tests/test_image.py tests/test_image_compose.py $(ARGS)
 
 # Debian's prometheus package ships prometheus and promtool for the deploy tests. Where systemd
 # runs, the package starts its own daemon on :9090; the tests start theirs, so it is stopped.
@@ -92,12 +92,13 @@ system-deps: ## install Debian's prometheus (prometheus, promtool) and redis-ser
 	fi
 
 lint-deploy: install system-deps ## hadolint, promtool, kubernetes-validate, compose schema; ruff+mypy on k6/run.py
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile deploy/prometheus/Dockerfile
 	promtool check config --lint=all deploy/prometheus/prometheus.yml >/dev/null
 	cd deploy/prometheus && promtool test rules alerts.test.yml >/dev/null
 	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/replicas/*.yaml
-	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml \
+		deploy/docker/compose.podman.yml
 	$(BIN)/ruff check k6/run.py deploy/docker/healthcheck.py
 	$(BIN)/ruff format --check k6/run.py deploy/docker/healthcheck.py
 	$(BIN)/mypy k6/run.py deploy/docker/healthcheck.py

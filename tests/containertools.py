@@ -24,6 +24,7 @@ from tests.servicetools import REPO
 
 IMAGE_SCRIPT = REPO / "deploy" / "docker" / "image.sh"
 IMAGE = "localhost/otlp-stats:local"
+
 PROMETHEUS_IMAGE = "localhost/otlp-stats-prometheus:local"
 BUILD_TIMEOUT = 900.0
 START_TIMEOUT = 60.0
@@ -44,6 +45,13 @@ def podman(
             f"podman {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def global_flags() -> str:
+    """podman's global flags from image.sh, for podman-compose, which calls podman itself."""
+    return subprocess.run(
+        [str(IMAGE_SCRIPT), "global-flags"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def engine_problem() -> str | None:

@@ -31,8 +31,6 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServ
 
 from tests.containertools import (
     Container,
-    build_image,
-    engine_problem,
     named_volume,
     podman,
     running_container,
@@ -47,14 +45,6 @@ pytestmark = pytest.mark.timeout(900)
 
 MISSING_LABEL = "absent"
 SHUTDOWN_GRACE = 20
-
-
-@pytest.fixture(scope="session")
-def image_built() -> float:
-    problem = engine_problem()
-    if problem is not None:
-        pytest.skip(f"image tests: no container engine can run here: {problem}")
-    return build_image()
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Build and run the otlp-stats image with Debian's podman, where no image registry is reachable.
 #
-#   deploy/docker/image.sh deps         install podman, runc and debootstrap (Debian; root or sudo)
+#   deploy/docker/image.sh deps         install podman, runc, debootstrap, dnsname (Debian; root/sudo)
 #   deploy/docker/image.sh base         the local Debian base image, built once and then reused
 #   deploy/docker/image.sh build        the base, then the otlp-stats image from this checkout
 #   deploy/docker/image.sh prometheus   the base, then a Prometheus image from Debian's package
 #   deploy/docker/image.sh podman ARGS  podman with the flags this machine needs (tests use it)
+#   deploy/docker/image.sh global-flags podman's global flags alone (for podman-compose)
 #
 # The base replaces python:3.11-slim-bookworm, which cannot be pulled here: a debootstrap'd
 # Debian bookworm with Debian's python3, and the machine's CA bundle, since package downloads go
@@ -42,11 +43,14 @@ deps() {
     command -v podman >/dev/null || missing+=(podman)
     command -v runc >/dev/null || [ -x /usr/sbin/runc ] || missing+=(runc)
     command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+    # Container names resolve on a compose network only through this CNI plugin (podman 4.3 on
+    # CNI): without it, Prometheus cannot find otlp-stats:9464 by name.
+    [ -x /usr/lib/cni/dnsname ] || missing+=(golang-github-containernetworking-plugin-dnsname)
     [ ${#missing[@]} -eq 0 ] && return
     echo "installing Debian's ${missing[*]}"
     $SUDO apt-get update -qq >/dev/null
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        podman runc debootstrap >/dev/null
+        "${missing[@]}" >/dev/null
 }
 
 # The machine's CAs as local CAs of the tree (one PEM file each, as update-ca-certificates wants),
@@ -121,8 +125,9 @@ case "${1:-}" in
     build) build ;;
     prometheus) prometheus ;;
     podman) engine_with_run_flags "${@:2}" ;;
+    global-flags) echo "${GLOBAL_FLAGS[*]}" ;;
     *)
-        sed -n '2,9p' "$0" >&2
+        sed -n '2,10p' "$0" >&2
         exit 64
         ;;
 esac
