@@ -9,7 +9,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 # Only what the wheel is built from: no tests, deploy files or tools reach the image.
 # setup.py compiles proto/ into otlp_stats/_generated during the build.
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml setup.py README.md requirements.lock ./
 COPY proto ./proto
 COPY otlp_stats ./otlp_stats
 # gcc and xxhash.h build the C wire scanner (otlp_stats/counting/_wire.c); they stay in this stage.
@@ -17,17 +17,25 @@ COPY otlp_stats ./otlp_stats
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev libxxhash-dev \
     && rm -rf /var/lib/apt/lists/*
-# No extras: the test and lint tools stay out of the runtime environment. The build must
-# produce the C scanner here: the import check fails the image build if it did not.
+# The runtime dependencies exactly as locked (versions and hashes), then the package alone: no
+# extras, so the test and lint tools stay out. The build must produce the C scanner here: the
+# import check below fails the image build if it did not.
 RUN python -m venv /opt/otlp-stats \
-    && /opt/otlp-stats/bin/pip install --no-cache-dir /src \
-    && /opt/otlp-stats/bin/python -c "import otlp_stats.counting._wire"
+    && /opt/otlp-stats/bin/pip install --no-cache-dir --require-hashes -r /src/requirements.lock \
+    && /opt/otlp-stats/bin/pip install --no-cache-dir --no-deps /src
+# From /, not /src: there the source folder otlp_stats/, which has no compiled counting/_wire,
+# would come first on sys.path and shadow the installed package.
+WORKDIR /
+RUN /opt/otlp-stats/bin/python -c "import otlp_stats.counting._wire"
 
 FROM ${PYTHON_IMAGE} AS runtime
 # A fixed numeric UID, so Kubernetes can check runAsNonRoot without reading /etc/passwd.
+# /data is where a volume for the SQLite store goes (--store sqlite:///data/otlp-stats.db): an
+# empty named volume mounted there takes this directory's owner, so the service can write it.
 RUN groupadd --system --gid 10001 otlp-stats \
     && useradd --system --uid 10001 --gid otlp-stats --no-create-home \
-       --home-dir /nonexistent --shell /usr/sbin/nologin otlp-stats
+       --home-dir /nonexistent --shell /usr/sbin/nologin otlp-stats \
+    && install -d -o 10001 -g 10001 -m 0750 /data
 COPY --from=build /opt/otlp-stats /opt/otlp-stats
 COPY deploy/docker/healthcheck.py /opt/otlp-stats/healthcheck.py
 # The working directory is where the service looks for `.env`: mount one here if you like.

@@ -11,7 +11,7 @@ SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint unit bench clean system-deps lint-deploy e2e \
-	compose-up compose-down k6-smoke k6-load k6-soak fuzz soak
+	compose-up compose-down k6-smoke k6-load k6-soak fuzz soak image-deps image image-test lock
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ help: ## list the targets
 # The C wire scanner (otlp_stats/counting/_wire.c) needs xxhash.h from Debian's libxxhash-dev.
 # Without it the package still installs and counts through the slower Python scanner; the tests
 # say so.
-$(STAMP): pyproject.toml setup.py otlp_stats/counting/_wire.c $(wildcard proto/*/*.proto)
+$(STAMP): pyproject.toml requirements.lock setup.py otlp_stats/counting/_wire.c $(wildcard proto/*/*.proto)
 	@if [ ! -f /usr/include/xxhash.h ]; then \
 		echo "installing Debian's libxxhash-dev (xxhash.h, for the C wire scanner)"; \
 		{ $(SUDO) apt-get update -qq >/dev/null && \
@@ -29,10 +29,19 @@ $(STAMP): pyproject.toml setup.py otlp_stats/counting/_wire.c $(wildcard proto/*
 	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	@# The runtime dependencies exactly as the image gets them, then the package and its tools.
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet -e '.[test,lint]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the package with test and lint tools
+
+# pyproject.toml keeps the ranges; requirements.lock pins the runtime dependencies with their
+# hashes for the image and `make install`. tests/test_lock.py fails when the two disagree.
+lock: ## re-pin requirements.lock to the newest versions the ranges allow (uv, from PyPI)
+	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet 'uv>=0.9'; }
+	$(BIN)/uv pip compile pyproject.toml --universal --generate-hashes --upgrade --quiet \
+		--custom-compile-command "make lock" --output-file requirements.lock
 
 run: install ## start the service with the defaults (ARGS="--window 5" to override)
 	$(BIN)/otlp-stats $(ARGS)
@@ -45,8 +54,20 @@ lint: install lint-deploy ## ruff and mypy --strict, plus lint-deploy
 unit: install system-deps ## the tests alone, no lint
 	$(BIN)/pytest $(ARGS)
 
-test: install system-deps lint ## install, lint, and run every test
+test: install system-deps image-deps lint ## install, lint, and run every test (the image's too, where podman runs)
 	$(BIN)/pytest $(ARGS)
+
+# The image tests need a container engine: Debian's podman (with runc, and debootstrap for the
+# local base image). Where it cannot be installed, the image tests skip, saying why in one line.
+image-deps: ## install Debian's podman, runc and debootstrap if missing; root or sudo
+	@deploy/docker/image.sh deps || \
+		echo "warning: podman not installed; the image tests will be skipped"
+
+image: image-deps ## build the image with podman on a local Debian base (IMAGE=localhost/otlp-stats:local)
+	deploy/docker/image.sh build
+
+image-test: install image-deps ## build the image and prove it by running it, alone and in compose with Prometheus
+	$(BIN)/pytest tests/test_image.py tests/test_image_compose.py $(ARGS)
 
 # Debian's prometheus package ships prometheus and promtool for the deploy tests. Where systemd
 # runs, the package starts its own daemon on :9090; the tests start theirs, so it is stopped.
@@ -72,12 +93,13 @@ system-deps: ## install Debian's prometheus (prometheus, promtool) and redis-ser
 	fi
 
 lint-deploy: install system-deps ## hadolint, promtool, kubernetes-validate, compose schema; ruff+mypy on k6/run.py
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile deploy/prometheus/Dockerfile
 	promtool check config --lint=all deploy/prometheus/prometheus.yml >/dev/null
 	cd deploy/prometheus && promtool test rules alerts.test.yml >/dev/null
 	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/replicas/*.yaml
-	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml \
+		deploy/docker/compose.podman.yml
 	$(BIN)/ruff check k6/run.py deploy/docker/healthcheck.py
 	$(BIN)/ruff format --check k6/run.py deploy/docker/healthcheck.py
 	$(BIN)/mypy k6/run.py deploy/docker/healthcheck.py
