@@ -111,6 +111,9 @@ build() {
     engine_with_run_flags build --format docker --build-arg "PYTHON_IMAGE=$BASE_IMAGE" \
         --tag "$IMAGE" --file "$ROOT/Dockerfile" "$ROOT"
     echo "built $IMAGE in $((SECONDS - started)) s"
+    # With vfs every layer is a full copy: the image a rebuild replaced would hold about 1 GB
+    # each time, so untagged images go (the cache saves little here, the disk matters more).
+    engine image prune --force >/dev/null
 }
 
 prometheus() {
