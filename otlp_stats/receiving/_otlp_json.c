@@ -229,12 +229,26 @@ static const uint8_t *check_utf8(Reader *r, const uint8_t *at) {
     return at + 1 + more;
 }
 
+/* Whether any of 8 bytes is a quote, a backslash, a control character or not ASCII: the bytes
+ * a string's plain run stops at (the classic "has zero byte" bit trick, four times). */
+static inline int special_in(uint64_t eight) {
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t quote = eight ^ (ones * '"'), backslash = eight ^ (ones * '\\');
+    uint64_t found = ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash) |
+                     ((eight - ones * 0x20) & ~eight) | eight;
+    return (found & highs) != 0;
+}
+
 static Str read_string(Reader *r) {
     if (peek(r) != '"') give_up(r);
     const uint8_t *start = ++r->p;
     const uint8_t *at = start;
     int escaped = 0;
     for (;;) {
+        uint64_t eight;
+        while (r->end - at >= 8 && (memcpy(&eight, at, 8), !special_in(eight))) {
+            at += 8;
+        }
         while (at < r->end && *at >= 0x20 && *at < 0x80 && *at != '"' && *at != '\\') {
             at++;
         }
