@@ -26,7 +26,7 @@ RUN python -m venv /opt/otlp-stats \
 # From /, not /src: there the source folder otlp_stats/, which has no compiled counting/_wire,
 # would come first on sys.path and shadow the installed package.
 WORKDIR /
-RUN /opt/otlp-stats/bin/python -c "import otlp_stats.counting._wire"
+RUN /opt/otlp-stats/bin/python -c "import otlp_stats.counting._wire, otlp_stats.receiving._otlp_json"
 
 FROM ${PYTHON_IMAGE} AS runtime
 # A fixed numeric UID, so Kubernetes can check runAsNonRoot without reading /etc/passwd.

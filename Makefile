@@ -19,7 +19,8 @@ help: ## list the targets
 # The C wire scanner (otlp_stats/counting/_wire.c) needs xxhash.h from Debian's libxxhash-dev.
 # Without it the package still installs and counts through the slower Python scanner; the tests
 # say so.
-$(STAMP): pyproject.toml requirements.lock setup.py otlp_stats/counting/_wire.c $(wildcard proto/*/*.proto)
+$(STAMP): pyproject.toml requirements.lock setup.py otlp_stats/counting/_wire.c \
+		otlp_stats/receiving/_otlp_json.c $(wildcard proto/*/*.proto)
 	@if [ ! -f /usr/include/xxhash.h ]; then \
 		echo "installing Debian's libxxhash-dev (xxhash.h, for the C wire scanner)"; \
 		{ $(SUDO) apt-get update -qq >/dev/null && \

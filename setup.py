@@ -65,4 +65,13 @@ WIRE_SCANNER = Extension(
     optional=True,
 )
 
-setup(cmdclass={"build_py": BuildPyWithProtos}, ext_modules=[WIRE_SCANNER])
+# OTLP/JSON into OTLP protobuf in one pass (receiving/otlp_json.py falls back to json_format
+# where it is not built); plain C, no library.
+JSON_TRANSCODER = Extension(
+    "otlp_stats.receiving._otlp_json",
+    sources=["otlp_stats/receiving/_otlp_json.c"],
+    extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+    optional=True,
+)
+
+setup(cmdclass={"build_py": BuildPyWithProtos}, ext_modules=[WIRE_SCANNER, JSON_TRANSCODER])

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.floor import CpuPerRecord
+from bench.json_cost import HttpCost
 from bench.server_run import RunSettings, ServerRun
 from otlp_stats.loadgen.workload import Workload
 
@@ -18,6 +19,8 @@ END_MARKER = "<!-- bench:results:end -->"
 TARGET_CPU_TO_FLOOR = 2.0
 TARGET_CPU_TO_BASELINE = 0.2
 TARGET_HALF_RATE_P99_MS = 50.0
+# Issue 16: OTLP/JSON over HTTP against protobuf over HTTP, server CPU per record.
+TARGET_JSON_TO_PROTOBUF_HTTP = 3.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,10 @@ class BenchResults:
     # Every round of every server, in the order run (None: the round failed); baseline,
     # transport and service are each the median one.
     rounds: Mapping[str, Sequence[ServerRun | None]] = field(default_factory=dict)
+    # OTLP/JSON decoding in-process ("transcoder", "orjson", "json_format"), and the service's
+    # CPU over OTLP/HTTP per body encoding.
+    json_decoding: Mapping[str, CpuPerRecord] = field(default_factory=dict)
+    http_cost: HttpCost | None = None
 
     @property
     def floor_us(self) -> float:
@@ -70,6 +77,7 @@ def render_results(results: BenchResults) -> str:
         *_workload_lines(results),
         *_figure_lines(results),
         *_target_lines(results),
+        *_json_lines(results),
         *_check_lines(results),
         END_MARKER,
     ]
@@ -201,6 +209,48 @@ def _target_lines(results: BenchResults) -> list[str]:
         f"{_verdict(p99 <= TARGET_HALF_RATE_P99_MS)}",
         "",
     ]
+
+
+def _json_lines(results: BenchResults) -> list[str]:
+    """Issue 16: what OTLP/JSON costs next to protobuf, in-process and over OTLP/HTTP."""
+    decoding, http = results.json_decoding, results.http_cost
+    if not decoding and http is None:
+        return []
+    lines = [
+        "### OTLP/JSON (issue 16)",
+        "",
+        "| Figure | CPU µs/record | Ratio to orjson alone |",
+        "|---|---:|---:|",
+    ]
+    orjson_us = decoding["orjson"].median_us if "orjson" in decoding else None
+    names = {
+        "orjson": "`orjson.loads` alone (Python objects, nothing else)",
+        "json_format": "reference path: `json.loads` + `json_format` + serialize",
+    }
+    for name, figure in decoding.items():
+        label = names.get(name, f"OTLP/JSON to protobuf bytes, C {name}")
+        lines.append(
+            f"| {label}, in-process | {figure.median_us:.2f} | "
+            f"{_ratio(_divide(figure.median_us, orjson_us))} |"
+        )
+    targets = []
+    if http is not None and {"protobuf", "json"} <= set(http.rounds):
+        protobuf_us, json_us = http.median("protobuf"), http.median("json")
+        to_protobuf = json_us / protobuf_us
+        lines += [
+            f"| Service over OTLP/HTTP, protobuf bodies: server CPU | {protobuf_us:.2f} | n/a |",
+            f"| Service over OTLP/HTTP, OTLP/JSON bodies: server CPU | {json_us:.2f} | n/a |",
+        ]
+        rounds = " / ".join(
+            f"{j / p:.2f}"
+            for p, j in zip(http.rounds["protobuf"], http.rounds["json"], strict=False)
+        )
+        targets = [
+            f"- OTLP/JSON over HTTP at most {TARGET_JSON_TO_PROTOBUF_HTTP:g}x protobuf over "
+            f"HTTP, server CPU per record: {to_protobuf:.2f}x, "
+            f"{_verdict(to_protobuf <= TARGET_JSON_TO_PROTOBUF_HTTP)} (round by round: {rounds})",
+        ]
+    return [*lines, "", *targets, *([""] if targets else [])]
 
 
 def _check_lines(results: BenchResults) -> list[str]:

@@ -23,6 +23,7 @@ import grpc
 from google.protobuf.internal import api_implementation
 
 from bench.floor import measure_baseline_counting, measure_decode_floor, measure_scanners
+from bench.json_cost import HttpCost, measure_http_bodies, measure_json_decoding
 from bench.load_run import LoadRunFailed
 from bench.memory_report import MEMORY_BEGIN_MARKER, MEMORY_END_MARKER, render_memory
 from bench.memory_run import MemoryRun, measure_memory, scaled_scenarios
@@ -120,6 +121,8 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
     floors = [measure_decode_floor(requests, args.floor_seconds)]
     counting = measure_baseline_counting(requests, workload.attribute_key, args.floor_seconds)
     scanners = measure_scanners(requests, workload.attribute_key, args.floor_seconds)
+    json_decoding = measure_json_decoding(requests, args.floor_seconds)
+    http_cost: HttpCost | None = None
     env = _clean_env()
     with tempfile.TemporaryDirectory(prefix="otlp-bench-") as scratch:
 
@@ -152,6 +155,15 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
         for _ in range(max(1, args.rounds)):
             for name, server_argv in servers.items():
                 rounds[name].append(measure(name, server_argv))
+        if "service" in servers:
+            _say("measuring the service over OTLP/HTTP, protobuf and OTLP/JSON bodies")
+            try:
+                http_cost = measure_http_bodies(
+                    servers["service"], seconds=args.duration, rounds=args.rounds,
+                    callers=args.callers, cwd=Path(scratch), env=env,
+                )  # fmt: skip
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                problems.append(f"service over OTLP/HTTP: {error}")
     baseline = median_round(rounds.get("baseline", []))
     transport = median_round(rounds.get("transport", []))
     service = median_round(rounds.get("service", []))
@@ -166,6 +178,8 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
         floors=floors,
         baseline_counting=counting,
         scanners=scanners,
+        json_decoding=json_decoding,
+        http_cost=http_cost,
         baseline=baseline,
         service=service,
         transport=transport,

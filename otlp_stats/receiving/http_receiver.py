@@ -36,7 +36,7 @@ from otlp_stats.receiving.compression import inflate
 from otlp_stats.receiving.grpc_receiver import retry_delay_of, rpc_status
 from otlp_stats.receiving.http_site import HttpSite
 from otlp_stats.receiving.intake import Decoder, Intake
-from otlp_stats.receiving.otlp_json import decode_json_request, encode_json
+from otlp_stats.receiving.otlp_json import encode_json, json_to_wire
 from otlp_stats.telemetry import Metrics
 
 LOGS_PATH = "/v1/logs"
@@ -79,18 +79,13 @@ def _encode_protobuf(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def json_to_protobuf(payload: bytes) -> bytes:
-    """OTLP/JSON into protobuf bytes, through the full request the JSON mapping needs."""
-    return decode_json_request(payload).SerializeToString()
-
-
 def _protobuf(payload: bytes) -> bytes:
     return payload
 
 
 ENCODINGS = {
     PROTOBUF: BodyEncoding(PROTOBUF, _protobuf, _encode_protobuf),
-    JSON: BodyEncoding(JSON, json_to_protobuf, encode_json),
+    JSON: BodyEncoding(JSON, json_to_wire, encode_json),
 }
 
 

@@ -2,20 +2,25 @@
 
 Both scanners see every input, read as each front door reads a body: they must refuse the same
 inputs and, where they accept one, count the same records under the same labels with the same
-message hashes. Anything else (a disagreement, an exception that is not an ExportRefused, a
-crash, a hang) is a bug. atheris drives it coverage-guided (tests/fuzz/atheris_run.py,
-`make fuzz`); the hypothesis tests in test_hostile_input.py call it too.
+message hashes. Read as OTLP/JSON, the C transcoder must answer only where the reference path
+(json_format) accepts, with the same request. Anything else (a disagreement, an exception that
+is not an ExportRefused, a crash, a hang) is a bug. atheris drives it coverage-guided
+(tests/fuzz/atheris_run.py, `make fuzz`); the hypothesis tests in test_hostile_input.py call it
+too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
 from otlp_stats.counting.resolve import LabelRenderer
 from otlp_stats.counting.scan import NativeScanner, Scanner, ViewScanner
 from otlp_stats.errors import ExportRefused
+from otlp_stats.receiving._otlp_json import transcode
 from otlp_stats.receiving.compression import inflate
-from otlp_stats.receiving.http_receiver import json_to_protobuf
+from otlp_stats.receiving.otlp_json import json_to_wire, reference_json_to_wire
 from tests.support.reference import Messages, messages_of
 
 KEY = "service.name"
@@ -26,7 +31,7 @@ SCANNERS: tuple[Scanner, Scanner] = (ViewScanner(KEY), NativeScanner(KEY))
 def decode_and_resolve(data: bytes) -> int:
     """Records tallied from `data` read as each front door reads a body; -1 if all refused it."""
     tallied = -1
-    for to_wire in (_protobuf, json_to_protobuf, _gzip_protobuf):
+    for to_wire in (_protobuf, _json_both_ways, _gzip_protobuf):
         try:
             wire = to_wire(data)
         except ExportRefused:
@@ -51,6 +56,20 @@ def _scan(scanner: Scanner, wire: bytes) -> Messages | None:
 
 
 _protobuf: Callable[[bytes], bytes] = bytes
+
+
+def _json_both_ways(data: bytes) -> bytes:
+    fast = transcode(data)
+    try:
+        reference = reference_json_to_wire(data)
+    except ExportRefused:
+        assert fast is None, ("transcoded what the reference path refuses", data)
+        raise
+    if fast is not None:
+        assert ExportLogsServiceRequest.FromString(fast) == ExportLogsServiceRequest.FromString(
+            reference
+        ), data
+    return json_to_wire(data)
 
 
 def _gzip_protobuf(data: bytes) -> bytes:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ from otlp_stats.receiving.http_receiver import JSON, PROTOBUF, build_otlp_http_s
 from otlp_stats.receiving.http_site import HttpSite
 from otlp_stats.receiving.intake import Intake
 from otlp_stats.telemetry import Metrics, RateLimitedLog
+from tests.support.encodings import COMPRESSORS, compress
 from tests.support.fakes import export_request, log_record, worked_example_request
 from tests.support.pipeline_front import GatedQueue, worker_pool
 
@@ -159,7 +159,7 @@ async def test_json_content_type_may_carry_a_charset(door: FrontDoor) -> None:
     assert (answer.status, answer.content_type) == (200, JSON)
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize("encoding", sorted(COMPRESSORS))
 @pytest.mark.parametrize("media_type", [PROTOBUF, JSON])
 async def test_compressed_bodies_are_accepted(
     door: FrontDoor, encoding: str, media_type: str
@@ -169,8 +169,8 @@ async def test_compressed_bodies_are_accepted(
     else:
         plain = worked_example_request().SerializeToString()
         bodies = [f"my log body {n}" for n in range(1, 6)]
-    compressed = gzip.compress(plain) if encoding == "gzip" else zlib.compress(plain)
-    answer = await door.post(compressed, media_type, **{"Content-Encoding": encoding})
+    headers = {"Content-Encoding": encoding}
+    answer = await door.post(compress(plain, encoding), media_type, **headers)
     assert answer.status == 200
     assert await door.counted_bodies() == [bodies]
 
@@ -250,6 +250,20 @@ async def test_a_gzip_bomb_is_413_by_its_decompressed_size(door: FrontDoor) -> N
     answer = await door.post(bomb, **{"Content-Encoding": "gzip"})
     assert answer.status == 413
     assert "gzip-decoded body exceeds" in status_pb2.Status.FromString(answer.body).message
+    assert await door.counted_bodies() == []
+
+
+@pytest.mark.parametrize("encoding", ["zstd", "snappy", "x-snappy-framed"])
+async def test_a_zstd_or_snappy_bomb_is_413_by_its_decompressed_size(
+    door: FrontDoor, encoding: str
+) -> None:
+    # Snappy compresses at most about 20 times, so its bomb is 16 times the limit.
+    request = export_request([log_record("a" * (16 * LIMIT))]).SerializeToString()
+    bomb = compress(request, encoding)
+    assert len(bomb) < LIMIT
+    answer = await door.post(bomb, **{"Content-Encoding": encoding})
+    assert answer.status == 413
+    assert f"{encoding}-decoded body exceeds" in status_pb2.Status.FromString(answer.body).message
     assert await door.counted_bodies() == []
 
 

@@ -1,0 +1,3 @@
+# Type stub for the C extension built from _otlp_json.c.
+
+def transcode(payload: bytes, /) -> bytes | None: ...
