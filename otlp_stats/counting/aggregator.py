@@ -112,6 +112,9 @@ class WindowReport:
     scope: str | None = None
     # The replicas whose counts a global report merges.
     replicas: tuple[str, ...] = ()
+    # 1 for a window's first report; a later one (late records merged into a stored window)
+    # says which revision of the window it is.
+    revision: int = 1
 
     @property
     def distinct_messages(self) -> int:

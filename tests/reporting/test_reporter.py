@@ -43,8 +43,10 @@ def test_json_report_schema() -> None:
     assert json.loads(line) == {
         "event": "window_report",
         "attribute_key": "foo",
+        "window_time": "arrival",
         "window_start": "2026-01-01T00:00:10Z",
         "window_end": "2026-01-01T00:00:20Z",
+        "revision": 1,
         "partial": False,
         "records": 5,
         "distinct_messages": 5,
@@ -89,7 +91,9 @@ def test_json_report_schema() -> None:
 def test_text_report_lists_values_then_totals() -> None:
     text = render_text(REPORT, "foo", "(none)")
     lines = text.splitlines()
-    assert lines[0] == "window 2026-01-01T00:00:10Z .. 2026-01-01T00:00:20Z  key=foo"
+    assert lines[0] == (
+        "window 2026-01-01T00:00:10Z .. 2026-01-01T00:00:20Z  key=foo  time=arrival"
+    )
     assert [line.split() for line in lines[2:7]] == [
         ["baz", "2", "2"],
         ["bar", "1", "1"],
