@@ -129,7 +129,8 @@ class Reporter:
     """Closes windows once their end has passed and nothing that arrived before it is pending.
 
     The watermark is the earlier of now and the arrival time of the oldest request still queued
-    or in a worker's hands, so a window is printed only once all its records are counted.
+    or in a worker's hands, so a window is printed only once all its records are counted; with
+    event time the aggregator also waits its lateness past the window's end.
     """
 
     def __init__(
@@ -185,12 +186,21 @@ class Reporter:
             await self._clock.sleep(self._tick)
             self.publish_closed()
 
-    def publish_closed(self) -> None:
+    def watermark(self) -> float:
+        """Every request that arrived before this time is counted."""
         watermark = self._clock.now()
         oldest = self._queue.oldest_arrival()
         if oldest is not None:
             watermark = min(watermark, oldest)
-        for report in self._aggregator.close_until(watermark):
+        return watermark
+
+    def watermark_lag(self) -> float:
+        """How far behind the arrival clock a window closes: what the oldest unfinished request
+        holds it back by, plus the lateness event time waits."""
+        return self._clock.now() - self.watermark() + self._aggregator.lateness
+
+    def publish_closed(self) -> None:
+        for report in self._aggregator.close_until(self.watermark()):
             self.publish(report)
 
     def publish(self, report: WindowReport) -> None:
