@@ -25,6 +25,8 @@ MiB = 1024 * 1024
 ReportFormat = Literal["text", "json"]
 LogFormat = Literal["console", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+# Which clock assigns a record to its window: when its request arrived, or its own timestamp.
+WindowTime = Literal["arrival", "event"]
 
 
 class ConfigError(ValueError):
@@ -45,6 +47,11 @@ class ListenAddress:
 class Settings:
     attribute_key: str = "service.name"
     window: float = 10.0
+    window_time: WindowTime = "arrival"
+    # Event time only: how long after its end a window waits for disordered records, and how
+    # far ahead of its arrival a record's time may be before it is taken for a broken clock.
+    allowed_lateness: float = 5.0
+    max_clock_skew: float = 300.0
     report_format: ReportFormat = "text"
     grpc_listen: ListenAddress = ListenAddress("0.0.0.0", 4317)
     http_listen: ListenAddress = ListenAddress("0.0.0.0", 4318)
@@ -224,6 +231,22 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("attribute_key", _parse_key, "attribute key to count by"),
     _Option("window", _parse_positive_float, "window length"),
     _Option(
+        "window_time",
+        _parse_choice(("arrival", "event")),
+        "window records by their request's arrival or by their own timestamps",
+        ("arrival", "event"),
+    ),
+    _Option(
+        "allowed_lateness",
+        _parse_non_negative_float,
+        "event time: a window is reported this long after its end",
+    ),
+    _Option(
+        "max_clock_skew",
+        _parse_non_negative_float,
+        "event time: records dated further ahead of arrival count at arrival",
+    ),
+    _Option(
         "report_format", _parse_choice(("text", "json")), "stdout report format", ("text", "json")
     ),
     _Option("grpc_listen", parse_listen_address, "OTLP/gRPC listen address"),
@@ -315,6 +338,9 @@ SETTING_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "attribute_key",
             "window",
+            "window_time",
+            "allowed_lateness",
+            "max_clock_skew",
             "workers",
             "queue_size",
             "queue_max_bytes",

@@ -17,9 +17,10 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from otlp_stats.clock import Clock, SystemClock
 from otlp_stats.config import Settings
 from otlp_stats.counting.aggregator import Aggregator
+from otlp_stats.counting.late import RejectLate
 from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.counting.resolve import LabelRenderer
-from otlp_stats.counting.scan import default_scanner
+from otlp_stats.counting.scan import EventTime, default_scanner
 from otlp_stats.counting.workers import WorkerPool
 from otlp_stats.errors import Unauthenticated
 from otlp_stats.health import Health, HealthState
@@ -74,6 +75,9 @@ class Service:
         self.tls = server_tls(settings)
         self.tokens = _load_tokens(settings, self.metrics)
         self.queue = RequestQueue(settings.queue_size, settings.queue_max_bytes)
+        # Event time waits for disordered records; arrival time has nothing to wait for.
+        event_time = settings.window_time == "event"
+        lateness = settings.allowed_lateness if event_time else 0.0
         self.aggregator = Aggregator(
             settings.window,
             self.clock.now(),
@@ -82,6 +86,7 @@ class Service:
             # With a store, closed windows keep their sketches for it (docs/storage.md); the
             # memory store is today's behaviour, without that per-window serialization.
             keep_sketches=settings.store != "memory",
+            lateness=lateness,
         )
         self.reporter = Reporter(
             self.aggregator,
@@ -93,6 +98,7 @@ class Service:
             settings.missing_label,
             settings.report_format,
             logger=self.log,
+            window_time=settings.window_time,
         )
         # Counting state beyond this process (docs/storage.md).
         self.store = open_store(settings)
@@ -102,10 +108,13 @@ class Service:
         self.registry.register(self.keeper.collector())
         # The C scanner when it was built, else the Python one (counting/scan.py);
         # the start line says which.
-        self.scanner = default_scanner(settings.attribute_key)
+        self.event_time = (
+            EventTime.of(settings.window, settings.max_clock_skew) if event_time else None
+        )
+        self.scanner = default_scanner(settings.attribute_key, self.event_time)
         self.workers = WorkerPool(
             self.queue,
-            self.aggregator.add,
+            self.aggregator,
             self.scanner,
             settings.workers,
             self.metrics,
@@ -113,6 +122,10 @@ class Service:
             settings.max_records_per_request,
             settings.retry_delay,
             LabelRenderer(settings.max_value_length),
+            self.event_time,
+            # The seam for stores that could merge late records into a stored window: for now
+            # every store rejects them, as the memory store must.
+            RejectLate(settings.window, lateness),
         )
         self.intake = Intake(
             self.queue,
@@ -133,6 +146,7 @@ class Service:
                 settings.metrics_top_values,
                 lambda: (self.aggregator.tracked_values, self.aggregator.sketch_bytes),
                 lambda: self.workers.labels.truncated,
+                self.reporter.watermark_lag,
             )
         )
         admin_app = build_admin_app(self.registry, self.health)
@@ -211,6 +225,7 @@ class Service:
             grpc_reflection=self.settings.grpc_reflection,
             attribute_key=self.settings.attribute_key,
             window_seconds=self.settings.window,
+            window_time=self.settings.window_time,
             scanner=self.scanner.name,
         )
 

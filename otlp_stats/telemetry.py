@@ -75,6 +75,15 @@ class Metrics:
             ["partial"],
             registry=registry,
         )
+        self.timestamps_adjusted = Counter(
+            "otlp_stats_timestamps_adjusted",
+            "Event time: records counted at their request's arrival instead of their own time: "
+            "dated more than --max-clock-skew ahead of it (future), or without a time (missing).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("future", "missing"):
+            self.timestamps_adjusted.labels(reason)
         self.auth_refused = Counter(
             "otlp_stats_auth_refused",
             "Requests refused for a missing, malformed or invalid bearer token, before decoding.",

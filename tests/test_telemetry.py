@@ -19,7 +19,12 @@ def scrape(report: WindowReport | None, top_values: int = 100) -> str:
     registry = CollectorRegistry()
     registry.register(
         StateCollector(
-            RequestQueue(5, 1000), Health(), lambda: report, lambda: 3, "unknown", top_values
+            RequestQueue(5, 1000),
+            Health(),
+            lambda: report,
+            lambda: {"clock_stepped_back": 3, "window_closed": 0},
+            "unknown",
+            top_values,
         )
     )
     return generate_latest(registry).decode()
@@ -64,7 +69,10 @@ def test_queue_and_health_gauges_are_snapshots() -> None:
     assert metric_value(text, "otlp_stats_queue_capacity_requests", {}) == 5
     assert metric_value(text, "otlp_stats_queue_requests", {}) == 0
     assert metric_value(text, "otlp_stats_health_state", {"state": "starting"}) == 1
-    assert metric_value(text, "otlp_stats_late_records_total", {}) == 3
+    assert (
+        metric_value(text, "otlp_stats_late_records_total", {"reason": "clock_stepped_back"}) == 3
+    )
+    assert metric_value(text, "otlp_stats_late_records_total", {"reason": "window_closed"}) == 0
     assert metric_value(text, "otlp_stats_last_window_end_timestamp_seconds", {}) is None
 
 

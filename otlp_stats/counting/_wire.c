@@ -9,6 +9,11 @@
  * exactly as messages.body_hash does. A malformed request is refused (MalformedWire); what it
  * notes for the others is a Scan, 24 bytes a record.
  *
+ * With event time, check(wire, key, True) also notes each record's time (time_unix_nano, else
+ * observed_time_unix_nano, else 0), 8 more bytes a record in an array of their own, and
+ * tally_windows() groups the records by (window, raw value) rather than by raw value alone, so
+ * one request may feed many windows in the same single pass. Arrival time notes no time.
+ *
  * tally() then works from the Scan without walking the bytes again: it groups the records by
  * raw attribute value, so Python renders one label per distinct value rather than one per
  * record, and hands each group's message hashes over as one serialized compact theta sketch
@@ -66,8 +71,10 @@ typedef struct {
     const uint8_t *wire;
     const uint8_t *key;
     size_t key_len;
+    int timed; /* note each record's time in `times` (event time) */
     /* outputs */
     Record *records;
+    uint64_t *times; /* per record when timed: its time in ns since the epoch, 0 if none */
     size_t count;
     size_t capacity;
     int out_of_memory;
@@ -373,6 +380,15 @@ static int add_record(Walk *walk, Slice value, Slice body) {
             return -1;
         }
         walk->records = grown;
+        if (walk->timed) {
+            uint64_t *times = realloc(walk->times, capacity * sizeof(uint64_t));
+            if (times == NULL) {
+                walk->out_of_memory = 1;
+                fail(walk, "out of memory");
+                return -1;
+            }
+            walk->times = times;
+        }
         walk->capacity = capacity;
     }
     Record *record = &walk->records[walk->count++];
@@ -391,10 +407,75 @@ typedef struct {
     Slice inherited; /* the scope's value, else the resource's */
 } ScopeState;
 
+/* A fixed64 as protobuf encodes it: little-endian, whatever the host. */
+static inline uint64_t read_fixed64(const uint8_t *p) {
+    uint64_t value = 0;
+    for (int b = 7; b >= 0; b--) value = (value << 8) | p[b];
+    return value;
+}
+
+/*
+ * A LogRecord whose times are wanted: walk_message with fixed64 fields 1 (time_unix_nano) and
+ * 11 (observed_time_unix_nano) noted, the last occurrence winning as for any proto3 scalar. The
+ * view declares both, so upb decodes them; either number with another wire type is an unknown
+ * field to upb, skipped (and validated) as unknown here too.
+ */
+static int on_timed_log_record(Walk *walk, const uint8_t *p, const uint8_t *end, int depth,
+                               const ScopeState *scope) {
+    RecordFields record = {ABSENT, {p, 0}};
+    uint64_t time = 0, observed = 0;
+    while (p < end) {
+        uint32_t number;
+        int wire_type;
+        p = read_tag(walk, p, end, &number, &wire_type);
+        if (p == NULL) return -1;
+        if (wire_type == WT_I64 && (number == 1 || number == 11)) {
+            if (end - p < 8) {
+                fail(walk, "truncated fixed64");
+                return -1;
+            }
+            if (number == 1) {
+                time = read_fixed64(p);
+            } else {
+                observed = read_fixed64(p);
+            }
+            p += 8;
+        } else if (wire_type == WT_EGROUP) {
+            fail(walk, "end group outside a group");
+            return -1;
+        } else if (wire_type == WT_LEN && (number == 5 || number == 6)) {
+            const uint8_t *begin;
+            p = read_len(walk, p, end, &begin);
+            if (p == NULL) return -1;
+            if (depth - 1 < 0) {
+                fail(walk, "nested too deeply");
+                return -1;
+            }
+            /* As on_record_field, which stays with its one caller (where it is inlined). */
+            if (number == 5) {
+                record.body.data = begin;
+                record.body.size = p - begin;
+            } else if (on_attribute(walk, number, begin, p, depth - 1, &record.value) < 0) {
+                return -1;
+            }
+        } else {
+            p = skip_value(walk, p, end, number, wire_type, depth, 0);
+            if (p == NULL) return -1;
+        }
+    }
+    if (add_record(walk, record.value.size >= 0 ? record.value : scope->inherited, record.body) <
+        0) {
+        return -1;
+    }
+    walk->times[walk->count - 1] = time != 0 ? time : observed;
+    return 0;
+}
+
 static int on_log_record(Walk *walk, uint32_t field, const uint8_t *begin, const uint8_t *end,
                          int depth, void *state) {
     (void)field;
     ScopeState *scope = state;
+    if (walk->timed) return on_timed_log_record(walk, begin, end, depth, scope);
     RecordFields record = {ABSENT, {begin, 0}}; /* no body: an empty one, as the view has it */
     if (walk_message(walk, begin, end, depth, (1u << 5) | (1u << 6), on_record_field, &record) <
         0) {
@@ -439,6 +520,7 @@ static int walk_request(Walk *walk, const uint8_t *data, Py_ssize_t size) {
 
 typedef struct {
     Slice value;
+    uint64_t window; /* its window's index (event time); 0 with arrival time */
     size_t size;   /* records in the group */
     size_t plain;  /* of which with a plain string body */
     size_t first;  /* where its theta hashes start (theta_hashes) */
@@ -478,9 +560,12 @@ typedef struct {
     size_t structured_count;
 } Grouped;
 
-/* Assigns each record its group; returns -1 when out of memory. */
-static int group_records(const uint8_t *wire, const Record *records, size_t count,
-                         Grouped *grouped) {
+/* Assigns each record its group, by raw value and, when `windows` is given, by window; returns
+ * -1 when out of memory. Inlined into its two callers, so that arrival time's (windows NULL)
+ * compiles without any of the window's work per record. */
+static inline __attribute__((always_inline)) int group_records_by(
+    const uint8_t *wire, const Record *records, const uint64_t *windows, size_t count,
+    Grouped *grouped) {
     if (count > SIZE_MAX / 2 / sizeof(Group)) return -1; /* only reachable on 32 bits */
     size_t slots = 16;
     while (slots < count * 2) slots *= 2;
@@ -498,18 +583,22 @@ static int group_records(const uint8_t *wire, const Record *records, size_t coun
     size_t last = SIZE_MAX;
     for (size_t i = 0; i < count; i++) {
         Slice value = record_value(wire, &records[i]);
+        uint64_t window = windows == NULL ? 0 : windows[i];
         size_t group;
         /* Consecutive records nearly always share a value: compare with the last one first. */
-        if (last != SIZE_MAX && same(groups[last].value, value)) {
+        if (last != SIZE_MAX && groups[last].window == window && same(groups[last].value, value)) {
             group = last;
         } else {
-            size_t slot = (size_t)slice_hash(value) & (slots - 1);
-            while (table[slot] >= 0 && !same(groups[table[slot]].value, value)) {
+            size_t slot =
+                (size_t)(slice_hash(value) ^ (window * 0x9E3779B97F4A7C15ull)) & (slots - 1);
+            while (table[slot] >= 0 && !(groups[table[slot]].window == window &&
+                                         same(groups[table[slot]].value, value))) {
                 slot = (slot + 1) & (slots - 1);
             }
             if (table[slot] < 0) {
                 table[slot] = (Py_ssize_t)group_count;
                 groups[group_count].value = value;
+                groups[group_count].window = window;
                 groups[group_count].size = 0;
                 groups[group_count].plain = 0;
                 group_count++;
@@ -526,6 +615,16 @@ static int group_records(const uint8_t *wire, const Record *records, size_t coun
     grouped->group_count = group_count;
     grouped->group_of = group_of;
     return 0;
+}
+
+static int group_records(const uint8_t *wire, const Record *records, size_t count,
+                         Grouped *grouped) {
+    return group_records_by(wire, records, NULL, count, grouped);
+}
+
+static int group_records_in_windows(const uint8_t *wire, const Record *records,
+                                    const uint64_t *windows, size_t count, Grouped *grouped) {
+    return group_records_by(wire, records, windows, count, grouped);
 }
 
 /*
@@ -759,11 +858,13 @@ typedef struct {
     PyObject_HEAD
     PyObject *wire; /* the bytes the records point into; immutable, so safe without the GIL */
     Record *records;
+    uint64_t *times; /* NULL unless check() was asked for times */
     size_t count;
 } Scan;
 
 static void scan_dealloc(Scan *self) {
     free(self->records);
+    free(self->times);
     Py_XDECREF(self->wire);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -789,18 +890,21 @@ static PyTypeObject ScanType = {
 };
 
 PyDoc_STRVAR(check_doc,
-             "check(wire: bytes, key: bytes) -> Scan\n\n"
+             "check(wire: bytes, key: bytes, times: bool = False) -> Scan\n\n"
              "Validate a serialized ExportLogsServiceRequest as the view's decode would, raising\n"
              "MalformedWire if it is malformed, and note per log record the raw value of\n"
              "attribute `key` (record > scope > resource) and its body, with the XXH3-64 of a\n"
-             "plain string body: everything tally() needs, in one walk over the bytes.");
+             "plain string body: everything tally() needs, in one walk over the bytes. With\n"
+             "`times`, also each record's time for tally_windows().");
 
 static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "check() takes (wire: bytes, key: bytes)");
+    if (nargs < 2 || nargs > 3 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "check() takes (wire: bytes, key: bytes, times: bool)");
         return NULL;
     }
+    int timed = nargs == 3 ? PyObject_IsTrue(args[2]) : 0;
+    if (timed < 0) return NULL;
     PyObject *wire = args[0];
     Py_ssize_t size = PyBytes_GET_SIZE(wire);
     if ((uint64_t)size > UINT32_MAX) {
@@ -811,22 +915,28 @@ static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     walk.wire = (const uint8_t *)PyBytes_AS_STRING(wire);
     walk.key = (const uint8_t *)PyBytes_AS_STRING(args[1]);
     walk.key_len = (size_t)PyBytes_GET_SIZE(args[1]);
+    walk.timed = timed;
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = walk_request(&walk, walk.wire, size);
     Py_END_ALLOW_THREADS
     if (status < 0) {
         free(walk.records);
+        free(walk.times);
         if (walk.out_of_memory) return PyErr_NoMemory();
         PyErr_SetString(MalformedWire, walk.error ? walk.error : "malformed");
         return NULL;
     }
+    if (timed && walk.times == NULL) walk.times = malloc(sizeof(uint64_t)); /* no records */
     Scan *scan = PyObject_New(Scan, &ScanType);
-    if (scan == NULL) {
+    if (scan == NULL || (timed && walk.times == NULL)) {
         free(walk.records);
-        return NULL;
+        free(walk.times);
+        Py_XDECREF(scan);
+        return scan == NULL ? NULL : PyErr_NoMemory();
     }
     scan->wire = Py_NewRef(wire);
+    scan->times = walk.times;
     scan->records = walk.records;
     scan->count = walk.count;
     return (PyObject *)scan;
@@ -837,7 +947,7 @@ static PyObject *slice_bytes(Slice slice) {
     return PyBytes_FromStringAndSize((const char *)slice.data, slice.size);
 }
 
-static PyObject *group_tuple(const Group *group, const uint64_t *hashes) {
+static PyObject *group_tuple(const Group *group, const uint64_t *hashes, int timed) {
     PyObject *value = slice_bytes(group->value);
     PyObject *records = PyLong_FromSize_t(group->size);
     PyObject *sketch = NULL;
@@ -846,7 +956,16 @@ static PyObject *group_tuple(const Group *group, const uint64_t *hashes) {
     } else {
         sketch = compact_sketch_bytes(hashes + group->first, group->unique);
     }
-    PyObject *tuple = (value && records && sketch) ? PyTuple_Pack(3, value, records, sketch) : NULL;
+    PyObject *tuple = NULL;
+    if (value && records && sketch) {
+        if (timed) {
+            PyObject *window = PyLong_FromUnsignedLongLong(group->window);
+            tuple = window ? PyTuple_Pack(4, window, value, records, sketch) : NULL;
+            Py_XDECREF(window);
+        } else {
+            tuple = PyTuple_Pack(3, value, records, sketch);
+        }
+    }
     Py_XDECREF(value);
     Py_XDECREF(records);
     Py_XDECREF(sketch);
@@ -856,14 +975,14 @@ static PyObject *group_tuple(const Group *group, const uint64_t *hashes) {
 /* Per group: (raw value or None, records, compact theta sketch of its plain string bodies'
  * message hashes or None); and the other bodies, once per group they occur in: (index of the
  * group in the first list, raw body). */
-static PyObject *build_result(const Scan *scan, const Grouped *grouped) {
+static PyObject *build_result(const Scan *scan, const Grouped *grouped, int timed) {
     const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
     PyObject *groups = PyList_New((Py_ssize_t)grouped->group_count);
     PyObject *structured = PyList_New(0);
     PyObject *result = NULL;
     if (groups == NULL || structured == NULL) goto done;
     for (size_t g = 0; g < grouped->group_count; g++) {
-        PyObject *tuple = group_tuple(&grouped->groups[g], grouped->hashes);
+        PyObject *tuple = group_tuple(&grouped->groups[g], grouped->hashes, timed);
         if (tuple == NULL) goto done;
         PyList_SET_ITEM(groups, (Py_ssize_t)g, tuple);
     }
@@ -914,7 +1033,98 @@ static PyObject *tally(PyObject *module, PyObject *arg) {
     if (status == 0) status = theta_hashes(wire, scan->records, scan->count, &grouped);
     if (status == 0) status = structured_bodies(wire, scan->records, scan->count, &grouped);
     Py_END_ALLOW_THREADS
-    PyObject *result = status == 0 ? build_result(scan, &grouped) : PyErr_NoMemory();
+    PyObject *result = status == 0 ? build_result(scan, &grouped, 0) : PyErr_NoMemory();
+    free(grouped.groups);
+    free(grouped.group_of);
+    free(grouped.hashes);
+    free(grouped.structured);
+    return result;
+}
+
+/*
+ * Each record's window under event time: its time, else (no time, or one more than `skew`
+ * ahead of its request's arrival: a broken clock or a bit flip) the arrival, divided by the
+ * window length, all in nanoseconds. Counts the records put at arrival for either reason.
+ */
+static void window_of_records(const uint64_t *times, size_t count, uint64_t arrival,
+                              uint64_t window, uint64_t skew, uint64_t *windows,
+                              size_t *future, size_t *missing) {
+    uint64_t latest = arrival > UINT64_MAX - skew ? UINT64_MAX : arrival + skew;
+    /* The last window worked out: records of a request are mostly close in time, and a 64-bit
+     * division per record would cost more than the rest of this loop. */
+    uint64_t index = arrival / window, start = index * window;
+    for (size_t i = 0; i < count; i++) {
+        uint64_t time = times[i];
+        if (time == 0) {
+            time = arrival;
+            (*missing)++;
+        } else if (time > latest) {
+            time = arrival;
+            (*future)++;
+        }
+        if (time < start || time - start >= window) {
+            index = time / window;
+            start = index * window;
+        }
+        windows[i] = index;
+    }
+}
+
+PyDoc_STRVAR(tally_windows_doc,
+             "tally_windows(scan: Scan, arrival_ns: int, window_ns: int, max_skew_ns: int)\n"
+             "    -> tuple[list[tuple[int, bytes | None, int, bytes | None]],\n"
+             "             list[tuple[int, bytes]], int, int]\n\n"
+             "tally() by (window, raw value) for a Scan checked with times: each record's\n"
+             "window is its time (else the arrival; also the arrival when the time is more than\n"
+             "max_skew_ns ahead of it) // window_ns. Groups are (window, raw value, records,\n"
+             "sketch); then the other bodies as tally() gives them, and how many records were\n"
+             "put at arrival for a time too far ahead, and for no time at all.");
+
+static PyObject *tally_windows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 4 || !PyObject_TypeCheck(args[0], &ScanType)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "tally_windows() takes (scan, arrival_ns, window_ns, max_skew_ns)");
+        return NULL;
+    }
+    const Scan *scan = (const Scan *)args[0];
+    uint64_t arrival = PyLong_AsUnsignedLongLong(args[1]);
+    uint64_t window = arrival == (uint64_t)-1 && PyErr_Occurred()
+                          ? 0
+                          : PyLong_AsUnsignedLongLong(args[2]);
+    uint64_t skew = PyErr_Occurred() ? 0 : PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    if (window == 0 || scan->times == NULL) {
+        PyErr_SetString(PyExc_ValueError,
+                        "tally_windows() needs window_ns > 0 and a Scan checked with times");
+        return NULL;
+    }
+    const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
+    Grouped grouped = {0};
+    size_t future = 0, missing = 0;
+    uint64_t *windows = malloc((scan->count ? scan->count : 1) * sizeof(uint64_t));
+    if (windows == NULL) return PyErr_NoMemory();
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    window_of_records(scan->times, scan->count, arrival, window, skew, windows, &future,
+                      &missing);
+    status = group_records_in_windows(wire, scan->records, windows, scan->count, &grouped);
+    if (status == 0) status = theta_hashes(wire, scan->records, scan->count, &grouped);
+    if (status == 0) status = structured_bodies(wire, scan->records, scan->count, &grouped);
+    Py_END_ALLOW_THREADS
+    free(windows);
+    PyObject *result = NULL;
+    if (status < 0) {
+        PyErr_NoMemory();
+    } else {
+        PyObject *tallied = build_result(scan, &grouped, 1);
+        if (tallied != NULL) {
+            result = Py_BuildValue("(OOnn)", PyTuple_GET_ITEM(tallied, 0),
+                                   PyTuple_GET_ITEM(tallied, 1), (Py_ssize_t)future,
+                                   (Py_ssize_t)missing);
+            Py_DECREF(tallied);
+        }
+    }
     free(grouped.groups);
     free(grouped.group_of);
     free(grouped.hashes);
@@ -925,6 +1135,8 @@ static PyObject *tally(PyObject *module, PyObject *arg) {
 static PyMethodDef methods[] = {
     {"check", (PyCFunction)(void (*)(void))check, METH_FASTCALL, check_doc},
     {"tally", (PyCFunction)tally, METH_O, tally_doc},
+    {"tally_windows", (PyCFunction)(void (*)(void))tally_windows, METH_FASTCALL,
+     tally_windows_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,7 +1,8 @@
 """Window state and its single owner: the only code that changes counts.
 
-Pure: no I/O, no clock, no awaits. Workers hand it batches stamped with arrival time; the
-reporter asks it for the windows that a watermark has closed. Memory is bounded per window:
+Pure: no I/O, no clock, no awaits. Workers hand it batches stamped with arrival time (arrival
+time), or already grouped by window from the records' own timestamps (event time); the reporter
+asks it for the windows that a watermark has closed. Memory is bounded per window:
 at most `max_values` attribute values are tracked, each with one distinct-count sketch of
 bounded size; records of further values are counted in one overflow entry.
 """
@@ -54,6 +55,29 @@ class LabelTally:
 # Attribute value label -> its records in one request; None is the bucket of records without
 # the attribute.
 ResolvedBatch = Mapping[str | None, LabelTally]
+
+# Why a record's window was not the one its time put it in (otlp_stats_late_records_total).
+# Arrival time: the clock stepped back past a reported window; counted in the oldest open one.
+CLOCK_STEPPED_BACK = "clock_stepped_back"
+# Event time: its window had closed when its request arrived; handed back, not counted.
+WINDOW_CLOSED = "window_closed"
+LATE_REASONS = (CLOCK_STEPPED_BACK, WINDOW_CLOSED)
+
+
+@dataclass(frozen=True)
+class Added:
+    """What add_windows did with one request: records counted, and the late ones left out.
+
+    `late` holds, per window index, the records whose window had closed when the request
+    arrived; the aggregator counts none of them, and the caller decides what becomes of them.
+    """
+
+    counted: int
+    late: Mapping[int, ResolvedBatch] = field(default_factory=dict)
+
+    @property
+    def late_records(self) -> int:
+        return sum(_records(batch) for batch in self.late.values())
 
 
 @dataclass(frozen=True)
@@ -112,6 +136,9 @@ class WindowReport:
     scope: str | None = None
     # The replicas whose counts a global report merges.
     replicas: tuple[str, ...] = ()
+    # 1 for a window's first report; a later one (late records merged into a stored window)
+    # says which revision of the window it is.
+    revision: int = 1
 
     @property
     def distinct_messages(self) -> int:
@@ -132,7 +159,14 @@ class _Window:
 
 
 class Aggregator:
-    """Owns every open window. Windows are [k*W, (k+1)*W) seconds since the Unix epoch."""
+    """Owns every open window. Windows are [k*W, (k+1)*W) seconds since the Unix epoch.
+
+    A window [s, e) closes once the watermark (a time before which everything that arrived is
+    counted) reaches e + `lateness`. Arrival time has no lateness: a record's window is the one
+    its request arrived in, and nothing can arrive for it once its end has passed. Event time
+    waits `lateness` for records that come out of order, and a record for a window that had
+    closed by its request's arrival is late.
+    """
 
     def __init__(
         self,
@@ -141,14 +175,18 @@ class Aggregator:
         max_values: int = 10_000,
         lg_k: int = DEFAULT_LG_K,
         keep_sketches: bool = False,
+        lateness: float = 0.0,
     ) -> None:
         self.window_seconds = window_seconds
         self.keep_sketches = keep_sketches
         self.max_values = max_values
         self.lg_k = lg_k
-        self._next_index = self._index(start_time)
+        self.lateness = lateness
+        # The windows a record arriving now may still land in are open from the start; any
+        # older one closed before this process ran.
+        self._next_index = self._index(start_time - lateness)
         self._windows: dict[int, _Window] = {}
-        self.late_records = 0
+        self.late_records = dict.fromkeys(LATE_REASONS, 0)
         self.overflow_records = 0
 
     def _index(self, timestamp: float) -> int:
@@ -158,16 +196,39 @@ class Aggregator:
         return index * self.window_seconds, (index + 1) * self.window_seconds
 
     def add(self, arrival: float, batch: ResolvedBatch) -> None:
-        """Count a batch in the window its arrival time falls in.
+        """Arrival time: count a batch in the window its arrival time falls in.
 
         A batch for a window already reported (only if the clock stepped back) goes to the
         oldest open window and is counted as late, so it is counted once rather than lost.
         """
         index = self._index(arrival)
-        records = sum(counted.records for counted in batch.values())
         if index < self._next_index:
             index = self._next_index
-            self.late_records += records
+            self.late_records[CLOCK_STEPPED_BACK] += _records(batch)
+        self._add_to(index, batch)
+
+    def add_windows(self, arrival: float, windows: Mapping[int, ResolvedBatch]) -> Added:
+        """Event time: count each window's batch in that window, unless the window is closed.
+
+        A window is closed for a request that arrived at or after its end plus the lateness
+        (whether or not the reporter has printed it yet, so the answer does not depend on when
+        the reporter last looked), and for every request once it is printed (older than this
+        process, or reported before the clock stepped back).
+        """
+        counted = 0
+        late: dict[int, ResolvedBatch] = {}
+        for index, batch in windows.items():
+            if index < self._next_index or self.window_bounds(index)[1] + self.lateness <= arrival:
+                late[index] = batch
+                continue
+            self._add_to(index, batch)
+            counted += _records(batch)
+        added = Added(counted, late)
+        if late:
+            self.late_records[WINDOW_CLOSED] += added.late_records
+        return added
+
+    def _add_to(self, index: int, batch: ResolvedBatch) -> None:
         window = self._windows.get(index)
         if window is None:
             window = self._windows[index] = _Window()
@@ -214,9 +275,10 @@ class Aggregator:
         return self.window_bounds(self._next_index)[1]
 
     def close_until(self, watermark: float) -> list[WindowReport]:
-        """Close, in order, every window that ends at or before the watermark, empty ones too."""
+        """Close, in order, every window whose end plus the lateness is at or before the
+        watermark, empty ones too."""
         reports: list[WindowReport] = []
-        while self.window_bounds(self._next_index)[1] <= watermark:
+        while self.window_bounds(self._next_index)[1] + self.lateness <= watermark:
             reports.append(self._close(self._next_index, partial=False))
             self._next_index += 1
         return reports
@@ -366,6 +428,10 @@ def merge_snapshots(
         tallies,
         union_serialized(overflow_blobs, lg_k) if overflow_blobs else None,
     )
+
+
+def _records(batch: ResolvedBatch) -> int:
+    return sum(counted.records for counted in batch.values())
 
 
 def _total_distinct(tallies: list[_Tally], lg_k: int) -> DistinctEstimate:

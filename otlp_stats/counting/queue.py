@@ -22,15 +22,26 @@ class QueueFull(Exception):
         self.reason: FullReason = reason
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What became of an admitted request's records: `counted` are in their windows (and are
+    what the sender is told was accepted); `rejected` were not, for the reason `message` gives
+    (OTLP partial success)."""
+
+    counted: int
+    rejected: int = 0
+    message: str = ""
+
+
 @dataclass(frozen=True, eq=False)
 class QueuedRequest:
     """An admitted Export: its protobuf bytes, not yet checked, and the verdict its handler
-    awaits (the records counted, or the refusal), which a worker gives once it is counted."""
+    awaits (a Verdict, or the refusal), which a worker gives once it is counted."""
 
     arrival: float
     wire: bytes = field(repr=False)
     transport: str
-    verdict: asyncio.Future[int] = field(repr=False)
+    verdict: asyncio.Future[Verdict] = field(repr=False)
 
     @property
     def size(self) -> int:

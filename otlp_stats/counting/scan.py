@@ -11,14 +11,18 @@ One contract, two scanners:
   not be built (no C compiler or no xxhash.h at install time).
 
 Both give, per attribute value label (None: the key is absent), its records and their signed
-64-bit message hashes (messages.body_hash), and both refuse the same malformed requests. The C
+64-bit message hashes (messages.body_hash), and both refuse the same malformed requests. With
+event time (a scanner made with an EventTime), check also notes each record's time and
+tally_windows groups by (window, label) in the same pass, putting a record without a time, or
+dated more than the allowed clock skew ahead of its request's arrival, at that arrival. The C
 scanner hands most hashes over already made into a compact theta sketch (sketches.py), one per
 value per request, so that no Python int is made and no sketch update is called per record.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from xxhash import xxh3_64_intdigest
@@ -44,6 +48,37 @@ NATIVE_AVAILABLE = _wire is not None
 
 # Per label (None: key absent), what its records are.
 Tally = dict[str | None, LabelTally]
+
+_NS = 1_000_000_000
+_MAX_NS = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class EventTime:
+    """Event time's rule from a record's time to its window, in integer nanoseconds, so that
+    both scanners put every record in the same window to the nanosecond."""
+
+    window_ns: int
+    max_skew_ns: int
+
+    @classmethod
+    def of(cls, window_seconds: float, max_skew_seconds: float) -> EventTime:
+        return cls(max(1, round(window_seconds * _NS)), min(_MAX_NS, round(max_skew_seconds * _NS)))
+
+
+def arrival_ns(arrival: float) -> int:
+    """An arrival time (seconds since the epoch) as the nanoseconds a record's time is in."""
+    return math.floor(arrival * _NS)
+
+
+@dataclass
+class WindowedTally:
+    """A request's records per window index (time // window length) and label, and how many
+    were put at arrival: dated too far ahead of it (`future`), or without a time (`missing`)."""
+
+    windows: dict[int, Tally] = field(default_factory=dict)
+    future: int = 0
+    missing: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,19 +106,26 @@ class Scanner(Protocol):
         """Resolve and hash every record of a checked request."""
         ...
 
+    def tally_windows(
+        self, request: CheckedRequest, labels: LabelRenderer, arrival: int
+    ) -> WindowedTally:
+        """Event time: tally by window too; `arrival` is the request's, in nanoseconds."""
+        ...
+
 
 class NativeScanner:
     name = "native"
 
-    def __init__(self, attribute_key: str) -> None:
+    def __init__(self, attribute_key: str, event_time: EventTime | None = None) -> None:
         if _wire is None:
             raise RuntimeError("the C wire scanner (otlp_stats.counting._wire) was not built")
         self._key = attribute_key.encode()
+        self._event_time = event_time
 
     def check(self, wire: bytes) -> CheckedRequest:
         assert _wire is not None
         try:
-            scan = _wire.check(wire, self._key)
+            scan = _wire.check(wire, self._key, self._event_time is not None)
         except _wire.MalformedWire as error:
             raise MalformedRequest(f"cannot decode ExportLogsServiceRequest: {error}") from None
         return CheckedRequest(wire, scan.records, scan)
@@ -105,12 +147,33 @@ class NativeScanner:
             by_raw[grouped[group][0]].hashes.append(digest)
         return by_label(by_raw, labels)
 
+    def tally_windows(
+        self, request: CheckedRequest, labels: LabelRenderer, arrival: int
+    ) -> WindowedTally:
+        assert _wire is not None and request.scan is not None and self._event_time is not None
+        grouped, structured, future, missing = _wire.tally_windows(
+            request.scan, arrival, self._event_time.window_ns, self._event_time.max_skew_ns
+        )
+        by_key = {
+            (window, raw): LabelTally(records, [], [] if sketch is None else [sketch])
+            for window, raw, records, sketch in grouped
+        }
+        digests: dict[bytes, int] = {}
+        for group, body in structured:
+            digest = digests.get(body)
+            if digest is None:
+                digest = digests[body] = body_hash(body)
+            window, raw = grouped[group][:2]
+            by_key[window, raw].hashes.append(digest)
+        return _windowed(by_key, labels, future, missing)
+
 
 class ViewScanner:
     name = "python"
 
-    def __init__(self, attribute_key: str) -> None:
+    def __init__(self, attribute_key: str, event_time: EventTime | None = None) -> None:
         self._key = attribute_key
+        self._event_time = event_time
 
     def check(self, wire: bytes) -> CheckedRequest:
         view = decode_view(wire)
@@ -121,12 +184,21 @@ class ViewScanner:
         view = request.view if request.view is not None else decode_view(request.wire)
         return tally_view(view, self._key, labels, request.key_on_records)
 
+    def tally_windows(
+        self, request: CheckedRequest, labels: LabelRenderer, arrival: int
+    ) -> WindowedTally:
+        assert self._event_time is not None
+        view = request.view if request.view is not None else decode_view(request.wire)
+        return tally_view_windows(
+            view, self._key, labels, arrival, self._event_time, request.key_on_records
+        )
 
-def default_scanner(attribute_key: str) -> Scanner:
+
+def default_scanner(attribute_key: str, event_time: EventTime | None = None) -> Scanner:
     """The C scanner when it was built, else the Python one."""
     if NATIVE_AVAILABLE:
-        return NativeScanner(attribute_key)
-    return ViewScanner(attribute_key)
+        return NativeScanner(attribute_key, event_time)
+    return ViewScanner(attribute_key, event_time)
 
 
 def tally_view(
@@ -162,6 +234,62 @@ def tally_view(
         for body in bodies
     ]
     return by_label(_group(raws, hashes), labels)
+
+
+def tally_view_windows(
+    request: ExportLogsRequestView,
+    key: str,
+    labels: LabelRenderer,
+    arrival: int,
+    event_time: EventTime,
+    key_on_records: bool = True,
+) -> WindowedTally:
+    """tally_view by (window, label): each record's window from its time, as _wire.c does."""
+    raws: list[bytes | None] = []
+    bodies: list[bytes] = []
+    times: list[int] = []
+    for resource_logs in request.resource_logs:
+        resource_raw = resource_logs.resource.attributes.get(key)
+        for scope_logs in resource_logs.scope_logs:
+            scope_raw = scope_logs.scope.attributes.get(key, resource_raw)
+            records = list(scope_logs.log_records)
+            if key_on_records:
+                raws += [record.attributes.get(key, scope_raw) for record in records]
+            else:
+                raws += [scope_raw] * len(records)
+            bodies += [record.body for record in records]
+            times += [record.time_unix_nano or record.observed_time_unix_nano for record in records]
+    latest = arrival + event_time.max_skew_ns
+    future = missing = 0
+    by_key: dict[tuple[int, bytes | None], LabelTally] = {}
+    for raw, body, time in zip(raws, bodies, times, strict=True):
+        if time == 0:
+            time = arrival
+            missing += 1
+        elif time > latest:
+            time = arrival
+            future += 1
+        group = by_key.get((time // event_time.window_ns, raw))
+        if group is None:
+            group = by_key[time // event_time.window_ns, raw] = LabelTally()
+        group.hashes.append(
+            xxh3_64_intdigest(body) - SIGNED_OFFSET if body[:1] == STRING_TAG else body_hash(body)
+        )
+        group.records += 1
+    return _windowed(by_key, labels, future, missing)
+
+
+def _windowed(
+    by_key: dict[tuple[int, bytes | None], LabelTally],
+    labels: LabelRenderer,
+    future: int,
+    missing: int,
+) -> WindowedTally:
+    by_window: dict[int, dict[bytes | None, LabelTally]] = {}
+    for (window, raw), counted in by_key.items():
+        by_window.setdefault(window, {})[raw] = counted
+    windows = {window: by_label(by_raw, labels) for window, by_raw in by_window.items()}
+    return WindowedTally(windows, future, missing)
 
 
 def _group(raws: list[bytes | None], hashes: list[int]) -> dict[bytes | None, LabelTally]:

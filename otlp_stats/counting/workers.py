@@ -1,7 +1,8 @@
 """The worker pool: take queued requests, check, resolve and hash them, feed the aggregator.
 
-A worker gives each request its verdict (the records counted, or why it is refused), which the
-Export handler has been awaiting, once the request's counts are in the aggregator.
+A worker gives each request its verdict (the records counted and those rejected as late, or
+why it is refused), which the Export handler has been awaiting, once the request's counts are in
+the aggregator.
 """
 
 from __future__ import annotations
@@ -9,18 +10,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
-from otlp_stats.counting.aggregator import ResolvedBatch
-from otlp_stats.counting.queue import QueuedRequest, RequestQueue
+from otlp_stats.counting.aggregator import Added, ResolvedBatch
+from otlp_stats.counting.late import LateRecords, RejectLate
+from otlp_stats.counting.queue import QueuedRequest, RequestQueue, Verdict
 from otlp_stats.counting.resolve import LabelRenderer
-from otlp_stats.counting.scan import Scanner
+from otlp_stats.counting.scan import EventTime, Scanner, WindowedTally, arrival_ns
 from otlp_stats.errors import CountingFailed, ExportRefused, RequestTooLarge, ShuttingDown
 from otlp_stats.telemetry import Metrics
 
-BatchSink = Callable[[float, ResolvedBatch], None]
+
+class CountSink(Protocol):
+    """Where counted requests go: the aggregator, in the service."""
+
+    def add(self, arrival: float, batch: ResolvedBatch) -> None:
+        """Arrival time: the request's records, all in the window of its arrival."""
+        ...
+
+    def add_windows(self, arrival: float, windows: Mapping[int, ResolvedBatch]) -> Added:
+        """Event time: the request's records per window; the late ones come back."""
+        ...
+
 
 # Requests up to this size are counted on the event loop; bigger ones in a thread. That is about
 # 2,800 reference records, a millisecond with the C scanner, and a handoff to a thread and back
@@ -34,7 +47,8 @@ class WorkerPool:
     """`workers` tasks, each counting one request at a time.
 
     Counting is the scanner's check (validate, and note per record its attribute value and
-    message hash) and tally (group by value and sketch), on the event loop for requests up to
+    message hash, and its time with event time) and tally (group by value, and window with
+    event time, and sketch), on the event loop for requests up to
     INLINE_BYTES and in a thread above; then the hand-over to the aggregator, always on the
     loop, so the aggregator is only ever touched from one thread. A worker yields to the loop
     between two requests while more wait, so the Export handlers keep admitting, and work that
@@ -44,7 +58,7 @@ class WorkerPool:
     def __init__(
         self,
         queue: RequestQueue,
-        sink: BatchSink,
+        sink: CountSink,
         scanner: Scanner,
         workers: int,
         metrics: Metrics,
@@ -52,6 +66,8 @@ class WorkerPool:
         max_records: int,
         retry_delay: float,
         labels: LabelRenderer | None = None,
+        event_time: EventTime | None = None,
+        late: LateRecords | None = None,
     ) -> None:
         self._queue = queue
         self._sink = sink
@@ -62,6 +78,9 @@ class WorkerPool:
         self._logger = logger
         self._max_records = max_records
         self._retry_delay = retry_delay
+        # None: arrival time (the scanner notes no record times).
+        self._event_time = event_time
+        self._late = late or RejectLate(0.0, 0.0)
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -89,8 +108,11 @@ class WorkerPool:
             await asyncio.to_thread(self._executor.shutdown, True)
             self._executor = None
 
-    def resolve(self, wire: bytes) -> tuple[int, ResolvedBatch]:
-        """The request's record count and its records per attribute value, or a refusal."""
+    def resolve(
+        self, wire: bytes, arrival: float = 0.0
+    ) -> tuple[int, ResolvedBatch | WindowedTally]:
+        """The request's record count and its records per attribute value (and window, with
+        event time), or a refusal."""
         checked = self._scanner.check(wire)
         if checked.records > self._max_records:
             # Counting holds up to about 60 bytes per record however small the record is on the
@@ -101,6 +123,11 @@ class WorkerPool:
         if checked.records == 0:
             return 0, {}
         try:
+            if self._event_time is not None:
+                arrival_at = arrival_ns(arrival)
+                return checked.records, self._scanner.tally_windows(
+                    checked, self.labels, arrival_at
+                )
             return checked.records, self._scanner.tally(checked, self.labels)
         except Exception as error:
             raise _NotCounted(checked.records) from error
@@ -129,10 +156,12 @@ class WorkerPool:
             return  # the sender gave up while it waited; it will send the request again
         try:
             if item.size <= INLINE_BYTES:
-                records, batch = self.resolve(item.wire)
+                records, batch = self.resolve(item.wire, item.arrival)
             else:
                 loop = asyncio.get_running_loop()
-                records, batch = await loop.run_in_executor(self._executor, self.resolve, item.wire)
+                records, batch = await loop.run_in_executor(
+                    self._executor, self.resolve, item.wire, item.arrival
+                )
         except ExportRefused as refusal:
             _refuse(item, refusal)
             return
@@ -145,14 +174,28 @@ class WorkerPool:
         if item.verdict.done():
             return  # the sender gave up while a thread counted it: not counted, it will retry
         try:
-            if records:
-                self._sink(item.arrival, batch)
+            verdict = self._hand_over(item.arrival, records, batch) if records else Verdict(0)
         except Exception as error:
             self._fail(item, error, records)
             return
         # The verdict first: once counted, nothing after may turn the answer into a refusal.
-        item.verdict.set_result(records)
-        self._metrics.records_counted.inc(records)
+        item.verdict.set_result(verdict)
+        self._metrics.records_counted.inc(verdict.counted)
+
+    def _hand_over(
+        self, arrival: float, records: int, batch: ResolvedBatch | WindowedTally
+    ) -> Verdict:
+        """Into the aggregator; with event time, the late records to their fate."""
+        if not isinstance(batch, WindowedTally):
+            self._sink.add(arrival, batch)
+            return Verdict(records)
+        added = self._sink.add_windows(arrival, batch.windows)
+        self._metrics.timestamps_adjusted.labels("future").inc(batch.future)
+        self._metrics.timestamps_adjusted.labels("missing").inc(batch.missing)
+        if not added.late:
+            return Verdict(added.counted)
+        outcome = self._late.take(arrival, added.late)
+        return Verdict(added.counted, outcome.rejected, outcome.message)
 
     def _fail(self, item: QueuedRequest, error: Exception, records: int) -> None:
         """A fault of ours: log it, and refuse the request so its sender knows."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -24,11 +24,12 @@ class StateCollector(Collector):
         queue: RequestQueue,
         health: Health,
         last_report: Callable[[], WindowReport | None],
-        late_records: Callable[[], int],
+        late_records: Callable[[], Mapping[str, int]],
         missing_label: str,
         top_values: int,
         window_state: Callable[[], tuple[int, int]] = lambda: (0, 0),
         values_truncated: Callable[[], int] = lambda: 0,
+        watermark_lag: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._queue = queue
         self._health = health
@@ -38,16 +39,26 @@ class StateCollector(Collector):
         self._top_values = top_values
         self._window_state = window_state
         self._values_truncated = values_truncated
+        self._watermark_lag = watermark_lag
 
     def collect(self) -> Iterator[Metric]:
         yield from self._queue_metrics()
         yield self._health_metric()
         late = CounterMetricFamily(
             "otlp_stats_late_records",
-            "Records whose window had already been reported (clock stepped back).",
+            "Records whose window had closed: clock_stepped_back (arrival time; counted in the "
+            "oldest open window), window_closed (event time; rejected to the sender).",
+            labels=["reason"],
         )
-        late.add_metric([], self._late_records())
+        for reason, records in self._late_records().items():
+            late.add_metric([reason], records)
         yield late
+        yield GaugeMetricFamily(
+            "otlp_stats_watermark_lag_seconds",
+            "How far behind the arrival clock windows close: the oldest unfinished request's "
+            "wait, plus --allowed-lateness with event time.",
+            value=self._watermark_lag(),
+        )
         truncated = CounterMetricFamily(
             "otlp_stats_values_truncated",
             "Attribute values longer than --max-value-length, cut and suffixed with a hash.",

@@ -13,8 +13,12 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceResponse,
+)
 
+from otlp_stats.counting.queue import Verdict
 from otlp_stats.errors import (
     CountingFailed,
     ExportRefused,
@@ -76,6 +80,20 @@ def rpc_status(refusal: ExportRefused) -> status_pb2.Status:
     return status
 
 
+def export_response(verdict: Verdict) -> ExportLogsServiceResponse:
+    """The answer to a counted request: OTLP partial success when some records were rejected.
+
+    OTLP: a server that accepted every record leaves partial_success unset.
+    """
+    if not verdict.rejected:
+        return ExportLogsServiceResponse()
+    return ExportLogsServiceResponse(
+        partial_success=ExportLogsPartialSuccess(
+            rejected_log_records=verdict.rejected, error_message=verdict.message
+        )
+    )
+
+
 def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
     delay = Duration()
     delay.FromNanoseconds(round(seconds * 1e9))
@@ -92,12 +110,13 @@ class LogsReceiver:
     async def Export(self, request: bytes, context: Any) -> ExportLogsServiceResponse:
         started = time.perf_counter()
         try:
-            await self._intake.accept(request, "grpc")
+            verdict = await self._intake.accept(request, "grpc")
         except ExportRefused as refusal:
             self._refuse(refusal, context)
+            return ExportLogsServiceResponse()
         finally:
             self._metrics.export_duration.labels("grpc").observe(time.perf_counter() - started)
-        return ExportLogsServiceResponse()
+        return export_response(verdict)
 
     @staticmethod
     def _refuse(refusal: ExportRefused, context: Any) -> None:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from google.protobuf.message import Message
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from otlp_stats.config import ListenAddress
 from otlp_stats.errors import (
@@ -33,7 +32,7 @@ from otlp_stats.errors import (
     UnsupportedMediaType,
 )
 from otlp_stats.receiving.compression import inflate
-from otlp_stats.receiving.grpc_receiver import retry_delay_of, rpc_status
+from otlp_stats.receiving.grpc_receiver import export_response, retry_delay_of, rpc_status
 from otlp_stats.receiving.http_site import HttpSite
 from otlp_stats.receiving.intake import Decoder, Intake
 from otlp_stats.receiving.otlp_json import encode_json, json_to_wire
@@ -141,13 +140,14 @@ class LogsHttpReceiver:
         encoding = ENCODINGS.get(request.content_type)
         try:
             body = await self._decode(request, encoding)
-            await self._intake.accept(body.payload, "http", body.decoder)
+            verdict = await self._intake.accept(body.payload, "http", body.decoder)
         except ExportRefused as refusal:
             return refusal_response(refusal, encoding)
         finally:
             self._metrics.export_duration.labels("http").observe(time.perf_counter() - started)
         assert encoding is not None  # an unknown Content-Type is always refused
-        return _message_response(200, ExportLogsServiceResponse(), encoding)
+        # OTLP/HTTP: partial success is a 200 too, its body saying what was rejected.
+        return _message_response(200, export_response(verdict), encoding)
 
     async def _decode(self, request: web.Request, encoding: BodyEncoding | None) -> DecodedBody:
         try:

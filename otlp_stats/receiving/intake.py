@@ -4,7 +4,8 @@ Both front doors call `Intake.accept`; it puts the request on the queue and awai
 from the worker that counts it, or raises an ExportRefused. A request is acknowledged only once
 its records are in the aggregator, so an acknowledged record is never lost to a crash of the
 queue, and what cannot be counted (malformed, too many records, shutting down) is refused to the
-sender that sent it. Nothing awaits between stamping the arrival time and admitting the request,
+sender that sent it; records rejected as late (event time) are told to it as OTLP partial
+success. Nothing awaits between stamping the arrival time and admitting the request,
 so a window can never close while one of its requests is half-admitted.
 
 Admission is cheap (no protobuf is read here), so when the workers fall behind, the queue fills
@@ -17,7 +18,7 @@ import asyncio
 from collections.abc import Callable
 
 from otlp_stats.clock import Clock
-from otlp_stats.counting.queue import QueuedRequest, QueueFull, RequestQueue
+from otlp_stats.counting.queue import QueuedRequest, QueueFull, RequestQueue, Verdict
 from otlp_stats.errors import ExportRefused, Overloaded, RequestTooLarge, ShuttingDown
 from otlp_stats.health import Health
 from otlp_stats.telemetry import Metrics, RateLimitedLog
@@ -46,24 +47,26 @@ class Intake:
         self._retry_delay = retry_delay
         self._refusal_log = refusal_log
 
-    async def accept(self, payload: bytes, transport: str, decoder: Decoder | None = None) -> int:
-        """Admit one serialized ExportLogsServiceRequest and return its record count once they
-        are counted.
+    async def accept(
+        self, payload: bytes, transport: str, decoder: Decoder | None = None
+    ) -> Verdict:
+        """Admit one serialized ExportLogsServiceRequest and return its verdict once its records
+        are counted: how many were, and how many were rejected as late and why.
 
         Raises an ExportRefused, already counted in metrics and logged (rate-limited), for the
         edge to translate into its transport's status.
         """
         self._metrics.export_requests.labels(transport).inc()
         try:
-            records = await self._admit(self._request(payload, transport, decoder))
+            verdict = await self._admit(self._request(payload, transport, decoder))
         except ExportRefused as refusal:
             self._metrics.requests_refused.labels(transport, refusal.reason).inc()
             self._refusal_log.warning(
                 "export_refused", transport=transport, reason=refusal.reason, detail=str(refusal)
             )
             raise
-        self._metrics.records_accepted.labels(transport).inc(records)
-        return records
+        self._metrics.records_accepted.labels(transport).inc(verdict.counted)
+        return verdict
 
     def _request(self, payload: bytes, transport: str, decoder: Decoder | None) -> QueuedRequest:
         arrival = self._clock.now()
@@ -76,10 +79,10 @@ class Intake:
         wire = payload if decoder is None else decoder(payload)
         return QueuedRequest(arrival, wire, transport, asyncio.get_running_loop().create_future())
 
-    async def _admit(self, item: QueuedRequest) -> int:
+    async def _admit(self, item: QueuedRequest) -> Verdict:
         if not item.wire:
             # OTLP: an empty request is a success; there is nothing to queue.
-            return 0
+            return Verdict(0)
         try:
             self._queue.put_nowait(item)
         except QueueFull as full:

@@ -52,12 +52,16 @@ def _value_to_dict(entry: ValueReport, missing_label: str, overflow_values: int)
     return fields
 
 
-def report_to_dict(report: WindowReport, attribute_key: str, missing_label: str) -> dict[str, Any]:
+def report_to_dict(
+    report: WindowReport, attribute_key: str, missing_label: str, window_time: str = "arrival"
+) -> dict[str, Any]:
     return {
         "event": "window_report",
         "attribute_key": attribute_key,
+        "window_time": window_time,
         "window_start": format_timestamp(report.start),
         "window_end": format_timestamp(report.end),
+        "revision": report.revision,
         "partial": report.partial,
         **_scope_fields(report),
         "records": report.records,
@@ -75,21 +79,27 @@ def _scope_fields(report: WindowReport) -> dict[str, Any]:
     return {"scope": report.scope, "replicas": list(report.replicas)}
 
 
-def render_json(report: WindowReport, attribute_key: str, missing_label: str) -> str:
+def render_json(
+    report: WindowReport, attribute_key: str, missing_label: str, window_time: str = "arrival"
+) -> str:
     return json.dumps(
-        report_to_dict(report, attribute_key, missing_label),
+        report_to_dict(report, attribute_key, missing_label, window_time),
         ensure_ascii=False,
         separators=(",", ":"),
     )
 
 
-def render_text(report: WindowReport, attribute_key: str, missing_label: str) -> str:
+def render_text(
+    report: WindowReport, attribute_key: str, missing_label: str, window_time: str = "arrival"
+) -> str:
     title = f"window {format_timestamp(report.start)} .. {format_timestamp(report.end)}"
+    if report.revision > 1:
+        title += f" (revision {report.revision})"
     if report.partial:
         title += " (partial)"
     if report.scope is not None:
         title += f" [{report.scope}: {', '.join(report.replicas)}]"
-    lines = [f"{title}  key={attribute_key}"]
+    lines = [f"{title}  key={attribute_key}  time={window_time}"]
     labels = [_printable(_value_label(entry, missing_label)) for entry in report.values]
     width = max([len(label) for label in labels] + [len("total")])
     lines.append(f"  {'value':<{width}}  {'distinct':>10}  {'records':>10}")
@@ -119,7 +129,8 @@ class Reporter:
     """Closes windows once their end has passed and nothing that arrived before it is pending.
 
     The watermark is the earlier of now and the arrival time of the oldest request still queued
-    or in a worker's hands, so a window is printed only once all its records are counted.
+    or in a worker's hands, so a window is printed only once all its records are counted; with
+    event time the aggregator also waits its lateness past the window's end.
     """
 
     def __init__(
@@ -134,6 +145,7 @@ class Reporter:
         report_format: str,
         tick: float = 0.1,
         logger: Any = None,
+        window_time: str = "arrival",
     ) -> None:
         self._aggregator = aggregator
         self._queue = queue
@@ -144,6 +156,7 @@ class Reporter:
         self._missing_label = missing_label
         self._render = render_json if report_format == "json" else render_text
         self._tick = tick
+        self._window_time = window_time
         self._log = logger if logger is not None else structlog.get_logger("otlp_stats")
         self._task: asyncio.Task[None] | None = None
         self.last_report: WindowReport | None = None
@@ -173,12 +186,21 @@ class Reporter:
             await self._clock.sleep(self._tick)
             self.publish_closed()
 
-    def publish_closed(self) -> None:
+    def watermark(self) -> float:
+        """Every request that arrived before this time is counted."""
         watermark = self._clock.now()
         oldest = self._queue.oldest_arrival()
         if oldest is not None:
             watermark = min(watermark, oldest)
-        for report in self._aggregator.close_until(watermark):
+        return watermark
+
+    def watermark_lag(self) -> float:
+        """How far behind the arrival clock a window closes: what the oldest unfinished request
+        holds it back by, plus the lateness event time waits."""
+        return self._clock.now() - self.watermark() + self._aggregator.lateness
+
+    def publish_closed(self) -> None:
+        for report in self._aggregator.close_until(self.watermark()):
             self.publish(report)
 
     def publish(self, report: WindowReport) -> None:
@@ -200,7 +222,9 @@ class Reporter:
                 )
 
     def print_report(self, report: WindowReport) -> None:
-        self._out.write(self._render(report, self._attribute_key, self._missing_label))
+        self._out.write(
+            self._render(report, self._attribute_key, self._missing_label, self._window_time)
+        )
         if self._render is render_json:
             self._out.write("\n")
         self._out.flush()

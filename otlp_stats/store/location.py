@@ -52,7 +52,9 @@ def open_keeper(
             settings.replica_id or socket.gethostname(),
             clock,
             reporter.print_report,
-            settings.merge_grace,
+            # Replicas close a window at its end plus the aggregator's lateness (event time),
+            # so the grace for their flushes counts from then.
+            settings.merge_grace + aggregator.lateness,
             settings.claim_timeout,
             settings.sketch_lg_k,
             logger,

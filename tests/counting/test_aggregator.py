@@ -99,7 +99,7 @@ def test_batch_for_an_already_reported_window_is_counted_late_not_lost() -> None
     aggregator = Aggregator(10, start_time=T0)
     aggregator.close_until(T0 + 10)
     aggregator.add(T0 + 5, {"a": tally(4, 1)})  # the clock stepped back
-    assert aggregator.late_records == 4
+    assert aggregator.late_records == {"clock_stepped_back": 4, "window_closed": 0}
     [report] = aggregator.close_until(T0 + 20)
     assert report.start == T0 + 10 and report.records == 4
 
@@ -221,3 +221,71 @@ def test_sketches_above_the_threshold_estimate_within_bounds_and_survive_a_check
         assert value.records == 10_000
         assert value.distinct.estimated
         assert value.distinct.lower_bound <= 10_000 <= value.distinct.upper_bound
+
+
+# Event time: windows of 10 s that wait 5 s past their end for disordered records. Started at
+# T0 + 5, the first open window is [T0, T0 + 10): the one before had closed by then.
+def event_aggregator(start: float = T0 + 5) -> Aggregator:
+    return Aggregator(10, start_time=start, lateness=5)
+
+
+def test_event_time_disordered_batches_within_the_lateness_land_in_their_windows() -> None:
+    aggregator = event_aggregator()
+    window = aggregator._index(T0)
+    # Arrivals move forward while the records' own windows go back and forth.
+    for arrival, index in ((T0 + 1, window), (T0 + 12, window + 1), (T0 + 14, window)):
+        added = aggregator.add_windows(arrival, {index: {"a": tally(1, int(arrival))}})
+        assert added.counted == 1 and not added.late
+    aggregator.add_windows(T0 + 14.5, {window + 1: {"b": tally(2, 7)}, window: {"b": tally(1, 8)}})
+    first, second = aggregator.close_until(T0 + 25)
+    assert (first.start, first.records) == (T0, 3)
+    assert {v.value: v.records for v in first.values} == {"a": 2, "b": 1}
+    assert (second.start, second.records) == (T0 + 10, 3)
+
+
+def test_event_time_windows_close_at_their_end_plus_the_lateness_in_order() -> None:
+    aggregator = event_aggregator()
+    assert aggregator.close_until(T0 + 14.9) == []
+    [first] = aggregator.close_until(T0 + 15)
+    assert first.start == T0 and first.records == 0  # empty: still printed, a heartbeat
+    assert [r.start for r in aggregator.close_until(T0 + 45)] == [T0 + 10, T0 + 20, T0 + 30]
+
+
+def test_event_time_records_of_a_closed_window_are_handed_back_and_counted_late() -> None:
+    aggregator = event_aggregator()
+    window = aggregator._index(T0)
+    # Arrived once the window's end plus the lateness had passed: late, printed or not yet.
+    added = aggregator.add_windows(
+        T0 + 15, {window: {"a": tally(3, 1), "b": tally(1, 2)}, window + 1: {"a": tally(2, 1)}}
+    )
+    assert added.counted == 2 and added.late_records == 4
+    assert set(added.late) == {window}
+    # Printed (after the clock stepped back, say): late whatever the arrival.
+    aggregator.close_until(T0 + 30)
+    assert aggregator.add_windows(T0 + 3, {window + 1: {"a": tally(1, 1)}}).late_records == 1
+    assert aggregator.late_records == {"clock_stepped_back": 0, "window_closed": 5}
+    [report] = aggregator.close_until(T0 + 40)
+    assert report.start == T0 + 20 and report.records == 0
+
+
+def test_event_time_windows_older_than_the_service_are_closed_from_the_start() -> None:
+    aggregator = event_aggregator(start=T0 + 100)
+    before = aggregator._index(T0 + 85)  # [T0+80, T0+90): its end + 5 s passed before start
+    within = aggregator._index(T0 + 95)  # [T0+90, T0+100): may still take disordered records
+    added = aggregator.add_windows(
+        T0 + 100, {before: {"a": tally(1, 1)}, within: {"a": tally(1, 1)}}
+    )
+    assert (added.counted, added.late_records) == (1, 1)
+    [report] = aggregator.close_until(T0 + 105)
+    assert report.start == T0 + 90 and report.records == 1
+
+
+def test_event_time_close_all_prints_what_waits_for_its_lateness_as_partial() -> None:
+    aggregator = event_aggregator()
+    window = aggregator._index(T0)
+    aggregator.add_windows(T0 + 12, {window: {"a": tally(1, 1)}, window + 1: {"a": tally(1, 2)}})
+    reports = aggregator.close_all(T0 + 13)
+    assert [(r.start, r.partial, r.records) for r in reports] == [
+        (T0, True, 1),
+        (T0 + 10, True, 1),
+    ]

@@ -3,7 +3,8 @@
 Property-based: hypothesis builds requests with the counted key on records, scopes and
 resources (duplicated, or absent), values of every AnyValue type nested in arrays and kvlists,
 and bodies of every type, then checks that the fast path and the straightforward model agree on
-every label, every record count and every set of message hashes.
+every label, every record count and every set of message hashes; with event time, in every
+window too (records dated in many windows, in the far future, or not at all).
 """
 
 from __future__ import annotations
@@ -23,9 +24,14 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from otlp_stats.counting.messages import body_hash, message_hash
 from otlp_stats.counting.resolve import LabelRenderer, render_raw, render_value
-from otlp_stats.counting.scan import NativeScanner, tally_view
+from otlp_stats.counting.scan import EventTime, NativeScanner, ViewScanner, tally_view
 from otlp_stats.counting.view import decode_view, key_may_be_on_records
-from tests.support.reference import messages_of, reference_messages
+from tests.support.reference import (
+    messages_of,
+    reference_messages,
+    reference_windows,
+    windows_of,
+)
 
 KEY = "k"
 KEYS = st.sampled_from([KEY, "other", "K", "k.sub", ""])
@@ -61,14 +67,26 @@ bodies = st.one_of(
 attributes = st.lists(st.tuples(KEYS, any_values), max_size=4).map(
     lambda pairs: [KeyValue(key=k, value=v) for k, v in pairs]
 )
-records = st.builds(
-    lambda body, attrs, has_body: (
-        LogRecord(body=body, attributes=attrs) if has_body else LogRecord(attributes=attrs)
-    ),
-    bodies,
-    attributes,
-    st.booleans(),
+# Event time: the request arrives at ARRIVAL_NS; windows are 10 s, the skew allowed 300 s.
+ARRIVAL_NS = 1_767_225_600_000_000_000
+EVENT_TIME = EventTime.of(10, 300)
+times = st.one_of(
+    st.just(0),  # unknown
+    st.integers(ARRIVAL_NS - 60 * 10**9, ARRIVAL_NS + 300 * 10**9),  # many windows, skew edge
+    st.sampled_from([ARRIVAL_NS + 300 * 10**9 + 1, 3_992_800_000 * 10**9, 2**64 - 1, 1]),
 )
+
+
+def _record(
+    body: AnyValue, attrs: list[KeyValue], has_body: bool, time: int, observed: int
+) -> LogRecord:
+    record = LogRecord(attributes=attrs, time_unix_nano=time, observed_time_unix_nano=observed)
+    if has_body:
+        record.body.CopyFrom(body)
+    return record
+
+
+records = st.builds(_record, bodies, attributes, st.booleans(), times, times)
 scope_logs = st.builds(
     lambda attrs, recs: ScopeLogs(
         scope=InstrumentationScope(name="s", attributes=attrs), log_records=recs
@@ -106,6 +124,29 @@ def test_c_scanner_counts_what_the_full_decode_counts(request: ExportLogsService
     scanner = NativeScanner(KEY)
     tally = scanner.tally(scanner.check(request.SerializeToString()), LabelRenderer())
     assert messages_of(tally) == reference_messages(request, KEY)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests)
+def test_both_scanners_window_records_as_the_full_decode_does(
+    request: ExportLogsServiceRequest,
+) -> None:
+    wire = request.SerializeToString()
+    expected = reference_windows(
+        request, KEY, ARRIVAL_NS, EVENT_TIME.window_ns, EVENT_TIME.max_skew_ns
+    )
+    latest = ARRIVAL_NS + EVENT_TIME.max_skew_ns
+    stamped = [
+        record.time_unix_nano or record.observed_time_unix_nano
+        for resource_logs in request.resource_logs
+        for scope_logs in resource_logs.scope_logs
+        for record in scope_logs.log_records
+    ]
+    for scanner in (ViewScanner(KEY, EVENT_TIME), NativeScanner(KEY, EVENT_TIME)):
+        tally = scanner.tally_windows(scanner.check(wire), LabelRenderer(), ARRIVAL_NS)
+        assert windows_of(tally.windows) == expected, scanner.name
+        assert tally.missing == stamped.count(0), scanner.name
+        assert tally.future == sum(time > latest for time in stamped), scanner.name
 
 
 @settings(max_examples=150, deadline=None)

@@ -19,6 +19,7 @@ from otlp_stats.counting.messages import body_hash
 from otlp_stats.counting.resolve import LabelRenderer
 from otlp_stats.counting.scan import (
     NATIVE_AVAILABLE,
+    EventTime,
     NativeScanner,
     Scanner,
     ViewScanner,
@@ -308,3 +309,81 @@ raw_requests = _message(st.lists(_resource_logs.map(lambda r: _field(1, 2, r)), 
 @given(raw_requests)
 def test_odd_but_valid_encodings_are_refused_or_counted_alike(wire: bytes) -> None:
     decode_and_resolve(wire)
+
+
+# Event time: a record's times as raw fields, and the window (10 s) each scanner puts it in.
+_ARRIVAL_NS = 1_767_225_600_000_000_000
+_EVENT_TIME = EventTime.of(10, 300)
+_SECOND = 10**9
+
+
+def _fixed64(number: int, value: int) -> bytes:
+    return _field(number, 1, value.to_bytes(8, "little"))
+
+
+TIME_CASES = {
+    # name: (the record's time fields, raw; the window its record lands in, or None: malformed)
+    "time_unix_nano": (_fixed64(1, _ARRIVAL_NS - 20 * _SECOND), _ARRIVAL_NS // 10**10 - 2),
+    "observed time when time is 0": (
+        _fixed64(1, 0) + _fixed64(11, _ARRIVAL_NS - 30 * _SECOND),
+        _ARRIVAL_NS // 10**10 - 3,
+    ),
+    "time wins over observed time": (
+        _fixed64(11, _ARRIVAL_NS - 30 * _SECOND) + _fixed64(1, _ARRIVAL_NS - 10 * _SECOND),
+        _ARRIVAL_NS // 10**10 - 1,
+    ),
+    "the last time_unix_nano wins": (
+        _fixed64(1, _ARRIVAL_NS - 50 * _SECOND) + _fixed64(1, _ARRIVAL_NS - 40 * _SECOND),
+        _ARRIVAL_NS // 10**10 - 4,
+    ),
+    "no time: arrival": (b"", _ARRIVAL_NS // 10**10),
+    "time as a varint is an unknown field: arrival": (
+        _field(1, 0, _varint(_ARRIVAL_NS - 20 * _SECOND)),
+        _ARRIVAL_NS // 10**10,
+    ),
+    "observed time as fixed32 is an unknown field: arrival": (
+        _field(11, 5, bytes(4)),
+        _ARRIVAL_NS // 10**10,
+    ),
+    "truncated time": (_field(1, 1, bytes(7)), None),
+    "far future: arrival": (_fixed64(1, 3_992_800_000 * _SECOND), _ARRIVAL_NS // 10**10),
+}
+
+
+@pytest.mark.parametrize("case", TIME_CASES)
+def test_both_scanners_read_a_record_s_time_as_upb_does(case: str) -> None:
+    times, window = TIME_CASES[case]
+    record = _field(5, 2, b"\x0a\x01x") + times
+    wire = _field(1, 2, _field(2, 2, _field(2, 2, record)))
+    for scanner in (ViewScanner(KEY, _EVENT_TIME), NativeScanner(KEY, _EVENT_TIME)):
+        if window is None:
+            with pytest.raises(MalformedRequest):
+                scanner.check(wire)
+            continue
+        tally = scanner.tally_windows(scanner.check(wire), LabelRenderer(), _ARRIVAL_NS)
+        assert {index: labels[None].records for index, labels in tally.windows.items()} == {
+            window: 1
+        }, scanner.name
+
+
+def test_one_request_feeds_many_windows_grouped_by_window_and_value() -> None:
+    records = []
+    for n in range(300):
+        record = log_record(f"body {n % 7}", **{KEY: f"v{n % 3}"})
+        record.time_unix_nano = _ARRIVAL_NS - (n % 5) * 10 * _SECOND
+        records.append(record)
+    wire = export_request(records).SerializeToString()
+    tallies = [
+        scanner.tally_windows(scanner.check(wire), LabelRenderer(), _ARRIVAL_NS)
+        for scanner in (ViewScanner(KEY, _EVENT_TIME), NativeScanner(KEY, _EVENT_TIME))
+    ]
+    python, native = ({i: messages_of(t) for i, t in tally.windows.items()} for tally in tallies)
+    assert python == native
+    assert len(native) == 5 and all(len(labels) == 3 for labels in native.values())
+    assert sum(records for labels in native.values() for _, records in labels.values()) == 300
+
+
+def test_arrival_time_notes_no_times() -> None:
+    scan = _wire.check(export_request([log_record("x")]).SerializeToString(), KEY.encode())
+    with pytest.raises(ValueError, match="checked with times"):
+        _wire.tally_windows(scan, _ARRIVAL_NS, 10 * _SECOND, 0)

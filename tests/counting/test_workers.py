@@ -11,15 +11,17 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
 from prometheus_client import CollectorRegistry
 
-from otlp_stats.counting.queue import QueuedRequest, RequestQueue
+from otlp_stats.counting.aggregator import Aggregator
+from otlp_stats.counting.late import RejectLate
+from otlp_stats.counting.queue import QueuedRequest, RequestQueue, Verdict
 from otlp_stats.counting.resolve import LabelRenderer
-from otlp_stats.counting.scan import NativeScanner, tally_view
+from otlp_stats.counting.scan import EventTime, NativeScanner, default_scanner, tally_view
 from otlp_stats.counting.view import decode_view, key_may_be_on_records
-from otlp_stats.counting.workers import INLINE_BYTES
+from otlp_stats.counting.workers import INLINE_BYTES, WorkerPool
 from otlp_stats.errors import CountingFailed, MalformedRequest, RequestTooLarge, ShuttingDown
 from otlp_stats.telemetry import Metrics
 from tests.support.fakes import Plain, export_request, log_record, worked_example_request
-from tests.support.pipeline_front import worker_pool
+from tests.support.pipeline_front import CountedBatches, worker_pool
 from tests.support.reference import messages_of, reference_messages
 
 
@@ -135,7 +137,7 @@ async def test_a_request_is_counted_then_given_its_record_count_as_verdict() -> 
     pool, counted = worker_pool(queue)
     await pool.start()
     item = await admitted(queue, worked_example_request(), arrival=7.0)
-    assert await item.verdict == 5
+    assert await item.verdict == Verdict(5)
     [(arrival, batch)] = counted.batches
     assert arrival == 7.0
     assert {label: tally.records for label, tally in batch.items()} == {
@@ -169,7 +171,7 @@ async def test_a_request_whose_sender_gave_up_is_not_counted() -> None:
     gone.verdict.cancel()  # the handler's await was cancelled: deadline passed, client went away
     kept = await admitted(queue, worked_example_request())
     await pool.start()
-    assert await kept.verdict == 5
+    assert await kept.verdict == Verdict(5)
     assert len(counted.batches) == 1
     await pool.stop()
 
@@ -183,8 +185,8 @@ async def test_a_big_request_is_counted_in_a_thread_alike() -> None:
     big = await admitted(queue, export_request(records))
     small = await admitted(queue, export_request(records[1:]))
     assert len(big.wire) > INLINE_BYTES >= len(small.wire)
-    assert await big.verdict == 4000
-    assert await small.verdict == 3999
+    assert await big.verdict == Verdict(4000)
+    assert await small.verdict == Verdict(3999)
     [big_batch, small_batch] = [batch for _, batch in counted.batches]
     assert {label: tally.records for label, tally in big_batch.items()} == {
         "v0": 1334,
@@ -200,10 +202,11 @@ async def test_a_fault_in_counting_refuses_the_request_and_is_a_metric() -> None
     metrics = Metrics(CollectorRegistry())
     pool, _ = worker_pool(queue, metrics)
 
-    def broken_sink(arrival: float, batch: object) -> None:
-        raise RuntimeError("a bug")
+    class BrokenSink(CountedBatches):
+        def add(self, arrival: float, batch: object) -> None:
+            raise RuntimeError("a bug")
 
-    pool._sink = broken_sink
+    pool._sink = BrokenSink()
     await pool.start()
     item = await admitted(queue, worked_example_request())
     with pytest.raises(CountingFailed):
@@ -222,3 +225,53 @@ async def test_stop_refuses_what_still_waits_as_retryable_not_silently_dropped()
             await item.verdict
     assert counted.batches == []
     assert queue.depth == 0
+
+
+async def test_event_time_counts_each_record_in_its_window_and_rejects_the_late_ones() -> None:
+    window, lateness, arrival = 10.0, 5.0, 1_767_225_600.0 + 103
+    aggregator = Aggregator(window, arrival - 30, lateness=lateness)
+    metrics = Metrics(CollectorRegistry())
+    event_time = EventTime.of(window, max_skew_seconds=300)
+    queue = RequestQueue(10, 1 << 20)
+    pool = WorkerPool(
+        queue,
+        aggregator,
+        default_scanner("foo", event_time),
+        1,
+        metrics,
+        None,
+        1000,
+        1.0,
+        event_time=event_time,
+        late=RejectLate(window, lateness),
+    )
+    dated = {
+        -1: 2,  # the current window
+        -12: 3,  # the previous one, ended 3 s before arrival: within the lateness
+        -25: 4,  # ended 23 s before arrival: late
+        10_000: 1,  # far past the allowed skew: at arrival
+        0: 0,
+    }
+    records = []
+    for offset, count in dated.items():
+        for n in range(count):
+            record = log_record(f"m{n}", foo="a")
+            record.time_unix_nano = int((arrival + offset) * 1e9)
+            records.append(record)
+    records.append(log_record("undated", foo="a"))  # both times 0: at arrival
+    await pool.start()
+    item = await admitted(queue, export_request(records), arrival)
+    verdict = await item.verdict
+    await pool.stop()
+    assert (verdict.counted, verdict.rejected) == (7, 4)
+    assert "4 log records rejected as late" in verdict.message
+    sample = metrics.registry.get_sample_value
+    assert sample("otlp_stats_records_counted_total") == 7
+    assert sample("otlp_stats_timestamps_adjusted_total", {"reason": "future"}) == 1
+    assert sample("otlp_stats_timestamps_adjusted_total", {"reason": "missing"}) == 1
+    assert aggregator.late_records["window_closed"] == 4
+    reports = aggregator.close_all(arrival + 1)
+    assert {r.start: r.records for r in reports if r.records} == {
+        arrival - 13: 3,
+        arrival - 3: 2 + 1 + 1,
+    }

@@ -2,9 +2,10 @@
 
 Both scanners see every input, read as each front door reads a body: they must refuse the same
 inputs and, where they accept one, count the same records under the same labels with the same
-message hashes. Read as OTLP/JSON, the C transcoder must answer only where the reference path
-(json_format) accepts, with the same request. Anything else (a disagreement, an exception that
-is not an ExportRefused, a crash, a hang) is a bug. atheris drives it coverage-guided
+message hashes; read with event time too, both put the same records in the same windows.
+Read as OTLP/JSON, the C transcoder must answer only where the reference path (json_format)
+accepts, with the same request. Anything else (a disagreement, an exception that is not an
+ExportRefused, a crash, a hang) is a bug. atheris drives it coverage-guided
 (tests/fuzz/atheris_run.py, `make fuzz`); the hypothesis tests in test_hostile_input.py call it
 too.
 """
@@ -16,16 +17,24 @@ from collections.abc import Callable
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otlp_stats.counting.resolve import LabelRenderer
-from otlp_stats.counting.scan import NativeScanner, Scanner, ViewScanner
+from otlp_stats.counting.scan import EventTime, NativeScanner, Scanner, ViewScanner
 from otlp_stats.errors import ExportRefused
 from otlp_stats.receiving._otlp_json import transcode
 from otlp_stats.receiving.compression import inflate
 from otlp_stats.receiving.otlp_json import json_to_wire, reference_json_to_wire
-from tests.support.reference import Messages, messages_of
+from tests.support.reference import Messages, messages_of, windows_of
 
 KEY = "service.name"
 LIMIT = 1 << 20
 SCANNERS: tuple[Scanner, Scanner] = (ViewScanner(KEY), NativeScanner(KEY))
+EVENT_TIME = EventTime.of(10, 300)
+TIMED_SCANNERS: tuple[Scanner, Scanner] = (
+    ViewScanner(KEY, EVENT_TIME),
+    NativeScanner(KEY, EVENT_TIME),
+)
+ARRIVAL_NS = 1_767_225_600_000_000_000
+# Per window, what it counts; then the records put at arrival: dated too far ahead, undated.
+Windowed = tuple[dict[int, Messages], int, int]
 
 
 def decode_and_resolve(data: bytes) -> int:
@@ -38,6 +47,9 @@ def decode_and_resolve(data: bytes) -> int:
             continue
         outcomes = [_scan(scanner, wire) for scanner in SCANNERS]
         assert outcomes[0] == outcomes[1], (wire, outcomes)
+        windowed = [_scan_windows(scanner, wire) for scanner in TIMED_SCANNERS]
+        assert windowed[0] == windowed[1], (wire, windowed)
+        assert (windowed[0] is None) == (outcomes[0] is None), wire
         messages = outcomes[0]
         if messages is not None:
             tallied = max(tallied, sum(records for _, records in messages.values()))
@@ -53,6 +65,18 @@ def _scan(scanner: Scanner, wire: bytes) -> Messages | None:
     tally = scanner.tally(checked, LabelRenderer(max_length=64))
     assert sum(counted.records for counted in tally.values()) == checked.records
     return messages_of(tally)
+
+
+def _scan_windows(scanner: Scanner, wire: bytes) -> Windowed | None:
+    """What the event-time scanner counts per window, or None if it refused the wire."""
+    try:
+        checked = scanner.check(wire)
+    except ExportRefused:
+        return None
+    tally = scanner.tally_windows(checked, LabelRenderer(max_length=64), ARRIVAL_NS)
+    counted = sum(c.records for labels in tally.windows.values() for c in labels.values())
+    assert counted == checked.records
+    return windows_of(tally.windows), tally.future, tally.missing
 
 
 _protobuf: Callable[[bytes], bytes] = bytes

@@ -43,8 +43,10 @@ def test_json_report_schema() -> None:
     assert json.loads(line) == {
         "event": "window_report",
         "attribute_key": "foo",
+        "window_time": "arrival",
         "window_start": "2026-01-01T00:00:10Z",
         "window_end": "2026-01-01T00:00:20Z",
+        "revision": 1,
         "partial": False,
         "records": 5,
         "distinct_messages": 5,
@@ -89,7 +91,9 @@ def test_json_report_schema() -> None:
 def test_text_report_lists_values_then_totals() -> None:
     text = render_text(REPORT, "foo", "(none)")
     lines = text.splitlines()
-    assert lines[0] == "window 2026-01-01T00:00:10Z .. 2026-01-01T00:00:20Z  key=foo"
+    assert lines[0] == (
+        "window 2026-01-01T00:00:10Z .. 2026-01-01T00:00:20Z  key=foo  time=arrival"
+    )
     assert [line.split() for line in lines[2:7]] == [
         ["baz", "2", "2"],
         ["bar", "1", "1"],
@@ -238,3 +242,34 @@ async def test_a_failed_print_neither_starves_listeners_nor_stops_later_windows(
     assert [report.records for report in heard[:2]] == [2, 0]
     printed = [json.loads(line) for line in out.getvalue().splitlines()]
     assert printed[0]["window_start"] == "2026-01-01T00:00:10Z"
+
+
+async def test_event_time_reports_wait_for_the_lateness_and_say_their_clock() -> None:
+    clock = FakeClock(T0 + 5)  # [T0 - 10, T0) closed as the service started: [T0, T0 + 10) is next
+    out = io.StringIO()
+    queue = RequestQueue(10, 1 << 20)
+    aggregator = Aggregator(10, clock.now(), lateness=5)
+    reporter = Reporter(
+        aggregator,
+        queue,
+        clock,
+        out,
+        Metrics(CollectorRegistry()),
+        "foo",
+        "unknown",
+        "json",
+        window_time="event",
+    )
+    await reporter.start()
+    window = aggregator._index(T0)
+    await clock.advance(7)
+    assert reporter.watermark_lag() == 5
+    # A disordered record for the first window, 2 s after its end: still in time.
+    aggregator.add_windows(T0 + 12, {window: {"a": LabelTally.of_hashes([1])}})
+    await clock.advance(2.95)
+    assert out.getvalue() == ""
+    await clock.advance(0.1)
+    [report] = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert report["window_time"] == "event" and report["revision"] == 1
+    assert report["window_start"] == format_timestamp(T0) and report["records"] == 1
+    await reporter.stop()

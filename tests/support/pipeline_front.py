@@ -8,11 +8,12 @@ nothing and requests wait in the queue, so a test can fill it at will and watch 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from otlp_stats.counting.aggregator import ResolvedBatch
+from otlp_stats.counting.aggregator import Added, ResolvedBatch
 from otlp_stats.counting.queue import QueuedRequest, RequestQueue
 from otlp_stats.counting.scan import default_scanner
 from otlp_stats.counting.workers import WorkerPool
@@ -72,8 +73,11 @@ class CountedBatches:
     def __init__(self) -> None:
         self.batches: list[tuple[float, ResolvedBatch]] = []
 
-    def __call__(self, arrival: float, batch: ResolvedBatch) -> None:
+    def add(self, arrival: float, batch: ResolvedBatch) -> None:
         self.batches.append((arrival, batch))
+
+    def add_windows(self, arrival: float, windows: Mapping[int, ResolvedBatch]) -> Added:
+        raise AssertionError("these workers count by arrival time")
 
 
 def worker_pool(
