@@ -21,6 +21,8 @@ TARGET_CPU_TO_BASELINE = 0.2
 TARGET_HALF_RATE_P99_MS = 50.0
 # Issue 16: OTLP/JSON over HTTP against protobuf over HTTP, server CPU per record.
 TARGET_JSON_TO_PROTOBUF_HTTP = 3.0
+# Issue 15: windows by the records' own time against windows by arrival, server CPU per record.
+TARGET_EVENT_TO_ARRIVAL = 1.15
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class BenchResults:
     # CPU over OTLP/HTTP per body encoding.
     json_decoding: Mapping[str, CpuPerRecord] = field(default_factory=dict)
     http_cost: HttpCost | None = None
+    # The service with --window-time event, its median round.
+    service_event: ServerRun | None = None
 
     @property
     def floor_us(self) -> float:
@@ -77,6 +81,7 @@ def render_results(results: BenchResults) -> str:
         *_workload_lines(results),
         *_figure_lines(results),
         *_target_lines(results),
+        *_event_time_lines(results),
         *_json_lines(results),
         *_check_lines(results),
         END_MARKER,
@@ -160,7 +165,11 @@ def _figure_lines(results: BenchResults) -> list[str]:
     # A single core decoding at the floor: the throughput and per-request time to compare with.
     floor_rate = 1e6 / floor
     floor_request_ms = floor * results.workload.records_per_request / 1000
-    servers = [run for run in (baseline, results.transport, results.service) if run is not None]
+    servers = [
+        run
+        for run in (baseline, results.transport, results.service, results.service_event)
+        if run is not None
+    ]
     figures: list[tuple[str, Callable[[ServerRun], float], str, float | None]] = [
         ("server CPU µs/record", lambda run: run.cpu_us_per_record, "{:.2f}", floor),
         ("records/s accepted", lambda run: run.saturation.records_per_second, "{:,.0f}",
@@ -207,6 +216,29 @@ def _target_lines(results: BenchResults) -> list[str]:
         f"{_verdict(to_baseline <= TARGET_CPU_TO_BASELINE)}",
         f"- Export p99 at half saturation at most {TARGET_HALF_RATE_P99_MS:g} ms: {p99:.1f} ms, "
         f"{_verdict(p99 <= TARGET_HALF_RATE_P99_MS)}",
+        "",
+    ]
+
+
+def _event_time_lines(results: BenchResults) -> list[str]:
+    """Issue 15: what windowing by the records' own time costs next to arrival time."""
+    arrival, event = results.service, results.service_event
+    if arrival is None or event is None:
+        return []
+    ratio = event.cpu_us_per_record / arrival.cpu_us_per_record
+    paired = " / ".join(
+        _ratio(_divide(e.cpu_us_per_record, a.cpu_us_per_record) if e and a else None)
+        for a, e in zip(
+            results.rounds.get("service", []), results.rounds.get(event.name, []), strict=False
+        )
+    )
+    return [
+        "### Event time (issue 15)",
+        "",
+        f"- `--window-time event` at most {TARGET_EVENT_TO_ARRIVAL:g}x the CPU per record of "
+        f"arrival time: {event.cpu_us_per_record:.2f} against {arrival.cpu_us_per_record:.2f} "
+        f"µs, {ratio:.2f}x, {_verdict(ratio <= TARGET_EVENT_TO_ARRIVAL)} (round by round: "
+        f"{paired}). The same requests, stamped at the start of each event-time round.",
         "",
     ]
 

@@ -14,7 +14,9 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,6 +35,10 @@ from bench.server_run import RunSettings, ServerRun, measure_server
 from otlp_stats.loadgen import Workload, build_requests, digest_requests
 
 REPO = Path(__file__).resolve().parent.parent
+# The service again, windowing by the records' own time. A lateness longer than a run keeps the
+# window the records are stamped in open for all of it.
+EVENT = "service, event time"
+EVENT_FLAGS = "--window-time event --allowed-lateness 60"
 
 DOCUMENT_TEMPLATE = """# Benchmarks
 
@@ -128,10 +134,13 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
 
         def measure(name: str, argv: list[str]) -> ServerRun | None:
             _say(f"measuring {name}: {shlex.join(argv)}")
+            # Event time counts a record in the window of its own stamp: stamped now, so that
+            # every record lands in an open window, as live traffic does.
+            sent = replace(workload, time_base_ns=time.time_ns()) if name == EVENT else workload
             run = _attempt(
                 name,
                 lambda: measure_server(
-                    name, argv, workload, settings, cwd=Path(scratch), env=env,
+                    name, argv, sent, settings, cwd=Path(scratch), env=env,
                     loadgen_cwd=Path(scratch),
                 ),
                 problems,
@@ -149,6 +158,7 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
             notes.append("the service is not available yet (no otlp_stats/__main__.py)")
         else:
             servers["service"] = service_argv(workload, args.service_args)
+            servers[EVENT] = service_argv(workload, f"{args.service_args} {EVENT_FLAGS}")
         # Interleaved, so that the machine's drift over the minutes falls on every server alike.
         # A failed round stays in place as None, so that rounds pair up by their number.
         rounds: dict[str, list[ServerRun | None]] = {name: [] for name in servers}
@@ -167,6 +177,7 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
     baseline = median_round(rounds.get("baseline", []))
     transport = median_round(rounds.get("transport", []))
     service = median_round(rounds.get("service", []))
+    service_event = median_round(rounds.get(EVENT, []))
     results = BenchResults(
         started_at=started_at,
         command=command,
@@ -182,6 +193,7 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
         http_cost=http_cost,
         baseline=baseline,
         service=service,
+        service_event=service_event,
         transport=transport,
         problems=problems,
         notes=notes,
@@ -192,7 +204,10 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
     print(block)
     runs = [run for server_rounds in rounds.values() for run in server_rounds if run]
     failed = bool(problems) or not all(run.passed for run in runs)
-    digest_mismatch = any(results.workload_digest not in run.digests_seen for run in runs)
+    # The event-time runs send the same requests stamped at their start: another digest.
+    digest_mismatch = any(
+        results.workload_digest not in run.digests_seen for run in runs if run.name != EVENT
+    )
     if digest_mismatch:
         _say("the load generator built different requests than the harness")
     return not (failed or digest_mismatch)

@@ -45,6 +45,7 @@ _WORKLOAD_FLAGS = (
         "--pool", "pool_size", "distinct requests pre-built; the run cycles through them"
     ),
     _WorkloadFlag("--seed", "seed"),
+    _WorkloadFlag("--time-base-ns", "time_base_ns", "Unix time of the first record, ns"),
 )
 
 

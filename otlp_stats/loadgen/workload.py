@@ -15,8 +15,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 # A fixed clock for record timestamps keeps payloads byte-identical across processes (the
-# harness checks the load generator's digest against its own build); the service windows
-# by arrival time, so these stamps never decide a window.
+# harness checks the load generator's digest against its own build). With arrival time these
+# stamps never decide a window; an event-time run passes a recent time_base_ns instead.
 _EPOCH_NANOS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
 
 _FILLER = (
@@ -74,6 +74,8 @@ class Workload:
     # Distinct requests built; a run cycles through them.
     pool_size: int = 32
     seed: int = 1
+    # Record n is stamped time_base_ns + n µs (its observed time 0.25 ms later).
+    time_base_ns: int = _EPOCH_NANOS
 
     def __post_init__(self) -> None:
         positive = {
@@ -233,8 +235,8 @@ class _RequestBuilder:
         rng = self.rng
         severity_number, severity_text = rng.choice(_SEVERITIES)
         record = LogRecord(
-            time_unix_nano=_EPOCH_NANOS + serial * 1000,
-            observed_time_unix_nano=_EPOCH_NANOS + serial * 1000 + 250_000,
+            time_unix_nano=self.workload.time_base_ns + serial * 1000,
+            observed_time_unix_nano=self.workload.time_base_ns + serial * 1000 + 250_000,
             severity_number=severity_number,  # type: ignore[arg-type]
             severity_text=severity_text,
             body=AnyValue(string_value=body),
