@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench.floor import CpuPerRecord
 from bench.json_cost import HttpCost
+from bench.replay_cost import ReplayCost
 from bench.server_run import RunSettings, ServerRun
 from otlp_stats.loadgen.workload import Workload
 
@@ -23,6 +24,12 @@ TARGET_HALF_RATE_P99_MS = 50.0
 TARGET_JSON_TO_PROTOBUF_HTTP = 3.0
 # Issue 15: windows by the records' own time against windows by arrival, server CPU per record.
 TARGET_EVENT_TO_ARRIVAL = 1.15
+# Issue 16, replay: protobuf replay against the live service less its transport, OTLP/JSON
+# replay against orjson alone, JSON frames per core, and memory over two years.
+TARGET_REPLAY_TO_LIVE = 1.2
+TARGET_JSON_REPLAY_TO_ORJSON = 2.0
+TARGET_FRAMES_PER_SECOND = 500_000
+TARGET_REPLAY_PEAK_MB = 300
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,8 @@ class BenchResults:
     http_cost: HttpCost | None = None
     # The service with --window-time event, its median round.
     service_event: ServerRun | None = None
+    # otlp-stats replay run for real (bench/replay_cost.py).
+    replay: ReplayCost | None = None
 
     @property
     def floor_us(self) -> float:
@@ -83,6 +92,7 @@ def render_results(results: BenchResults) -> str:
         *_target_lines(results),
         *_event_time_lines(results),
         *_json_lines(results),
+        *_replay_lines(results),
         *_check_lines(results),
         END_MARKER,
     ]
@@ -283,6 +293,47 @@ def _json_lines(results: BenchResults) -> list[str]:
             f"{_verdict(to_protobuf <= TARGET_JSON_TO_PROTOBUF_HTTP)} (round by round: {rounds})",
         ]
     return [*lines, "", *targets, *([""] if targets else [])]
+
+
+def _replay_lines(results: BenchResults) -> list[str]:
+    """Issue 16: `otlp-stats replay`'s CPU per record, frames per core, two years' memory."""
+    replay = results.replay
+    if replay is None:
+        return []
+    live = (
+        results.service.cpu_us_per_record - results.transport.cpu_us_per_record
+        if results.service is not None and results.transport is not None
+        else None
+    )
+    to_live = _divide(replay.protobuf_us, live)
+    to_orjson = replay.json_us / replay.orjson_us
+    live_text = f"{live:.2f}" if live is not None else "n/a"
+    return [
+        "### Replay (issue 16)",
+        "",
+        "| Figure | Value |",
+        "|---|---:|",
+        f"| Replay of a `format: proto` file: CPU µs/record | {replay.protobuf_us:.2f} |",
+        f"| Live service less transport: CPU µs/record (this run) | {live_text} |",
+        f"| Replay of a `format: json` file: CPU µs/record | {replay.json_us:.2f} |",
+        f"| `orjson.loads` of the same lines alone: CPU µs/record | {replay.orjson_us:.2f} |",
+        f"| JSON frames replayed per CPU second | {replay.frames_per_second:,.0f} |",
+        f"| Two years into SQLite ({replay.two_year_records:,} records, 10 s windows): "
+        f"peak RSS, MB | {replay.two_year_peak_mb:.0f} |",
+        f"| The same: wall seconds | {replay.two_year_seconds:.0f} |",
+        "",
+        f"- Protobuf replay at most {TARGET_REPLAY_TO_LIVE:g}x the live service's CPU per "
+        f"record less transport: {_ratio(to_live)}, "
+        + (_verdict(to_live <= TARGET_REPLAY_TO_LIVE) if to_live is not None else "not measured"),
+        f"- OTLP/JSON replay at most {TARGET_JSON_REPLAY_TO_ORJSON:g}x orjson alone: "
+        f"{to_orjson:.2f}x, {_verdict(to_orjson <= TARGET_JSON_REPLAY_TO_ORJSON)}",
+        f"- JSON frames at least {TARGET_FRAMES_PER_SECOND:,} per second per core: "
+        f"{replay.frames_per_second:,.0f}, "
+        f"{_verdict(replay.frames_per_second >= TARGET_FRAMES_PER_SECOND)}",
+        f"- Two-year replay under {TARGET_REPLAY_PEAK_MB} MB: {replay.two_year_peak_mb:.0f} MB, "
+        f"{_verdict(replay.two_year_peak_mb < TARGET_REPLAY_PEAK_MB)}",
+        "",
+    ]
 
 
 def _check_lines(results: BenchResults) -> list[str]:

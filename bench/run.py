@@ -29,6 +29,7 @@ from bench.json_cost import HttpCost, measure_http_bodies, measure_json_decoding
 from bench.load_run import LoadRunFailed
 from bench.memory_report import MEMORY_BEGIN_MARKER, MEMORY_END_MARKER, render_memory
 from bench.memory_run import MemoryRun, measure_memory, scaled_scenarios
+from bench.replay_cost import ReplayCost, measure_replay
 from bench.report import BenchResults, Machine, render_results, splice_results
 from bench.server_process import ServerFailed
 from bench.server_run import RunSettings, ServerRun, measure_server
@@ -91,6 +92,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-memory", action="store_true", help="no memory scenarios")
     parser.add_argument(
+        "--skip-replay", action="store_true", help="no otlp-stats replay figures (about 5 min)"
+    )
+    parser.add_argument(
         "--memory-only",
         action="store_true",
         help="only the memory scenarios; the throughput block of BENCHMARKS.md stays as it is",
@@ -128,6 +132,13 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
     counting = measure_baseline_counting(requests, workload.attribute_key, args.floor_seconds)
     scanners = measure_scanners(requests, workload.attribute_key, args.floor_seconds)
     json_decoding = measure_json_decoding(requests, args.floor_seconds)
+    replay: ReplayCost | None = None
+    if not args.skip_replay:
+        _say("measuring otlp-stats replay: protobuf, OTLP/JSON, JSON frames, two years' memory")
+        try:
+            replay = measure_replay(requests)
+        except (OSError, subprocess.SubprocessError) as error:
+            problems.append(f"otlp-stats replay: {error}")
     http_cost: HttpCost | None = None
     env = _clean_env()
     with tempfile.TemporaryDirectory(prefix="otlp-bench-") as scratch:
@@ -191,6 +202,7 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
         scanners=scanners,
         json_decoding=json_decoding,
         http_cost=http_cost,
+        replay=replay,
         baseline=baseline,
         service=service,
         service_event=service_event,

@@ -433,11 +433,17 @@ def _shown_default(option: _Option, value: object) -> str:
     return "unset" if value is None else str(value)
 
 
-def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every setting's flag, in one argument group per stage, and --env-file."""
+def add_setting_arguments(
+    parser: argparse.ArgumentParser, only: Sequence[str] | None = None
+) -> None:
+    """Every setting's flag (or those `only` names), one argument group per stage, and
+    --env-file. A setting left off the command line still comes from the environment."""
     by_name = {option.name: option for option in _OPTIONS}
     defaults = Settings()
     for title, names in SETTING_GROUPS:
+        names = tuple(name for name in names if only is None or name in only)
+        if not names:
+            continue
         group = parser.add_argument_group(title)
         for name in names:
             option = by_name[name]
@@ -473,11 +479,13 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     parser: argparse.ArgumentParser | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Build Settings from flags, environment and `.env`; raise ConfigError on a bad value.
 
     argparse's own usage errors (unknown flag) exit with status 2, as bad values do. `parser`
     is one the command line built with add_setting_arguments (to add --version and its help).
+    `defaults` replace Settings' own defaults (a command's, such as replay's attribute key).
     """
     environ = os.environ if environ is None else environ
     args = (parser or _build_parser()).parse_args(list(argv))
@@ -486,11 +494,11 @@ def load_settings(
         env_file = (cwd or Path.cwd()) / env_file
     dotenv = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
 
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(defaults or {})
     for option in _OPTIONS:
         env_name = ENV_PREFIX + option.name.upper()
         for source, raw in (
-            (_flag(option.name), getattr(args, option.name)),
+            (_flag(option.name), getattr(args, option.name, None)),
             (env_name, environ.get(env_name)),
             (f"{env_name} in {env_file.name}", dotenv.get(env_name)),
         ):

@@ -7,13 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from otlp_stats import __version__
-from otlp_stats.cli import query, serve
+from otlp_stats.cli import query, replay, serve
 from otlp_stats.config import ENV_PREFIX, add_setting_arguments
 
 # Each command's name and what it does, as --help lists them.
 COMMANDS = (
     ("serve", "receive OTLP logs, count them per window, print each window's report (default)"),
     ("query", "distinct messages per period and value, read from the store (--store)"),
+    ("replay", "count history from files or stdin in event time, into the same store"),
 )
 
 
@@ -22,11 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing = "\n".join(f"  {name:<8}{summary}" for name, summary in COMMANDS)
     parser = argparse.ArgumentParser(
         prog="otlp-stats",
-        usage="%(prog)s [serve] [options]\n       %(prog)s query --from DATE [options]",
+        usage="%(prog)s [serve] [options]\n       %(prog)s query --from DATE [options]\n"
+        "       %(prog)s replay [PATH ...] [options]",
         description="Count distinct log messages per attribute value in tumbling windows.\n\n"
         f"commands:\n{listing}",
         epilog=f"Every flag can also be set as {ENV_PREFIX}<NAME> in the environment or .env. "
-        "`otlp-stats query --help` lists the query's own flags.",
+        "`otlp-stats query --help` and `otlp-stats replay --help` list their own flags.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -35,10 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command argv names (`query`, `serve`), or serve when it names none."""
+    """Run the command argv names (`query`, `replay`, `serve`), or serve when it names none."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["query"]:
         return query.main(args[1:])
+    if args[:1] == ["replay"]:
+        return replay.main(args[1:])
     if args[:1] == ["serve"]:
         args = args[1:]
     return serve.main(args, build_parser())

@@ -274,10 +274,24 @@ class Aggregator:
     def next_window_end(self) -> float:
         return self.window_bounds(self._next_index)[1]
 
-    def close_until(self, watermark: float) -> list[WindowReport]:
+    def close_until(self, watermark: float, empty: bool = True) -> list[WindowReport]:
         """Close, in order, every window whose end plus the lateness is at or before the
-        watermark, empty ones too."""
+        watermark, empty ones too unless `empty` is False (replay: a gap of a year in the
+        history is no reason for three million heartbeats)."""
         reports: list[WindowReport] = []
+        if not empty:
+            for index in sorted(self._windows):
+                if not self._closes(index, watermark):
+                    break
+                reports.append(self._close(index, partial=False))
+            # Every window before the first still open is empty: jump over them at once.
+            first_open = self._index(watermark - self.lateness)
+            while first_open > self._next_index and not self._closes(first_open - 1, watermark):
+                first_open -= 1
+            while self._closes(first_open, watermark):
+                first_open += 1
+            self._next_index = max(self._next_index, min([first_open, *self._windows]))
+            return reports
         while self.window_bounds(self._next_index)[1] + self.lateness <= watermark:
             reports.append(self._close(self._next_index, partial=False))
             self._next_index += 1
@@ -291,6 +305,9 @@ class Aggregator:
             reports.append(self._close(self._next_index, partial=True))
             self._next_index += 1
         return reports
+
+    def _closes(self, index: int, watermark: float) -> bool:
+        return self.window_bounds(index)[1] + self.lateness <= watermark
 
     def snapshot(self) -> list[WindowSnapshot]:
         """Every open window that holds records, as bytes, for a checkpoint."""

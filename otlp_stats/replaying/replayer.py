@@ -1,0 +1,184 @@
+"""Replays inputs through the service's own scanner, aggregator and reporter, in event time.
+
+No arrival clock here: the watermark follows the data. It is the latest event time read so
+far minus `--allowed-lateness`: a window is reported once the data has moved that far past its
+end, and a record for a window already closed is late (counted as the live service counts
+late records, through the same LateRecords seam). At the end of the input every window left
+is reported, complete: nothing more will come for it. Windows without records are not reported
+(a gap of months in a history is not two million heartbeats).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from otlp_stats.clock import Clock
+from otlp_stats.counting.aggregator import Aggregator, WindowReport, WindowSnapshot
+from otlp_stats.counting.late import LateRecords
+from otlp_stats.counting.resolve import LabelRenderer
+from otlp_stats.counting.scan import EventTime, Scanner, Tally, default_scanner
+from otlp_stats.errors import MalformedRequest
+from otlp_stats.receiving.otlp_json import json_to_wire
+from otlp_stats.replaying.frames import FrameCounter, FrameFields
+from otlp_stats.replaying.framing import Frame, line_batches, otlp_frames, unwrap_message
+from otlp_stats.reporting.reporter import Reporter
+from otlp_stats.store.base import StateStore
+
+_NS = 1_000_000_000
+# Replayed times are history: none is "ahead of its arrival", so no record is moved for it.
+_NO_SKEW_LIMIT = 2**64 - 1
+# Closed windows are written to the store in batches of this many (one transaction each).
+_COMMIT_EVERY = 256
+
+
+class StopReplay(Exception):
+    """--strict: the first malformed frame ends the replay (its message says where)."""
+
+
+@dataclass
+class ReplayCounts:
+    """What the summary line says."""
+
+    records: int = 0
+    windows: int = 0
+    late: int = 0
+    rejected: int = 0
+    malformed: int = 0
+    untimed: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self, inputs: int) -> str:
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        return (
+            f"replayed {inputs} input{'s' if inputs != 1 else ''}: {self.records} records in "
+            f"{self.windows} windows, {self.late} late ({self.rejected} rejected), "
+            f"{self.malformed} malformed skipped, {seconds:.1f} s, "
+            f"{self.records / seconds:,.0f} records/s"
+        )
+
+
+class Replayer:
+    """Feeds frames to the aggregator, closes windows as the data's watermark passes them."""
+
+    def __init__(
+        self,
+        aggregator: Aggregator,
+        reporter: Reporter,
+        late_records: LateRecords,
+        clock: Clock,
+        attribute_key: str,
+        labels: LabelRenderer,
+        limit: int,
+        frame_fields: FrameFields | None = None,
+        store: StateStore | None = None,
+        on_malformed: Callable[[str], None] = lambda message: None,
+        strict: bool = False,
+    ) -> None:
+        self._aggregator = aggregator
+        self._reporter = reporter
+        self._late = late_records
+        self._clock = clock
+        self._labels = labels
+        self._limit = limit
+        self._window_ns = window_ns = max(1, round(aggregator.window_seconds * _NS))
+        self._scanner: Scanner = default_scanner(
+            attribute_key, EventTime(window_ns, _NO_SKEW_LIMIT)
+        )
+        self._frames = (
+            FrameCounter(frame_fields, window_ns, round(aggregator.lateness * _NS), labels)
+            if frame_fields is not None
+            else None
+        )
+        self._store = store
+        self._closed: list[WindowSnapshot] = []
+        self._on_malformed = on_malformed
+        self._strict = strict
+        self._latest_ns = 0
+        self.counts = ReplayCounts()
+        reporter.add_listener(self._window_closed)
+
+    def replay(self, name: str, stream: BinaryIO, progress: Callable[[], None]) -> None:
+        """Count one input's frames; windows are reported as the data passes them."""
+        if self._frames is not None:
+            for first, lines in line_batches(stream):
+                batch = self._frames.tally(first, lines, self._latest_ns)
+                for number, reason in batch.malformed:
+                    self._malformed(f"{name}:{number}", reason)
+                self._count(batch.windows, batch.latest_ns)
+                if batch.late_windows:
+                    # Late to a line before them in the batch: the aggregator finds them so
+                    # against the batch's latest time, and counts them as late as it always does.
+                    self._count(batch.late_windows, batch.latest_ns, batch.latest_ns)
+                progress()
+            return
+        for frame in otlp_frames(stream, self._limit):
+            self._replay_request(name, frame)
+            if frame.number % 64 == 0:
+                progress()
+        progress()
+
+    def _replay_request(self, name: str, frame: Frame) -> None:
+        try:
+            wire = unwrap_message(frame.payload, self._limit)
+            if wire[:1] == b"{":
+                wire = json_to_wire(wire)
+            checked = self._scanner.check(wire)
+        except MalformedRequest as error:
+            self._malformed(frame.where(name), str(error))
+            return
+        if not checked.records:
+            return
+        tally = self._scanner.tally_windows(checked, self._labels, self._latest_ns)
+        self.counts.untimed += tally.missing
+        # The latest window's start: the scanner gives windows, not times, so the watermark
+        # may lag the data by up to a window more than the lateness, never less.
+        latest = max(tally.windows, default=0) * self._window_ns
+        self._count(tally.windows, latest)
+
+    def _count(
+        self, windows: Mapping[int, Tally], latest_ns: int, judged_at_ns: int | None = None
+    ) -> None:
+        """Count a batch against the latest time before it, then move the watermark on: the
+        records of one request are not late to each other (as when it is sent live)."""
+        watermark = (self._latest_ns if judged_at_ns is None else judged_at_ns) / _NS
+        added = self._aggregator.add_windows(watermark, windows)
+        self.counts.records += added.counted
+        if added.late:
+            self.counts.late += added.late_records
+            self.counts.rejected += self._late.take(watermark, added.late).rejected
+        self._latest_ns = max(self._latest_ns, latest_ns)
+        watermark = self._latest_ns / _NS
+        for report in self._aggregator.close_until(watermark, empty=False):
+            self._reporter.publish(report)
+
+    def _malformed(self, where: str, reason: str) -> None:
+        self.counts.malformed += 1
+        message = f"{where}: {reason}"
+        if self._strict:
+            raise StopReplay(message)
+        self._on_malformed(message)
+
+    def _window_closed(self, report: WindowReport) -> None:
+        self.counts.windows += 1
+        if self._store is not None and report.snapshot is not None:
+            self._closed.append(report.snapshot)
+            if len(self._closed) >= _COMMIT_EVERY:
+                self.commit()
+
+    def commit(self) -> None:
+        """Save the windows closed since the last commit, and their rollups, in the store."""
+        if self._store is not None and self._closed:
+            closed, self._closed = self._closed, []
+            # Retention counts from the wall clock, as the live service's does.
+            self._store.commit(closed, None, self._clock.now())
+
+    def finish(self) -> ReplayCounts:
+        """End of input: report every window left (all complete), and save them."""
+        end = (self._latest_ns / _NS) + self._aggregator.lateness + self._aggregator.window_seconds
+        for report in self._aggregator.close_until(end + 1.0, empty=False):
+            self._reporter.publish(report)
+        self.commit()
+        return self.counts
