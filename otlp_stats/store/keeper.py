@@ -200,10 +200,13 @@ class StateKeeper:
         await self.write()
 
     async def _stop_tasks(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        # After the write or merge under way: cancelled halfway, a merge would lose the late
+        # records it had taken, or count them twice when retried.
+        async with self._turn:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks = []
 
     def collector(self) -> Collector:
         return StoreCollector(self)

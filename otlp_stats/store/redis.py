@@ -306,10 +306,12 @@ class RedisStore:
                 merged = True  # a retry of a merge that went through
                 return
             current: list[dict[bytes, bytes]] = [pipe.hgetall(key) for key in keys]  # type: ignore[misc]
-            new_window = not current[0] and not pipe.exists(marker)
-            if new_window and (pipe.scard(shares) or snapshot.start < kept[0]):
+            # Not saved, yet within the window retention: a window the replicas will merge
+            # (shares flushed), or one none was running for, which these records make.
+            new_window = not current[0] and snapshot.start >= kept[0] and not pipe.exists(marker)
+            if new_window and pipe.scard(shares):
                 pipe.multi()
-                return  # the replicas' merge is to come (or the window is long gone): wait
+                return  # the replicas' merge is to come: wait for it
             pending = pipe.zscore(_REVISIONS, repr(snapshot.start))
             last_at = pipe.hget(revision, "at")
             pipe.multi()

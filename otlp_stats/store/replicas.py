@@ -218,7 +218,8 @@ class ReplicaMerger:
         deltas = reviser.late.ready(self._first_open_index())
         try:
             waiting, revisions, next_due = await self._call(reviser.merge, deltas, now)
-        except StoreUnavailable:
+        except (StoreUnavailable, asyncio.CancelledError):
+            # Retried whole: a delta merged already is recognised by its id, never added twice.
             reviser.failed(deltas)
             raise
         for delta in waiting:

@@ -279,3 +279,26 @@ async def test_a_retried_late_merge_counts_once(redis_server: RedisServer) -> No
     [day] = store.query("1d", T0, T0, None)
     assert sum(entry.records for entry in day.entries) == 2
     await a.merger.stop()
+
+
+async def test_late_records_of_a_window_past_its_retention_still_reach_the_day(
+    redis_server: RedisServer,
+) -> None:
+    clock = FakeClock(T0)
+    a = Replica(redis_server, "a", clock)
+    a.add(T0 + 1, {FIRST: {"x": hashes(1)}})
+    for at in (T0 + 15, T0 + 17.5):
+        clock.set(at)
+        a.close(at)
+        await a.merger.step()
+    # Hours later: retention has deleted the window, and its merged marker has expired.
+    later = T0 + 3 * 3600
+    a.store.commit([], None, later)
+    a.store._client.delete(f"otlp-stats:w:{T0!r}:merged")
+    assert a.add(later, {FIRST: {"x": hashes(2)}}) == 1
+    [delta] = a.late.ready(a.aggregator.first_open_index)
+    assert a.store.merge_late(delta, later, WINDOW)
+    [day] = a.store.query("1d", T0, T0, None)
+    assert day.windows == 1 and sum(entry.records for entry in day.entries) == 2
+    assert a.store.take_revisions(later) == ([], None)  # no stored window to print again
+    await a.merger.stop()
