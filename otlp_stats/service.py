@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from otlp_stats.clock import Clock, SystemClock
 from otlp_stats.config import Settings
-from otlp_stats.counting.aggregator import Aggregator
-from otlp_stats.counting.late import RejectLate
+from otlp_stats.counting.aggregator import CLOCK_STEPPED_BACK, Aggregator
+from otlp_stats.counting.late import LateRecords, RejectLate
 from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.counting.resolve import LabelRenderer
 from otlp_stats.counting.scan import EventTime, default_scanner
@@ -106,6 +106,13 @@ class Service:
             settings, self.store, self.aggregator, self.reporter, self.clock, self.log
         )
         self.registry.register(self.keeper.collector())
+        # Late records (event time): merged into their stored window with a store that keeps
+        # closed windows, else rejected to their sender (counting/late.py, store/revisions.py).
+        self.late: LateRecords = (
+            self.keeper.reviser.late
+            if self.keeper.reviser is not None
+            else RejectLate(settings.window, lateness)
+        )
         # The C scanner when it was built, else the Python one (counting/scan.py);
         # the start line says which.
         self.event_time = (
@@ -123,9 +130,7 @@ class Service:
             settings.retry_delay,
             LabelRenderer(settings.max_value_length),
             self.event_time,
-            # The seam for stores that could merge late records into a stored window: for now
-            # every store rejects them, as the memory store must.
-            RejectLate(settings.window, lateness),
+            self.late,
         )
         self.intake = Intake(
             self.queue,
@@ -141,7 +146,7 @@ class Service:
                 self.queue,
                 self.health,
                 lambda: self.reporter.last_report,
-                lambda: self.aggregator.late_records,
+                self._late_records,
                 settings.missing_label,
                 settings.metrics_top_values,
                 lambda: (self.aggregator.tracked_values, self.aggregator.sketch_bytes),
@@ -282,6 +287,11 @@ class Service:
         await self.admin.stop()
         self.log.info("stopped", drained=drained)
         return drained
+
+    def _late_records(self) -> dict[str, int]:
+        """Late records by reason: the arrival-time kind, then the fates of event-time ones."""
+        stepped_back = self.aggregator.late_records[CLOCK_STEPPED_BACK]
+        return {CLOCK_STEPPED_BACK: stepped_back, **self.late.records_by_reason}
 
     def reload_credentials(self) -> bool:
         """Re-read the token file (on SIGHUP); on error keep the tokens accepted so far."""

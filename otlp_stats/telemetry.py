@@ -75,6 +75,12 @@ class Metrics:
             ["partial"],
             registry=registry,
         )
+        self.revisions = Counter(
+            "otlp_stats_revisions",
+            "Event time: revisions printed, reports of a stored window printed again with the "
+            "late records merged into it since (revision 2, 3, ...).",
+            registry=registry,
+        )
         self.timestamps_adjusted = Counter(
             "otlp_stats_timestamps_adjusted",
             "Event time: records counted at their request's arrival instead of their own time: "

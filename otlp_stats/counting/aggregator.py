@@ -152,10 +152,62 @@ class _Tally:
 
 
 @dataclass
-class _Window:
+class WindowCounts:
+    """One window's counts: a tally per attribute value, at most `max_values` of them, and the
+    overflow entry past that. The aggregator keeps one per open window; late records headed for
+    a stored window gather in one until they are merged into it."""
+
+    max_values: int
+    lg_k: int
     values: dict[str | None, _Tally] = field(default_factory=dict)
     overflow: _Tally | None = None
     overflow_values: DistinctCounter | None = None
+
+    def add(self, batch: ResolvedBatch) -> None:
+        for value, counted in batch.items():
+            tally = self._tally_for(value)
+            tally.records += counted.records
+            if counted.hashes:
+                tally.counter.update(counted.hashes)
+            for sketch in counted.sketches:
+                tally.counter.merge(sketch)
+
+    def _tally_for(self, value: str | None) -> _Tally:
+        tally = self.values.get(value)
+        if tally is not None:
+            return tally
+        tracked = len(self.values) - (None in self.values)
+        if value is None or tracked < self.max_values:
+            tally = self.values[value] = _Tally(DistinctCounter(self.lg_k))
+            return tally
+        return self._overflow(value)
+
+    def _overflow(self, value: str) -> _Tally:
+        if self.overflow is None or self.overflow_values is None:
+            self.overflow = _Tally(DistinctCounter(self.lg_k))
+            self.overflow_values = DistinctCounter(self.lg_k)
+        digest = xxhash.xxh3_64_intdigest(value.encode("utf-8", errors="surrogatepass"))
+        self.overflow_values.update((to_signed64(digest),))
+        return self.overflow
+
+    @property
+    def records(self) -> int:
+        overflow = 0 if self.overflow is None else self.overflow.records
+        return sum(tally.records for tally in self.values.values()) + overflow
+
+    def snapshot(self, start: float, end: float) -> WindowSnapshot:
+        """The counts as bytes: what a store keeps and replicas merge."""
+        tallies = [
+            TallySnapshot(value, tally.records, tally.counter.serialize())
+            for value, tally in self.values.items()
+        ]
+        overflow_values = None
+        if self.overflow is not None and self.overflow_values is not None:
+            tallies.append(
+                TallySnapshot(None, self.overflow.records, self.overflow.counter.serialize(), True)
+            )
+            overflow_values = self.overflow_values.serialize()
+        return WindowSnapshot(start, end, tuple(tallies), overflow_values)
 
 
 class Aggregator:
@@ -185,7 +237,7 @@ class Aggregator:
         # The windows a record arriving now may still land in are open from the start; any
         # older one closed before this process ran.
         self._next_index = self._index(start_time - lateness)
-        self._windows: dict[int, _Window] = {}
+        self._windows: dict[int, WindowCounts] = {}
         self.late_records = dict.fromkeys(LATE_REASONS, 0)
         self.overflow_records = 0
 
@@ -231,32 +283,11 @@ class Aggregator:
     def _add_to(self, index: int, batch: ResolvedBatch) -> None:
         window = self._windows.get(index)
         if window is None:
-            window = self._windows[index] = _Window()
-        for value, counted in batch.items():
-            tally = self._tally_for(window, value)
-            tally.records += counted.records
-            if counted.hashes:
-                tally.counter.update(counted.hashes)
-            for sketch in counted.sketches:
-                tally.counter.merge(sketch)
+            window = self._windows[index] = self._new_window()
+        window.add(batch)
 
-    def _tally_for(self, window: _Window, value: str | None) -> _Tally:
-        tally = window.values.get(value)
-        if tally is not None:
-            return tally
-        tracked = len(window.values) - (None in window.values)
-        if value is None or tracked < self.max_values:
-            tally = window.values[value] = _Tally(DistinctCounter(self.lg_k))
-            return tally
-        return self._overflow(window, value)
-
-    def _overflow(self, window: _Window, value: str) -> _Tally:
-        if window.overflow is None or window.overflow_values is None:
-            window.overflow = _Tally(DistinctCounter(self.lg_k))
-            window.overflow_values = DistinctCounter(self.lg_k)
-        digest = xxhash.xxh3_64_intdigest(value.encode("utf-8", errors="surrogatepass"))
-        window.overflow_values.update((to_signed64(digest),))
-        return window.overflow
+    def _new_window(self) -> WindowCounts:
+        return WindowCounts(self.max_values, self.lg_k)
 
     @property
     def tracked_values(self) -> int:
@@ -270,6 +301,12 @@ class Aggregator:
             for window in self._windows.values()
             for tally in window.values.values()
         )
+
+    @property
+    def first_open_index(self) -> int:
+        """The oldest window not closed yet: every window before it is printed (or older than
+        the running service), and its counts handed to the listeners."""
+        return self._next_index
 
     def next_window_end(self) -> float:
         return self.window_bounds(self._next_index)[1]
@@ -317,21 +354,8 @@ class Aggregator:
             if window.values or window.overflow is not None
         ]
 
-    def _snapshot_of(self, index: int, window: _Window) -> WindowSnapshot:
-        start, end = self.window_bounds(index)
-        tallies = [
-            TallySnapshot(value, tally.records, tally.counter.serialize())
-            for value, tally in window.values.items()
-        ]
-        overflow_values = None
-        if window.overflow is not None and window.overflow_values is not None:
-            tallies.append(
-                TallySnapshot(
-                    None, window.overflow.records, window.overflow.counter.serialize(), True
-                )
-            )
-            overflow_values = window.overflow_values.serialize()
-        return WindowSnapshot(start, end, tuple(tallies), overflow_values)
+    def _snapshot_of(self, index: int, window: WindowCounts) -> WindowSnapshot:
+        return window.snapshot(*self.window_bounds(index))
 
     def restore(self, snapshots: Sequence[WindowSnapshot]) -> None:
         """Resume windows a checkpoint saved, before any batch is added.
@@ -341,7 +365,7 @@ class Aggregator:
         """
         for snapshot in snapshots:
             index = self._index(snapshot.start)
-            window = self._windows.setdefault(index, _Window())
+            window = self._windows.setdefault(index, self._new_window())
             for tally in snapshot.tallies:
                 restored = _Tally(DistinctCounter(self.lg_k, tally.sketch), tally.records)
                 if tally.overflow:
@@ -352,7 +376,7 @@ class Aggregator:
             self._next_index = min(self._next_index, index)
 
     def _close(self, index: int, partial: bool) -> WindowReport:
-        window = self._windows.pop(index, None) or _Window()
+        window = self._windows.pop(index, None) or self._new_window()
         start, end = self.window_bounds(index)
         snapshot = self._snapshot_of(index, window) if self.keep_sketches else None
         entries = [

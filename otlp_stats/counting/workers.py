@@ -185,7 +185,8 @@ class WorkerPool:
     def _hand_over(
         self, arrival: float, records: int, batch: ResolvedBatch | WindowedTally
     ) -> Verdict:
-        """Into the aggregator; with event time, the late records to their fate."""
+        """Into the aggregator; with event time, the late records to their fate (merged into
+        their stored window, or rejected)."""
         if not isinstance(batch, WindowedTally):
             self._sink.add(arrival, batch)
             return Verdict(records)
@@ -194,8 +195,10 @@ class WorkerPool:
         self._metrics.timestamps_adjusted.labels("missing").inc(batch.missing)
         if not added.late:
             return Verdict(added.counted)
+        # Merged late records are counted as on-time ones are: handed over, in memory, to what
+        # writes them to their stored window, before the sender hears they were accepted.
         outcome = self._late.take(arrival, added.late)
-        return Verdict(added.counted, outcome.rejected, outcome.message)
+        return Verdict(added.counted + outcome.merged, outcome.rejected, outcome.message)
 
     def _fail(self, item: QueuedRequest, error: Exception, records: int) -> None:
         """A fault of ours: log it, and refuse the request so its sender knows."""

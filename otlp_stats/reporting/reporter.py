@@ -222,12 +222,7 @@ class Reporter:
                 )
 
     def print_report(self, report: WindowReport) -> None:
-        self._out.write(
-            self._render(report, self._attribute_key, self._missing_label, self._window_time)
-        )
-        if self._render is render_json:
-            self._out.write("\n")
-        self._out.flush()
+        self._write(report)
         self.last_report = report
         self._metrics.windows_reported.labels("true" if report.partial else "false").inc()
         overflow = next((entry for entry in report.values if entry.overflow), None)
@@ -240,3 +235,19 @@ class Reporter:
                 overflow_records=overflow.records,
                 overflow_values=report.overflow_values,
             )
+
+    def print_revision(self, report: WindowReport) -> None:
+        """A closed window printed again, late records merged into it (its revision 2, 3, ...).
+
+        Not the last report the metrics show: that stays the newest window.
+        """
+        self._write(report)
+        self._metrics.revisions.inc()
+
+    def _write(self, report: WindowReport) -> None:
+        self._out.write(
+            self._render(report, self._attribute_key, self._missing_label, self._window_time)
+        )
+        if self._render is render_json:
+            self._out.write("\n")
+        self._out.flush()

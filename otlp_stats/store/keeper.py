@@ -19,10 +19,13 @@ from prometheus_client.registry import Collector
 from otlp_stats.clock import Clock
 from otlp_stats.counting.aggregator import Aggregator, WindowReport, WindowSnapshot
 from otlp_stats.store.base import StateStore
+from otlp_stats.store.revisions import LateDelta, Reviser, Revision
 
 # Closed windows waiting for a write that keeps failing; past this the oldest are given up
 # (counted and logged: their reports were printed, only their place in the store is lost).
 MAX_PENDING_WINDOWS = 360
+# How often the keeper looks for late records to merge and revisions due.
+REVISE_TICK = 0.2
 
 
 class StateKeeper:
@@ -33,8 +36,11 @@ class StateKeeper:
         clock: Clock,
         checkpoint_interval: float,
         logger: Any,
+        reviser: Reviser | None = None,
     ) -> None:
         self.store = store
+        # With a store that keeps closed windows and event time: late records merged into them.
+        self.reviser = reviser
         self._aggregator = aggregator
         self._clock = clock
         self._interval = checkpoint_interval
@@ -43,6 +49,9 @@ class StateKeeper:
         self._wake = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Writes and merges take turns: late records merge into a window only after its own
+        # counts are saved, and a failed write puts its windows back before a merge looks.
+        self._turn = asyncio.Lock()
         self.checkpoints = 0
         self.write_failures = 0
         self.windows_given_up = 0
@@ -74,6 +83,8 @@ class StateKeeper:
             asyncio.create_task(self._write_loop(), name="store-writer"),
             asyncio.create_task(self._tick_loop(), name="store-checkpoint-timer"),
         ]
+        if self.reviser is not None:
+            self._tasks.append(asyncio.create_task(self._revise_loop(), name="store-reviser"))
 
     def window_closed(self, report: WindowReport) -> None:
         """The reporter's hook. Partial windows (shutdown) stay open: the checkpoint has them."""
@@ -107,6 +118,10 @@ class StateKeeper:
             await self.write()
 
     async def write(self) -> None:
+        async with self._turn:
+            await self._write()
+
+    async def _write(self) -> None:
         """One transaction: the windows closed since the last one, and the open windows now."""
         closed, self._closed = self._closed, []
         open_windows = self._aggregator.snapshot() if self.store.durable else None
@@ -140,16 +155,58 @@ class StateKeeper:
         self.store.commit(closed, open_windows, now)
         self.stored_bytes = self.store.stored_bytes()
 
+    async def _revise_loop(self) -> None:
+        while True:
+            await self._clock.sleep(REVISE_TICK)
+            await self.revise()
+
+    async def revise(self) -> None:
+        """Merge the late records of windows closed by now, and print the revisions due."""
+        reviser = self.reviser
+        if reviser is None or not reviser.due(self._clock.now(), self._aggregator.first_open_index):
+            return
+        async with self._turn:
+            closed, self._closed = self._closed, []
+            deltas = reviser.late.ready(self._aggregator.first_open_index)
+            now = self._clock.now()
+            loop = asyncio.get_running_loop()
+            try:
+                waiting, revisions, next_due = await loop.run_in_executor(
+                    self._writer(), self._merge_late, reviser, closed, deltas, now
+                )
+            except Exception:
+                self._closed[:0] = closed
+                self._bound_backlog()
+                reviser.failed(deltas)
+                self.write_failures += 1
+                self._log.exception("late_merge_failed", late_windows=len(deltas))
+                return
+        reviser.late.retry(waiting)
+        reviser.publish(revisions, next_due, now)
+
+    def _merge_late(
+        self, reviser: Reviser, closed: list[WindowSnapshot], deltas: list[LateDelta], now: float
+    ) -> tuple[list[LateDelta], list[Revision], float | None]:
+        """In the writer thread: the closed windows first (late records merge into them)."""
+        if closed:
+            self.store.commit(closed, None, now)
+        merged = reviser.merge(deltas, now)
+        self.stored_bytes = self.store.stored_bytes()
+        return merged
+
     async def checkpoint_now(self) -> None:
         """At shutdown, before the reporter closes the current window: save it as open."""
         await self._stop_tasks()
         await self.write()
 
     async def _stop_tasks(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        # After the write or merge under way: cancelled halfway, a merge would lose the late
+        # records it had taken, or count them twice when retried.
+        async with self._turn:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks = []
 
     def collector(self) -> Collector:
         return StoreCollector(self)
@@ -171,6 +228,10 @@ class StateKeeper:
                 self.write_failures += 1
                 self.windows_given_up += len(closed)
                 self._log.exception("final_store_write_failed", closed_windows=len(closed))
+        if self.reviser is not None:
+            # Every window is closed now: what late records wait is merged before the store
+            # closes (a revision not due yet is printed after the next start).
+            await self._final_revise(self.reviser)
         if self._executor is not None:
             try:
                 await loop.run_in_executor(self._executor, self.store.close)
@@ -178,6 +239,22 @@ class StateKeeper:
                 self._log.exception("store_close_failed")
             self._executor.shutdown(wait=True)
             self._executor = None
+
+    async def _final_revise(self, reviser: Reviser) -> None:
+        deltas = reviser.late.ready(self._aggregator.first_open_index)
+        if not deltas:
+            return
+        now = self._clock.now()
+        loop = asyncio.get_running_loop()
+        try:
+            _, revisions, next_due = await loop.run_in_executor(
+                self._writer(), self._merge_late, reviser, [], deltas, now
+            )
+        except Exception:
+            self.write_failures += 1
+            self._log.exception("final_late_merge_failed", late_windows=len(deltas))
+            return
+        reviser.publish(revisions, next_due, now)
 
 
 class StoreCollector(Collector):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import secrets
 import socket
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ from otlp_stats.store.base import StateStore
 from otlp_stats.store.keeper import StateKeeper
 from otlp_stats.store.memory import MemoryStore
 from otlp_stats.store.redis import RedisStore
-from otlp_stats.store.replicas import ReplicaMerger
+from otlp_stats.store.replicas import TICK, ReplicaMerger
+from otlp_stats.store.revisions import LateMerge, Reviser
 from otlp_stats.store.sqlite import SqliteStore
 
 SQLITE_PREFIX = "sqlite://"
@@ -46,10 +49,14 @@ def open_keeper(
     printing closed windows itself (it still prints the partial ones at shutdown).
     """
     keeper: StateKeeper | ReplicaMerger
+    replica = settings.replica_id or socket.gethostname()
+    # One process run of this replica: its shares and its late records are told apart by it.
+    incarnation = secrets.token_hex(8)
+    reviser = _reviser(settings, store, reporter, f"{incarnation}:{replica}")
     if isinstance(store, RedisStore):
         keeper = ReplicaMerger(
             store,
-            settings.replica_id or socket.gethostname(),
+            replica,
             clock,
             reporter.print_report,
             # Replicas close a window at its end plus the aggregator's lateness (event time),
@@ -58,9 +65,45 @@ def open_keeper(
             settings.claim_timeout,
             settings.sketch_lg_k,
             logger,
+            incarnation=incarnation,
+            reviser=reviser,
+            first_open_index=lambda: aggregator.first_open_index,
         )
         reporter.prints_closed = False
     else:
-        keeper = StateKeeper(store, aggregator, clock, settings.checkpoint_interval, logger)
+        keeper = StateKeeper(
+            store, aggregator, clock, settings.checkpoint_interval, logger, reviser
+        )
     reporter.add_listener(keeper.window_closed)
     return keeper
+
+
+def _reviser(
+    settings: Settings, store: StateStore, reporter: Reporter, incarnation: str
+) -> Reviser | None:
+    """With event time and a store that keeps closed windows: late records merged into them.
+
+    The memory store keeps nothing across a restart and nothing another replica shares, so
+    with it late records stay rejected (counting/late.py).
+    """
+    if settings.window_time != "event" or not isinstance(store, SqliteStore | RedisStore):
+        return None
+    late = LateMerge(
+        settings.window,
+        settings.rollups,
+        settings.retention,
+        settings.max_values,
+        settings.sketch_lg_k,
+        incarnation,
+    )
+    shared = isinstance(store, RedisStore)
+    return Reviser(
+        late,
+        store,
+        reporter.print_revision,
+        spacing=settings.window,
+        lg_k=settings.sketch_lg_k,
+        # Replicas schedule revisions for one another: look for them at every merger step.
+        poll_every=TICK if shared else math.inf,
+        scope="global" if shared else None,
+    )

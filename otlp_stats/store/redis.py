@@ -11,6 +11,10 @@ Keys (all under `otlp-stats:`):
   deleting the merged window, so a window is never merged twice and a late share once
 - `p:<resolution>:<start>` hash, a merged base window or rollup period; `i:<resolution>` its
   index (a sorted set by start) for range queries and retention
+- `w:<start>:late`         set of the late deltas (event time) merged into the window, so each
+  is merged once however often its replica retries
+- `w:<start>:revision`     hash, the window's last revision printed (`n`) and when (`at`)
+- `revisions`              sorted set, windows with a revision to print, by when it is due
 Every hash field is an entry key ("<kind>:<value>") -> 8-byte records + compact sketch.
 """
 
@@ -37,6 +41,7 @@ from otlp_stats.store.base import (
     rollup_targets,
 )
 from otlp_stats.store.periods import BASE, Retention
+from otlp_stats.store.revisions import LateDelta, Revision
 
 PREFIX = "otlp-stats:"
 _RECORDS = struct.Struct(">q")
@@ -275,6 +280,108 @@ class RedisStore:
         self._client.transaction(merge, marker, *keys)
         return saved
 
+    # Late records and revisions (store/revisions.py): the RevisionStore side.
+
+    def merge_late(self, delta: LateDelta, now: float, spacing: float) -> bool:
+        """Union late records into the merged window and its rollups, once per delta, and
+        schedule the window's revision; False while the replicas have not merged it yet.
+
+        A window no replica flushed (all were down, or it is older than their start) is saved
+        from the late records alone, as a new window whose first report is the revision.
+        """
+        snapshot = delta.snapshot
+        targets = rollup_targets(snapshot, self._rollups)
+        keys = [f"{PREFIX}p:{resolution}:{start!r}" for resolution, start, _ in targets]
+        marker, late = _merged_key(snapshot.start), f"{PREFIX}w:{snapshot.start!r}:late"
+        shares = f"{PREFIX}w:{snapshot.start!r}:replicas"
+        revision = _revision_key(snapshot.start)
+        kept = [self._retention.oldest_kept(name, now, self._window) for name, _, _ in targets]
+        merged = False
+
+        def merge(pipe: Pipeline) -> None:
+            nonlocal merged
+            merged = False  # run again on a conflict: only the last run counts
+            if pipe.sismember(late, delta.id):
+                pipe.multi()
+                merged = True  # a retry of a merge that went through
+                return
+            current: list[dict[bytes, bytes]] = [pipe.hgetall(key) for key in keys]  # type: ignore[misc]
+            # Not saved, yet within the window retention: a window the replicas will merge
+            # (shares flushed), or one none was running for, which these records make.
+            new_window = not current[0] and snapshot.start >= kept[0] and not pipe.exists(marker)
+            if new_window and pipe.scard(shares):
+                pipe.multi()
+                return  # the replicas' merge is to come: wait for it
+            pending = pipe.zscore(_REVISIONS, repr(snapshot.start))
+            last_at = pipe.hget(revision, "at")
+            pipe.multi()
+            for (name, start, end), key, fields, oldest in zip(
+                targets, keys, current, kept, strict=True
+            ):
+                # A period retention already deleted is not brought back by late records.
+                if start >= oldest and (fields or new_window):
+                    update = _merged_fields(fields, snapshot, end, self._lg_k, new_window)
+                    pipe.hset(key, mapping=update)  # type: ignore[arg-type]
+                    pipe.zadd(f"{PREFIX}i:{name}", {repr(start): start})
+            if new_window:
+                pipe.sadd(marker, "")
+                pipe.expire(marker, MERGED_TTL_SECONDS)
+                pipe.hset(revision, "n", 0)
+            pipe.sadd(late, delta.id)
+            pipe.expire(late, self._revision_ttl(now))
+            if (current[0] or new_window) and pending is None:
+                due = now if last_at is None else max(now, float(last_at) + spacing)
+                pipe.zadd(_REVISIONS, {repr(snapshot.start): due})
+            pipe.expire(revision, self._revision_ttl(now))
+            merged = True
+
+        self._client.transaction(merge, late, marker, shares, revision, _REVISIONS, *keys)
+        return merged
+
+    def take_revisions(self, now: float) -> tuple[list[Revision], float | None]:
+        """Each due revision in its own transaction: of replicas racing for one, only the one
+        whose transaction removes it from the schedule prints it, so it is printed once."""
+        revisions = []
+        for member in self._client.zrangebyscore(_REVISIONS, "-inf", repr(now)):
+            taken = self._take_revision(float(_text(member)), now)
+            if taken is not None:
+                revisions.append(taken)
+        first = self._client.zrange(_REVISIONS, 0, 0, withscores=True)
+        return revisions, float(first[0][1]) if first else None
+
+    def _take_revision(self, start: float, now: float) -> Revision | None:
+        base = f"{PREFIX}p:{BASE}:{start!r}"
+        revision_key = _revision_key(start)
+        marker, late = _merged_key(start), f"{PREFIX}w:{start!r}:late"
+        taken: Revision | None = None
+
+        def take(pipe: Pipeline) -> None:
+            nonlocal taken
+            taken = None
+            due = pipe.zscore(_REVISIONS, repr(start))
+            if due is None or due > now:
+                pipe.multi()
+                return  # another replica took it
+            fields: dict[bytes, bytes] = pipe.hgetall(base)  # type: ignore[assignment]
+            last = pipe.hget(revision_key, "n")
+            members = [_text(m) for m in (*pipe.smembers(marker), *pipe.smembers(late))]
+            number = (1 if last is None else int(last)) + 1
+            pipe.multi()
+            pipe.zrem(_REVISIONS, repr(start))
+            pipe.hset(revision_key, mapping={"n": number, "at": repr(now)})
+            pipe.expire(revision_key, self._revision_ttl(now))
+            if fields:
+                snapshot = _snapshot_of(start, float(fields[_END]), fields)
+                taken = Revision(snapshot, number, _replicas_of(members))
+
+        self._client.transaction(take, _REVISIONS, base, revision_key)
+        return taken
+
+    def _revision_ttl(self, now: float) -> int:
+        """A window's late deltas and revision number live as long as the window is kept."""
+        kept = now - self._retention.oldest_kept(BASE, now, self._window) + self._window
+        return max(MERGED_TTL_SECONDS, round(kept))
+
     def _expire(self, now: float) -> None:
         for resolution in (BASE, *self._rollups):
             oldest = self._retention.oldest_kept(resolution, now, self._window)
@@ -322,6 +429,23 @@ class RedisStore:
 
     def close(self) -> None:
         self._client.close()
+
+
+_REVISIONS = f"{PREFIX}revisions"
+
+
+def _revision_key(start: float) -> str:
+    return f"{PREFIX}w:{start!r}:revision"
+
+
+def _replicas_of(members: Sequence[str]) -> tuple[str, ...]:
+    """Replica names from merged shares (`<incarnation>:<replica>`) and late deltas
+    (`L<sequence>:<incarnation>:<replica>`; an incarnation is hex, never starting with L)."""
+    names = set()
+    for member in filter(None, members):
+        share = member.partition(":")[2] if member.startswith("L") else member
+        names.add(ShareId.of_member(share).replica)
+    return tuple(sorted(names))
 
 
 def _merged_key(start: float) -> str:

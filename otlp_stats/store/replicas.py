@@ -30,15 +30,16 @@ from otlp_stats.counting.aggregator import (
     report_of_snapshot,
 )
 from otlp_stats.store.redis import SHARE_TTL_SECONDS, ShareId, StoreUnavailable
+from otlp_stats.store.revisions import Reviser
 
 _T = TypeVar("_T")
 # Windows whose flush waits for Redis; past this the oldest is given up (and counted).
 MAX_PENDING_FLUSHES = 360
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MOST = 10.0
-_TICK = 0.2
+TICK = 0.2
 # At shutdown, how long past the merge grace running replicas get to merge before this one does.
-_STOP_MARGIN = 5 * _TICK
+_STOP_MARGIN = 5 * TICK
 _SIZE_EVERY = 10.0
 
 
@@ -76,8 +77,13 @@ class ReplicaMerger:
         lg_k: int,
         logger: Any,
         incarnation: str | None = None,
+        reviser: Reviser | None = None,
+        first_open_index: Callable[[], int] = lambda: 0,
     ) -> None:
         self.store = store
+        # Event time: late records merged into the merged windows, revisions printed once.
+        self.reviser = reviser
+        self._first_open_index = first_open_index
         self.replica = replica
         # Unique per process run: a replica restarting within a window must add its share,
         # not replace the one its previous run flushed.
@@ -130,7 +136,7 @@ class ReplicaMerger:
 
     async def _run(self) -> None:
         while True:
-            await self._clock.sleep(_TICK)
+            await self._clock.sleep(TICK)
             try:
                 await self.step()
             except Exception:
@@ -160,6 +166,8 @@ class ReplicaMerger:
                     self._give_up(window, "merge_given_up")
                 elif now >= window.report.end + self._grace:
                     await self._settle(window, now)
+            if self.reviser is not None:
+                await self._revise(self.reviser, now)
         except StoreUnavailable as error:
             self._unreachable(error, now)
             self._print_overdue(now)
@@ -200,6 +208,28 @@ class ReplicaMerger:
             # Claimed by a replica that never finished, and no claim came free again.
             self._print_local(window)
             self._windows.remove(window)
+
+    async def _revise(self, reviser: Reviser, now: float) -> None:
+        """Late records into the merged windows (after this replica's shares, flushed above),
+        and the revisions due, whichever replica's late records they hold: the replica whose
+        transaction takes a revision prints it, so each is printed once."""
+        if not reviser.due(now, self._first_open_index()):
+            return
+        deltas = reviser.late.ready(self._first_open_index())
+        try:
+            waiting, revisions, next_due = await self._call(reviser.merge, deltas, now)
+        except (StoreUnavailable, asyncio.CancelledError):
+            # Retried whole: a delta merged already is recognised by its id, never added twice.
+            reviser.failed(deltas)
+            raise
+        for delta in waiting:
+            # Not merged yet: wait for the replicas' merge, as long as their shares live.
+            if now > delta.snapshot.end + SHARE_TTL_SECONDS:
+                reviser.late.give_up(delta)
+                self._log.error("late_records_given_up", window_start=delta.snapshot.start)
+            else:
+                reviser.late.retry([delta])
+        reviser.publish(revisions, next_due, now)
 
     async def _settle_before_stopping(self, window: _Window) -> None:
         """A complete window this replica closed but nobody merged yet, at shutdown.
@@ -265,6 +295,9 @@ class ReplicaMerger:
             for window in list(self._windows):
                 if not window.report.partial:
                     await self._settle_before_stopping(window)
+            if self.reviser is not None:
+                # Every window is closed: merge the late records still waiting, once more.
+                await self._revise(self.reviser, self._clock.now())
         except StoreUnavailable as error:
             self._log.error("final_flush_failed", error=str(error), windows=self.pending)
         for window in self._windows:

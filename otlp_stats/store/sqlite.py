@@ -19,6 +19,7 @@ from otlp_stats.store.base import (
     rollup_targets,
 )
 from otlp_stats.store.periods import BASE, Retention
+from otlp_stats.store.revisions import LateDelta, Revision
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS periods (
@@ -33,6 +34,12 @@ CREATE TABLE IF NOT EXISTS open_windows (
 CREATE TABLE IF NOT EXISTS open_entries (
     start REAL NOT NULL, kind INTEGER NOT NULL, value TEXT NOT NULL,
     records INTEGER NOT NULL, sketch BLOB NOT NULL, PRIMARY KEY (start, kind, value));
+"""
+# Base windows that late records have revised: the last revision printed (1: the first report),
+# when, and when the next is due (NULL: none pending).
+_REVISIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS revisions (
+    start REAL PRIMARY KEY, revision INTEGER NOT NULL, printed_at REAL, due REAL);
 """
 
 
@@ -79,6 +86,7 @@ class SqliteStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = _connect(path)
             self._db.executescript(_SCHEMA)
+            self._db.executescript(_REVISIONS_SCHEMA)
         self._bytes = self._measure()
 
     @property
@@ -136,20 +144,123 @@ class SqliteStore:
                 "DO UPDATE SET windows = windows + 1",
                 (resolution, start, end),
             )
-            for tally in snapshot.tallies:
-                kind, value = entry_key(tally)
-                row = db.execute(
-                    "SELECT records, sketch FROM entries "
-                    "WHERE resolution = ? AND start = ? AND kind = ? AND value = ?",
-                    (resolution, start, kind, value),
-                ).fetchone()
-                records, sketch = merge_entry(row, tally, self._lg_k)
-                db.execute(
-                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
-                    (resolution, start, kind, value, records, sketch),
-                )
+            self._merge_entries(resolution, start, snapshot)
         db.execute("DELETE FROM open_windows WHERE start = ?", (snapshot.start,))
         db.execute("DELETE FROM open_entries WHERE start = ?", (snapshot.start,))
+
+    def _merge_entries(self, resolution: str, start: float, snapshot: WindowSnapshot) -> None:
+        """Union the snapshot's values into one stored period's entries."""
+        db = self._db
+        for tally in snapshot.tallies:
+            kind, value = entry_key(tally)
+            row = db.execute(
+                "SELECT records, sketch FROM entries "
+                "WHERE resolution = ? AND start = ? AND kind = ? AND value = ?",
+                (resolution, start, kind, value),
+            ).fetchone()
+            records, sketch = merge_entry(row, tally, self._lg_k)
+            db.execute(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+                (resolution, start, kind, value, records, sketch),
+            )
+
+    # Late records and revisions (store/revisions.py): the RevisionStore side.
+
+    def merge_late(self, delta: LateDelta, now: float, spacing: float) -> bool:
+        """Late records into their stored window and the rollup periods still kept, and the
+        window's revision scheduled, in one transaction."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._merge_late(delta.snapshot, now, spacing)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._bytes = self._measure()
+        return True
+
+    def _merge_late(self, snapshot: WindowSnapshot, now: float, spacing: float) -> None:
+        db = self._db
+        kept = {
+            resolution: self._retention.oldest_kept(resolution, now, self._window)
+            for resolution in (BASE, *self._rollups)
+        }
+        stored = db.execute(
+            "SELECT 1 FROM periods WHERE resolution = ? AND start = ?", (BASE, snapshot.start)
+        ).fetchone()
+        # A window within retention that was never saved (older than the first run of this
+        # store, or lost to failing writes) becomes one now; its first report is the next.
+        new_window = stored is None and snapshot.start >= kept[BASE]
+        for resolution, start, end in rollup_targets(snapshot, self._rollups):
+            if start < kept[resolution] or (
+                resolution == BASE and stored is None and not new_window
+            ):
+                continue  # retention has deleted it: a late record does not bring it back
+            db.execute(
+                "INSERT INTO periods VALUES (?, ?, ?, ?) ON CONFLICT (resolution, start) "
+                "DO UPDATE SET windows = windows + excluded.windows",
+                (resolution, start, end, int(new_window)),
+            )
+            self._merge_entries(resolution, start, snapshot)
+        if stored is not None or new_window:
+            self._schedule_revision(snapshot.start, now, spacing, first=new_window)
+
+    def _schedule_revision(self, start: float, now: float, spacing: float, first: bool) -> None:
+        """Due now, or `spacing` after the last revision: a burst of late records for one
+        window is printed as one revision per window length, carrying all of it."""
+        db = self._db
+        row = db.execute(
+            "SELECT printed_at, due FROM revisions WHERE start = ?", (start,)
+        ).fetchone()
+        if row is None:
+            # Revision 1 is the window's first report, printed when it closed (or, for a
+            # window the late records make, the revision this schedules).
+            db.execute(
+                "INSERT INTO revisions VALUES (?, ?, NULL, ?)", (start, 0 if first else 1, now)
+            )
+        elif row[1] is None:
+            due = now if row[0] is None else max(now, row[0] + spacing)
+            db.execute("UPDATE revisions SET due = ? WHERE start = ?", (due, start))
+
+    def take_revisions(self, now: float) -> tuple[list[Revision], float | None]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            revisions = self._take_revisions(now)
+            next_due = db.execute("SELECT MIN(due) FROM revisions").fetchone()[0]
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return revisions, next_due
+
+    def _take_revisions(self, now: float) -> list[Revision]:
+        db = self._db
+        oldest = self._retention.oldest_kept(BASE, now, self._window)
+        db.execute("DELETE FROM revisions WHERE start < ?", (oldest,))
+        revisions = []
+        due = db.execute(
+            "SELECT start, revision FROM revisions WHERE due <= ? ORDER BY start", (now,)
+        ).fetchall()
+        for start, revision in due:
+            period = db.execute(
+                "SELECT end FROM periods WHERE resolution = ? AND start = ?", (BASE, start)
+            ).fetchone()
+            db.execute(
+                "UPDATE revisions SET revision = ?, printed_at = ?, due = NULL WHERE start = ?",
+                (revision + 1, now, start),
+            )
+            if period is None:
+                continue
+            rows = db.execute(
+                "SELECT kind, value, records, sketch FROM entries "
+                "WHERE resolution = ? AND start = ?",
+                (BASE, start),
+            ).fetchall()
+            tallies = tuple(_tally(*row) for row in rows)
+            revisions.append(Revision(WindowSnapshot(start, period[0], tallies), revision + 1))
+        return revisions
 
     def _checkpoint(self, open_windows: Sequence[WindowSnapshot]) -> None:
         db = self._db

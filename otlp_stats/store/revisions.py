@@ -1,0 +1,244 @@
+"""Late records merged into their stored window, and the window's report printed again.
+
+With a store that keeps closed windows (SQLite, Redis), an event-time record whose window had
+closed is not rejected: `LateMerge` takes it (the worker's hand-over, on the loop, like the
+aggregator takes on-time records) and gathers it with the other late records of its window.
+The store's writer then merges each window's late records, once, into the stored window and
+every rollup period still kept, and schedules the window's revision; a revision is printed at
+most once per window length per window, carrying everything merged by then, with the full
+counts of the stored window. Only a window older than what every resolution keeps, or a full
+backlog, is still rejected to the sender.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from itertools import count
+from typing import Protocol
+
+from otlp_stats.counting.aggregator import (
+    ResolvedBatch,
+    WindowCounts,
+    WindowReport,
+    WindowSnapshot,
+    report_of_snapshot,
+)
+from otlp_stats.counting.late import (
+    BACKLOG_FULL,
+    BEYOND_RETENTION,
+    LATE_FATES,
+    MERGED,
+    LateOutcome,
+    batch_records,
+    timestamp,
+)
+from otlp_stats.store.periods import BASE, Retention, period_bounds
+
+# Late windows waiting for their merge (gathering, or kept after a failed write); past this a
+# late record of one more window is rejected, so memory stays bounded whatever arrives.
+MAX_LATE_WINDOWS = 360
+
+
+@dataclass(frozen=True)
+class LateDelta:
+    """One window's late records gathered by one process, merged into the store exactly once:
+    `id` is unique, so a retried merge that had in fact gone through is recognised."""
+
+    id: str
+    snapshot: WindowSnapshot
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A stored window to print again: its full counts after the merges, and its number."""
+
+    snapshot: WindowSnapshot
+    revision: int
+    replicas: tuple[str, ...] = ()
+
+
+class RevisionStore(Protocol):
+    """What a store that keeps closed windows does with late records (called from its writer)."""
+
+    def merge_late(self, delta: LateDelta, now: float, spacing: float) -> bool:
+        """Merge the records into the stored window and every rollup period still kept, once,
+        and schedule the window's revision no sooner than `spacing` after its last one.
+        False if the window cannot take them yet (Redis: not merged by the replicas yet)."""
+        ...
+
+    def take_revisions(self, now: float) -> tuple[list[Revision], float | None]:
+        """The revisions due by `now`, each handed out once (to one replica), numbered; and
+        when the next one is due (None: none is scheduled)."""
+        ...
+
+
+class LateMerge:
+    """The fate of late records with a store that keeps closed windows (a LateRecords)."""
+
+    def __init__(
+        self,
+        window_seconds: float,
+        rollups: Sequence[str],
+        retention: Retention,
+        max_values: int,
+        lg_k: int,
+        incarnation: str | None = None,
+    ) -> None:
+        self._window = window_seconds
+        self._rollups = tuple(rollups)
+        self._retention = retention
+        self._max_values = max_values
+        self._lg_k = lg_k
+        self._incarnation = incarnation or secrets.token_hex(8)
+        self._sequence = count(1)
+        self._gathering: dict[int, WindowCounts] = {}
+        self._retrying: list[LateDelta] = []
+        self.records_by_reason = dict.fromkeys(LATE_FATES, 0)
+        self.deltas_given_up = 0
+
+    def take(self, arrival: float, late: Mapping[int, ResolvedBatch]) -> LateOutcome:
+        merged = 0
+        rejected = dict.fromkeys((BEYOND_RETENTION, BACKLOG_FULL), 0)
+        newest: dict[str, int] = {}
+        for index, batch in late.items():
+            records = batch_records(batch)
+            reason = self._refusal(index, arrival)
+            if reason is not None:
+                rejected[reason] += records
+                newest[reason] = max(index, newest.get(reason, index))
+                continue
+            counts = self._gathering.get(index)
+            if counts is None:
+                counts = self._gathering[index] = WindowCounts(self._max_values, self._lg_k)
+            counts.add(batch)
+            merged += records
+        self.records_by_reason[MERGED] += merged
+        for reason, records in rejected.items():
+            self.records_by_reason[reason] += records
+        return LateOutcome(sum(rejected.values()), self._message(rejected, newest), merged=merged)
+
+    def _refusal(self, index: int, arrival: float) -> str | None:
+        if not self.keeps(index * self._window, arrival):
+            return BEYOND_RETENTION
+        waiting = len(self._gathering) + len(self._retrying)
+        if index not in self._gathering and waiting >= MAX_LATE_WINDOWS:
+            return BACKLOG_FULL
+        return None
+
+    def keeps(self, start: float, now: float) -> bool:
+        """Whether the window starting at `start` still has a place in the store at `now`: the
+        window itself, or one of its rollup periods, is within its retention."""
+        if start >= self._retention.oldest_kept(BASE, now, self._window):
+            return True
+        return any(
+            period_bounds(name, start)[0] >= self._retention.oldest_kept(name, now, self._window)
+            for name in self._rollups
+        )
+
+    def _message(self, rejected: Mapping[str, int], newest: Mapping[str, int]) -> str:
+        parts = []
+        for reason, records in rejected.items():
+            if not records:
+                continue
+            latest_end = timestamp((newest[reason] + 1) * self._window)
+            why = (
+                "are older than the store keeps (--retention)"
+                if reason == BEYOND_RETENTION
+                else "wait behind too many late windows not yet merged into the store"
+            )
+            parts.append(
+                f"{records} log records rejected as late: their event-time windows (the "
+                f"latest ending {latest_end}) had closed and {why}"
+            )
+        return "; ".join(parts)
+
+    @property
+    def waiting(self) -> int:
+        """Late windows not merged yet."""
+        return len(self._gathering) + len(self._retrying)
+
+    def ready(self, first_open_index: int) -> list[LateDelta]:
+        """The late records to merge now: of windows already closed by this process (their own
+        counts are handed to the store before these), and those whose merge must be retried."""
+        deltas, self._retrying = self._retrying, []
+        for index in sorted(i for i in self._gathering if i < first_open_index):
+            start = index * self._window
+            snapshot = self._gathering.pop(index).snapshot(start, start + self._window)
+            # Sequence first: the incarnation may be a replica's share, "<token>:<replica>".
+            deltas.append(LateDelta(f"L{next(self._sequence)}:{self._incarnation}", snapshot))
+        return deltas
+
+    def has_ready(self, first_open_index: int) -> bool:
+        return bool(self._retrying) or any(i < first_open_index for i in self._gathering)
+
+    def retry(self, deltas: Sequence[LateDelta]) -> None:
+        """Deltas not merged (the store failed, or the window cannot take them yet)."""
+        self._retrying[:0] = deltas
+
+    def give_up(self, delta: LateDelta) -> None:
+        self.deltas_given_up += 1
+
+
+class Reviser:
+    """Drives the merges and prints the revisions, from the store's writer (keeper or merger).
+
+    The merges run in the store's own thread (`merge`), the printing on the loop (`publish`).
+    """
+
+    def __init__(
+        self,
+        late: LateMerge,
+        store: RevisionStore,
+        print_revision: Callable[[WindowReport], None],
+        spacing: float,
+        lg_k: int,
+        poll_every: float = math.inf,
+        scope: str | None = None,
+    ) -> None:
+        self.late = late
+        self._store = store
+        self._print = print_revision
+        self._spacing = spacing
+        self._lg_k = lg_k
+        # Other replicas schedule revisions too: poll the store that often for them. Alone,
+        # this process knows when the next revision is due.
+        self._poll_every = poll_every
+        self._scope = scope
+        self._next_poll = -math.inf
+        self.revisions_printed = 0
+
+    def due(self, now: float, first_open_index: int) -> bool:
+        """Whether there are late records to merge or a revision may be due."""
+        return now >= self._next_poll or self.late.has_ready(first_open_index)
+
+    def merge(
+        self, deltas: Sequence[LateDelta], now: float
+    ) -> tuple[list[LateDelta], list[Revision], float | None]:
+        """In the store's thread: merge each delta, then take the revisions due. Returns the
+        deltas the store could not take yet, the revisions, and when the next is due."""
+        waiting = [
+            delta for delta in deltas if not self._store.merge_late(delta, now, self._spacing)
+        ]
+        revisions, next_due = self._store.take_revisions(now)
+        return waiting, revisions, next_due
+
+    def publish(self, revisions: Sequence[Revision], next_due: float | None, now: float) -> None:
+        """On the loop: print each revision, and note when to look again."""
+        self._next_poll = min(math.inf if next_due is None else next_due, now + self._poll_every)
+        for revision in revisions:
+            report = replace(
+                report_of_snapshot(revision.snapshot, partial=False, lg_k=self._lg_k),
+                revision=revision.revision,
+            )
+            if self._scope is not None:
+                report = replace(report, scope=self._scope, replicas=revision.replicas)
+            self._print(report)
+            self.revisions_printed += 1
+
+    def failed(self, deltas: Sequence[LateDelta]) -> None:
+        """The store failed: keep the deltas for the next attempt."""
+        self.late.retry(deltas)
+        self._next_poll = -math.inf
