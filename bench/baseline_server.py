@@ -10,8 +10,13 @@ request as raw bytes and answering at once, so what it costs is gRPC, HTTP/2, th
 the kernel alone. It counts requests; its report's records are requests x --records-per-request
 (the harness's workload is fixed), so the harness's reported = acknowledged check still holds.
 
+With --http-listen it also serves OTLP/HTTP protobuf (POST /v1/logs) the plain aiohttp way: a
+handler that reads the body, decodes and counts it as above (or, with --transport-only, reads it
+and answers at once), on an application with aiohttp's defaults.
+
 Run: python -m bench.baseline_server --listen 127.0.0.1:0 [--attribute-key service.name]
      python -m bench.baseline_server --listen 127.0.0.1:0 --transport-only
+     python -m bench.baseline_server --listen 127.0.0.1:0 --http-listen 127.0.0.1:0
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from aiohttp import web
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
@@ -112,7 +118,12 @@ def render(value: AnyValue) -> str:
     return json.dumps(MessageToDict(value), sort_keys=True, separators=(",", ":"))
 
 
-async def serve(listen: str, attribute_key: str, transport_records: int | None = None) -> None:
+async def serve(
+    listen: str,
+    attribute_key: str,
+    transport_records: int | None = None,
+    http_listen: str | None = None,
+) -> None:
     counter = BaselineCounter(attribute_key)
 
     async def export(request: ExportLogsServiceRequest, _: object) -> ExportLogsServiceResponse:
@@ -147,11 +158,38 @@ async def serve(listen: str, attribute_key: str, transport_records: int | None =
         loop.add_signal_handler(signum, stop.set)
     started = datetime.now(UTC)
     await server.start()
-    _log("serving", grpc_port=port)
+    http_runner = None
+    http_port = None
+    if http_listen is not None:
+        http_runner = web.AppRunner(_http_app(counter, transport_records))
+        await http_runner.setup()
+        host, _, http_port_text = http_listen.rpartition(":")
+        await web.TCPSite(http_runner, host, int(http_port_text)).start()
+        http_port = int(http_runner.addresses[0][1])
+    _log("serving", grpc_port=port, http_port=http_port)
     await stop.wait()
     _log("stopping")
+    if http_runner is not None:
+        await http_runner.cleanup()
     await server.stop(grace=5)
     print(json.dumps(counter.report(started, datetime.now(UTC))), flush=True)
+
+
+def _http_app(counter: BaselineCounter, transport_records: int | None) -> web.Application:
+    """POST /v1/logs, protobuf only: what a first aiohttp version of the service would do."""
+    answer = ExportLogsServiceResponse().SerializeToString()
+
+    async def export(request: web.Request) -> web.Response:
+        body = await request.read()
+        if transport_records is None:
+            counter.count(ExportLogsServiceRequest.FromString(body))
+        else:
+            counter.records[None] += transport_records
+        return web.Response(body=answer, content_type="application/x-protobuf")
+
+    app = web.Application(client_max_size=_MAX_RECEIVE_BYTES)
+    app.router.add_post("/v1/logs", export)
+    return app
 
 
 def _log(event: str, **fields: object) -> None:
@@ -170,9 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--transport-only", action="store_true", help="answer at once; decode and count nothing"
     )
     parser.add_argument("--records-per-request", type=int, default=1000)
+    parser.add_argument("--http-listen", help="host:port for OTLP/HTTP protobuf too (0: any)")
     args = parser.parse_args(argv)
     transport_records = args.records_per_request if args.transport_only else None
-    asyncio.run(serve(args.listen, args.attribute_key, transport_records))
+    asyncio.run(serve(args.listen, args.attribute_key, transport_records, args.http_listen))
     return 0
 
 

@@ -33,6 +33,7 @@ from bench.replay_cost import ReplayCost, measure_replay
 from bench.report import BenchResults, Machine, render_results, splice_results
 from bench.server_process import ServerFailed
 from bench.server_run import RunSettings, ServerRun, measure_server
+from bench.small_requests import SmallRequestCost, measure_small_requests, small_request_servers
 from otlp_stats.loadgen import Workload, build_requests, digest_requests
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,6 +82,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--service-args", default="", help="extra flags for the service, e.g. '--workers 4'"
+    )
+    parser.add_argument(
+        "--small-duration",
+        type=float,
+        default=5.0,
+        help="seconds per small-request scenario and server (0: skip them)",
     )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-service", action="store_true")
@@ -140,6 +147,7 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
         except (OSError, subprocess.SubprocessError) as error:
             problems.append(f"otlp-stats replay: {error}")
     http_cost: HttpCost | None = None
+    small: SmallRequestCost | None = None
     env = _clean_env()
     with tempfile.TemporaryDirectory(prefix="otlp-bench-") as scratch:
 
@@ -185,6 +193,14 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
                 )  # fmt: skip
             except (RuntimeError, OSError, subprocess.SubprocessError) as error:
                 problems.append(f"service over OTLP/HTTP: {error}")
+        if {"service", "baseline"} <= set(servers) and args.small_duration > 0:
+            _say("measuring small requests: service, baseline and bare handlers, 32 callers")
+            small = measure_small_requests(
+                small_request_servers(servers["service"], servers["baseline"]),
+                seconds=args.small_duration, rounds=args.rounds, callers=32,
+                cwd=Path(scratch), env=env,
+            )  # fmt: skip
+            problems += small.problems
     baseline = median_round(rounds.get("baseline", []))
     transport = median_round(rounds.get("transport", []))
     service = median_round(rounds.get("service", []))
@@ -203,6 +219,7 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
         json_decoding=json_decoding,
         http_cost=http_cost,
         replay=replay,
+        small_requests=small,
         baseline=baseline,
         service=service,
         service_event=service_event,

@@ -6,12 +6,23 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+@dataclass(frozen=True)
+class DoorMetrics:
+    """One transport's children of the per-Export metrics, bound once: `labels()` costs a lock,
+    a tuple and a dict lookup, paid on every request otherwise."""
+
+    export_requests: Counter
+    records_accepted: Counter
+    export_duration: Histogram
 
 
 class Metrics:
@@ -96,6 +107,18 @@ class Metrics:
             ["transport", "reason"],
             registry=registry,
         )
+        self._doors: dict[str, DoorMetrics] = {}
+
+    def door(self, transport: str) -> DoorMetrics:
+        """The per-Export metrics of one transport ("grpc", "http"), bound on first use."""
+        door = self._doors.get(transport)
+        if door is None:
+            door = self._doors[transport] = DoorMetrics(
+                self.export_requests.labels(transport),
+                self.records_accepted.labels(transport),
+                self.export_duration.labels(transport),
+            )
+        return door
 
 
 def configure_logging(log_format: str, level: str, stream: TextIO | None = None) -> None:

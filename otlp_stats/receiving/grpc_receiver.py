@@ -80,13 +80,17 @@ def rpc_status(refusal: ExportRefused) -> status_pb2.Status:
     return status
 
 
+# Shared by every fully accepted Export: nothing mutates it, and it is serialized as it is sent.
+_ACCEPTED = ExportLogsServiceResponse()
+
+
 def export_response(verdict: Verdict) -> ExportLogsServiceResponse:
     """The answer to a counted request: OTLP partial success when some records were rejected.
 
     OTLP: a server that accepted every record leaves partial_success unset.
     """
     if not verdict.rejected:
-        return ExportLogsServiceResponse()
+        return _ACCEPTED
     return ExportLogsServiceResponse(
         partial_success=ExportLogsPartialSuccess(
             rejected_log_records=verdict.rejected, error_message=verdict.message
@@ -105,7 +109,7 @@ class LogsReceiver:
 
     def __init__(self, intake: Intake, metrics: Metrics) -> None:
         self._intake = intake
-        self._metrics = metrics
+        self._duration = metrics.door("grpc").export_duration
 
     async def Export(self, request: bytes, context: Any) -> ExportLogsServiceResponse:
         started = time.perf_counter()
@@ -113,9 +117,9 @@ class LogsReceiver:
             verdict = await self._intake.accept(request, "grpc")
         except ExportRefused as refusal:
             self._refuse(refusal, context)
-            return ExportLogsServiceResponse()
+            return _ACCEPTED  # discarded: the status says the call failed
         finally:
-            self._metrics.export_duration.labels("grpc").observe(time.perf_counter() - started)
+            self._duration.observe(time.perf_counter() - started)
         return export_response(verdict)
 
     @staticmethod

@@ -1,0 +1,116 @@
+"""A load generator of small requests over OTLP/gRPC or OTLP/HTTP protobuf, measuring the server.
+
+Pre-builds 32 requests of `--records` records (the reference workload's records, one resource)
+before any clock starts, then sends them round-robin from `--callers` concurrent callers:
+`--warmup` seconds unmeasured, then `--duration` seconds during which it reads the server's CPU
+time from /proc (bench/proc_stats.py) at the first and the last moment. Doing that here rather
+than in the harness keeps the client's start and stop out of the server's figure. Prints one
+JSON line: requests and records acknowledged, refused and failed calls, server CPU seconds.
+Run by bench/small_requests.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import aiohttp
+import grpc
+import grpc.aio
+
+from bench.proc_stats import sample_process_tree
+from otlp_stats.loadgen import Workload, build_requests
+from otlp_stats.loadgen.driver import EXPORT_METHOD
+
+Send = Callable[[bytes], Awaitable[bool]]
+
+
+def small_requests(records: int) -> list[bytes]:
+    """The reference workload's records, `records` to a request, under one resource."""
+    workload = Workload(records_per_request=records, resources_per_request=1)
+    return [request.payload for request in build_requests(workload)]
+
+
+async def drive(send: Send, pool: Sequence[bytes], callers: int, seconds: float) -> dict[str, int]:
+    tally = {"requests": 0, "refused": 0}
+    deadline = time.monotonic() + seconds
+
+    async def caller(first: int) -> None:
+        turn = first
+        while time.monotonic() < deadline:
+            accepted = await send(pool[turn % len(pool)])
+            turn += callers
+            tally["requests" if accepted else "refused"] += 1
+
+    async with asyncio.TaskGroup() as group:
+        for first in range(callers):
+            group.create_task(caller(first))
+    return tally
+
+
+async def measure(send: Send, args: argparse.Namespace) -> dict[str, float]:
+    pool = small_requests(args.records)
+    warm = await drive(send, pool, args.callers, args.warmup)
+    before = sample_process_tree(args.server_pid).cpu_seconds
+    started = time.monotonic()
+    tally = await drive(send, pool, args.callers, args.duration)
+    elapsed = time.monotonic() - started
+    cpu = sample_process_tree(args.server_pid).cpu_seconds - before
+    return {
+        "requests": tally["requests"],
+        "records": tally["requests"] * args.records,
+        "refused": tally["refused"],
+        # Warm-up included: what the server's reports must add up to.
+        "records_all": (tally["requests"] + warm["requests"]) * args.records,
+        "elapsed_seconds": elapsed,
+        "server_cpu_seconds": cpu,
+    }
+
+
+async def over_grpc(args: argparse.Namespace) -> dict[str, float]:
+    async with grpc.aio.insecure_channel(args.target) as channel:
+        # Bytes in, bytes out: no serializer on either side.
+        export: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(EXPORT_METHOD)
+
+        async def send(payload: bytes) -> bool:
+            try:
+                await export(payload, timeout=10)
+            except grpc.aio.AioRpcError:
+                return False
+            return True
+
+        return await measure(send, args)
+
+
+async def over_http(args: argparse.Namespace) -> dict[str, float]:
+    url = f"http://{args.target}/v1/logs"
+    headers = {"Content-Type": "application/x-protobuf"}
+    async with aiohttp.ClientSession() as session:
+
+        async def send(payload: bytes) -> bool:
+            async with session.post(url, data=payload, headers=headers) as response:
+                await response.read()
+                return response.status == 200
+
+        return await measure(send, args)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--transport", choices=("grpc", "http"), required=True)
+    parser.add_argument("--target", required=True, help="host:port of the server's door")
+    parser.add_argument("--server-pid", type=int, required=True, help="whose CPU to measure")
+    parser.add_argument("--records", type=int, default=10, help="records per request")
+    parser.add_argument("--callers", type=int, default=32)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--duration", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    run = over_grpc if args.transport == "grpc" else over_http
+    print(json.dumps(asyncio.run(run(args))))
+
+
+if __name__ == "__main__":
+    main()

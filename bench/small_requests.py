@@ -1,0 +1,289 @@
+"""What a small request costs: server CPU per request for 1- and 10-record Exports (issue 17).
+
+Three servers in interleaved rounds (service, plain baseline, bare handler, service, ...), each
+started afresh every round and sent every scenario in turn by bench/small_client.py (32 callers,
+its own process, reading the server's CPU from /proc around the measured seconds): 1- and
+10-record requests over OTLP/gRPC and 10-record requests over OTLP/HTTP protobuf. The baseline
+is bench/baseline_server.py (full decode, a set per value; grpc.aio and a plain aiohttp
+handler); the bare server is the same with --transport-only: a grpc.aio handler and an aiohttp
+handler that read the request and answer at once. Every figure is the median round's; the
+ratios are also given round by round.
+
+Run alone: python -m bench.small_requests --rounds 3 --duration 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.server_process import ServerFailed, ServerProcess
+
+# Issue 17's targets: service CPU per request over the plain baseline's.
+TARGET_HTTP_TO_BASELINE = 0.67
+TARGET_GRPC_TO_BASELINE = 1.0
+SERVERS = ("service", "baseline", "bare")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    transport: str  # "grpc" or "http"
+    records: int
+
+    @property
+    def name(self) -> str:
+        door = "OTLP/gRPC" if self.transport == "grpc" else "OTLP/HTTP protobuf"
+        return f"{self.records} record{'s' if self.records != 1 else ''}, {door}"
+
+
+SCENARIOS = (Scenario("grpc", 1), Scenario("grpc", 10), Scenario("http", 10))
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One server, one scenario, one round."""
+
+    cpu_us_per_request: float
+    requests_per_second: float
+    refused: int
+
+
+@dataclass
+class SmallRequestCost:
+    """Every round's figure per (server, scenario name); and what went wrong or was checked."""
+
+    callers: int
+    seconds: float
+    rounds: dict[tuple[str, str], list[Figure]] = field(default_factory=dict)
+    checks: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def median(self, server: str, scenario: Scenario) -> Figure | None:
+        figures = sorted(
+            self.rounds.get((server, scenario.name), []), key=lambda f: f.cpu_us_per_request
+        )
+        # The upper middle of an even count: the less flattering, as bench/run.py does.
+        return figures[len(figures) // 2] if figures else None
+
+    def ratios(self, server: str, to: str, scenario: Scenario) -> list[float]:
+        """Round by round: server's CPU per request over `to`'s, in the same round."""
+        mine = self.rounds.get((server, scenario.name), [])
+        theirs = self.rounds.get((to, scenario.name), [])
+        return [
+            a.cpu_us_per_request / b.cpu_us_per_request
+            for a, b in zip(mine, theirs, strict=False)
+            if b.cpu_us_per_request
+        ]
+
+
+def measure_small_requests(
+    servers: Mapping[str, Sequence[str]],
+    *,
+    seconds: float,
+    rounds: int,
+    callers: int,
+    cwd: Path,
+    env: Mapping[str, str],
+) -> SmallRequestCost:
+    """`servers`: name to argv, without --http-listen; they are measured in this order."""
+    cost = SmallRequestCost(callers=callers, seconds=seconds)
+    for _ in range(max(1, rounds)):
+        for name, argv in servers.items():
+            try:
+                _measure_one(cost, name, argv, cwd=cwd, env=env)
+            except (ServerFailed, RuntimeError, OSError, subprocess.SubprocessError) as error:
+                cost.problems.append(f"small requests, {name}: {error}")
+    return cost
+
+
+def _measure_one(
+    cost: SmallRequestCost, name: str, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]
+) -> None:
+    acknowledged = 0
+    with ServerProcess(name, [*argv, "--http-listen", "127.0.0.1:0"], cwd=cwd, env=env) as server:
+        server.start()
+        for scenario in SCENARIOS:
+            port = server.grpc_port if scenario.transport == "grpc" else server.http_port
+            tally = _send(scenario, f"127.0.0.1:{port}", server.pid, cost, cwd, env)
+            acknowledged += int(tally["records_all"])
+            requests = int(tally["requests"])
+            if not requests:
+                raise RuntimeError(f"no request of {scenario.name} was acknowledged")
+            cost.rounds.setdefault((name, scenario.name), []).append(
+                Figure(
+                    cpu_us_per_request=tally["server_cpu_seconds"] / requests * 1e6,
+                    requests_per_second=requests / tally["elapsed_seconds"],
+                    refused=int(tally["refused"]),
+                )
+            )
+        stopped = server.stop()
+    if name == "bare":
+        return  # it counts nothing
+    reported = stopped.reported_records
+    verdict = "pass" if reported == acknowledged and stopped.exit_code == 0 else "FAIL"
+    cost.checks.append(
+        f"{name}: {verdict}: acknowledged {acknowledged:,} records, reported {reported:,}; "
+        f"exit code {stopped.exit_code}"
+    )
+    if verdict == "FAIL":
+        cost.problems.append(f"small requests, {name}: reported {reported} != {acknowledged}")
+
+
+def _send(
+    scenario: Scenario,
+    target: str,
+    pid: int,
+    cost: SmallRequestCost,
+    cwd: Path,
+    env: Mapping[str, str],
+) -> dict[str, float]:
+    argv = [
+        sys.executable, "-m", "bench.small_client", f"--transport={scenario.transport}",
+        f"--target={target}", f"--server-pid={pid}", f"--records={scenario.records}",
+        f"--callers={cost.callers}", f"--duration={cost.seconds}",
+    ]  # fmt: skip
+    done = subprocess.run(
+        argv, cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=cost.seconds + 120
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.small_client exited {done.returncode}: {done.stderr[-2000:]}")
+    tally: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return tally
+
+
+def render_small_requests(cost: SmallRequestCost) -> list[str]:
+    """The BENCHMARKS.md section: a table of medians, the targets, every round."""
+    lines = [
+        "### Small requests (issue 17)",
+        "",
+        f"Server CPU per request from /proc, {cost.callers} concurrent callers, "
+        f"{cost.seconds:g} s per scenario after 1 s of warm-up, servers interleaved in rounds. "
+        "Baseline: full decode, a set per value (grpc.aio; a plain aiohttp handler). "
+        "Bare: a handler that answers at once.",
+        "",
+        "| Requests of | Service µs/request | Baseline µs/request | Bare µs/request "
+        "| Service ÷ baseline | Service ÷ bare | Service requests/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scenario in SCENARIOS:
+        service, baseline, bare = (cost.median(server, scenario) for server in SERVERS)
+        lines.append(
+            f"| {scenario.name} | {_us(service)} | {_us(baseline)} | {_us(bare)} "
+            f"| {_over(service, baseline)} | {_over(service, bare)} "
+            f"| {f'{service.requests_per_second:,.0f}' if service else 'n/a'} |"
+        )
+    lines += ["", *_target_lines(cost), "", *_round_lines(cost)]
+    lines += [f"- {check}" for check in cost.checks]
+    lines += [f"- problem: {problem}" for problem in cost.problems]
+    return [*lines, ""]
+
+
+def _target_lines(cost: SmallRequestCost) -> list[str]:
+    lines = []
+    for scenario in SCENARIOS:
+        http = scenario.transport == "http"
+        target = TARGET_HTTP_TO_BASELINE if http else TARGET_GRPC_TO_BASELINE
+        service, baseline = cost.median("service", scenario), cost.median("baseline", scenario)
+        if service is None or baseline is None:
+            lines.append(f"- {scenario.name}: not measured")
+            continue
+        ratio = service.cpu_us_per_request / baseline.cpu_us_per_request
+        verdict = "met" if ratio <= target else "NOT met"
+        rounds = " / ".join(f"{r:.2f}" for r in cost.ratios("service", "baseline", scenario))
+        lines.append(
+            f"- {scenario.name}: service CPU per request at most {target:g}x the baseline's: "
+            f"{ratio:.2f}x, {verdict} (round by round: {rounds})"
+        )
+    return lines
+
+
+def _round_lines(cost: SmallRequestCost) -> list[str]:
+    lines = []
+    names = list(dict.fromkeys(server for server, _ in cost.rounds))
+    for scenario in SCENARIOS:
+        for server in names:
+            figures = cost.rounds.get((server, scenario.name), [])
+            if figures:
+                spread = " / ".join(f"{f.cpu_us_per_request:.0f}" for f in figures)
+                refused = sum(f.refused for f in figures)
+                lines.append(
+                    f"- {scenario.name}, {server}: µs/request by round {spread}; refused {refused}"
+                )
+        bare = " / ".join(f"{r:.2f}" for r in cost.ratios("service", "bare", scenario))
+        lines.append(f"- {scenario.name}, service ÷ bare round by round: {bare}")
+        for other in names:
+            if other not in SERVERS:
+                against = " / ".join(f"{r:.2f}" for r in cost.ratios("service", other, scenario))
+                lines.append(f"- {scenario.name}, service ÷ {other} round by round: {against}")
+    return lines
+
+
+def _us(figure: Figure | None) -> str:
+    return f"{figure.cpu_us_per_request:.0f}" if figure else "n/a"
+
+
+def _over(a: Figure | None, b: Figure | None) -> str:
+    if a is None or b is None or not b.cpu_us_per_request:
+        return "n/a"
+    return f"{a.cpu_us_per_request / b.cpu_us_per_request:.2f}"
+
+
+def small_request_servers(service: Sequence[str], baseline: Sequence[str]) -> dict[str, list[str]]:
+    """Service, baseline and bare argvs from the harness's service and baseline argvs."""
+    return {
+        "service": list(service),
+        "baseline": list(baseline),
+        "bare": [*baseline, "--transport-only", "--records-per-request", "0"],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Late import: bench.run imports this module for `make bench`.
+    from bench.run import _clean_env, baseline_argv, service_argv
+    from otlp_stats.loadgen import Workload
+
+    parser = argparse.ArgumentParser(prog="python -m bench.small_requests", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per scenario")
+    parser.add_argument("--callers", type=int, default=32)
+    parser.add_argument("--service-args", default="", help="extra flags for the service")
+    parser.add_argument(
+        "--only", choices=SERVERS, action="append", help="measure only these servers"
+    )
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="another server measured in the same rounds, e.g. an older checkout of the service: "
+        "'before=env PYTHONPATH=/tmp/old python -m otlp_stats --grpc-listen 127.0.0.1:0 ...'",
+    )
+    args = parser.parse_args(argv)
+    workload = Workload()
+    servers = small_request_servers(
+        service_argv(workload, args.service_args), baseline_argv(workload)
+    )
+    if args.only:
+        servers = {name: argv for name, argv in servers.items() if name in args.only}
+    for also in args.also:
+        name, _, command = also.partition("=")
+        servers[name] = shlex.split(command)
+    print(f"bench: small requests: {shlex.join(sys.argv)}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="otlp-bench-small-") as scratch:
+        cost = measure_small_requests(
+            servers, seconds=args.duration, rounds=args.rounds, callers=args.callers,
+            cwd=Path(scratch), env=_clean_env(),
+        )  # fmt: skip
+    print("\n".join(render_small_requests(cost)))
+    return 1 if cost.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
