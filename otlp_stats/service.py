@@ -140,7 +140,6 @@ class Service:
             settings.max_recv_size,
             settings.retry_delay,
             RateLimitedLog(self.log),
-            counter=self.workers,
         )
         self.registry.register(
             StateCollector(

@@ -80,12 +80,6 @@ class RequestQueue:
         An empty queue admits any request, so a request larger than max_bytes (but within the
         receive limit) is slow rather than refused forever.
         """
-        self.reserve(item)
-        self._items.put_nowait(item)
-
-    def reserve(self, item: QueuedRequest) -> None:
-        """Admit the request against the bounds, as put_nowait does, without queueing it: for a
-        request counted at once by its caller, which then calls done() like a worker."""
         if self._unfinished_requests >= self.max_requests:
             raise QueueFull("queue_requests")
         if self._unfinished_requests and self._unfinished_bytes + item.size > self.max_bytes:
@@ -94,6 +88,7 @@ class RequestQueue:
         self._unfinished_bytes += item.size
         self._arrivals[item.arrival] += 1
         self._idle.clear()
+        self._items.put_nowait(item)
 
     async def get(self) -> QueuedRequest:
         return await self._items.get()

@@ -84,11 +84,6 @@ class WorkerPool:
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
-    @property
-    def inline_bytes(self) -> int:
-        """Requests up to this size are counted on the event loop, by count_now or a worker."""
-        return INLINE_BYTES
-
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="otlp-stats-worker")
         self._tasks = [
@@ -156,33 +151,17 @@ class WorkerPool:
                 # get() would not yield while requests wait: let the handlers in between two.
                 await asyncio.sleep(0)
 
-    def count_now(self, item: QueuedRequest) -> None:
-        """Count a request of at most INLINE_BYTES in the caller's turn of the loop; its verdict
-        is set on return. For the Export handler, when no request waits for a worker: what a
-        worker would do, without the two task switches of queueing and awaiting (about a fifth
-        of a small request's CPU). The caller has reserved the item on the queue."""
-        started = time.perf_counter()
-        try:
-            self._count_here(item)
-        except Exception:
-            _refuse(item, CountingFailed("the request could not be counted"))
-            with contextlib.suppress(Exception):
-                self._logger.error("worker_failed", bytes=item.size, exc_info=True)
-        finally:
-            self._queue.done(item)
-            self._metrics.worker_duration.observe(time.perf_counter() - started)
-
     async def _count(self, item: QueuedRequest) -> None:
         if item.verdict.done():
             return  # the sender gave up while it waited; it will send the request again
-        if item.size <= INLINE_BYTES:
-            self._count_here(item)
-            return
         try:
-            loop = asyncio.get_running_loop()
-            records, batch = await loop.run_in_executor(
-                self._executor, self.resolve, item.wire, item.arrival
-            )
+            if item.size <= INLINE_BYTES:
+                records, batch = self.resolve(item.wire, item.arrival)
+            else:
+                loop = asyncio.get_running_loop()
+                records, batch = await loop.run_in_executor(
+                    self._executor, self.resolve, item.wire, item.arrival
+                )
         except ExportRefused as refusal:
             _refuse(item, refusal)
             return
@@ -194,24 +173,6 @@ class WorkerPool:
             return
         if item.verdict.done():
             return  # the sender gave up while a thread counted it: not counted, it will retry
-        self._settle(item, records, batch)
-
-    def _count_here(self, item: QueuedRequest) -> None:
-        """Resolve on the loop and settle: no await, so the sender cannot leave half-way."""
-        try:
-            records, batch = self.resolve(item.wire, item.arrival)
-        except ExportRefused as refusal:
-            _refuse(item, refusal)
-            return
-        except Exception as error:
-            self._fail(item, error, error.records if isinstance(error, _NotCounted) else 0)
-            return
-        self._settle(item, records, batch)
-
-    def _settle(
-        self, item: QueuedRequest, records: int, batch: ResolvedBatch | WindowedTally
-    ) -> None:
-        """Hand a resolved request over and give its verdict."""
         try:
             verdict = self._hand_over(item.arrival, records, batch) if records else Verdict(0)
         except Exception as error:

@@ -10,18 +10,12 @@ so a window can never close while one of its requests is half-admitted.
 
 Admission is cheap (no protobuf is read here), so when the workers fall behind, the queue fills
 and further Exports are refused with a retryable status: the backpressure the senders see.
-
-A small request (up to the counter's inline size) that finds no request waiting for a worker is
-counted at once in the handler's turn, admitted against the same bounds: what a worker would do,
-without queueing it and awaiting a worker's turn. Requests that do wait keep their order ahead
-of it, and once requests wait, new ones queue behind them.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol
 
 from otlp_stats.clock import Clock
 from otlp_stats.counting.queue import QueuedRequest, QueueFull, RequestQueue, Verdict
@@ -34,19 +28,6 @@ from otlp_stats.telemetry import Metrics, RateLimitedLog
 Decoder = Callable[[bytes], bytes]
 
 
-class InlineCounter(Protocol):
-    """Counts a small admitted request at once: the worker pool, in the service."""
-
-    @property
-    def inline_bytes(self) -> int:
-        """The largest request counted at once; bigger ones always go through the queue."""
-        ...
-
-    def count_now(self, item: QueuedRequest) -> None:
-        """Count it now and set its verdict; the item is reserved on the queue and released."""
-        ...
-
-
 class Intake:
     def __init__(
         self,
@@ -57,7 +38,6 @@ class Intake:
         max_request_size: int,
         retry_delay: float,
         refusal_log: RateLimitedLog,
-        counter: InlineCounter | None = None,
     ) -> None:
         self._queue = queue
         self._health = health
@@ -66,7 +46,6 @@ class Intake:
         self._max_request_size = max_request_size
         self._retry_delay = retry_delay
         self._refusal_log = refusal_log
-        self._counter = counter
 
     async def accept(
         self, payload: bytes, transport: str, decoder: Decoder | None = None
@@ -77,8 +56,7 @@ class Intake:
         Raises an ExportRefused, already counted in metrics and logged (rate-limited), for the
         edge to translate into its transport's status.
         """
-        door = self._metrics.door(transport)
-        door.export_requests.inc()
+        self._metrics.export_requests.labels(transport).inc()
         try:
             verdict = await self._admit(self._request(payload, transport, decoder))
         except ExportRefused as refusal:
@@ -87,7 +65,7 @@ class Intake:
                 "export_refused", transport=transport, reason=refusal.reason, detail=str(refusal)
             )
             raise
-        door.records_accepted.inc(verdict.counted)
+        self._metrics.records_accepted.labels(transport).inc(verdict.counted)
         return verdict
 
     def _request(self, payload: bytes, transport: str, decoder: Decoder | None) -> QueuedRequest:
@@ -105,21 +83,10 @@ class Intake:
         if not item.wire:
             # OTLP: an empty request is a success; there is nothing to queue.
             return Verdict(0)
-        counter = self._counter
-        inline = (
-            counter is not None and item.size <= counter.inline_bytes and not self._queue.waiting
-        )
         try:
-            if inline:
-                self._queue.reserve(item)
-            else:
-                self._queue.put_nowait(item)
+            self._queue.put_nowait(item)
         except QueueFull as full:
             raise Overloaded(full.reason, self._retry_delay) from None
-        if inline:
-            assert counter is not None
-            counter.count_now(item)
-            return item.verdict.result()
         # If the sender goes away (cancel, deadline), this await is cancelled and so is the
         # verdict: a worker then leaves the request uncounted, as the sender will send it again.
         return await item.verdict

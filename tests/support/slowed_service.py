@@ -5,9 +5,7 @@ Tests start it with `running_slowed_service`.
 A worker waits SECONDS before it takes each request from the queue (the request keeps its place
 in the queue meanwhile), so a tiny queue fills up on demand and throttling tests do not depend on
 how fast this machine happens to be. The wait comes before the take, so a worker cancelled while
-it waits (a shutdown) holds no request that would then go unanswered. Every request goes through
-the queue: the Export handler's shortcut for a small request while none waits (counting it at
-once, Intake) is off, as it would skip the slowed workers.
+it waits (a shutdown) holds no request that would then go unanswered.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from contextlib import AbstractContextManager
 
 from otlp_stats.cli.serve import main
 from otlp_stats.counting.queue import QueuedRequest, RequestQueue
-from otlp_stats.counting.workers import WorkerPool
 from tests.support.servicetools import ONE_WINDOW, ServiceProcess, running_service
 
 Get = Callable[[RequestQueue], Awaitable[QueuedRequest]]
@@ -53,5 +50,4 @@ def running_slowed_service(
 if __name__ == "__main__":
     # setattr, because mypy (rightly) refuses a plain assignment that replaces a method.
     setattr(RequestQueue, "get", slowed_get(float(sys.argv[1]), RequestQueue.get))  # noqa: B010
-    setattr(WorkerPool, "inline_bytes", -1)  # noqa: B010
     sys.exit(main(sys.argv[2:]))
