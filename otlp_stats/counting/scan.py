@@ -215,20 +215,7 @@ def tally_view(
     value is rendered once per distinct raw value rather than once per record. When no record
     can carry the key (`key_on_records` False), the per-record lookup is skipped.
     """
-    raws: list[bytes | None] = []
-    bodies: list[bytes] = []
-    for resource_logs in request.resource_logs:
-        resource_raw = resource_logs.resource.attributes.get(key)
-        for scope_logs in resource_logs.scope_logs:
-            scope_raw = scope_logs.scope.attributes.get(key, resource_raw)
-            # One list of wrappers, walked twice: iterating the repeated field twice would
-            # build every record's wrapper twice.
-            records = list(scope_logs.log_records)
-            if key_on_records:
-                raws += [record.attributes.get(key, scope_raw) for record in records]
-            else:
-                raws += [scope_raw] * len(records)
-            bodies += [record.body for record in records]
+    raws, bodies, _ = _columns(request, key, key_on_records, times=False)
     hashes = [
         xxh3_64_intdigest(body) - SIGNED_OFFSET if body[:1] == STRING_TAG else body_hash(body)
         for body in bodies
@@ -245,20 +232,7 @@ def tally_view_windows(
     key_on_records: bool = True,
 ) -> WindowedTally:
     """tally_view by (window, label): each record's window from its time, as _wire.c does."""
-    raws: list[bytes | None] = []
-    bodies: list[bytes] = []
-    times: list[int] = []
-    for resource_logs in request.resource_logs:
-        resource_raw = resource_logs.resource.attributes.get(key)
-        for scope_logs in resource_logs.scope_logs:
-            scope_raw = scope_logs.scope.attributes.get(key, resource_raw)
-            records = list(scope_logs.log_records)
-            if key_on_records:
-                raws += [record.attributes.get(key, scope_raw) for record in records]
-            else:
-                raws += [scope_raw] * len(records)
-            bodies += [record.body for record in records]
-            times += [record.time_unix_nano or record.observed_time_unix_nano for record in records]
+    raws, bodies, times = _columns(request, key, key_on_records, times=True)
     latest = arrival + event_time.max_skew_ns
     future = missing = 0
     by_key: dict[tuple[int, bytes | None], LabelTally] = {}
@@ -277,6 +251,31 @@ def tally_view_windows(
         )
         group.records += 1
     return _windowed(by_key, labels, future, missing)
+
+
+def _columns(
+    request: ExportLogsRequestView, key: str, key_on_records: bool, times: bool
+) -> tuple[list[bytes | None], list[bytes], list[int]]:
+    """Per record, in order: its raw attribute value (record > scope > resource), its body's
+    raw bytes and, when `times`, its time (time_unix_nano, else observed, else 0)."""
+    raws: list[bytes | None] = []
+    bodies: list[bytes] = []
+    stamps: list[int] = []
+    for resource_logs in request.resource_logs:
+        resource_raw = resource_logs.resource.attributes.get(key)
+        for scope_logs in resource_logs.scope_logs:
+            scope_raw = scope_logs.scope.attributes.get(key, resource_raw)
+            # One list of wrappers, walked several times: iterating the repeated field again
+            # would build every record's wrapper again.
+            records = list(scope_logs.log_records)
+            if key_on_records:
+                raws += [record.attributes.get(key, scope_raw) for record in records]
+            else:
+                raws += [scope_raw] * len(records)
+            bodies += [record.body for record in records]
+            if times:
+                stamps += [r.time_unix_nano or r.observed_time_unix_nano for r in records]
+    return raws, bodies, stamps
 
 
 def _windowed(
