@@ -13,7 +13,7 @@ import io
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 STDIN = "-"
 _CHUNK = 1 << 20
+# Small enough that a request-sized frame (hundreds of KB) is read past the buffer, straight
+# into its own bytes, rather than copied through it; big enough for few system calls.
+_READ_BUFFER = 64 << 10
 
 
 class InputError(Exception):
@@ -86,16 +89,24 @@ class CountingReader(io.RawIOBase):
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
+        # Straight into the caller's buffer where the stream can: a frame bigger than the
+        # buffered reader's buffer is then read into its bytes object at once, the kernel's
+        # copy the only one.
+        self._readinto: Callable[[Any], int | None] | None = getattr(raw, "readinto", None)
         self.bytes_read = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._raw.read(len(buffer))
-        buffer[: len(data)] = data
-        self.bytes_read += len(data)
-        return len(data)
+        if self._readinto is not None:
+            read = self._readinto(buffer) or 0
+        else:
+            data = self._raw.read(len(buffer))
+            read = len(data)
+            buffer[:read] = data
+        self.bytes_read += read
+        return read
 
 
 @contextmanager
@@ -104,9 +115,13 @@ def open_decompressed(
 ) -> Iterator[tuple[BinaryIO, CountingReader]]:
     """The input's decompressed bytes, and the reader of its stored bytes (for progress)."""
     with ExitStack() as stack:
-        raw = stdin if source.path is None else stack.enter_context(source.path.open("rb"))
+        raw = (
+            stdin
+            if source.path is None
+            else stack.enter_context(source.path.open("rb", buffering=0))
+        )
         counted = CountingReader(raw)
-        buffered = io.BufferedReader(counted, _CHUNK)
+        buffered = io.BufferedReader(counted, _READ_BUFFER)
         magic = buffered.peek(4)[:4]
         stream: BinaryIO
         if magic.startswith(GZIP_MAGIC):
