@@ -40,7 +40,7 @@ from otlp_stats.replaying.replayer import Replayer, StopReplay
 from otlp_stats.reporting.reporter import Reporter
 from otlp_stats.store.base import StateStore
 from otlp_stats.store.ledger import LedgerEntry, ReplayLedger, open_ledger
-from otlp_stats.store.location import open_store
+from otlp_stats.store.location import open_reviser, open_store
 from otlp_stats.telemetry import Metrics, configure_logging
 
 EXIT_OK = 0
@@ -188,6 +188,12 @@ def _replay(
         progress.close()
         return _fail(f"store write failed: {error}", EXIT_FAILED)
     progress.close()
+    if replayer.unmerged_windows:
+        print(
+            f"otlp-stats replay: late records of {replayer.unmerged_windows} windows not merged: "
+            "the replicas of a live service had yet to merge those windows",
+            file=sys.stderr,
+        )
     if ledger is not None:
         ledger.finish([entry.sha256 for entry in entries], counts.records, clock.now())
     print(counts.summary(len(inputs)), file=sys.stderr)
@@ -223,6 +229,9 @@ def _build_replayer(
         logger=log,
         window_time="event",
     )
+    # Late records: merged into their stored windows with a store that keeps them, as live.
+    # Revisions are not spaced out by the clock: replay's merges come in batches already.
+    reviser = open_reviser(settings, store, reporter, spacing=0.0) if store is not None else None
     fields = (
         FrameFields(args.time_field, args.value_field, args.message_field, args.time_unit)
         if args.input_format == "jsonl"
@@ -232,7 +241,9 @@ def _build_replayer(
         aggregator,
         reporter,
         # The live service's seam for late records: what it does with them, replay does.
-        RejectLate(settings.window, settings.allowed_lateness),
+        reviser.late
+        if reviser is not None
+        else RejectLate(settings.window, settings.allowed_lateness),
         clock,
         settings.attribute_key,
         LabelRenderer(settings.max_value_length),
@@ -241,6 +252,7 @@ def _build_replayer(
         store,
         on_malformed=lambda message: print(f"otlp-stats replay: {message}", file=sys.stderr),
         strict=args.strict,
+        reviser=reviser,
     )
 
 

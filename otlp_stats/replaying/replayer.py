@@ -2,10 +2,13 @@
 
 No arrival clock here: the watermark follows the data. It is the latest event time read so
 far minus `--allowed-lateness`: a window is reported once the data has moved that far past its
-end, and a record for a window already closed is late (counted as the live service counts
-late records, through the same LateRecords seam). At the end of the input every window left
-is reported, complete: nothing more will come for it. Windows without records are not reported
-(a gap of months in a history is not two million heartbeats).
+end, and a record for a window already closed is late, and meets the fate the live service
+gives late records, through the same LateRecords seam: with a store that keeps closed windows
+(SQLite, Redis) the Reviser merges it into its stored window and rollups and prints the
+window's revision; with the memory store it is rejected (counted in the summary line). At the
+end of the input every window left is reported, complete: nothing more will come for it, and
+every late record still gathered is merged. Windows without records are not reported (a gap
+of months in a history is not two million heartbeats).
 """
 
 from __future__ import annotations
@@ -26,12 +29,17 @@ from otlp_stats.replaying.frames import FrameCounter, FrameFields
 from otlp_stats.replaying.framing import Frame, line_batches, otlp_frames, unwrap_message
 from otlp_stats.reporting.reporter import Reporter
 from otlp_stats.store.base import StateStore
+from otlp_stats.store.revisions import MAX_LATE_WINDOWS, Reviser
 
 _NS = 1_000_000_000
 # Replayed times are history: none is "ahead of its arrival", so no record is moved for it.
 _NO_SKEW_LIMIT = 2**64 - 1
 # Closed windows are written to the store in batches of this many (one transaction each).
 _COMMIT_EVERY = 256
+# Late windows gathered before they are merged at once: well before the LateMerge's bound, past
+# which it would reject them as a backlog (the live service merges every few seconds; replay,
+# when this many wait).
+_MERGE_LATE_AT = MAX_LATE_WINDOWS // 2
 
 
 class StopReplay(Exception):
@@ -45,7 +53,12 @@ class ReplayCounts:
     records: int = 0
     windows: int = 0
     late: int = 0
+    merged: int = 0
     rejected: int = 0
+    revisions: int = 0
+    # Whether late records can be merged (a store that keeps closed windows): the summary says
+    # how many were.
+    merges_late: bool = False
     malformed: int = 0
     untimed: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -54,10 +67,15 @@ class ReplayCounts:
         seconds = max(time.monotonic() - self.started, 1e-9)
         return (
             f"replayed {inputs} input{'s' if inputs != 1 else ''}: {self.records} records in "
-            f"{self.windows} windows, {self.late} late ({self.rejected} rejected), "
+            f"{self.windows} windows, {self.late} late ({self._late_fates()}), "
             f"{self.malformed} malformed skipped, {seconds:.1f} s, "
             f"{self.records / seconds:,.0f} records/s"
         )
+
+    def _late_fates(self) -> str:
+        if not self.merges_late:
+            return f"{self.rejected} rejected"
+        return f"{self.merged} merged, {self.rejected} rejected, {self.revisions} revisions"
 
 
 class Replayer:
@@ -76,7 +94,11 @@ class Replayer:
         store: StateStore | None = None,
         on_malformed: Callable[[str], None] = lambda message: None,
         strict: bool = False,
+        reviser: Reviser | None = None,
     ) -> None:
+        """`late_records` decides the fate of late records; with a `reviser` (a store that
+        keeps closed windows) it is the reviser's LateMerge, whose merges this replayer drives
+        as the live service's keeper does."""
         self._aggregator = aggregator
         self._reporter = reporter
         self._late = late_records
@@ -93,11 +115,12 @@ class Replayer:
             else None
         )
         self._store = store
+        self._reviser = reviser
         self._closed: list[WindowSnapshot] = []
         self._on_malformed = on_malformed
         self._strict = strict
         self._latest_ns = 0
-        self.counts = ReplayCounts()
+        self.counts = ReplayCounts(merges_late=reviser is not None)
         reporter.add_listener(self._window_closed)
 
     def replay(self, name: str, stream: BinaryIO, progress: Callable[[], None]) -> None:
@@ -147,8 +170,14 @@ class Replayer:
         added = self._aggregator.add_windows(watermark, windows)
         self.counts.records += added.counted
         if added.late:
+            # Retention counts from the wall clock (as the store's does): whether a late window
+            # still has a place in the store is judged now, not at the data's watermark.
+            outcome = self._late.take(self._clock.now(), added.late)
             self.counts.late += added.late_records
-            self.counts.rejected += self._late.take(watermark, added.late).rejected
+            self.counts.rejected += outcome.rejected
+            self.counts.merged += outcome.merged
+            if self._reviser is not None and self._reviser.late.waiting >= _MERGE_LATE_AT:
+                self.commit()
         self._latest_ns = max(self._latest_ns, latest_ns)
         watermark = self._latest_ns / _NS
         for report in self._aggregator.close_until(watermark, empty=False):
@@ -169,11 +198,33 @@ class Replayer:
                 self.commit()
 
     def commit(self) -> None:
-        """Save the windows closed since the last commit, and their rollups, in the store."""
+        """Save the windows closed since the last commit, and their rollups, in the store; then
+        merge the late records gathered for closed windows into them, and print revisions."""
         if self._store is not None and self._closed:
             closed, self._closed = self._closed, []
             # Retention counts from the wall clock, as the live service's does.
             self._store.commit(closed, None, self._clock.now())
+        if self._reviser is not None:
+            self._revise(self._reviser)
+
+    def _revise(self, reviser: Reviser) -> None:
+        """What the live keeper's revise loop does, at once: the windows the late records
+        belong to are saved by now (commit, just before), so every gathered window is ready."""
+        deltas = reviser.late.ready(self._aggregator.first_open_index)
+        if not deltas:
+            return
+        now = self._clock.now()
+        waiting, revisions, next_due = reviser.merge(deltas, now)
+        # Redis: a window a live replica's share is still to be merged into waits for it.
+        reviser.late.retry(waiting)
+        printed = reviser.revisions_printed
+        reviser.publish(revisions, next_due, now)
+        self.counts.revisions += reviser.revisions_printed - printed
+
+    @property
+    def unmerged_windows(self) -> int:
+        """Late windows left unmerged at the end (Redis: replicas had yet to merge them)."""
+        return self._reviser.late.waiting if self._reviser is not None else 0
 
     def finish(self) -> ReplayCounts:
         """End of input: report every window left (all complete), and save them."""

@@ -52,7 +52,7 @@ def open_keeper(
     replica = settings.replica_id or socket.gethostname()
     # One process run of this replica: its shares and its late records are told apart by it.
     incarnation = secrets.token_hex(8)
-    reviser = _reviser(settings, store, reporter, f"{incarnation}:{replica}")
+    reviser = open_reviser(settings, store, reporter, f"{incarnation}:{replica}")
     if isinstance(store, RedisStore):
         keeper = ReplicaMerger(
             store,
@@ -78,13 +78,18 @@ def open_keeper(
     return keeper
 
 
-def _reviser(
-    settings: Settings, store: StateStore, reporter: Reporter, incarnation: str
+def open_reviser(
+    settings: Settings,
+    store: StateStore,
+    reporter: Reporter,
+    incarnation: str | None = None,
+    spacing: float | None = None,
 ) -> Reviser | None:
     """With event time and a store that keeps closed windows: late records merged into them.
 
     The memory store keeps nothing across a restart and nothing another replica shares, so
-    with it late records stay rejected (counting/late.py).
+    with it late records stay rejected (counting/late.py). A window's revisions are printed at
+    most once per `spacing` seconds of the clock (default: a window length).
     """
     if settings.window_time != "event" or not isinstance(store, SqliteStore | RedisStore):
         return None
@@ -101,7 +106,7 @@ def _reviser(
         late,
         store,
         reporter.print_revision,
-        spacing=settings.window,
+        spacing=settings.window if spacing is None else spacing,
         lg_k=settings.sketch_lg_k,
         # Replicas schedule revisions for one another: look for them at every merger step.
         poll_every=TICK if shared else math.inf,
