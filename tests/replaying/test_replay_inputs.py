@@ -85,11 +85,11 @@ def test_a_truncated_proto_file_says_where_and_fails(
 
 
 def test_replaying_the_same_input_twice_into_a_store_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], store_url: str
 ) -> None:
     path = tmp_path / "logs.json.gz"
     write_json_lines(path, REQUESTS)
-    store = f"sqlite:///{tmp_path / 'state.db'}"
+    store = store_url
     assert _replay(capsys, str(path), "--store", store)[0] == 0
     copy = tmp_path / "renamed.gz"
     copy.write_bytes(path.read_bytes())

@@ -126,7 +126,7 @@ def _replay(capsys: pytest.CaptureFixture[str], path: Path, store: str) -> tuple
 
 
 def test_records_far_out_of_order_merge_into_their_stored_windows_and_day_rollups(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], store_url: str
 ) -> None:
     first, last = _forty_days()
     requests, _ = history_requests(first, last, per_hour=6, seed=16)
@@ -134,7 +134,7 @@ def test_records_far_out_of_order_merge_into_their_stored_windows_and_day_rollup
     write_proto(path, _out_of_order(requests))
     truth = _truth(requests)
     late = _held_back_records(requests)
-    store = f"sqlite:///{tmp_path / 'state.db'}"
+    store = store_url
 
     status, out, err = _replay(capsys, path, store)
 
