@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from otlp_stats.counting.aggregator import TallySnapshot, WindowSnapshot
-from otlp_stats.counting.sketches import DEFAULT_LG_K
+from otlp_stats.counting.sketches import DEFAULT_LG_K, union_serialized
 from otlp_stats.store.base import (
     KIND_MISSING,
     KIND_OVERFLOW,
@@ -15,7 +15,6 @@ from otlp_stats.store.base import (
     PeriodEntry,
     StoredPeriod,
     entry_key,
-    merge_entry,
     rollup_targets,
 )
 from otlp_stats.store.periods import BASE, Retention
@@ -41,6 +40,24 @@ _REVISIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS revisions (
     start REAL PRIMARY KEY, revision INTEGER NOT NULL, printed_at REAL, due REAL);
 """
+
+
+class _PeriodMerge:
+    """What the windows of one commit add to one period: their count, and per entry the records
+    and the sketches to union."""
+
+    def __init__(self, end: float) -> None:
+        self.end = end
+        self.windows = 0
+        self.entries: dict[EntryKey, tuple[int, list[bytes]]] = {}
+
+    def add(self, snapshot: WindowSnapshot) -> None:
+        self.windows += 1
+        for tally in snapshot.tallies:
+            key = entry_key(tally)
+            records, sketches = self.entries.get(key, (0, []))
+            sketches.append(tally.sketch)
+            self.entries[key] = (records + tally.records, sketches)
 
 
 class StoreMissing(Exception):
@@ -120,8 +137,7 @@ class SqliteStore:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            for snapshot in closed:
-                self._save_closed(snapshot)
+            self._save_closed(closed)
             if open_windows is not None:
                 self._checkpoint(open_windows)
             self._expire(now)
@@ -131,34 +147,63 @@ class SqliteStore:
             raise
         self._bytes = self._measure()
 
-    def _save_closed(self, snapshot: WindowSnapshot) -> None:
+    def _save_closed(self, closed: Sequence[WindowSnapshot]) -> None:
+        """Save the windows not saved yet and merge them into their rollups, each period read
+        and written once per commit however many of its windows the commit holds: a replay
+        closes thousands of windows of one day in a row, and unioning the day's sketch with
+        each of them in turn was most of its time."""
         db = self._db
-        seen = db.execute(
-            "SELECT 1 FROM periods WHERE resolution = ? AND start = ?", (BASE, snapshot.start)
-        ).fetchone()
-        if seen is not None:
-            return
-        for resolution, start, end in rollup_targets(snapshot, self._rollups):
+        periods: dict[tuple[str, float], _PeriodMerge] = {}
+        saved: set[float] = set()
+        for snapshot in closed:
+            if snapshot.start in saved or self._is_saved(snapshot.start):
+                continue  # a window saved already is never counted twice
+            saved.add(snapshot.start)
+            for resolution, start, end in rollup_targets(snapshot, self._rollups):
+                merge = periods.get((resolution, start))
+                if merge is None:
+                    merge = periods[resolution, start] = _PeriodMerge(end)
+                merge.add(snapshot)
+            db.execute("DELETE FROM open_windows WHERE start = ?", (snapshot.start,))
+            db.execute("DELETE FROM open_entries WHERE start = ?", (snapshot.start,))
+        for (resolution, start), merge in periods.items():
             db.execute(
-                "INSERT INTO periods VALUES (?, ?, ?, 1) ON CONFLICT (resolution, start) "
-                "DO UPDATE SET windows = windows + 1",
-                (resolution, start, end),
+                "INSERT INTO periods VALUES (?, ?, ?, ?) ON CONFLICT (resolution, start) "
+                "DO UPDATE SET windows = windows + excluded.windows",
+                (resolution, start, merge.end, merge.windows),
             )
-            self._merge_entries(resolution, start, snapshot)
-        db.execute("DELETE FROM open_windows WHERE start = ?", (snapshot.start,))
-        db.execute("DELETE FROM open_entries WHERE start = ?", (snapshot.start,))
+            self._merge_tallies(resolution, start, merge.entries)
+
+    def _is_saved(self, start: float) -> bool:
+        return (
+            self._db.execute(
+                "SELECT 1 FROM periods WHERE resolution = ? AND start = ?", (BASE, start)
+            ).fetchone()
+            is not None
+        )
 
     def _merge_entries(self, resolution: str, start: float, snapshot: WindowSnapshot) -> None:
         """Union the snapshot's values into one stored period's entries."""
+        merge = _PeriodMerge(snapshot.end)
+        merge.add(snapshot)
+        self._merge_tallies(resolution, start, merge.entries)
+
+    def _merge_tallies(
+        self, resolution: str, start: float, entries: dict[EntryKey, tuple[int, list[bytes]]]
+    ) -> None:
+        """Records add up; messages are unioned (with what is stored), so one seen in two
+        windows counts once."""
         db = self._db
-        for tally in snapshot.tallies:
-            kind, value = entry_key(tally)
+        for (kind, value), (records, sketches) in entries.items():
             row = db.execute(
                 "SELECT records, sketch FROM entries "
                 "WHERE resolution = ? AND start = ? AND kind = ? AND value = ?",
                 (resolution, start, kind, value),
             ).fetchone()
-            records, sketch = merge_entry(row, tally, self._lg_k)
+            if row is not None:
+                records += row[0]
+                sketches = [row[1], *sketches]
+            sketch = sketches[0] if len(sketches) == 1 else union_serialized(sketches, self._lg_k)
             db.execute(
                 "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
                 (resolution, start, kind, value, records, sketch),

@@ -305,3 +305,37 @@ def test_a_million_distinct_messages_over_a_day_roll_up_within_bounds() -> None:
         assert estimate.lower_bound <= distinct <= estimate.upper_bound, (resolution, estimate)
         # The stated error: about 1/sqrt(4096) = 1.6% relative standard error, 2 sigma bounds.
         assert abs(estimate.value - distinct) / distinct < 0.032
+
+
+def test_windows_saved_in_one_commit_roll_up_as_when_saved_one_by_one(tmp_path: Path) -> None:
+    """SQLite merges a commit's windows into each period at once: same periods, same counts,
+    and a window given twice in one commit is still counted once."""
+    aggregator = Aggregator(3600, T0, keep_sketches=True)
+    for hour in range(30):  # across midnight: two days, two months' worth of rollups (one)
+        aggregator.add(T0 + hour * 3600 + 1, {"checkout": hashes(hour, hour + 1, 100)})
+        aggregator.add(T0 + hour * 3600 + 2, {f"v{hour % 3}": hashes(hour * 7)})
+    snapshots = [r.snapshot for r in aggregator.close_until(T0 + 30 * 3600) if r.snapshot]
+    assert len(snapshots) == 30
+    retention = parse_retention("window=30d,1m=30d,1h=30d,1d=60d,1mo=24mo")
+    by_one = SqliteStore(tmp_path / "one.db", ROLLUPS, retention, 3600.0)
+    at_once = SqliteStore(tmp_path / "once.db", ROLLUPS, retention, 3600.0)
+    for snapshot in snapshots:
+        by_one.commit([snapshot], None, T0)
+    at_once.commit([*snapshots, snapshots[3]], None, T0)
+    at_once.commit(snapshots[:2], None, T0)  # saved already: skipped
+
+    def stored(store: SqliteStore, resolution: str) -> list[tuple[object, ...]]:
+        return [
+            (p.start, p.windows, e.key, e.records, estimate_serialized(e.sketch).value)
+            for p in store.query(resolution, T0 - 40 * 86400, T0 + 2 * 86400, None)
+            for e in sorted(p.entries, key=lambda entry: entry.key)
+        ]
+
+    for resolution in ("window", *ROLLUPS):
+        assert stored(at_once, resolution) == stored(by_one, resolution), resolution
+    [day_one, day_two] = at_once.query("1d", T0 - 86400, T0 + 2 * 86400, None)
+    assert day_one.windows + day_two.windows == 30
+    checkout = next(e for e in day_one.entries if e.key == (0, "checkout"))
+    assert checkout.records == 3 * day_one.windows
+    by_one.close()
+    at_once.close()
