@@ -29,7 +29,7 @@ import redis
 from redis.client import Pipeline
 
 from otlp_stats.counting.aggregator import TallySnapshot, WindowSnapshot
-from otlp_stats.counting.sketches import DEFAULT_LG_K
+from otlp_stats.counting.sketches import DEFAULT_LG_K, union_serialized
 from otlp_stats.store.base import (
     KIND_MISSING,
     KIND_OVERFLOW,
@@ -248,9 +248,56 @@ class RedisStore:
         open_windows: Sequence[WindowSnapshot] | None,
         now: float,
     ) -> None:
+        """Closed windows saved and merged into their rollups, in one transaction: each period
+        read and written once however many of the windows it holds (replay's commits hold
+        hundreds of windows of one day; the replicas' merges save one window each)."""
+        fresh: dict[float, WindowSnapshot] = {}
         for snapshot in closed:
-            self._save_closed(snapshot, ())
+            fresh.setdefault(snapshot.start, snapshot)
+        if fresh:
+            self._save_all_closed(list(fresh.values()))
         self._expire(now)
+
+    def _save_all_closed(self, closed: Sequence[WindowSnapshot]) -> None:
+        markers = [_merged_key(snapshot.start) for snapshot in closed]
+        targets = [rollup_targets(snapshot, self._rollups) for snapshot in closed]
+        keys = list(
+            dict.fromkeys(
+                f"{PREFIX}p:{name}:{start!r}" for each in targets for name, start, _ in each
+            )
+        )
+
+        def merge(pipe: Pipeline) -> None:
+            # Read after WATCH, all in one round trip: a change made since fails the EXEC, and
+            # redis-py runs this again.
+            reads = self._client.pipeline(transaction=False)
+            for marker in markers:
+                reads.exists(marker)
+            for key in keys:
+                reads.hgetall(key)
+            replies = reads.execute()
+            merged = replies[: len(markers)]
+            current: dict[str, dict[bytes, bytes]] = dict(
+                zip(keys, replies[len(markers) :], strict=True)
+            )
+            periods: dict[str, tuple[str, float, float, list[WindowSnapshot]]] = {}
+            pipe.multi()
+            for snapshot, marker, done, window_targets in zip(
+                closed, markers, merged, targets, strict=True
+            ):
+                if done:
+                    continue  # this window is already merged: never count it twice
+                for name, start, end in window_targets:
+                    key = f"{PREFIX}p:{name}:{start!r}"
+                    periods.setdefault(key, (name, start, end, []))[3].append(snapshot)
+                pipe.sadd(marker, "")
+                pipe.expire(marker, MERGED_TTL_SECONDS)
+            for key, (name, start, end, snapshots) in periods.items():
+                update = _merged_fields_of(current[key], snapshots, end, self._lg_k)
+                pipe.hset(key, mapping=update)  # type: ignore[arg-type]
+                pipe.zadd(f"{PREFIX}i:{name}", {repr(start): start})
+
+        self._client.transaction(merge, *markers, *keys)
 
     def _save_closed(self, snapshot: WindowSnapshot, shares: Sequence[ShareId]) -> bool:
         targets = rollup_targets(snapshot, self._rollups)
@@ -450,6 +497,29 @@ def _replicas_of(members: Sequence[str]) -> tuple[str, ...]:
 
 def _merged_key(start: float) -> str:
     return f"{PREFIX}w:{start!r}:merged"
+
+
+def _merged_fields_of(
+    fields: Mapping[bytes, bytes], snapshots: Sequence[WindowSnapshot], end: float, lg_k: int
+) -> dict[bytes, bytes]:
+    """The period with several new windows unioned in at once."""
+    windows = int(fields.get(_WINDOWS, b"0")) + len(snapshots)
+    merged: dict[bytes, bytes] = {_END: repr(end).encode(), _WINDOWS: str(windows).encode()}
+    grouped: dict[bytes, tuple[int, list[bytes]]] = {}
+    for snapshot in snapshots:
+        for tally in snapshot.tallies:
+            field = _field(entry_key(tally))
+            records, sketches = grouped.get(field, (0, []))
+            sketches.append(tally.sketch)
+            grouped[field] = (records + tally.records, sketches)
+    for field, (records, sketches) in grouped.items():
+        if field in fields:
+            stored_records, stored_sketch = _unpack(fields[field])
+            records += stored_records
+            sketches = [stored_sketch, *sketches]
+        sketch = sketches[0] if len(sketches) == 1 else union_serialized(sketches, lg_k)
+        merged[field] = _pack(records, sketch)
+    return merged
 
 
 def _merged_fields(

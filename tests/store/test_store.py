@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,13 +25,16 @@ from otlp_stats.store.keeper import MAX_PENDING_WINDOWS, StateKeeper
 from otlp_stats.store.memory import MemoryStore
 from otlp_stats.store.periods import (
     DEFAULT_RETENTION,
+    Retention,
     Span,
     parse_retention,
     parse_rollups,
     period_bounds,
 )
+from otlp_stats.store.redis import RedisStore
 from otlp_stats.store.sqlite import SqliteStore, StoreMissing
 from tests.support.fakes import FakeClock
+from tests.support.redistools import RedisServer
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC).timestamp()
 ROLLUPS = ("1m", "1h", "1d", "1mo")
@@ -307,24 +310,53 @@ def test_a_million_distinct_messages_over_a_day_roll_up_within_bounds() -> None:
         assert abs(estimate.value - distinct) / distinct < 0.032
 
 
-def test_windows_saved_in_one_commit_roll_up_as_when_saved_one_by_one(tmp_path: Path) -> None:
-    """SQLite merges a commit's windows into each period at once: same periods, same counts,
-    and a window given twice in one commit is still counted once."""
+@pytest.fixture(params=["sqlite", "redis"])
+def two_stores(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[Retention, float], tuple[StateStore, StateStore]]]:
+    """Two empty stores of one kind: two SQLite files, or two databases of one redis-server."""
+    opened: list[StateStore] = []
+    server: RedisServer | None = None
+    if request.param == "redis":
+        server = RedisServer(tmp_path)
+        server.start()
+
+    def open_two(retention: Retention, window: float) -> tuple[StateStore, StateStore]:
+        for name in ("0", "1"):
+            if server is None:
+                path = tmp_path / f"state{name}.db"
+                opened.append(SqliteStore(path, ROLLUPS, retention, window))
+            else:
+                url = server.url.rsplit("/", 1)[0] + "/" + name
+                opened.append(RedisStore(url, ROLLUPS, retention, window))
+        return opened[-2], opened[-1]
+
+    yield open_two
+    for store in opened:
+        store.close()
+    if server is not None:
+        server.stop()
+
+
+def test_windows_saved_in_one_commit_roll_up_as_when_saved_one_by_one(
+    two_stores: Callable[[Retention, float], tuple[StateStore, StateStore]],
+) -> None:
+    """A commit's windows are merged into each period at once: same periods, same counts, and
+    a window given twice in one commit, or saved already, is still counted once."""
     aggregator = Aggregator(3600, T0, keep_sketches=True)
-    for hour in range(30):  # across midnight: two days, two months' worth of rollups (one)
+    for hour in range(30):  # across midnight: two days
         aggregator.add(T0 + hour * 3600 + 1, {"checkout": hashes(hour, hour + 1, 100)})
         aggregator.add(T0 + hour * 3600 + 2, {f"v{hour % 3}": hashes(hour * 7)})
     snapshots = [r.snapshot for r in aggregator.close_until(T0 + 30 * 3600) if r.snapshot]
     assert len(snapshots) == 30
     retention = parse_retention("window=30d,1m=30d,1h=30d,1d=60d,1mo=24mo")
-    by_one = SqliteStore(tmp_path / "one.db", ROLLUPS, retention, 3600.0)
-    at_once = SqliteStore(tmp_path / "once.db", ROLLUPS, retention, 3600.0)
+    by_one, at_once = two_stores(retention, 3600.0)
     for snapshot in snapshots:
         by_one.commit([snapshot], None, T0)
     at_once.commit([*snapshots, snapshots[3]], None, T0)
     at_once.commit(snapshots[:2], None, T0)  # saved already: skipped
 
-    def stored(store: SqliteStore, resolution: str) -> list[tuple[object, ...]]:
+    def stored(store: StateStore, resolution: str) -> list[tuple[object, ...]]:
         return [
             (p.start, p.windows, e.key, e.records, estimate_serialized(e.sketch).value)
             for p in store.query(resolution, T0 - 40 * 86400, T0 + 2 * 86400, None)
@@ -337,5 +369,3 @@ def test_windows_saved_in_one_commit_roll_up_as_when_saved_one_by_one(tmp_path: 
     assert day_one.windows + day_two.windows == 30
     checkout = next(e for e in day_one.entries if e.key == (0, "checkout"))
     assert checkout.records == 3 * day_one.windows
-    by_one.close()
-    at_once.close()
