@@ -35,6 +35,9 @@ from otlp_stats.errors import ExportRefused, RequestTimeout, RequestTooLarge
 # More complete requests than this waiting on one connection (a pipelining sender) pause reading
 # from it until they are answered; small requests never pause, which would cost two syscalls.
 _MAX_PIPELINED = 8
+# The request line and headers together, at most (aiohttp allowed 8 KiB a line): llhttp buffers
+# nothing, but the URL and the header values kept are, until the headers end.
+_MAX_HEAD_BYTES = 64 * 1024
 # How long a connection refused mid-body keeps reading and discarding before it closes.
 _LINGER_SECONDS = 5.0
 
@@ -144,6 +147,8 @@ class _Connection(asyncio.Protocol):
         self._reading = False  # between a request's first byte and its end
         self._read_started = 0.0
         self._reading_body_cut_short = False
+        self._head_bytes = 0  # received of the current request before its headers ended
+        self._in_head = False
         self._read_timer: asyncio.TimerHandle | None = None
         self._pending: deque[_Pending] = deque()
         self._task: asyncio.Task[HttpAnswer] | None = None
@@ -182,6 +187,12 @@ class _Connection(asyncio.Protocol):
                 self._pending[-1].keep_alive = False
         except httptools.HttpParserError:
             self._refuse_now(HttpAnswer(400, b"malformed HTTP request"))
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > _MAX_HEAD_BYTES:
+                self._in_head = False
+                self._refuse_now(HttpAnswer(431, b"request headers too large"))
+                return
         if self._reading and self._read_timer is None and self._settings.read_timeout:
             # The request did not arrive in one piece: from now on its time is bounded. Most
             # small requests arrive whole, and pay for no timer.
@@ -198,6 +209,8 @@ class _Connection(asyncio.Protocol):
         self._received = 0
         self._refusal = None
         self._reading = True
+        self._in_head = True
+        self._head_bytes = 0
         self._read_started = self._loop.time()
 
     def on_url(self, url: bytes) -> None:
@@ -218,6 +231,7 @@ class _Connection(asyncio.Protocol):
             self._head.expect_continue = value.strip().lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         head = self._head
         head.method = self._parser.get_method().decode("latin-1")
         head.path = httptools.parse_url(self._url).path.decode("latin-1") if self._url else ""

@@ -209,3 +209,10 @@ async def test_stop_closes_connections_and_stops_listening(door: EchoDoor) -> No
     assert await asyncio.wait_for(reader.read(), 5) == b""
     with pytest.raises(ConnectionRefusedError):
         await connect(server)
+
+
+async def test_endless_headers_are_431_and_close(server: HttpServer) -> None:
+    reader, writer = await connect(server)
+    writer.write(b"POST /v1/logs HTTP/1.1\r\nX-Padding: " + b"a" * (70 * 1024))
+    assert (await read_answer(reader))[0] == 431
+    assert await asyncio.wait_for(reader.read(), 5) == b""
