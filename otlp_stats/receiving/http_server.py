@@ -180,13 +180,10 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            # The request is answered as if it asked for no upgrade, and the connection closed:
-            # what follows it is another protocol.
-            self._closing = True
-            if self._pending:
-                self._pending[-1].keep_alive = False
+            return  # refused at its headers (on_headers_complete)
         except httptools.HttpParserError:
             self._refuse_now(HttpAnswer(400, b"malformed HTTP request"))
+            return
         if self._in_head:
             self._head_bytes += len(data)
             if self._head_bytes > _MAX_HEAD_BYTES:
@@ -235,6 +232,11 @@ class _Connection(asyncio.Protocol):
         head = self._head
         head.method = self._parser.get_method().decode("latin-1")
         head.path = httptools.parse_url(self._url).path.decode("latin-1") if self._url else ""
+        if self._parser.should_upgrade():
+            # llhttp would take the body for the new protocol's bytes, and the door would see an
+            # empty request: refused rather than acknowledged with its records lost.
+            self._refuse_now(HttpAnswer(400, b"protocol upgrades are not served"))
+            return
         early = self._settings.door.route(head)
         if early is not None:
             self._refuse_now(early)
@@ -293,7 +295,7 @@ class _Connection(asyncio.Protocol):
 
     def _refuse_now(self, answer: HttpAnswer) -> None:
         """Answer without reading the body, then close: what follows cannot be parsed."""
-        self._reading = False
+        self._reading = self._in_head = False
         self._pending.append(_Pending(self._head, b"", None, False, answer, unread=True))
         self._closing = True
         if self._task is None:

@@ -216,3 +216,14 @@ async def test_endless_headers_are_431_and_close(server: HttpServer) -> None:
     writer.write(b"POST /v1/logs HTTP/1.1\r\nX-Padding: " + b"a" * (70 * 1024))
     assert (await read_answer(reader))[0] == 431
     assert await asyncio.wait_for(reader.read(), 5) == b""
+
+
+async def test_an_upgrade_request_is_400_not_an_empty_export(
+    server: HttpServer, door: EchoDoor
+) -> None:
+    # llhttp hands what follows an upgrade's headers to the new protocol: the body would be lost.
+    reader, writer = await connect(server)
+    writer.write(post(b"body", "Connection: Upgrade", "Upgrade: h2c"))
+    assert (await read_answer(reader))[0] == 400
+    assert door.seen == []
+    writer.close()
