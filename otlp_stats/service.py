@@ -33,7 +33,7 @@ from otlp_stats.receiving.auth import BearerTokens, CredentialsError
 from otlp_stats.receiving.grpc_auth import TokenInterceptor
 from otlp_stats.receiving.grpc_receiver import LogsReceiver, logs_service_handler
 from otlp_stats.receiving.http_auth import token_middleware
-from otlp_stats.receiving.http_receiver import ENCODINGS, build_otlp_http_site, refusal_response
+from otlp_stats.receiving.http_receiver import build_otlp_http_site
 from otlp_stats.receiving.http_site import HttpSite
 from otlp_stats.receiving.intake import Intake
 from otlp_stats.receiving.tls import ServerTls, server_tls
@@ -183,9 +183,7 @@ class Service:
             read_timeout=settings.http_read_timeout,
             idle_timeout=settings.http_idle_timeout,
             ssl_context=self.tls.ssl_context() if self.tls else None,
-            middlewares=[token_middleware(self.tokens, "http", _refuse_otlp_http)]
-            if self.tokens
-            else [],
+            tokens=self.tokens,
         )
         self.grpc_health = HealthPublisher(self.health, (_LOGS_SERVICE,))
         self._grpc: grpc.aio.Server | None = None
@@ -326,10 +324,6 @@ def _load_tokens(settings: Settings, metrics: Metrics) -> BearerTokens | None:
     tokens = BearerTokens(settings.auth_token_file, metrics.auth_refused)
     tokens.reload()
     return tokens
-
-
-def _refuse_otlp_http(refusal: Unauthenticated, request: web.Request) -> web.Response:
-    return refusal_response(refusal, ENCODINGS.get(request.content_type))
 
 
 def _refuse_admin(refusal: Unauthenticated, _request: web.Request) -> web.Response:

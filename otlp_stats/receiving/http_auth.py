@@ -1,4 +1,5 @@
-"""The HTTP edge of bearer-token authentication: an aiohttp middleware.
+"""The admin port's edge of bearer-token authentication: an aiohttp middleware (the OTLP/HTTP
+door checks tokens in LogsHttpReceiver.route, before it reads a body).
 
 It runs before the handler, so a refused request's body is never read, let alone decoded.
 Paths listed as open (the health probes) skip it.

@@ -1,9 +1,10 @@
 """The OTLP/HTTP front door: POST /v1/logs, translating refusals into HTTP answers.
 
-It feeds the same Intake as the gRPC receiver. The body is read with a cap, then inflated and
-decoded in a thread (a 64 MiB JSON body takes seconds to parse; the event loop also serves
-gRPC and the probes), and handed to the Intake with its outcome, so that every refusal, even
-one found while reading, is counted and logged in one place like a gRPC one.
+It feeds the same Intake as the gRPC receiver. The body is read with a cap (http_server.py),
+then inflated and decoded, in a thread when that may take long (a 64 MiB JSON body takes seconds
+to parse; the event loop also serves gRPC and the probes), and handed to the Intake with its
+outcome, so that every refusal, even one found while reading, is counted and logged in one place
+like a gRPC one.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ import asyncio
 import math
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import web
-from aiohttp.typedefs import Middleware
 from google.protobuf.message import Message
 
 from otlp_stats.config import ListenAddress
@@ -32,9 +31,10 @@ from otlp_stats.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
+from otlp_stats.receiving.auth import BearerTokens
 from otlp_stats.receiving.compression import inflate
 from otlp_stats.receiving.grpc_receiver import export_response, retry_delay_of, rpc_status
-from otlp_stats.receiving.http_site import HttpSite
+from otlp_stats.receiving.http_server import HttpAnswer, HttpServer, RequestHead
 from otlp_stats.receiving.intake import Decoder, Intake
 from otlp_stats.receiving.otlp_json import encode_json, json_to_wire
 from otlp_stats.telemetry import Metrics
@@ -78,9 +78,9 @@ class BodyEncoding:
     inline_bytes: int
 
     @property
-    def accepted(self) -> bytes:
-        """The answer to an Export whose records were all accepted."""
-        return _ACCEPTED_BODIES[self.media_type]
+    def accepted_answer(self) -> HttpAnswer:
+        """The answer to an Export whose records were all accepted, built once."""
+        return _ACCEPTED_ANSWERS[self.media_type]
 
 
 def _encode_protobuf(message: Message) -> bytes:
@@ -96,8 +96,8 @@ ENCODINGS = {
     # The C transcoder takes about 2 µs per KiB of OTLP/JSON.
     JSON: BodyEncoding(JSON, json_to_wire, encode_json, inline_bytes=64 * 1024),
 }
-_ACCEPTED_BODIES = {
-    media_type: encoding.encode(export_response(Verdict(0)))
+_ACCEPTED_ANSWERS = {
+    media_type: HttpAnswer(200, encoding.encode(export_response(Verdict(0))), media_type)
     for media_type, encoding in ENCODINGS.items()
 }
 
@@ -143,86 +143,83 @@ def decode_body(
 
 
 class LogsHttpReceiver:
-    """Handler for POST /v1/logs; the body limit applies as sent and again as decompressed."""
+    """The door's answers: POST /v1/logs; the body limit applies as sent (http_server.py) and
+    again as decompressed."""
 
     def __init__(
         self,
         intake: Intake,
         metrics: Metrics,
         max_request_size: int,
-        read_timeout: float | None = None,
+        tokens: BearerTokens | None = None,
     ) -> None:
         self._intake = intake
         self._duration = metrics.door("http").export_duration
         self._limit = max_request_size
-        self._read_timeout = read_timeout
+        self._tokens = tokens
 
-    async def export(self, request: web.Request) -> web.Response:
+    def route(self, head: RequestHead) -> HttpAnswer | None:
+        """404 elsewhere, 405 for other methods, 401 without a valid token (when tokens are
+        configured): answered before the body is read, let alone decoded."""
+        if head.path != LOGS_PATH:
+            return HttpAnswer(404, b"404: Not Found")
+        if head.method != "POST":
+            return HttpAnswer(405, b"405: Method Not Allowed", headers=(("Allow", "POST"),))
+        if self._tokens is not None:
+            try:
+                self._tokens.check(head.authorization, "http")
+            except Unauthenticated as refusal:
+                answer = refusal_response(refusal, ENCODINGS.get(head.content_type))
+                # RFC 6750: a 401 names the scheme the client should use.
+                return answer.with_headers(("WWW-Authenticate", 'Bearer realm="otlp-stats"'))
+        return None
+
+    async def answer(
+        self, head: RequestHead, body: bytes, refusal: ExportRefused | None
+    ) -> HttpAnswer:
         started = time.perf_counter()
-        encoding = ENCODINGS.get(request.content_type)
+        encoding = ENCODINGS.get(head.content_type)
         try:
-            body = await self._decode(request, encoding)
-            verdict = await self._intake.accept(body.payload, "http", body.decoder)
-        except ExportRefused as refusal:
-            return refusal_response(refusal, encoding)
+            decoded = await self._decode(head, body, refusal, encoding)
+            verdict = await self._intake.accept(decoded.payload, "http", decoded.decoder)
+        except ExportRefused as refused:
+            return refusal_response(refused, encoding)
         finally:
             self._duration.observe(time.perf_counter() - started)
         assert encoding is not None  # an unknown Content-Type is always refused
         # OTLP/HTTP: partial success is a 200 too, its body saying what was rejected.
         if not verdict.rejected:
-            return web.Response(body=encoding.accepted, content_type=encoding.media_type)
+            return encoding.accepted_answer
         return _message_response(200, export_response(verdict), encoding)
 
-    async def _decode(self, request: web.Request, encoding: BodyEncoding | None) -> DecodedBody:
-        try:
-            if request.content.is_eof():
-                # The whole body came with the headers (most small requests): nothing to wait
-                # for, so no timer to arm.
-                wire = await self._read(request)
-            else:
-                # A slow or stuck sender holds a connection and a growing buffer: bound its time.
-                async with asyncio.timeout(self._read_timeout):
-                    wire = await self._read(request)
-        except RequestTooLarge as refusal:
+    async def _decode(
+        self,
+        head: RequestHead,
+        wire: bytes,
+        refusal: ExportRefused | None,
+        encoding: BodyEncoding | None,
+    ) -> DecodedBody:
+        if refusal is not None:
+            # Refused while read (too large, too slow): the Intake counts and logs it.
             return DecodedBody(b"", refusal=refusal)
-        except TimeoutError:
-            timeout = RequestTimeout(f"request body not received within {self._read_timeout:g}s")
-            return DecodedBody(b"", refusal=timeout)
-        content_encoding = request.headers.get("Content-Encoding", "")
+        content_encoding = head.content_encoding
         if _cheap_to_decode(wire, content_encoding, encoding):
             # A thread hop costs more than these (about 40 µs of CPU); the rest could take long.
             return decode_body(wire, content_encoding, encoding, self._limit)
         return await asyncio.to_thread(decode_body, wire, content_encoding, encoding, self._limit)
 
-    async def _read(self, request: web.Request) -> bytes:
-        """The body as sent, refused as soon as it is known to pass the limit."""
-        declared = request.content_length
-        if declared is not None and declared > self._limit:
-            raise RequestTooLarge(f"request of {declared} bytes exceeds the limit of {self._limit}")
-        if declared == 0:
-            return b""
-        if declared is not None:
-            # aiohttp's parser ends the body at Content-Length and raises if it is cut short.
-            return await request.content.readexactly(declared)
-        body = bytearray()
-        async for chunk in request.content.iter_any():
-            body += chunk
-            if len(body) > self._limit:
-                raise RequestTooLarge(f"request body exceeds the limit of {self._limit} bytes")
-        return bytes(body)
 
-
-def refusal_response(refusal: ExportRefused, encoding: BodyEncoding | None) -> web.Response:
+def refusal_response(refusal: ExportRefused, encoding: BodyEncoding | None) -> HttpAnswer:
     """The refusal's status with a google.rpc.Status body, plus Retry-After when retryable."""
     status = rpc_status(refusal)
-    headers: dict[str, str] = {}
+    headers: tuple[tuple[str, str], ...] = ()
     delay = retry_delay_of(refusal)
     if delay is not None:
         # Retry-After takes whole seconds; rounding up never asks for a retry too early.
-        headers["Retry-After"] = str(math.ceil(delay))
+        headers = (("Retry-After", str(math.ceil(delay))),)
     if encoding is None:
         # No encoding the sender is known to read: say it in words.
-        return web.Response(status=http_status_for(refusal), text=str(refusal), headers=headers)
+        return HttpAnswer(http_status_for(refusal), str(refusal).encode(), headers=headers)
     return _message_response(http_status_for(refusal), status, encoding, headers)
 
 
@@ -230,15 +227,10 @@ def _message_response(
     status: int,
     message: Message,
     encoding: BodyEncoding,
-    headers: dict[str, str] | None = None,
-) -> web.Response:
+    headers: tuple[tuple[str, str], ...] = (),
+) -> HttpAnswer:
     # OTLP: the answer uses the Content-Type of the request.
-    return web.Response(
-        status=status,
-        body=encoding.encode(message),
-        content_type=encoding.media_type,
-        headers=headers,
-    )
+    return HttpAnswer(status, encoding.encode(message), encoding.media_type, headers)
 
 
 def build_otlp_http_site(
@@ -250,20 +242,17 @@ def build_otlp_http_site(
     read_timeout: float | None = None,
     idle_timeout: float = 75.0,
     ssl_context: ssl.SSLContext | None = None,
-    middlewares: Sequence[Middleware] = (),
-) -> HttpSite:
-    """The OTLP/HTTP port: POST /v1/logs; aiohttp answers 405 to other methods, 404 elsewhere."""
-    receiver = LogsHttpReceiver(intake, metrics, max_request_size, read_timeout)
-    # client_max_size bounds request.read() should anything call it; the handler streams the
-    # body itself with the same limit.
-    app = web.Application(client_max_size=max_request_size, middlewares=middlewares)
-    app.router.add_post(LOGS_PATH, receiver.export)
-    # aiohttp would inflate a gzip body before the handler sees it, and how far ahead of the
-    # reader depends on its version; the receiver inflates itself, with the limit as the cap.
-    return HttpSite(
-        app,
+    tokens: BearerTokens | None = None,
+) -> HttpServer:
+    """The OTLP/HTTP port: POST /v1/logs; 405 to other methods, 404 elsewhere."""
+    receiver = LogsHttpReceiver(intake, metrics, max_request_size, tokens)
+    # The body is read as sent, Content-Encoding and all: the receiver inflates it itself, with
+    # the limit as the cap.
+    return HttpServer(
+        receiver,
         listen,
-        decompress_requests=False,
-        ssl_context=ssl_context,
+        max_request_size,
+        read_timeout=read_timeout,
         idle_timeout=idle_timeout,
+        ssl_context=ssl_context,
     )

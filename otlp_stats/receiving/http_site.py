@@ -1,4 +1,5 @@
-"""An aiohttp application served on one listen address: the OTLP/HTTP door and the admin port."""
+"""An aiohttp application served on one listen address: the admin port (the OTLP/HTTP door has
+its own server, http_server.py)."""
 
 from __future__ import annotations
 

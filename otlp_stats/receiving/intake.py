@@ -56,7 +56,8 @@ class Intake:
         Raises an ExportRefused, already counted in metrics and logged (rate-limited), for the
         edge to translate into its transport's status.
         """
-        self._metrics.export_requests.labels(transport).inc()
+        door = self._metrics.door(transport)
+        door.export_requests.inc()
         try:
             verdict = await self._admit(self._request(payload, transport, decoder))
         except ExportRefused as refusal:
@@ -65,7 +66,7 @@ class Intake:
                 "export_refused", transport=transport, reason=refusal.reason, detail=str(refusal)
             )
             raise
-        self._metrics.records_accepted.labels(transport).inc(verdict.counted)
+        door.records_accepted.inc(verdict.counted)
         return verdict
 
     def _request(self, payload: bytes, transport: str, decoder: Decoder | None) -> QueuedRequest:

@@ -11,6 +11,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
 from prometheus_client import CollectorRegistry
 
+from otlp_stats.counting import workers
 from otlp_stats.counting.aggregator import Aggregator
 from otlp_stats.counting.late import RejectLate
 from otlp_stats.counting.queue import QueuedRequest, RequestQueue, Verdict
@@ -173,6 +174,25 @@ async def test_a_request_whose_sender_gave_up_is_not_counted() -> None:
     await pool.start()
     assert await kept.verdict == Verdict(5)
     assert len(counted.batches) == 1
+    await pool.stop()
+
+
+@pytest.mark.parametrize(("turn_seconds", "counted_before_the_loop_gets_in"), [(60.0, 5), (0.0, 1)])
+async def test_a_worker_counts_what_waits_in_turns_then_lets_the_handlers_in(
+    monkeypatch: pytest.MonkeyPatch, turn_seconds: float, counted_before_the_loop_gets_in: int
+) -> None:
+    # A yield per request costs a loop iteration each; a yield per turn still lets the Export
+    # handlers admit (or be refused) while a backlog is counted.
+    monkeypatch.setattr(workers, "TURN_SECONDS", turn_seconds)
+    queue = RequestQueue(10, 1 << 20)
+    pool, counted = worker_pool(queue)
+    items = [await admitted(queue, worked_example_request()) for _ in range(5)]
+    await pool.start()
+    # Runs right after the worker's first step: what the worker counted before it yielded.
+    seen: list[int] = []
+    asyncio.get_running_loop().call_soon(lambda: seen.append(len(counted.batches)))
+    assert [await item.verdict for item in items] == [Verdict(5)] * 5
+    assert seen == [counted_before_the_loop_gets_in]
     await pool.stop()
 
 

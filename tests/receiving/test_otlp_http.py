@@ -25,7 +25,7 @@ from otlp_stats.config import ListenAddress
 from otlp_stats.counting.view import decode_view
 from otlp_stats.health import Health, HealthState
 from otlp_stats.receiving.http_receiver import JSON, PROTOBUF, build_otlp_http_site
-from otlp_stats.receiving.http_site import HttpSite
+from otlp_stats.receiving.http_server import HttpServer
 from otlp_stats.receiving.intake import Intake
 from otlp_stats.telemetry import Metrics, RateLimitedLog
 from tests.support.encodings import COMPRESSORS, compress
@@ -101,7 +101,7 @@ async def door() -> AsyncIterator[FrontDoor]:
         RETRY_DELAY,
         RateLimitedLog(structlog.get_logger("test")),
     )
-    site: HttpSite = build_otlp_http_site(intake, metrics, ListenAddress("127.0.0.1", 0), LIMIT)
+    site: HttpServer = build_otlp_http_site(intake, metrics, ListenAddress("127.0.0.1", 0), LIMIT)
     await site.start()
     # auto_decompress=False: the tests send Content-Encoding bodies exactly as given.
     async with aiohttp.ClientSession(auto_decompress=False) as session:
