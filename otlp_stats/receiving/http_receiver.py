@@ -251,6 +251,7 @@ def build_otlp_http_site(
     idle_timeout: float = 75.0,
     ssl_context: ssl.SSLContext | None = None,
     middlewares: Sequence[Middleware] = (),
+    reuse_port: bool = False,
 ) -> HttpSite:
     """The OTLP/HTTP port: POST /v1/logs; aiohttp answers 405 to other methods, 404 elsewhere."""
     receiver = LogsHttpReceiver(intake, metrics, max_request_size, read_timeout)
@@ -266,4 +267,5 @@ def build_otlp_http_site(
         decompress_requests=False,
         ssl_context=ssl_context,
         idle_timeout=idle_timeout,
+        reuse_port=reuse_port,
     )
