@@ -4,7 +4,8 @@ windows and progress sent to the supervisor instead of printed.
 `run_serving_process` is the process's entry point (multiprocessing spawn), so it alone of
 this stage installs signal handlers: SIGTERM drains, SIGHUP re-reads the token file, SIGINT is
 left to the supervisor (a terminal's ^C reaches the whole process group; the supervisor then
-stops every process in order).
+stops every process in order). The supervisor itself asks for a stop by closing its side of
+the link, which also stops the process when the supervisor dies.
 """
 
 from __future__ import annotations
@@ -100,11 +101,16 @@ def _send_share(writer: asyncio.StreamWriter, report: WindowReport) -> None:
 
 async def _progress_loop(writer: asyncio.StreamWriter, service: Service) -> None:
     aggregator = service.aggregator
+    said: Progress | None = None
     while True:
         # Read between the reporter's steps (one event loop): every window before this
-        # index has been closed and its share written above.
-        _send(writer, Progress(aggregator.first_open_index, aggregator.open_windows))
-        await writer.drain()
+        # index has been closed and its share written above. Said only when it changes (once
+        # a window, or so): an idle process costs the supervisor nothing.
+        progress = Progress(aggregator.first_open_index, aggregator.open_windows)
+        if progress != said:
+            _send(writer, progress)
+            await writer.drain()
+            said = progress
         await asyncio.sleep(PROGRESS_EVERY)
 
 

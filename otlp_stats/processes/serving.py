@@ -64,6 +64,7 @@ class ServingProcess:
         self._socket = ours
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._stop_requested = False
 
     @property
     def pid(self) -> int | None:
@@ -72,11 +73,15 @@ class ServingProcess:
     async def follow(self, handlers: Handlers) -> int | None:
         """Read what it says until it ends; its exit code (None if it would not end)."""
         self._reader, self._writer = await asyncio.open_connection(sock=self._socket)
+        if self._stop_requested:
+            self._writer.write_eof()
         while (message := await read_message(self._reader)) is not None:
             self._handle(message, handlers)
         self._writer.close()
         if not self.ready.done():
             self.ready.set_exception(RuntimeError(f"serving process {self.slot} ended at start"))
+            # Marked as seen: only a start awaits it; a replacement's end is logged instead.
+            self.ready.exception()
         return await asyncio.get_running_loop().run_in_executor(None, self._reap)
 
     def _reap(self) -> int | None:
@@ -98,9 +103,15 @@ class ServingProcess:
                 self.stopped = True
                 self.drained = drained
 
-    def terminate(self) -> None:
-        """Ask it to drain and stop (SIGTERM)."""
-        self._signal(signal.SIGTERM)
+    def request_stop(self) -> None:
+        """Ask it to drain and stop: end of file on its link.
+
+        Not SIGTERM: a process still importing has no handler yet and would die of it, where
+        the end of file waits in the socket until it reads it, once serving.
+        """
+        self._stop_requested = True
+        if self._writer is not None:
+            self._writer.write_eof()
 
     def kill(self) -> None:
         self._signal(signal.SIGKILL)

@@ -204,9 +204,14 @@ class Supervisor:
         )
         del self.processes[process.slot]
         await asyncio.sleep(self._restart_delay(process.slot, time.monotonic() - started))
-        if not self._stopping:
-            replacement = self._spawn(process.slot)
-            self.log.info("process_restarted", process=process.slot, pid=replacement.pid)
+        if self._stopping:
+            return
+        replacement = self._spawn(process.slot)
+        try:
+            await asyncio.wait_for(asyncio.shield(replacement.ready), START_TIMEOUT)
+        except (RuntimeError, TimeoutError):
+            return  # its own end is followed, and logged, like this one's
+        self.log.info("process_restarted", process=process.slot, pid=replacement.pid)
 
     def _restart_delay(self, slot: int, lived: float) -> float:
         """At once after a long life; after a pause that doubles while it keeps dying young
@@ -233,7 +238,9 @@ class Supervisor:
             return now - STRAGGLER_GRACE
         first_open = min(p.first_open_index for p in self.processes.values())
         promised = self.aggregator.window_bounds(first_open)[0] + self.aggregator.lateness
-        return max(promised, now - STRAGGLER_GRACE - self.aggregator.lateness)
+        # A window closes at its end plus the lateness (close_until): a straggler holds it
+        # back by at most the grace past that.
+        return max(promised, now - STRAGGLER_GRACE)
 
     async def stop(self) -> bool:
         """Drain every process (each sends its last shares, the partial ones too), then print
@@ -246,7 +253,7 @@ class Supervisor:
         self._stopping = True
         self.log.info("draining", processes=len(self.processes))
         for process in self.processes.values():
-            process.terminate()
+            process.request_stop()
         following = list(self._following.values())
         if following:
             _, pending = await asyncio.wait(following, timeout=self.settings.shutdown_grace + 10)
