@@ -190,7 +190,8 @@ class Supervisor:
         handlers = Handlers(self._take_share, self.merged.update)
         exit_code = await process.follow(handlers)
         self.merged.retire(process.slot)
-        if self._stopping or process.stopped:
+        if self._stopping or process.stopped or self.health.state is not HealthState.SERVING:
+            # Stopped as asked, or failed while the service starts: start() says so.
             return
         # Died (killed, crashed): what it held of the open windows is gone with it.
         self.restarts += 1

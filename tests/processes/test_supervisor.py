@@ -8,9 +8,11 @@ computed here from what was acknowledged.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -179,3 +181,25 @@ def test_a_killed_process_is_restarted_and_its_share_of_the_window_counted_lost(
 
 def _processes(service: ServiceProcess) -> Any:
     return service.metric("otlp_stats_processes")
+
+
+def test_a_port_in_use_fails_the_start_with_exit_code_1_and_no_restart() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        service = ServiceProcess(*TWO, "--grpc-listen", f"127.0.0.1:{port}")
+        try:
+            assert service.process.wait(60) == 1
+        finally:
+            if service.process.poll() is None:
+                service.process.kill()
+    assert service.stderr.thread is not None
+    service.stderr.thread.join(10)
+    events = [json.loads(line) for line in service.stderr.lines if line.startswith("{")]
+    # The serving process says why; the supervisor that the start failed, and restarts nothing.
+    assert any("Failed to bind" in e.get("error", "") and e.get("process") == 0 for e in events)
+    assert {"error": "serving process 0 ended at start", "event": "start_failed"}.items() <= next(
+        e for e in events if e["event"] == "start_failed" and "process" not in e
+    ).items()
+    assert not [e for e in events if e["event"] in ("process_died", "process_restarted")]
