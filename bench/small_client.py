@@ -71,18 +71,32 @@ async def measure(send: Send, args: argparse.Namespace) -> dict[str, float]:
 
 
 async def over_grpc(args: argparse.Namespace) -> dict[str, float]:
-    async with grpc.aio.insecure_channel(args.target) as channel:
-        # Bytes in, bytes out: no serializer on either side.
-        export: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(EXPORT_METHOD)
+    # One connection by default, as one SDK or Collector exporter keeps; more (each channel on
+    # a subchannel pool of its own) for a server whose processes share the port.
+    channels = [
+        grpc.aio.insecure_channel(args.target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(args.connections)
+    ]
+    # Bytes in, bytes out: no serializer on either side.
+    exports: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
+        channel.unary_unary(EXPORT_METHOD) for channel in channels
+    ]
+    turn = 0
 
-        async def send(payload: bytes) -> bool:
-            try:
-                await export(payload, timeout=10)
-            except grpc.aio.AioRpcError:
-                return False
-            return True
+    async def send(payload: bytes) -> bool:
+        nonlocal turn
+        turn += 1
+        try:
+            await exports[turn % len(exports)](payload, timeout=10)
+        except grpc.aio.AioRpcError:
+            return False
+        return True
 
+    try:
         return await measure(send, args)
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 async def over_http(args: argparse.Namespace) -> dict[str, float]:
@@ -105,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--server-pid", type=int, required=True, help="whose CPU to measure")
     parser.add_argument("--records", type=int, default=10, help="records per request")
     parser.add_argument("--callers", type=int, default=32)
+    parser.add_argument("--connections", type=int, default=1, help="gRPC connections")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=5.0)
     args = parser.parse_args(argv)

@@ -30,20 +30,30 @@ from bench.server_process import ServerFailed, ServerProcess
 TARGET_HTTP_TO_BASELINE = 0.67
 TARGET_GRPC_TO_BASELINE = 1.0
 SERVERS = ("service", "baseline", "bare")
+# The service as N=2 serving processes under a supervisor (--processes 2): CPU per request of
+# the whole tree (supervisor and both processes, from /proc) within 10% of one process's.
+PROCESSES = "processes=2"
+TARGET_PROCESSES_TO_ONE = 1.10
 
 
 @dataclass(frozen=True)
 class Scenario:
     transport: str  # "grpc" or "http"
     records: int
+    # gRPC connections the callers share (HTTP: aiohttp's pool, one per concurrent caller).
+    connections: int = 1
 
     @property
     def name(self) -> str:
         door = "OTLP/gRPC" if self.transport == "grpc" else "OTLP/HTTP protobuf"
-        return f"{self.records} record{'s' if self.records != 1 else ''}, {door}"
+        many = f", {self.connections} connections" if self.connections > 1 else ""
+        return f"{self.records} record{'s' if self.records != 1 else ''}, {door}{many}"
 
 
 SCENARIOS = (Scenario("grpc", 1), Scenario("grpc", 10), Scenario("http", 10))
+# Connections, not requests, are spread over processes sharing a port: with one gRPC
+# connection one process of two does all the work. Measured for one process and for two.
+SPREAD_SCENARIOS = (Scenario("grpc", 10, connections=8),)
 
 
 @dataclass(frozen=True)
@@ -109,7 +119,8 @@ def _measure_one(
     acknowledged = 0
     with ServerProcess(name, [*argv, "--http-listen", "127.0.0.1:0"], cwd=cwd, env=env) as server:
         server.start()
-        for scenario in SCENARIOS:
+        spread = SPREAD_SCENARIOS if name in ("service", PROCESSES) else ()
+        for scenario in (*SCENARIOS, *spread):
             port = server.grpc_port if scenario.transport == "grpc" else server.http_port
             tally = _send(scenario, f"127.0.0.1:{port}", server.pid, cost, cwd, env)
             acknowledged += int(tally["records_all"])
@@ -148,6 +159,7 @@ def _send(
         sys.executable, "-m", "bench.small_client", f"--transport={scenario.transport}",
         f"--target={target}", f"--server-pid={pid}", f"--records={scenario.records}",
         f"--callers={cost.callers}", f"--duration={cost.seconds}",
+        f"--connections={scenario.connections}",
     ]  # fmt: skip
     done = subprocess.run(
         argv, cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=cost.seconds + 120
@@ -179,7 +191,7 @@ def render_small_requests(cost: SmallRequestCost) -> list[str]:
             f"| {_over(service, baseline)} | {_over(service, bare)} "
             f"| {f'{service.requests_per_second:,.0f}' if service else 'n/a'} |"
         )
-    lines += ["", *_target_lines(cost), "", *_round_lines(cost)]
+    lines += ["", *_target_lines(cost), *_processes_lines(cost), "", *_round_lines(cost)]
     lines += [f"- {check}" for check in cost.checks]
     lines += [f"- problem: {problem}" for problem in cost.problems]
     return [*lines, ""]
@@ -204,10 +216,31 @@ def _target_lines(cost: SmallRequestCost) -> list[str]:
     return lines
 
 
+def _processes_lines(cost: SmallRequestCost) -> list[str]:
+    """--processes 2 against one process, same rounds: the cost of the supervisor and the
+    merge per request (the whole process tree's CPU, from /proc)."""
+    lines = []
+    for scenario in (*SCENARIOS, *SPREAD_SCENARIOS):
+        two, one = cost.median(PROCESSES, scenario), cost.median("service", scenario)
+        if two is None or one is None:
+            continue
+        ratio = two.cpu_us_per_request / one.cpu_us_per_request
+        verdict = "met" if ratio <= TARGET_PROCESSES_TO_ONE else "NOT met"
+        rounds = " / ".join(f"{r:.2f}" for r in cost.ratios(PROCESSES, "service", scenario))
+        lines.append(
+            f"- {scenario.name}: --processes 2 CPU per request within "
+            f"{TARGET_PROCESSES_TO_ONE - 1:.0%} of one process's: {ratio:.2f}x "
+            f"({two.cpu_us_per_request:.0f} vs {one.cpu_us_per_request:.0f} µs, "
+            f"{two.requests_per_second:,.0f} vs {one.requests_per_second:,.0f} requests/s), "
+            f"{verdict} (round by round: {rounds})"
+        )
+    return lines
+
+
 def _round_lines(cost: SmallRequestCost) -> list[str]:
     lines = []
     names = list(dict.fromkeys(server for server, _ in cost.rounds))
-    for scenario in SCENARIOS:
+    for scenario in (*SCENARIOS, *SPREAD_SCENARIOS):
         for server in names:
             figures = cost.rounds.get((server, scenario.name), [])
             if figures:
@@ -241,6 +274,7 @@ def small_request_servers(service: Sequence[str], baseline: Sequence[str]) -> di
         "service": list(service),
         "baseline": list(baseline),
         "bare": [*baseline, "--transport-only", "--records-per-request", "0"],
+        PROCESSES: [*service, "--processes", "2"],
     }
 
 
@@ -255,7 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--callers", type=int, default=32)
     parser.add_argument("--service-args", default="", help="extra flags for the service")
     parser.add_argument(
-        "--only", choices=SERVERS, action="append", help="measure only these servers"
+        "--only",
+        choices=(*SERVERS, PROCESSES),
+        action="append",
+        help="measure only these servers",
     )
     parser.add_argument(
         "--also",

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from dotenv import dotenv_values
 
+from otlp_stats.processes.cores import available_cores
 from otlp_stats.store.periods import DEFAULT_RETENTION, Retention, parse_retention, parse_rollups
 
 ENV_PREFIX = "OTLP_STATS_"
@@ -59,6 +60,9 @@ class Settings:
     grpc_health: bool = True
     grpc_reflection: bool = True
     workers: int = 2
+    # Serving processes on the same ports, merged into one report (docs/scaling.md);
+    # "auto" is parsed to the cores this process may use.
+    processes: int = 1
     queue_size: int = 512
     queue_max_bytes: int = 64 * MiB
     max_recv_size: int = 64 * MiB
@@ -135,6 +139,13 @@ def _parse_lg_k(text: str) -> int:
     if not 4 <= value <= 21:
         raise ValueError("must be between 4 and 21 (k = 16 .. 2097152)")
     return value
+
+
+def _parse_processes(text: str) -> int:
+    """A count, or "auto": the cores available (CPU affinity, cgroup quota)."""
+    if text.strip().lower() == "auto":
+        return available_cores()
+    return _parse_positive_int(text)
 
 
 def _parse_positive_int(text: str) -> int:
@@ -255,6 +266,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("grpc_health", _parse_bool, "serve grpc.health.v1 on the gRPC port"),
     _Option("grpc_reflection", _parse_bool, "serve gRPC server reflection"),
     _Option("workers", _parse_positive_int, "worker tasks resolving requests"),
+    _Option("processes", _parse_processes, "serving processes on the same ports, or auto"),
     _Option("queue_size", _parse_positive_int, "most requests queued or in work"),
     _Option("queue_max_bytes", _parse_size, "most bytes held by requests queued or in work"),
     _Option("max_recv_size", _parse_size, "largest accepted request, after decompression"),
@@ -342,6 +354,7 @@ SETTING_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "allowed_lateness",
             "max_clock_skew",
             "workers",
+            "processes",
             "queue_size",
             "queue_max_bytes",
             "missing_label",
@@ -394,6 +407,7 @@ _METAVARS: Mapping[Callable[[str], Any], str] = {
     _parse_positive_float: "SECONDS",
     _parse_non_negative_float: "SECONDS",
     _parse_positive_int: "N",
+    _parse_processes: "{N,auto}",
     _parse_lg_k: "N",
     _parse_bool: "{true,false}",
     _parse_optional_path: "FILE",
@@ -512,6 +526,7 @@ def load_settings(
     _reject_unknown_env(dotenv, env_file.name)
     settings = Settings(**values)
     _validate_together(settings)
+    _validate_processes(settings)
     _validate_security(settings)
     return settings
 
@@ -543,6 +558,16 @@ def describe(settings: Settings) -> dict[str, object]:
     # redis://user:password@host/0: a log line is no place for the password.
     described["store"] = re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", settings.store)
     return described
+
+
+def _validate_processes(settings: Settings) -> None:
+    """Late records under event time are merged by the store's reviser, which lives with the
+    aggregator that counted them; with several processes that is not built (docs/scaling.md)."""
+    if settings.processes > 1 and settings.window_time == "event" and settings.store != "memory":
+        raise ConfigError(
+            "processes > 1 with window_time=event needs store=memory: late records are "
+            "merged into stored windows by one process only"
+        )
 
 
 def _validate_security(settings: Settings) -> None:

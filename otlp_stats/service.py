@@ -38,6 +38,8 @@ from otlp_stats.receiving.http_site import HttpSite
 from otlp_stats.receiving.intake import Intake
 from otlp_stats.receiving.tls import ServerTls, server_tls
 from otlp_stats.reporting.reporter import Reporter
+from otlp_stats.store.base import StateStore
+from otlp_stats.store.keeper import StateKeeper
 from otlp_stats.store.location import open_keeper, open_store
 from otlp_stats.store.replicas import ReplicaMerger
 from otlp_stats.telemetry import Metrics, RateLimitedLog
@@ -60,8 +62,15 @@ class Service:
         clock: Clock | None = None,
         out: TextIO | None = None,
         registry: CollectorRegistry | None = None,
+        *,
+        serving_process: bool = False,
     ) -> None:
+        """`serving_process`: one of several processes serving the same ports under a
+        supervisor (otlp_stats/processes/): no admin port and no store of its own; its closed
+        windows keep their sketches and go to the reporter's listeners (the link to the
+        supervisor, which merges and prints them), not to stdout."""
         self.settings = settings
+        self.serving_process = serving_process
         self.clock = clock or SystemClock()
         self.log: Any = structlog.get_logger("otlp_stats")
         self.health = Health()
@@ -73,7 +82,7 @@ class Service:
         self.metrics = Metrics(self.registry)
         # Security before anything is opened: a bad certificate or token file stops the start.
         self.tls = server_tls(settings)
-        self.tokens = _load_tokens(settings, self.metrics)
+        self.tokens = load_tokens(settings, self.metrics)
         self.queue = RequestQueue(settings.queue_size, settings.queue_max_bytes)
         # Event time waits for disordered records; arrival time has nothing to wait for.
         event_time = settings.window_time == "event"
@@ -85,7 +94,7 @@ class Service:
             settings.sketch_lg_k,
             # With a store, closed windows keep their sketches for it (docs/storage.md); the
             # memory store is today's behaviour, without that per-window serialization.
-            keep_sketches=settings.store != "memory",
+            keep_sketches=settings.store != "memory" or serving_process,
             lateness=lateness,
         )
         self.reporter = Reporter(
@@ -105,6 +114,10 @@ class Service:
         self.keeper = open_keeper(
             settings, self.store, self.aggregator, self.reporter, self.clock, self.log
         )
+        if serving_process:
+            # Its windows are the supervisor's to print and to store.
+            self.reporter.prints_closed = False
+            self.reporter.remove_listener(self.keeper.window_closed)
         self.registry.register(self.keeper.collector())
         # Late records (event time): merged into their stored window with a store that keeps
         # closed windows, else rejected to their sender (counting/late.py, store/revisions.py).
@@ -154,26 +167,20 @@ class Service:
                 self.reporter.watermark_lag,
             )
         )
-        admin_app = build_admin_app(self.registry, self.health)
-        add_distinct_route(
-            admin_app,
-            DistinctQueries(self.store, query_scope(settings), self.clock).answer
-            if settings.store != "memory"
-            else answer_without_history,
-        )
-        if isinstance(self.keeper, ReplicaMerger):
-            add_ready_detail(admin_app, self.keeper.readiness_detail)
-        if settings.admin_auth and self.tokens is not None:
-            admin_app.middlewares.append(
-                token_middleware(self.tokens, "admin", _refuse_admin, open_paths=_PROBE_PATHS)
+        # A serving process of several (--processes) leaves the admin port to its supervisor.
+        self.admin = (
+            build_admin_site(
+                settings,
+                self.registry,
+                self.health,
+                self.store,
+                self.keeper,
+                self.clock,
+                self.tls,
+                self.tokens,
             )
-        self.admin = HttpSite(
-            admin_app,
-            settings.admin_listen,
-            # The admin port never asks for client certificates: kubelet probes have none.
-            ssl_context=self.tls.ssl_context(verify_clients=False)
-            if self.tls and settings.admin_tls
-            else None,
+            if not serving_process
+            else None
         )
         self.otlp_http = build_otlp_http_site(
             self.intake,
@@ -184,6 +191,7 @@ class Service:
             idle_timeout=settings.http_idle_timeout,
             ssl_context=self.tls.ssl_context() if self.tls else None,
             tokens=self.tokens,
+            reuse_port=settings.processes > 1,
         )
         self.grpc_health = HealthPublisher(self.health, (_LOGS_SERVICE,))
         self._grpc: grpc.aio.Server | None = None
@@ -194,7 +202,8 @@ class Service:
 
     async def start(self) -> None:
         """Admin first (probes see "starting"), then the pipeline from its end to its front."""
-        await self.admin.start()
+        if self.admin is not None:
+            await self.admin.start()
         await self.keeper.restore()
         self._restored = True
         await self.keeper.start()
@@ -213,10 +222,11 @@ class Service:
         await self.otlp_http.start()
         self.health.move_to(HealthState.SERVING)
         self.log.info(
-            "serving",
+            # A serving process of several: the supervisor logs "serving" once for them all.
+            "process_serving" if self.serving_process else "serving",
             grpc_port=self.grpc_port,
             http_port=self.otlp_http.port,
-            admin_port=self.admin.port,
+            admin_port=self.admin.port if self.admin is not None else None,
             grpc_tls=_tls_mode(self.tls),
             http_tls=_tls_mode(self.tls),
             admin_tls=_tls_mode(self.tls, verify_clients=False)
@@ -239,7 +249,9 @@ class Service:
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", self.settings.max_recv_size),
-                ("grpc.so_reuseport", 0),
+                # Off unless several processes serve the port: a second service started by
+                # mistake on the same port must fail, not share it silently.
+                ("grpc.so_reuseport", 1 if self.settings.processes > 1 else 0),
                 *_connection_options(self.settings),
             ],
             interceptors=interceptors,
@@ -282,7 +294,8 @@ class Service:
             await self.reporter.stop()
             await self.keeper.stop()
         self.health.move_to(HealthState.STOPPED)
-        await self.admin.stop()
+        if self.admin is not None:
+            await self.admin.stop()
         self.log.info("stopped", drained=drained)
         return drained
 
@@ -318,7 +331,39 @@ class Service:
         return True
 
 
-def _load_tokens(settings: Settings, metrics: Metrics) -> BearerTokens | None:
+def build_admin_site(
+    settings: Settings,
+    registry: CollectorRegistry,
+    health: Health,
+    store: StateStore,
+    keeper: StateKeeper | ReplicaMerger,
+    clock: Clock,
+    tls: ServerTls | None,
+    tokens: BearerTokens | None,
+) -> HttpSite:
+    """The admin port: /metrics, the probes, the query API, behind the token if asked."""
+    admin_app = build_admin_app(registry, health)
+    add_distinct_route(
+        admin_app,
+        DistinctQueries(store, query_scope(settings), clock).answer
+        if settings.store != "memory"
+        else answer_without_history,
+    )
+    if isinstance(keeper, ReplicaMerger):
+        add_ready_detail(admin_app, keeper.readiness_detail)
+    if settings.admin_auth and tokens is not None:
+        admin_app.middlewares.append(
+            token_middleware(tokens, "admin", _refuse_admin, open_paths=_PROBE_PATHS)
+        )
+    return HttpSite(
+        admin_app,
+        settings.admin_listen,
+        # The admin port never asks for client certificates: kubelet probes have none.
+        ssl_context=tls.ssl_context(verify_clients=False) if tls and settings.admin_tls else None,
+    )
+
+
+def load_tokens(settings: Settings, metrics: Metrics) -> BearerTokens | None:
     if settings.auth_token_file is None:
         return None
     tokens = BearerTokens(settings.auth_token_file, metrics.auth_refused)

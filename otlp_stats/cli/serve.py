@@ -14,6 +14,7 @@ import structlog
 
 from otlp_stats.cli.allocator import keep_freed_buffers
 from otlp_stats.config import ConfigError, Settings, describe, load_settings
+from otlp_stats.processes.supervisor import Supervisor
 from otlp_stats.receiving.auth import CredentialsError
 from otlp_stats.service import Service
 from otlp_stats.telemetry import configure_logging
@@ -46,7 +47,8 @@ async def serve(settings: Settings, malloc: str) -> int:
     stop_requested = asyncio.Event()
     _install_signal_handlers(stop_requested)
     try:
-        service = Service(settings)
+        # --processes 1 is the one process of old, with no supervisor in between.
+        service = Supervisor(settings) if settings.processes > 1 else Service(settings)
     except _START_ERRORS as error:
         log.error("start_failed", error=str(error), kind=type(error).__name__)
         return EXIT_FAILED
@@ -77,6 +79,6 @@ def _install_signal_handlers(stop_requested: asyncio.Event) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
 
 
-def _install_reload_handler(service: Service) -> None:
+def _install_reload_handler(service: Service | Supervisor) -> None:
     """SIGHUP re-reads the token file, so a token is rotated without a restart."""
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, service.reload_credentials)

@@ -183,11 +183,29 @@ class WindowCounts:
         return self._overflow(value)
 
     def _overflow(self, value: str) -> _Tally:
+        overflow = self._overflow_tally()
+        assert self.overflow_values is not None  # created with the overflow tally
+        digest = xxhash.xxh3_64_intdigest(value.encode("utf-8", errors="surrogatepass"))
+        self.overflow_values.update((to_signed64(digest),))
+        return overflow
+
+    def merge(self, snapshot: WindowSnapshot) -> None:
+        """Add another process's counts of the same window: sketches unioned, records summed,
+        the per-window cap applied as if every record had arrived here."""
+        for tally in snapshot.tallies:
+            if tally.overflow:
+                mine = self._overflow_tally()
+                if snapshot.overflow_values is not None and self.overflow_values is not None:
+                    self.overflow_values.merge(snapshot.overflow_values)
+            else:
+                mine = self._tally_for(tally.value)
+            mine.records += tally.records
+            mine.counter.merge(tally.sketch)
+
+    def _overflow_tally(self) -> _Tally:
         if self.overflow is None or self.overflow_values is None:
             self.overflow = _Tally(DistinctCounter(self.lg_k))
             self.overflow_values = DistinctCounter(self.lg_k)
-        digest = xxhash.xxh3_64_intdigest(value.encode("utf-8", errors="surrogatepass"))
-        self.overflow_values.update((to_signed64(digest),))
         return self.overflow
 
     @property
@@ -244,6 +262,10 @@ class Aggregator:
     def _index(self, timestamp: float) -> int:
         return math.floor(timestamp / self.window_seconds)
 
+    def index_of(self, timestamp: float) -> int:
+        """The index of the window a time falls in."""
+        return self._index(timestamp)
+
     def window_bounds(self, index: int) -> tuple[float, float]:
         return index * self.window_seconds, (index + 1) * self.window_seconds
 
@@ -279,6 +301,23 @@ class Aggregator:
         if late:
             self.late_records[WINDOW_CLOSED] += added.late_records
         return added
+
+    def merge(self, snapshot: WindowSnapshot) -> bool:
+        """Add a window's counts closed by another process (--processes), unless this
+        aggregator has closed that window already: then nothing is added and False says so."""
+        index = self._index(snapshot.start)
+        if index < self._next_index:
+            return False
+        window = self._windows.get(index)
+        if window is None:
+            window = self._windows[index] = self._new_window()
+        window.merge(snapshot)
+        return True
+
+    @property
+    def open_windows(self) -> int:
+        """Windows holding counts not reported yet: what a process that dies takes with it."""
+        return len(self._windows)
 
     def _add_to(self, index: int, batch: ResolvedBatch) -> None:
         window = self._windows.get(index)

@@ -243,6 +243,7 @@ def build_otlp_http_site(
     idle_timeout: float = 75.0,
     ssl_context: ssl.SSLContext | None = None,
     tokens: BearerTokens | None = None,
+    reuse_port: bool = False,
 ) -> HttpServer:
     """The OTLP/HTTP port: POST /v1/logs; 405 to other methods, 404 elsewhere."""
     receiver = LogsHttpReceiver(intake, metrics, max_request_size, tokens)
@@ -255,4 +256,5 @@ def build_otlp_http_site(
         read_timeout=read_timeout,
         idle_timeout=idle_timeout,
         ssl_context=ssl_context,
+        reuse_port=reuse_port,
     )

@@ -410,8 +410,11 @@ class HttpServer:
         read_timeout: float | None = None,
         idle_timeout: float = 75.0,
         ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._door = door
+        # Several serving processes on one port (--processes): the kernel spreads connections.
+        self._reuse_port = reuse_port
         self._listen = listen
         self._limit = max_body_size
         self._read_timeout = read_timeout
@@ -439,6 +442,7 @@ class HttpServer:
             self._listen.host,
             self._listen.port,
             ssl=self._ssl_context,
+            reuse_port=self._reuse_port or None,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
 

@@ -21,6 +21,7 @@ class HttpSite:
         decompress_requests: bool = True,
         ssl_context: ssl.SSLContext | None = None,
         idle_timeout: float = 75.0,
+        reuse_port: bool = False,
     ) -> None:
         # decompress_requests=False hands handlers the body as sent, Content-Encoding and all,
         # for a handler that must bound the decompressed size itself.
@@ -32,12 +33,18 @@ class HttpSite:
         )
         self._listen = listen
         self._ssl_context = ssl_context
+        # SO_REUSEPORT: several serving processes share the port, the kernel spreads connections.
+        self._reuse_port = reuse_port or None
         self.port = 0
 
     async def start(self) -> None:
         await self._runner.setup()
         site = web.TCPSite(
-            self._runner, self._listen.host, self._listen.port, ssl_context=self._ssl_context
+            self._runner,
+            self._listen.host,
+            self._listen.port,
+            ssl_context=self._ssl_context,
+            reuse_port=self._reuse_port,
         )
         await site.start()
         # With port 0 the OS picks the port; the runner knows which one it got.

@@ -168,6 +168,9 @@ class Reporter:
     def add_listener(self, listener: Callable[[WindowReport], None]) -> None:
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: Callable[[WindowReport], None]) -> None:
+        self._listeners.remove(listener)
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="reporter")
 

@@ -131,9 +131,11 @@ def metric_names_in_exposition(text: str) -> set[str]:
 @cache
 def exported_metric_names() -> frozenset[str]:
     """What the real service exports once it has reported a window (which adds the last_window
-    gauges), alone and as a replica sharing a real Redis (which adds the replica metrics);
-    gathered once per test session."""
+    gauges): alone, as two processes under a supervisor, and as a replica sharing a real Redis
+    (which adds the replica metrics); gathered once per test session."""
     names = set(_names_after_one_report("--window", "0.5"))
+    # A supervisor of serving processes adds its own (docs/scaling.md).
+    names |= _names_after_one_report("--window", "0.5", "--processes", "2")
     with tempfile.TemporaryDirectory() as directory:
         redis_server = RedisServer(Path(directory))
         redis_server.start()
