@@ -9,10 +9,12 @@ server's CPU per record acknowledged in each.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from bench.floor import CpuPerRecord, _measure
 from bench.server_process import ServerProcess
-from otlp_stats.loadgen import PreparedRequest
+from otlp_stats.loadgen import PreparedRequest, Workload, build_requests
 from otlp_stats.receiving.otlp_json import (
     NATIVE_JSON_AVAILABLE,
     encode_json_request,
@@ -122,3 +124,35 @@ def _post(
         raise RuntimeError(f"bench.http_client exited {done.returncode}: {done.stderr}")
     tally: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
     return tally
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """This part of `make bench` alone: in-process decoding, then the service over HTTP."""
+    # bench.run imports this module: imported here, so that neither needs the other loaded.
+    from bench.run import _clean_env, service_argv
+
+    parser = argparse.ArgumentParser(prog="python -m bench.json_cost", description=__doc__)
+    parser.add_argument("--duration", type=float, default=12.0, help="seconds per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--callers", type=int, default=4)
+    parser.add_argument("--floor-seconds", type=float, default=2.0)
+    parser.add_argument("--skip-decoding", action="store_true", help="only the HTTP figures")
+    args = parser.parse_args(argv)
+    workload = Workload()
+    if not args.skip_decoding:
+        decoding = measure_json_decoding(build_requests(workload), args.floor_seconds)
+        for name, decoded in decoding.items():
+            print(f"in-process {name}: {decoded.median_us:.3f} µs/record")
+    with tempfile.TemporaryDirectory(prefix="otlp-bench-") as scratch:
+        http = measure_http_bodies(
+            service_argv(workload, ""), seconds=args.duration, rounds=args.rounds,
+            callers=args.callers, cwd=Path(scratch), env=_clean_env(),
+        )  # fmt: skip
+    for encoding, rounds in http.rounds.items():
+        figures = ", ".join(f"{value:.3f}" for value in rounds)
+        print(f"HTTP {encoding}: median {http.median(encoding):.3f} µs/record ({figures})")
+    print(f"HTTP json / protobuf: {http.median('json') / http.median('protobuf'):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
