@@ -15,8 +15,9 @@
  * verdict and its reason. So a request it transcodes is one json_format accepts, with the same
  * content, and every other request gets today's answer.
  *
- * Protobuf lengths come before the content: a nested message reserves one byte for its length
- * and, in the rare case it is 128 bytes or longer, its content moves right once it is done.
+ * Protobuf lengths come before the content: a nested message sets aside the bytes its length
+ * usually takes (one for most, two for a log record, three for a request's groups) and, in the
+ * rare case the guess was wrong, its content moves once it is done.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,6 +28,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 /* Nesting of AnyValues (arrays and kvlists) and of skipped JSON: deeper goes to the reference
  * path, so the C stack stays small whatever the input. */
@@ -46,22 +50,25 @@ typedef struct {
 
 enum { GIVE_UP = 1, NO_MEMORY = 2 };
 
+/* 16 bytes, so that it is returned in two registers rather than through memory (read back
+ * right after it is written, which stalls). Requests of 4 GiB and more are not transcoded. */
 typedef struct {
     const uint8_t *data;
-    size_t len;
-    int escaped;
+    uint32_t len;
+    uint32_t escaped;
 } Str;
 
 enum { WIRE_VARINT = 0, WIRE_I64 = 1, WIRE_LEN = 2, WIRE_I32 = 5 };
 
 static void give_up(Reader *r) { longjmp(r->stop, GIVE_UP); }
 
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+
 /* Writing protobuf */
 
-static void reserve(Reader *r, Buffer *b, size_t more) {
-    if (b->cap - b->len >= more) {
-        return;
-    }
+/* The output is allocated once to the size of the JSON, which nearly always holds it: growing
+ * stays out of line, and the check for room inline. */
+static void grow(Reader *r, Buffer *b, size_t more) {
     size_t cap = b->cap ? b->cap : 256;
     while (cap - b->len < more) {
         if (cap > SIZE_MAX / 2) {
@@ -75,6 +82,11 @@ static void reserve(Reader *r, Buffer *b, size_t more) {
     }
     b->data = data;
     b->cap = cap;
+}
+
+static inline void reserve(Reader *r, Buffer *b, size_t more) {
+    if (LIKELY(b->cap - b->len >= more)) return;
+    grow(r, b, more);
 }
 
 static inline size_t varint_size(uint64_t value) {
@@ -116,22 +128,31 @@ static inline void put_bytes(Reader *r, uint32_t field, const uint8_t *data, siz
     r->out.len += len;
 }
 
-/* A nested message: its tag, one byte reserved for its length; returns where that byte is. */
-static size_t begin_message(Reader *r, uint32_t field) {
+/* Where a nested message's length goes, and how many bytes were set aside for it. */
+typedef struct {
+    size_t at, reserved;
+} Mark;
+
+/* A nested message: its tag, then `guess` bytes set aside for its length, the size a message
+ * of its kind usually needs (a log record takes 2, a request's groups 3). */
+static inline Mark begin_message(Reader *r, uint32_t field, size_t guess) {
     put_tag(r, field, WIRE_LEN);
-    reserve(r, &r->out, 1);
-    return r->out.len++;
+    reserve(r, &r->out, guess);
+    Mark mark = {r->out.len, guess};
+    r->out.len += guess;
+    return mark;
 }
 
-static void end_message(Reader *r, size_t mark) {
-    size_t len = r->out.len - mark - 1;
+/* The length, once known; a wrong guess moves the content to fit it. */
+static inline void end_message(Reader *r, Mark mark) {
+    size_t len = r->out.len - mark.at - mark.reserved;
     size_t size = varint_size(len);
-    if (size > 1) {
-        reserve(r, &r->out, size - 1);
-        memmove(r->out.data + mark + size, r->out.data + mark + 1, len);
-        r->out.len += size - 1;
+    if (size != mark.reserved) {
+        if (size > mark.reserved) reserve(r, &r->out, size - mark.reserved);
+        memmove(r->out.data + mark.at + size, r->out.data + mark.at + mark.reserved, len);
+        r->out.len = mark.at + size + len;
     }
-    uint8_t *at = r->out.data + mark;
+    uint8_t *at = r->out.data + mark.at;
     while (len >= 0x80) {
         *at++ = (uint8_t)(len | 0x80);
         len >>= 7;
@@ -231,12 +252,41 @@ static const uint8_t *check_utf8(Reader *r, const uint8_t *at) {
 
 /* Whether any of 8 bytes is a quote, a backslash, a control character or not ASCII: the bytes
  * a string's plain run stops at (the classic "has zero byte" bit trick, four times). */
+#ifndef __SSE2__
 static inline int special_in(uint64_t eight) {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
     uint64_t quote = eight ^ (ones * '"'), backslash = eight ^ (ones * '\\');
     uint64_t found = ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash) |
                      ((eight - ones * 0x20) & ~eight) | eight;
     return (found & highs) != 0;
+}
+#endif
+
+/* The first byte from `at` on that ends a string's plain run (see special_in), or `end`. */
+static inline const uint8_t *plain_run(const uint8_t *at, const uint8_t *end) {
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+    const __m128i space = _mm_set1_epi8(0x20);
+    while (end - at >= 16) {
+        __m128i bytes = _mm_loadu_si128((const __m128i *)(const void *)at);
+        /* Compared as signed bytes, those of 0x80 and up are below the space too. */
+        __m128i special = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(bytes, quote), _mm_cmpeq_epi8(bytes, backslash)),
+            _mm_cmplt_epi8(bytes, space));
+        unsigned found = (unsigned)_mm_movemask_epi8(special);
+        if (found) return at + __builtin_ctz(found);
+        at += 16;
+    }
+#else
+    uint64_t eight;
+    while (end - at >= 8 && (memcpy(&eight, at, 8), !special_in(eight))) {
+        at += 8;
+    }
+#endif
+    while (at < end && *at >= 0x20 && *at < 0x80 && *at != '"' && *at != '\\') {
+        at++;
+    }
+    return at;
 }
 
 static Str read_string(Reader *r) {
@@ -245,13 +295,7 @@ static Str read_string(Reader *r) {
     const uint8_t *at = start;
     int escaped = 0;
     for (;;) {
-        uint64_t eight;
-        while (r->end - at >= 8 && (memcpy(&eight, at, 8), !special_in(eight))) {
-            at += 8;
-        }
-        while (at < r->end && *at >= 0x20 && *at < 0x80 && *at != '"' && *at != '\\') {
-            at++;
-        }
+        at = plain_run(at, r->end);
         if (at >= r->end) give_up(r);
         uint8_t c = *at;
         if (c == '"') break;
@@ -265,7 +309,7 @@ static Str read_string(Reader *r) {
         }
     }
     r->p = at + 1;
-    Str s = {start, (size_t)(at - start), escaped};
+    Str s = {start, (uint32_t)(at - start), (uint32_t)escaped};
     return s;
 }
 
@@ -305,7 +349,7 @@ static Str text_of(Reader *r, Str s) {
             r->scratch.data[r->scratch.len++] = *at++;
         }
     }
-    Str text = {r->scratch.data, r->scratch.len, 0};
+    Str text = {r->scratch.data, (uint32_t)r->scratch.len, 0};
     return text;
 }
 
@@ -402,7 +446,7 @@ static Str read_number(Reader *r, int *integer) {
         while (at < end && *at >= '0' && *at <= '9') at++;
     }
     r->p = at;
-    Str s = {start, (size_t)(at - start), 0};
+    Str s = {start, (uint32_t)(at - start), 0};
     return s;
 }
 
@@ -454,11 +498,19 @@ static uint64_t read_integer(Reader *r, IntKind kind) {
     int negative = at < end && *at == '-';
     at += negative;
     if (at >= end || end - at > 20) give_up(r);
+    /* 19 digits cannot overflow 64 bits: only a 20th is checked. */
+    const uint8_t *unchecked = end - at > 19 ? at + 19 : end;
     uint64_t magnitude = 0;
-    for (; at < end; at++) {
-        if (*at < '0' || *at > '9') give_up(r);
-        uint64_t digit = (uint64_t)(*at - '0');
-        if (magnitude > (UINT64_MAX - digit) / 10) give_up(r);
+    unsigned not_digit = 0;
+    for (; at < unchecked; at++) {
+        unsigned digit = (unsigned)*at - '0';
+        not_digit |= digit > 9;
+        magnitude = magnitude * 10 + digit;
+    }
+    if (not_digit) give_up(r);
+    if (at < end) {
+        uint64_t digit = (uint64_t)*at - '0';
+        if (digit > 9 || magnitude > (UINT64_MAX - digit) / 10) give_up(r);
         magnitude = magnitude * 10 + digit;
     }
     uint64_t most_positive, most_negative;
@@ -515,7 +567,18 @@ static int read_bool(Reader *r) {
     return 0;
 }
 
-/* traceId and spanId are hex in OTLP/JSON. */
+/* A hex digit's value with the HEX bit set; 0 for any other byte. */
+#define HEX 0x10
+static const uint8_t HEX_VALUE[256] = {
+    ['0'] = HEX | 0, ['1'] = HEX | 1, ['2'] = HEX | 2, ['3'] = HEX | 3, ['4'] = HEX | 4,
+    ['5'] = HEX | 5, ['6'] = HEX | 6, ['7'] = HEX | 7, ['8'] = HEX | 8, ['9'] = HEX | 9,
+    ['a'] = HEX | 10, ['b'] = HEX | 11, ['c'] = HEX | 12, ['d'] = HEX | 13, ['e'] = HEX | 14,
+    ['f'] = HEX | 15, ['A'] = HEX | 10, ['B'] = HEX | 11, ['C'] = HEX | 12, ['D'] = HEX | 13,
+    ['E'] = HEX | 14, ['F'] = HEX | 15,
+};
+
+/* traceId and spanId are hex in OTLP/JSON. Every pair is decoded, and a digit that is not hex
+ * is noticed once at the end: no branch per digit. */
 static void hex_field(Reader *r, uint32_t field) {
     Str s = read_string(r);
     if (s.escaped || s.len % 2) give_up(r);
@@ -523,11 +586,14 @@ static void hex_field(Reader *r, uint32_t field) {
     put_tag(r, field, WIRE_LEN);
     put_varint(r, s.len / 2);
     reserve(r, &r->out, s.len / 2);
+    uint8_t *at = r->out.data + r->out.len, all_hex = HEX;
     for (size_t i = 0; i < s.len; i += 2) {
-        int high = hex_digit(s.data[i]), low = hex_digit(s.data[i + 1]);
-        if (high < 0 || low < 0) give_up(r);
-        r->out.data[r->out.len++] = (uint8_t)(high << 4 | low);
+        uint8_t high = HEX_VALUE[s.data[i]], low = HEX_VALUE[s.data[i + 1]];
+        all_hex &= high & low;
+        *at++ = (uint8_t)((high & 0xF) << 4 | (low & 0xF));
     }
+    if (!all_hex) give_up(r);
+    r->out.len += s.len / 2;
 }
 
 static int base64_digit(uint8_t c) {
@@ -574,17 +640,18 @@ static void base64_field(Reader *r, uint32_t field) {
 
 static void any_value(Reader *r, int depth);
 
-static void repeated(Reader *r, uint32_t field, void (*element)(Reader *, int), int depth) {
+static void repeated(Reader *r, uint32_t field, void (*element)(Reader *, int), int depth,
+                     size_t guess) {
     if (!begin_array(r)) return;
     do {
-        size_t mark = begin_message(r, field);
+        Mark mark = begin_message(r, field, guess);
         element(r, depth);
         end_message(r, mark);
     } while (next_element(r));
 }
 
 static void message(Reader *r, uint32_t field, void (*read)(Reader *, int), int depth) {
-    size_t mark = begin_message(r, field);
+    Mark mark = begin_message(r, field, 1);
     read(r, depth);
     end_message(r, mark);
 }
@@ -617,7 +684,7 @@ static void array_value(Reader *r, int depth) {
         Str key = read_key(r);
         if (KEY("values")) {
             ONCE(0);
-            repeated(r, 1, any_value, depth);
+            repeated(r, 1, any_value, depth, 1);
         } else {
             skip_value(r, depth + 1);
         }
@@ -631,7 +698,7 @@ static void kvlist_value(Reader *r, int depth) {
         Str key = read_key(r);
         if (KEY("values")) {
             ONCE(0);
-            repeated(r, 1, key_value, depth);
+            repeated(r, 1, key_value, depth, 1);
         } else {
             skip_value(r, depth + 1);
         }
@@ -696,7 +763,7 @@ static void resource(Reader *r, int depth) {
         Str key = read_key(r);
         if (KEY("attributes")) {
             ONCE(0);
-            repeated(r, 1, key_value, depth + 1);
+            repeated(r, 1, key_value, depth + 1, 1);
         } else if (KEYS("droppedAttributesCount", "dropped_attributes_count")) {
             ONCE(1);
             uint32_field(r, 2);
@@ -721,7 +788,7 @@ static void scope(Reader *r, int depth) {
             string_field(r, 2, 0);
         } else if (KEY("attributes")) {
             ONCE(2);
-            repeated(r, 3, key_value, depth + 1);
+            repeated(r, 3, key_value, depth + 1, 1);
         } else if (KEYS("droppedAttributesCount", "dropped_attributes_count")) {
             ONCE(3);
             uint32_field(r, 4);
@@ -731,16 +798,12 @@ static void scope(Reader *r, int depth) {
     } while (next_member(r));
 }
 
+/* The names of SeverityNumber's values, after the prefix they share. */
+#define SEVERITY_PREFIX "SEVERITY_NUMBER_"
 static const char *const SEVERITY_NAMES[] = {
-    "SEVERITY_NUMBER_UNSPECIFIED",
-    "SEVERITY_NUMBER_TRACE", "SEVERITY_NUMBER_TRACE2", "SEVERITY_NUMBER_TRACE3",
-    "SEVERITY_NUMBER_TRACE4", "SEVERITY_NUMBER_DEBUG", "SEVERITY_NUMBER_DEBUG2",
-    "SEVERITY_NUMBER_DEBUG3", "SEVERITY_NUMBER_DEBUG4", "SEVERITY_NUMBER_INFO",
-    "SEVERITY_NUMBER_INFO2", "SEVERITY_NUMBER_INFO3", "SEVERITY_NUMBER_INFO4",
-    "SEVERITY_NUMBER_WARN", "SEVERITY_NUMBER_WARN2", "SEVERITY_NUMBER_WARN3",
-    "SEVERITY_NUMBER_WARN4", "SEVERITY_NUMBER_ERROR", "SEVERITY_NUMBER_ERROR2",
-    "SEVERITY_NUMBER_ERROR3", "SEVERITY_NUMBER_ERROR4", "SEVERITY_NUMBER_FATAL",
-    "SEVERITY_NUMBER_FATAL2", "SEVERITY_NUMBER_FATAL3", "SEVERITY_NUMBER_FATAL4",
+    "UNSPECIFIED", "TRACE", "TRACE2", "TRACE3", "TRACE4", "DEBUG", "DEBUG2", "DEBUG3",
+    "DEBUG4", "INFO", "INFO2", "INFO3", "INFO4", "WARN", "WARN2", "WARN3", "WARN4",
+    "ERROR", "ERROR2", "ERROR3", "ERROR4", "FATAL", "FATAL2", "FATAL3", "FATAL4",
 };
 
 /* An enum is its name or its number (any int32: proto3 enums are open). */
@@ -748,8 +811,12 @@ static uint64_t read_severity(Reader *r) {
     if (peek(r) != '"') return read_integer(r, INT32);
     const uint8_t *start = r->p;
     Str name = read_string(r);
-    for (size_t i = 0; i < sizeof SEVERITY_NAMES / sizeof *SEVERITY_NAMES; i++) {
-        if (equals(name, SEVERITY_NAMES[i])) return i;
+    const size_t prefix = sizeof SEVERITY_PREFIX - 1;
+    if (!name.escaped && name.len > prefix && memcmp(name.data, SEVERITY_PREFIX, prefix) == 0) {
+        Str suffix = {name.data + prefix, name.len - prefix, 0};
+        for (size_t i = 0; i < sizeof SEVERITY_NAMES / sizeof *SEVERITY_NAMES; i++) {
+            if (equals(suffix, SEVERITY_NAMES[i])) return i;
+        }
     }
     r->p = start; /* a number in a string: int() of it, as json_format reads it */
     return read_integer(r, INT32);
@@ -789,7 +856,7 @@ static void log_record(Reader *r, int depth) {
             message(r, 5, any_value, depth + 1);
         } else if (KEY("attributes")) {
             ONCE(5);
-            repeated(r, 6, key_value, depth + 1);
+            repeated(r, 6, key_value, depth + 1, 1);
         } else if (KEYS("droppedAttributesCount", "dropped_attributes_count")) {
             ONCE(6);
             uint32_field(r, 7);
@@ -822,7 +889,7 @@ static void scope_logs(Reader *r, int depth) {
         Str key = read_key(r);
         if (KEYS("logRecords", "log_records")) {
             ONCE(0);
-            repeated(r, 2, log_record, depth + 1);
+            repeated(r, 2, log_record, depth + 1, 2);
         } else if (KEY("scope")) {
             ONCE(1);
             message(r, 1, scope, depth + 1);
@@ -842,7 +909,7 @@ static void resource_logs(Reader *r, int depth) {
         Str key = read_key(r);
         if (KEYS("scopeLogs", "scope_logs")) {
             ONCE(0);
-            repeated(r, 2, scope_logs, depth + 1);
+            repeated(r, 2, scope_logs, depth + 1, 3);
         } else if (KEY("resource")) {
             ONCE(1);
             message(r, 1, resource, depth + 1);
@@ -862,7 +929,7 @@ static void request(Reader *r) {
             Str key = read_key(r);
             if (KEYS("resourceLogs", "resource_logs")) {
                 ONCE(0);
-                repeated(r, 1, resource_logs, 1);
+                repeated(r, 1, resource_logs, 1, 3);
             } else {
                 skip_value(r, 1);
             }
@@ -884,13 +951,20 @@ static PyObject *transcode(PyObject *module, PyObject *payload) {
     (void)module;
     Py_buffer view;
     if (PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) < 0) return NULL;
+    if ((uint64_t)view.len >= UINT32_MAX) { /* beyond what Str measures: the reference path */
+        PyBuffer_Release(&view);
+        return Py_NewRef(Py_None);
+    }
     Reader r;
     memset(&r, 0, sizeof r);
     r.p = view.buf;
     r.end = r.p + view.len;
     int outcome;
     Py_BEGIN_ALLOW_THREADS
-    /* Protobuf is smaller than its JSON: one allocation up front is nearly always enough. */
+    /* Protobuf is smaller than its JSON: one allocation up front is nearly always enough.
+     * (Written straight into a bytes object cut to size afterwards, it would save a copy of
+     * the result but cost more: the cut gives pages back, and the next request faults them
+     * in again.) */
     r.out.data = malloc((size_t)view.len + 64);
     r.out.cap = r.out.data ? (size_t)view.len + 64 : 0;
     outcome = r.out.data ? transcode_into(&r) : NO_MEMORY;
