@@ -39,11 +39,14 @@ _HEX_IDS = ("traceId", "trace_id", "spanId", "span_id")
 def json_to_wire(payload: bytes) -> bytes:
     """OTLP/JSON into the protobuf bytes of the same ExportLogsServiceRequest, or
     MalformedRequest with the reason."""
-    if transcode is not None:
-        wire = transcode(payload)
-        if wire is not None:
-            return wire
-    return reference_json_to_wire(payload)
+    wire = transcode_json(payload)
+    return wire if wire is not None else reference_json_to_wire(payload)
+
+
+def transcode_json(payload: bytes) -> bytes | None:
+    """json_to_wire by the C transcoder alone, at under a microsecond a record; None where the
+    reference path must decide (or the transcoder is not built)."""
+    return transcode(payload) if transcode is not None else None
 
 
 def reference_json_to_wire(payload: bytes) -> bytes:

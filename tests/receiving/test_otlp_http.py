@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
@@ -27,12 +28,14 @@ from otlp_stats.health import Health, HealthState
 from otlp_stats.receiving.http_receiver import JSON, PROTOBUF, build_otlp_http_site
 from otlp_stats.receiving.http_server import HttpServer
 from otlp_stats.receiving.intake import Intake
+from otlp_stats.receiving.otlp_json import encode_json_request
 from otlp_stats.telemetry import Metrics, RateLimitedLog
 from tests.support.encodings import COMPRESSORS, compress
 from tests.support.fakes import export_request, log_record, worked_example_request
 from tests.support.pipeline_front import GatedQueue, worker_pool
 
 LIMIT = 64 * 1024
+WIDE_LIMIT = 8 * 1024 * 1024
 RETRY_DELAY = 0.25
 TRACE_ID = "5b8efff798038103d269b633813fc60c"
 
@@ -85,11 +88,24 @@ class FrontDoor:
 
 @pytest.fixture
 async def door() -> AsyncIterator[FrontDoor]:
+    async with open_door(LIMIT) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def wide_door() -> AsyncIterator[FrontDoor]:
+    """A door whose limit admits OTLP/JSON bodies past the sizes that decide where they decode."""
+    async with open_door(WIDE_LIMIT) as opened:
+        yield opened
+
+
+@asynccontextmanager
+async def open_door(limit: int) -> AsyncIterator[FrontDoor]:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     health = Health()
     health.move_to(HealthState.SERVING)
-    queue = GatedQueue(max_requests=2, max_bytes=LIMIT * 4)
+    queue = GatedQueue(max_requests=2, max_bytes=limit * 4)
     workers, _ = worker_pool(queue, metrics, key="service.name")
     await workers.start()
     intake = Intake(
@@ -97,11 +113,11 @@ async def door() -> AsyncIterator[FrontDoor]:
         health,
         SystemClock(),
         metrics,
-        LIMIT,
+        limit,
         RETRY_DELAY,
         RateLimitedLog(structlog.get_logger("test")),
     )
-    site: HttpServer = build_otlp_http_site(intake, metrics, ListenAddress("127.0.0.1", 0), LIMIT)
+    site: HttpServer = build_otlp_http_site(intake, metrics, ListenAddress("127.0.0.1", 0), limit)
     await site.start()
     # auto_decompress=False: the tests send Content-Encoding bodies exactly as given.
     async with aiohttp.ClientSession(auto_decompress=False) as session:
@@ -307,3 +323,80 @@ async def test_a_draining_service_is_503_with_retry_after(door: FrontDoor) -> No
     assert json.loads(answer.body)["details"][0]["@type"].endswith("google.rpc.RetryInfo")
     assert door.refused("not_serving") == 1
     assert await door.counted_bodies() == []
+
+
+def json_bodies(records: int) -> tuple[bytes, list[str]]:
+    """An OTLP/JSON request of `records` records (about 200 bytes each), and their bodies."""
+    bodies = [f"request {index}: " + "ü" * 80 for index in range(records)]
+    request = export_request([log_record(body, **{"service.name": "web"}) for body in bodies])
+    return encode_json_request(request), bodies
+
+
+@pytest.fixture
+def threads_used(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The functions handed to a thread (the OTLP/HTTP door's decoding), by name."""
+    used: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def noted(function: Callable[..., object], /, *args: object) -> object:
+        used.append(function.__name__)
+        return await to_thread(function, *args)
+
+    # The door calls asyncio.to_thread, looked up at each call.
+    monkeypatch.setattr(asyncio, "to_thread", noted)
+    return used
+
+
+@pytest.mark.parametrize(
+    ("records", "threads"),
+    [
+        pytest.param(100, [], id="small: decoded on the event loop"),
+        pytest.param(1_000, [], id="1,000 records: transcoded on the event loop"),
+        pytest.param(8_000, ["decode_body"], id="past 1 MiB: decoded in a thread"),
+    ],
+)
+async def test_a_json_body_is_counted_wherever_it_is_decoded(
+    wide_door: FrontDoor, threads_used: list[str], records: int, threads: list[str]
+) -> None:
+    body, bodies = json_bodies(records)
+    answer = await wide_door.post(body, JSON)
+    assert (answer.status, answer.content_type) == (200, JSON)
+    assert await wide_door.counted_bodies() == [bodies]
+    # A thread hop costs more CPU than transcoding up to 1 MiB of OTLP/JSON.
+    assert threads_used == threads
+
+
+async def test_a_large_json_body_the_transcoder_gives_up_on_gets_the_reference_verdict(
+    wide_door: FrontDoor, threads_used: list[str]
+) -> None:
+    body, _ = json_bodies(1_000)
+    bad_id = body.replace(b'"body"', b'"traceId": "not-a-hex-id", "body"', 1)
+    answer = await wide_door.post(bad_id, JSON)
+    assert (answer.status, answer.content_type) == (400, JSON)
+    status = json.loads(answer.body)
+    assert status["code"] == code_pb2.INVALID_ARGUMENT
+    assert "traceId must be a hex string" in status["message"]
+    # json_format, a hundred times slower than the transcoder, never holds the event loop.
+    assert threads_used == ["decode_body"]
+
+
+async def test_large_malformed_json_is_400_with_the_parser_s_reason(wide_door: FrontDoor) -> None:
+    body, _ = json_bodies(1_000)
+    answer = await wide_door.post(body[:-2], JSON)
+    assert (answer.status, answer.content_type) == (400, JSON)
+    assert "request body is not JSON" in json.loads(answer.body)["message"]
+    assert await wide_door.counted_bodies() == []
+
+
+async def test_a_chunked_json_body_is_counted(wide_door: FrontDoor) -> None:
+    body, bodies = json_bodies(1_000)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 10_000):
+            yield body[start : start + 10_000]
+
+    async with wide_door.session.post(
+        wide_door.url, data=chunks(), headers={"Content-Type": JSON}
+    ) as response:
+        assert response.status == 200
+    assert await wide_door.counted_bodies() == [bodies]
