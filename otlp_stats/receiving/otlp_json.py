@@ -70,6 +70,12 @@ def decode_json_request(payload: bytes) -> ExportLogsServiceRequest:
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
     except (json_format.ParseError, RecursionError) as error:
         raise MalformedRequest(f"cannot decode ExportLogsServiceRequest: {error}") from None
+    except SystemError:
+        # upb's lookup of a field name holding a lone surrogate (json.loads keeps "\ud83d")
+        # fails with SystemError rather than ParseError: a bad request, not a server fault.
+        raise MalformedRequest(
+            "cannot decode ExportLogsServiceRequest: a key is not valid Unicode"
+        ) from None
     return request
 
 

@@ -286,6 +286,7 @@ CORNERS = [
         REFERENCE,
     ),
     ("a 20 MB body", text_body("é".encode() * 10_000_000), FAST),
+    ("a lone surrogate in a key", request_of(r'{"x\ud83d": 1}'), REFERENCE),
 ]
 
 
