@@ -366,6 +366,19 @@ static Str read_key(Reader *r) {
     return key;
 }
 
+/* read_key, quicker for the key an encoder would write next, `name`: when the member starts
+ * with it in quotes and a colon, it is taken at once (a quote ends a key, so it is all of it).
+ * Anything else is read as any key is. */
+static inline Str read_key_expecting(Reader *r, const char *quoted, size_t len) {
+    if ((size_t)(r->end - r->p) >= len && memcmp(r->p, quoted, len) == 0) {
+        Str key = {r->p + 1, (uint32_t)(len - 3), 0};
+        r->p += len;
+        return key;
+    }
+    return read_key(r);
+}
+#define EXPECTING(name) read_key_expecting(r, "\"" name "\":", sizeof(name) + 2)
+
 #define KEY(name) (key.len == sizeof(name) - 1 && memcmp(key.data, name, sizeof(name) - 1) == 0)
 #define KEYS(json, proto) (KEY(json) || KEY(proto))
 /* Each field once: a duplicate key, or both spellings of a field, go to the reference path. */
@@ -660,7 +673,7 @@ static void key_value(Reader *r, int depth) {
     unsigned seen = 0;
     if (!begin_object(r)) return;
     do {
-        Str key = read_key(r);
+        Str key = seen ? EXPECTING("value") : EXPECTING("key");
         if (KEY("key")) {
             /* value before key would be written in another order than json_format writes */
             if (seen & 2u) give_up(r);
@@ -710,7 +723,7 @@ static void any_value(Reader *r, int depth) {
     unsigned seen = 0; /* one bit for the whole oneof: two members, or one twice, give up */
     if (!begin_object(r)) return;
     do {
-        Str key = read_key(r);
+        Str key = EXPECTING("stringValue");
         if (KEYS("stringValue", "string_value")) {
             ONCE(0);
             string_field(r, 1, 1);
@@ -822,11 +835,35 @@ static uint64_t read_severity(Reader *r) {
     return read_integer(r, INT32);
 }
 
+/* A log record's fields by their bit in log_record's `seen`: the one an encoder writes after
+ * each (json_format and the OpenTelemetry encoders write them in field number order, and
+ * leave out droppedAttributesCount, nearly always 0), and its key. */
+static const int NEXT_RECORD_FIELD[] = {2, 10, 3, 4, 5, 7, 7, 8, 9, 1, -1};
+
+static Str record_key(Reader *r, int expected) {
+    switch (expected) {
+    case 0: return EXPECTING("timeUnixNano");
+    case 1: return EXPECTING("observedTimeUnixNano");
+    case 2: return EXPECTING("severityNumber");
+    case 3: return EXPECTING("severityText");
+    case 4: return EXPECTING("body");
+    case 5: return EXPECTING("attributes");
+    case 6: return EXPECTING("droppedAttributesCount");
+    case 7: return EXPECTING("flags");
+    case 8: return EXPECTING("traceId");
+    case 9: return EXPECTING("spanId");
+    case 10: return EXPECTING("eventName");
+    default: return read_key(r);
+    }
+}
+
 static void log_record(Reader *r, int depth) {
     unsigned seen = 0;
+    int expected = 0;
     if (!begin_object(r)) return;
     do {
-        Str key = read_key(r);
+        unsigned before = seen;
+        Str key = record_key(r, expected);
         if (KEYS("timeUnixNano", "time_unix_nano")) {
             ONCE(0);
             uint64_t value = read_integer(r, UINT64);
@@ -879,6 +916,8 @@ static void log_record(Reader *r, int depth) {
         } else {
             skip_value(r, depth + 1);
         }
+        unsigned read = seen & ~before; /* the field just read, if it is one */
+        expected = read ? NEXT_RECORD_FIELD[__builtin_ctz(read)] : -1;
     } while (next_member(r));
 }
 

@@ -287,6 +287,44 @@ CORNERS = [
     ),
     ("a 20 MB body", text_body("é".encode() * 10_000_000), FAST),
     ("a lone surrogate in a key", request_of(r'{"x\ud83d": 1}'), REFERENCE),
+    # The fast paths: keys an encoder writes next, strings 16 bytes at a time, hex by table,
+    # integers of up to 19 digits unchecked, severity names after their prefix, lengths set
+    # aside by guess.
+    ("a key longer than the one expected", request_of('{"timeUnixNanos": "5"}'), FAST),
+    ("an expected key cut short", request_of('{"timeUnixNan": "5"}'), FAST),
+    ("a space before the colon", request_of('{"body" : {"stringValue" : "v"}}'), FAST),
+    ("keys out of the usual order", request_of('{"spanId": "00", "timeUnixNano": "5"}'), FAST),
+    (
+        "a key and value swapped",
+        request_of('{"attributes": [{"value": {}, "key": ""}]}'),
+        REFERENCE,
+    ),
+    ("upper-case hex ids", request_of('{"spanId": "ABCDEF0123456789"}'), FAST),
+    ("a hex id ending in a non-hex digit", request_of('{"spanId": "0123456789abcdeg"}'), REFERENCE),
+    ("a hex id with a NUL", request_of(r'{"spanId": "0\u0000"}'), REFERENCE),
+    ("19 nines", request_of('{"timeUnixNano": "9999999999999999999"}'), FAST),
+    ("20 nines", request_of('{"timeUnixNano": "99999999999999999999"}'), REFERENCE),
+    ("2**64 as a string", request_of('{"timeUnixNano": "18446744073709551616"}'), REFERENCE),
+    ("a letter in 19 digits", request_of('{"timeUnixNano": "123456789x123456789"}'), REFERENCE),
+    (
+        "a letter as the 20th digit",
+        request_of('{"timeUnixNano": "1234567890123456789x"}'),
+        REFERENCE,
+    ),
+    ("a colon among digits", request_of('{"timeUnixNano": "12:4"}'), REFERENCE),
+    (
+        "a severity name with no suffix",
+        request_of('{"severityNumber": "SEVERITY_NUMBER_"}'),
+        REFERENCE,
+    ),
+    (
+        "a severity name of another enum",
+        request_of('{"severityNumber": "SEVERITY_NUMBER_X"}'),
+        REFERENCE,
+    ),
+    ("the last severity name", request_of('{"severityNumber": "SEVERITY_NUMBER_FATAL4"}'), FAST),
+    ("a 20 kB body (3-byte lengths)", text_body(b"x" * 20_000), FAST),
+    ("a 200 B record (a 2-byte length)", text_body(b"x" * 200), FAST),
 ]
 
 
@@ -317,3 +355,22 @@ def test_a_body_sent_as_json_and_as_protobuf_is_one_message() -> None:
     fast = transcode(encode_json(request))
     assert fast is not None
     assert counted(fast) == counted(request.SerializeToString())
+
+
+SPECIALS = [
+    "é".encode(), "😀".encode(), rb"\n", rb"\u00e9", rb"\ud83d\ude00", rb"\"", b"\x01", b"\xff",
+    rb"\ud83d",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("special", SPECIALS, ids=repr)
+def test_a_special_character_anywhere_in_a_string_gets_the_reference_verdict(
+    special: bytes,
+) -> None:
+    # Strings are read 16 bytes at a time: each offset puts the character in another place in
+    # a block, or in the bytes after the last whole block.
+    for offset in range(40):
+        raw = b"a" * offset + special + b"z" * (offset % 7)
+        assert_transcodes_as_the_reference(text_body(raw))
+        in_a_key = request_of("{}").replace(b'{"logRecords"', b'{"x' + raw + b'": 1, "logRecords"')
+        assert_transcodes_as_the_reference(in_a_key)
