@@ -811,12 +811,18 @@ static void scope(Reader *r, int depth) {
     } while (next_member(r));
 }
 
-/* The names of SeverityNumber's values, after the prefix they share. */
+/* The names of SeverityNumber's values, after the prefix they share, with their lengths. */
 #define SEVERITY_PREFIX "SEVERITY_NUMBER_"
-static const char *const SEVERITY_NAMES[] = {
-    "UNSPECIFIED", "TRACE", "TRACE2", "TRACE3", "TRACE4", "DEBUG", "DEBUG2", "DEBUG3",
-    "DEBUG4", "INFO", "INFO2", "INFO3", "INFO4", "WARN", "WARN2", "WARN3", "WARN4",
-    "ERROR", "ERROR2", "ERROR3", "ERROR4", "FATAL", "FATAL2", "FATAL3", "FATAL4",
+#define NAME(text) {text, sizeof(text) - 1}
+static const struct {
+    const char *text;
+    uint32_t len;
+} SEVERITY_NAMES[] = {
+    NAME("UNSPECIFIED"), NAME("TRACE"), NAME("TRACE2"), NAME("TRACE3"), NAME("TRACE4"),
+    NAME("DEBUG"), NAME("DEBUG2"), NAME("DEBUG3"), NAME("DEBUG4"), NAME("INFO"), NAME("INFO2"),
+    NAME("INFO3"), NAME("INFO4"), NAME("WARN"), NAME("WARN2"), NAME("WARN3"), NAME("WARN4"),
+    NAME("ERROR"), NAME("ERROR2"), NAME("ERROR3"), NAME("ERROR4"), NAME("FATAL"),
+    NAME("FATAL2"), NAME("FATAL3"), NAME("FATAL4"),
 };
 
 /* An enum is its name or its number (any int32: proto3 enums are open). */
@@ -826,9 +832,12 @@ static uint64_t read_severity(Reader *r) {
     Str name = read_string(r);
     const size_t prefix = sizeof SEVERITY_PREFIX - 1;
     if (!name.escaped && name.len > prefix && memcmp(name.data, SEVERITY_PREFIX, prefix) == 0) {
-        Str suffix = {name.data + prefix, name.len - prefix, 0};
+        const uint8_t *suffix = name.data + prefix;
+        uint32_t len = name.len - (uint32_t)prefix;
         for (size_t i = 0; i < sizeof SEVERITY_NAMES / sizeof *SEVERITY_NAMES; i++) {
-            if (equals(suffix, SEVERITY_NAMES[i])) return i;
+            if (len == SEVERITY_NAMES[i].len && memcmp(suffix, SEVERITY_NAMES[i].text, len) == 0) {
+                return i;
+            }
         }
     }
     r->p = start; /* a number in a string: int() of it, as json_format reads it */
