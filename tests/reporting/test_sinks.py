@@ -20,13 +20,14 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from prometheus_client import CollectorRegistry
 
 from otlp_stats.clock import SystemClock
-from otlp_stats.config import ConfigError, load_settings
+from otlp_stats.config import ConfigError, describe, load_settings
 from otlp_stats.counting.aggregator import Aggregator, ValueReport, WindowReport
 from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.counting.sketches import DistinctEstimate
 from otlp_stats.reporting.reporter import Reporter, render_json
 from otlp_stats.reporting.sinks.base import ReportSinks
 from otlp_stats.reporting.sinks.build import open_sinks
+from otlp_stats.reporting.sinks.uri import OtlpSpec, parse_sink_uri
 from otlp_stats.telemetry import Metrics
 from tests.support.redistools import RedisServer, free_port
 
@@ -449,3 +450,28 @@ async def test_sinks_run_off_the_reporters_loop() -> None:
     await sinks.stop(0.1)
     assert sinks.stdout and sinks.sinks == ()
     await asyncio.sleep(0)
+
+
+def test_otlp_uris_say_their_transport_tls_and_target(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked here\n")
+    grpc_spec = parse_sink_uri("otlp+grpcs://collector:4317")
+    http_spec = parse_sink_uri(f"otlp+http://collector:4318?ca_file={ca}")
+    assert isinstance(grpc_spec, OtlpSpec) and isinstance(http_spec, OtlpSpec)
+    assert (grpc_spec.transport, grpc_spec.target, grpc_spec.tls) == (
+        "grpc",
+        "collector:4317",
+        True,
+    )
+    # A CA file means TLS; the path defaults to the OTLP one.
+    assert http_spec.target == "https://collector:4318/v1/metrics" and http_spec.tls
+
+
+def test_the_start_line_hides_a_sink_password(tmp_path: Path) -> None:
+    settings = load_settings(
+        ["--report-sink", "redis-stream://user:hunter2@redis:6379/0?stream=s"],
+        environ={},
+        cwd=tmp_path,
+    )
+    shown = str(describe(settings)["report_sink"])
+    assert "hunter2" not in shown and "user:***@redis" in shown

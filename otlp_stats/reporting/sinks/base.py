@@ -231,13 +231,16 @@ class ReportSinks:
     async def _drain(self, grace: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(s.wait_idle() for s in self.sinks)), grace)
+        dropped_before = [sink.dropped for sink in self.sinks]
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for sink in self.sinks:
-            left = sink.drop_all()
-            if left:
-                self._log.warning("sink_undelivered_at_stop", sink=sink.label, reports=left)
+        for sink, before in zip(self.sinks, dropped_before, strict=True):
+            sink.drop_all()
+            if sink.dropped > before:
+                self._log.warning(
+                    "sink_undelivered_at_stop", sink=sink.label, reports=sink.dropped - before
+                )
 
     def collector(self) -> SinkCollector:
         return SinkCollector(self)

@@ -219,10 +219,15 @@ def _otlp_spec(scheme: str, netloc: str, path: str, params: dict[str, str]) -> O
     if not netloc:
         raise ValueError(f"{scheme} sink needs host:port")
     transport = "grpc" if scheme.startswith("otlp+grpc") else "http"
-    tls = scheme.endswith("s") or params.get("tls", "false").lower() in ("1", "true", "yes")
     ca_file = Path(params["ca_file"]) if params.get("ca_file") else None
     if ca_file is not None and not ca_file.is_file():
         raise ValueError(f"ca_file {str(ca_file)!r}: no such file")
+    # A CA to verify the server with only means something over TLS.
+    tls = (
+        scheme.endswith("s")
+        or params.get("tls", "false").lower() in ("1", "true", "yes")
+        or ca_file is not None
+    )
     token = read_token(Path(params["token_file"])) if params.get("token_file") else None
     if transport == "grpc":
         target = netloc
@@ -231,7 +236,7 @@ def _otlp_spec(scheme: str, netloc: str, path: str, params: dict[str, str]) -> O
     return OtlpSpec(
         transport,
         target,
-        tls or ca_file is not None,
+        tls,
         ca_file,
         token,
         _positive_int(params, "retries", DEFAULT_RETRIES, least=0),
