@@ -29,6 +29,7 @@ from otlp_stats.reporting.sinks.base import ReportSinks
 from otlp_stats.reporting.sinks.build import open_sinks
 from otlp_stats.reporting.sinks.uri import OtlpSpec, parse_sink_uri
 from otlp_stats.telemetry import Metrics
+from tests.support.certs import make_credentials
 from tests.support.redistools import RedisServer, free_port
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -340,10 +341,10 @@ def assert_points_match(
 class MetricsReceiver(metrics_service_pb2_grpc.MetricsServiceServicer):
     """Answers UNAVAILABLE to the first Export, then takes them all, with their token."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, refuse_first: bool = True) -> None:
         self.requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
         self.tokens: list[str] = []
-        self.refused = 0
+        self.refused = 0 if refuse_first else 1
 
     async def Export(
         self,
@@ -475,3 +476,31 @@ def test_the_start_line_hides_a_sink_password(tmp_path: Path) -> None:
     )
     shown = str(describe(settings)["report_sink"])
     assert "hunter2" not in shown and "user:***@redis" in shown
+
+
+async def test_otlp_over_tls_verifies_the_server_with_the_ca_file(
+    reporting: Callable[..., Reporting], tmp_path: Path
+) -> None:
+    credentials = make_credentials(tmp_path)
+    cert, key = credentials.server.read()
+    servicer = MetricsReceiver(refuse_first=False)
+    server = grpc.aio.server()
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, cert)]))
+    await server.start()
+    try:
+        trusting = reporting([f"otlp+grpcs://localhost:{port}?ca_file={credentials.ca}"])
+        # The stranger CA did not sign the server's certificate: no handshake, no report.
+        wary = reporting(
+            [f"otlp+grpcs://localhost:{port}?ca_file={credentials.stranger_ca}&retries=0"]
+        )
+        trusting.reporter.print_report(window(4))
+        wary.reporter.print_report(window(4))
+        await trusting.sinks.stop(10.0)
+        await wary.sinks.stop(10.0)
+    finally:
+        await server.stop(None)
+    (request,) = servicer.requests
+    assert_points_match(request, window(4))
+    assert wary.metric("failed_total", "otlp+grpc") == 1
+    assert wary.metric("delivered_total", "otlp+grpc") == 0

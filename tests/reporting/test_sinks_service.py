@@ -106,17 +106,18 @@ def test_a_bad_sink_uri_exits_2_with_one_clear_line(uri: str, message: str) -> N
     assert "Traceback" not in done.stderr
 
 
-def test_replay_hands_its_reports_to_the_sinks_too(
+def test_replay_hands_its_reports_and_revisions_to_the_sinks_too(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = structlog.get_config()
+    start = int(time.time()) // 60 * 60 - 3600
     frames = tmp_path / "frames.jsonl"
-    frames.write_text(
-        "".join(
-            f'{{"ts": {1_700_000_000 + 7 * n}, "svc": "s{n % 3}", "msg": "m{n % 5}"}}\n'
-            for n in range(40)
-        )
-    )
+    in_order = [
+        f'{{"ts": {start + 7 * n}, "svc": "s{n % 3}", "msg": "m{n % 5}"}}' for n in range(40)
+    ]
+    # Late by far more than the lateness: merged into its stored window, a revision printed.
+    late = f'{{"ts": {start + 1}, "svc": "s1", "msg": "late"}}'
+    frames.write_text("\n".join([*in_order, late]) + "\n")
     path = tmp_path / "reports.jsonl"
     try:
         status = main(
@@ -124,6 +125,7 @@ def test_replay_hands_its_reports_to_the_sinks_too(
                 "replay",
                 *("--input-format", "jsonl", "--value-field", "svc", "--message-field", "msg"),
                 *("--window", "60", "--report-format", "json", "--report-sink", "stdout"),
+                *("--store", f"sqlite:///{tmp_path / 'state.db'}"),
                 *("--report-sink", f"file://{path}", str(frames)),
             ]
         )
@@ -131,7 +133,7 @@ def test_replay_hands_its_reports_to_the_sinks_too(
         structlog.configure(**config)
     printed = capsys.readouterr().out.splitlines()
     assert status == 0
-    assert len(printed) >= 4
+    assert any('"revision":2' in line for line in printed)
     assert path.read_text().splitlines() == printed
 
 
