@@ -253,18 +253,22 @@ class Reporter:
         self._metrics.revisions.inc()
 
     def _write(self, report: WindowReport) -> None:
+        line = None
         if self._sinks is None or self._sinks.stdout:
-            self._print(report)
-        if self._sinks is not None and self._sinks.sinks:
-            fields = report_to_dict(
+            rendered = self._render(
                 report, self._attribute_key, self._missing_label, self._window_time
             )
-            self._sinks.offer(SinkReport(report, fields, _json_line(fields)))
+            self._print(rendered)
+            line = rendered if self._render is render_json else None
+        if self._sinks is not None and self._sinks.sinks:
+            # The sinks render the JSON on their own thread, unless stdout just did.
+            self._sinks.offer(SinkReport(report, self._fields_of, _json_line, line))
 
-    def _print(self, report: WindowReport) -> None:
-        self._out.write(
-            self._render(report, self._attribute_key, self._missing_label, self._window_time)
-        )
+    def _fields_of(self, report: WindowReport) -> dict[str, Any]:
+        return report_to_dict(report, self._attribute_key, self._missing_label, self._window_time)
+
+    def _print(self, rendered: str) -> None:
+        self._out.write(rendered)
         if self._render is render_json:
             self._out.write("\n")
         self._out.flush()

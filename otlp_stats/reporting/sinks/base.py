@@ -7,8 +7,7 @@ import contextlib
 import random
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,14 +19,39 @@ _BACKOFF_FIRST = 0.5
 _BACKOFF_MOST = 30.0
 
 
-@dataclass(frozen=True)
 class SinkReport:
     """One report as sinks get it: the window, its JSON object, and that object's JSON line
-    (the very line `--report-format json` prints, without its newline)."""
+    (the very line `--report-format json` prints, without its newline).
 
-    report: WindowReport
-    fields: dict[str, Any]
-    line: str
+    Rendered when a sink first asks, on the sinks' thread (the only one that asks), so a
+    report of thousands of values costs the counting loop nothing but the hand-over; a line
+    stdout already printed in JSON is passed in and reused.
+    """
+
+    def __init__(
+        self,
+        report: WindowReport,
+        to_fields: Callable[[WindowReport], dict[str, Any]],
+        to_line: Callable[[dict[str, Any]], str],
+        line: str | None = None,
+    ) -> None:
+        self.report = report
+        self._to_fields = to_fields
+        self._to_line = to_line
+        self._fields: dict[str, Any] | None = None
+        self._line = line
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        if self._fields is None:
+            self._fields = self._to_fields(self.report)
+        return self._fields
+
+    @property
+    def line(self) -> str:
+        if self._line is None:
+            self._line = self._to_line(self.fields)
+        return self._line
 
 
 class RetryLater(Exception):
