@@ -25,7 +25,7 @@ from otlp_stats.counting.aggregator import Aggregator, ValueReport, WindowReport
 from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.counting.sketches import DistinctEstimate
 from otlp_stats.reporting.reporter import Reporter, render_json
-from otlp_stats.reporting.sinks.base import ReportSinks
+from otlp_stats.reporting.sinks.base import ReportSinks, SinkReport
 from otlp_stats.reporting.sinks.build import open_sinks
 from otlp_stats.reporting.sinks.uri import OtlpSpec, parse_sink_uri
 from otlp_stats.telemetry import Metrics
@@ -504,3 +504,19 @@ async def test_otlp_over_tls_verifies_the_server_with_the_ca_file(
     assert_points_match(request, window(4))
     assert wary.metric("failed_total", "otlp+grpc") == 1
     assert wary.metric("delivered_total", "otlp+grpc") == 0
+
+
+async def test_a_sink_that_cannot_open_keeps_trying_and_counts_what_it_could_not_send(
+    tmp_path: Path,
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("checked at start\n")
+    sinks = open_sinks([f"otlp+https://127.0.0.1:{free_port()}?ca_file={ca}"], LOG)
+    ca.unlink()  # gone between the start's check and the sink's first connection
+    registry = CollectorRegistry()
+    registry.register(sinks.collector())
+    sinks.start()
+    sinks.offer(SinkReport(window(0), lambda _: {}, lambda _: "{}"))
+    await sinks.stop(0.3)
+    assert registry.get_sample_value("otlp_stats_sink_dropped_total", {"sink": "otlp+http"}) == 1
+    assert registry.get_sample_value("otlp_stats_sink_delivered_total", {"sink": "otlp+http"}) == 0

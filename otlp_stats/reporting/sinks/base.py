@@ -116,8 +116,11 @@ class QueuedSink:
                 self._items.popleft()
                 self.dropped += 1
             self._items.append(item)
-        if self._loop is not None and self._ready is not None:
-            self._loop.call_soon_threadsafe(self._ready.set)
+        loop, ready = self._loop, self._ready
+        if loop is not None and ready is not None:
+            # After stop the loop is closed: the report stays queued (and bounded), unsent.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(ready.set)
 
     def drop_all(self) -> int:
         with self._lock:
@@ -130,7 +133,7 @@ class QueuedSink:
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
-        await self.target.open()
+        await self._open()
         try:
             while True:
                 item = self._take()
@@ -149,7 +152,22 @@ class QueuedSink:
                 finally:
                     self._busy = False
         finally:
+            self._loop = None
             await self.target.close()
+
+    async def _open(self) -> None:
+        """Open the target, again and again after a pause while it fails (a CA file gone):
+        its reports wait in the bounded queue meanwhile."""
+        attempt = 0
+        while True:
+            try:
+                await self.target.open()
+            except Exception:
+                attempt += 1
+                self._log.exception("sink_open_failed", attempt=attempt)
+                await asyncio.sleep(self._pause(attempt, None))
+            else:
+                return
 
     async def wait_idle(self) -> None:
         """Until nothing is queued or in delivery (on the sinks' loop, once run started)."""
