@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import json
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +16,8 @@ import pytest
 import redis
 import structlog
 from aiohttp import web
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from prometheus_client import CollectorRegistry
@@ -60,9 +63,17 @@ def json_line(report: WindowReport) -> str:
 class Reporting:
     """A reporter with sinks, printing to a string; stdout's format is the test's choice."""
 
-    def __init__(self, uris: list[str], report_format: str = "json", queue_size: int = 1000):
+    def __init__(
+        self,
+        uris: list[str],
+        report_format: str = "json",
+        queue_size: int = 1000,
+        backoff_first: float = 0.01,
+    ):
         self.out = io.StringIO()
-        self.sinks = open_sinks(uris, LOG, queue_size, replica="replica-a", backoff_first=0.01)
+        self.sinks = open_sinks(
+            uris, LOG, queue_size, replica="replica-a", backoff_first=backoff_first
+        )
         self.registry = CollectorRegistry()
         self.registry.register(self.sinks.collector())
         self.reporter = Reporter(
@@ -341,10 +352,11 @@ def assert_points_match(
 class MetricsReceiver(metrics_service_pb2_grpc.MetricsServiceServicer):
     """Answers UNAVAILABLE to the first Export, then takes them all, with their token."""
 
-    def __init__(self, *, refuse_first: bool = True) -> None:
+    def __init__(self, *, refuse_first: bool = True, retry_delay: float | None = None) -> None:
         self.requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
         self.tokens: list[str] = []
         self.refused = 0 if refuse_first else 1
+        self._retry_delay = retry_delay
 
     async def Export(
         self,
@@ -353,10 +365,21 @@ class MetricsReceiver(metrics_service_pb2_grpc.MetricsServiceServicer):
     ) -> metrics_service_pb2.ExportMetricsServiceResponse:
         if not self.refused:
             self.refused += 1
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up", self._retry_info())
         self.tokens.append(str(dict(context.invocation_metadata() or ()).get("authorization")))
         self.requests.append(request)
         return metrics_service_pb2.ExportMetricsServiceResponse()
+
+    def _retry_info(self) -> tuple[tuple[str, bytes], ...]:
+        """google.rpc.RetryInfo in the status details, as a server asks for a pause."""
+        if self._retry_delay is None:
+            return ()
+        info = error_details_pb2.RetryInfo()
+        info.retry_delay.FromTimedelta(datetime.timedelta(seconds=self._retry_delay))
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        status = status_pb2.Status(code=grpc.StatusCode.UNAVAILABLE.value[0], details=[detail])
+        return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
 async def test_otlp_grpc_metrics_decode_to_the_report_points(
@@ -520,3 +543,27 @@ async def test_a_sink_that_cannot_open_keeps_trying_and_counts_what_it_could_not
     await sinks.stop(0.3)
     assert registry.get_sample_value("otlp_stats_sink_dropped_total", {"sink": "otlp+http"}) == 1
     assert registry.get_sample_value("otlp_stats_sink_delivered_total", {"sink": "otlp+http"}) == 0
+
+
+async def test_the_pause_a_peer_asks_for_beats_the_backoff(
+    reporting: Callable[..., Reporting], receiver: WebhookReceiver
+) -> None:
+    # A backoff of 30-60 s would outlast the stop's grace: only the peers' pauses
+    # (Retry-After: 0, RetryInfo of 50 ms) get the reports through in time.
+    servicer = MetricsReceiver(retry_delay=0.05)
+    server = grpc.aio.server()
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        pipeline = reporting(
+            [receiver.url("flaky"), f"otlp+grpc://127.0.0.1:{port}"], backoff_first=60.0
+        )
+        pipeline.reporter.print_report(window(0))
+        await pipeline.sinks.stop(5.0)
+    finally:
+        await server.stop(None)
+    assert receiver.bodies["flaky"] == [json_line(window(0))] * 2
+    assert servicer.refused == 1 and len(servicer.requests) == 1
+    assert pipeline.metric("delivered_total", "http") == 1
+    assert pipeline.metric("delivered_total", "otlp+grpc") == 1
