@@ -27,11 +27,11 @@ class RotatingFile:
     async def deliver(self, item: SinkReport) -> None:
         data = (item.line + "\n").encode("utf-8")
         try:
-            # A local file: blocking writes on the sinks' own thread hold up only the sinks.
-            self._append(data)
+            # On a worker thread: a write stuck on a hung network volume must not hold up the
+            # other sinks, which share the sinks' event loop.
+            await asyncio.to_thread(self._append, data)
         except OSError as error:  # a full disk may have room later
             raise RetryLater(f"cannot write {self._path}: {error}") from None
-        await asyncio.sleep(0)
 
     def _append(self, data: bytes) -> None:
         try:
