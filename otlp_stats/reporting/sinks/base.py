@@ -147,7 +147,8 @@ class QueuedSink:
                     await self._deliver(item)
                 except asyncio.CancelledError:
                     # Stopped mid-delivery (the grace spent): that report is dropped too.
-                    self.dropped += 1
+                    with self._lock:
+                        self.dropped += 1
                     raise
                 finally:
                     self._busy = False
