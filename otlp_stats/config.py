@@ -549,7 +549,7 @@ def load_settings(
             try:
                 values[option.name] = option.parse(raw)
             except ValueError as error:
-                raise ConfigError(f"{source}={raw!r}: {error}") from None
+                raise ConfigError(f"{source}={_without_passwords(raw)!r}: {error}") from None
             break
     _reject_unknown_env(dotenv, env_file.name)
     settings = Settings(**values)
@@ -584,9 +584,14 @@ def describe(settings: Settings) -> dict[str, object]:
         f.name: str(getattr(settings, f.name)) for f in fields(settings)
     }
     # redis://user:password@host/0: a log line is no place for the password.
-    described["store"] = re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", settings.store)
+    described["store"] = _without_passwords(settings.store)
     described["report_sink"] = ",".join(redact(uri) for uri in settings.report_sink)
     return described
+
+
+def _without_passwords(text: str) -> str:
+    """URLs' `user:password@` shown as `user:***@`, for log lines and error messages."""
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", text)
 
 
 def _validate_processes(settings: Settings) -> None:

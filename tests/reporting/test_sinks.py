@@ -567,3 +567,11 @@ async def test_the_pause_a_peer_asks_for_beats_the_backoff(
     assert servicer.refused == 1 and len(servicer.requests) == 1
     assert pipeline.metric("delivered_total", "http") == 1
     assert pipeline.metric("delivered_total", "otlp+grpc") == 1
+
+
+def test_a_bad_sink_uri_is_told_without_its_password(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs") as error:
+        load_settings(
+            ["--report-sink", "redis-stream://u:hunter2@redis:1/0"], environ={}, cwd=tmp_path
+        )
+    assert "hunter2" not in str(error.value) and "u:***@redis" in str(error.value)
