@@ -30,7 +30,7 @@ from otlp_stats.counting.sketches import DistinctEstimate
 from otlp_stats.reporting.reporter import Reporter, render_json
 from otlp_stats.reporting.sinks.base import ReportSinks, SinkReport
 from otlp_stats.reporting.sinks.build import open_sinks
-from otlp_stats.reporting.sinks.uri import OtlpSpec, parse_sink_uri
+from otlp_stats.reporting.sinks.uri import OtlpSpec, WebhookSpec, parse_sink_uri
 from otlp_stats.telemetry import Metrics
 from tests.support.certs import make_credentials
 from tests.support.redistools import RedisServer, free_port
@@ -575,3 +575,12 @@ def test_a_bad_sink_uri_is_told_without_its_password(tmp_path: Path) -> None:
             ["--report-sink", "redis-stream://u:hunter2@redis:1/0"], environ={}, cwd=tmp_path
         )
     assert "hunter2" not in str(error.value) and "u:***@redis" in str(error.value)
+
+
+def test_a_webhook_keeps_its_own_query_and_leaves_ours_out(tmp_path: Path) -> None:
+    headers = tmp_path / "headers"
+    headers.write_text("X-Team: logs\n")
+    spec = parse_sink_uri(f"https://hooks.example/t?key=abc&headers_file={headers}&retries=2")
+    assert isinstance(spec, WebhookSpec)
+    assert spec.url == "https://hooks.example/t?key=abc"
+    assert (spec.headers, spec.retries, spec.scheme) == ((("X-Team", "logs"),), 2, "https")
