@@ -18,6 +18,7 @@ from typing import Any, Literal
 from dotenv import dotenv_values
 
 from otlp_stats.processes.cores import available_cores
+from otlp_stats.reporting.sinks.uri import parse_sink_uri, redact, split_sink_list
 from otlp_stats.store.periods import DEFAULT_RETENTION, Retention, parse_retention, parse_rollups
 
 ENV_PREFIX = "OTLP_STATS_"
@@ -54,6 +55,9 @@ class Settings:
     allowed_lateness: float = 5.0
     max_clock_skew: float = 300.0
     report_format: ReportFormat = "text"
+    # Where reports go (docs/sinks.md): stdout, file://, http(s)://, redis-stream://, otlp+...
+    report_sink: tuple[str, ...] = ("stdout",)
+    sink_queue_size: int = 1000
     grpc_listen: ListenAddress = ListenAddress("0.0.0.0", 4317)
     http_listen: ListenAddress = ListenAddress("0.0.0.0", 4318)
     admin_listen: ListenAddress = ListenAddress("0.0.0.0", 9464)
@@ -109,6 +113,8 @@ class _Option:
     parse: Callable[[str], Any]
     help: str
     choices: tuple[str, ...] | None = None
+    # Given more than once on the command line; a comma list in the environment and .env.
+    repeatable: bool = False
 
 
 _KEY_PATTERN = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}$")
@@ -232,6 +238,14 @@ def _parse_retention(text: str) -> Retention:
     return parse_retention(text)
 
 
+def _parse_report_sinks(text: str) -> tuple[str, ...]:
+    """A comma list of sink URIs, each checked now (its files read) so a bad one stops the start."""
+    uris = split_sink_list(text)
+    for uri in uris:
+        parse_sink_uri(uri)
+    return uris
+
+
 def _parse_replica_id(text: str) -> str:
     if text and not _KEY_PATTERN.match(text):
         raise ValueError("must be 1-255 printable characters without whitespace")
@@ -259,6 +273,16 @@ _OPTIONS: tuple[_Option, ...] = (
     ),
     _Option(
         "report_format", _parse_choice(("text", "json")), "stdout report format", ("text", "json")
+    ),
+    _Option(
+        "report_sink",
+        _parse_report_sinks,
+        "where reports go, repeatable: stdout, file:///x.jsonl, https://..., "
+        "redis-stream://..., otlp+grpc://..., otlp+http://...",
+        repeatable=True,
+    ),
+    _Option(
+        "sink_queue_size", _parse_positive_int, "reports queued per sink before the oldest drop"
     ),
     _Option("grpc_listen", parse_listen_address, "OTLP/gRPC listen address"),
     _Option("http_listen", parse_listen_address, "OTLP/HTTP listen address"),
@@ -363,7 +387,7 @@ SETTING_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "sketch_lg_k",
         ),
     ),
-    ("reporting", ("report_format",)),
+    ("reporting", ("report_format", "report_sink", "sink_queue_size")),
     (
         "storage",
         (
@@ -417,6 +441,7 @@ _METAVARS: Mapping[Callable[[str], Any], str] = {
     _parse_rollups: "LIST",
     _parse_retention: "SPEC",
     _parse_replica_id: "NAME",
+    _parse_report_sinks: "URI",
 }
 
 
@@ -469,6 +494,7 @@ def add_setting_arguments(
                 default=None,
                 metavar=_metavar(option),
                 help=option.help + shown,
+                action="append" if option.repeatable else "store",
             )
     parser.add_argument(
         "--env-file",
@@ -518,10 +544,12 @@ def load_settings(
         ):
             if raw is None:
                 continue
+            if isinstance(raw, list):  # a repeatable flag, given once or more
+                raw = ",".join(raw)
             try:
                 values[option.name] = option.parse(raw)
             except ValueError as error:
-                raise ConfigError(f"{source}={raw!r}: {error}") from None
+                raise ConfigError(f"{source}={_without_passwords(raw)!r}: {error}") from None
             break
     _reject_unknown_env(dotenv, env_file.name)
     settings = Settings(**values)
@@ -556,8 +584,14 @@ def describe(settings: Settings) -> dict[str, object]:
         f.name: str(getattr(settings, f.name)) for f in fields(settings)
     }
     # redis://user:password@host/0: a log line is no place for the password.
-    described["store"] = re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", settings.store)
+    described["store"] = _without_passwords(settings.store)
+    described["report_sink"] = ",".join(redact(uri) for uri in settings.report_sink)
     return described
+
+
+def _without_passwords(text: str) -> str:
+    """URLs' `user:password@` shown as `user:***@`, for log lines and error messages."""
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", text)
 
 
 def _validate_processes(settings: Settings) -> None:

@@ -38,6 +38,8 @@ from otlp_stats.receiving.http_site import HttpSite
 from otlp_stats.receiving.intake import Intake
 from otlp_stats.receiving.tls import ServerTls, server_tls
 from otlp_stats.reporting.reporter import Reporter
+from otlp_stats.reporting.sinks.base import ReportSinks
+from otlp_stats.reporting.sinks.build import open_sinks
 from otlp_stats.store.base import StateStore
 from otlp_stats.store.keeper import StateKeeper
 from otlp_stats.store.location import open_keeper, open_store
@@ -97,6 +99,9 @@ class Service:
             keep_sketches=settings.store != "memory" or serving_process,
             lateness=lateness,
         )
+        # A serving process of several has none: its supervisor reports.
+        self.sinks = open_report_sinks(settings, self.log, enabled=not serving_process)
+        self.registry.register(self.sinks.collector())
         self.reporter = Reporter(
             self.aggregator,
             self.queue,
@@ -108,6 +113,7 @@ class Service:
             settings.report_format,
             logger=self.log,
             window_time=settings.window_time,
+            sinks=self.sinks,
         )
         # Counting state beyond this process (docs/storage.md).
         self.store = open_store(settings)
@@ -207,6 +213,7 @@ class Service:
         await self.keeper.restore()
         self._restored = True
         await self.keeper.start()
+        self.sinks.start()
         await self.reporter.start()
         await self.workers.start()
         if self.settings.grpc_health:
@@ -293,6 +300,8 @@ class Service:
             await self.keeper.checkpoint_now()
             await self.reporter.stop()
             await self.keeper.stop()
+        # After the last report (the partial window, revisions the keeper flushed) is handed on.
+        await self.sinks.stop(sink_grace(deadline))
         self.health.move_to(HealthState.STOPPED)
         if self.admin is not None:
             await self.admin.stop()
@@ -360,6 +369,23 @@ def build_admin_site(
         settings.admin_listen,
         # The admin port never asks for client certificates: kubelet probes have none.
         ssl_context=tls.ssl_context(verify_clients=False) if tls and settings.admin_tls else None,
+    )
+
+
+# Sinks get at least this long to deliver the last reports, even when the drain used the grace.
+MIN_SINK_GRACE = 2.0
+
+
+def sink_grace(deadline: float) -> float:
+    return max(MIN_SINK_GRACE, deadline - time.monotonic())
+
+
+def open_report_sinks(settings: Settings, log: Any, *, enabled: bool = True) -> ReportSinks:
+    """The `--report-sink` destinations; stdout alone when not `enabled`."""
+    if not enabled:
+        return open_sinks(("stdout",), log)
+    return open_sinks(
+        settings.report_sink, log, settings.sink_queue_size, replica=settings.replica_id
     )
 
 

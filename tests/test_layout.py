@@ -46,7 +46,8 @@ MAY_IMPORT: Mapping[str, frozenset[str]] = {
 # Exceptions at module level, each with its reason.
 TOP_MAY_IMPORT: Mapping[str, frozenset[str]] = {
     # --rollups and --retention are parsed with the period grammar that lives with the periods.
-    "config": frozenset({"store.periods", "processes.cores"}),
+    # --report-sink URIs are checked at start by the sinks' own pure parser.
+    "config": frozenset({"store.periods", "processes.cores", "reporting.sinks.uri"}),
     # A serving process applies the same malloc settings as `serve` does.
     "processes": frozenset({"cli.allocator"}),
 }

@@ -148,7 +148,11 @@ def assert_dashboard_queries_run(prometheus: Prometheus, at: float, exported: se
 def test_prometheus_scrapes_the_service_evaluates_the_rules_and_runs_the_dashboard(
     tmp_path: Path,
 ) -> None:
-    with running_service("--window", WINDOW) as service:
+    # A sink besides stdout, so the sink panels and the sink alert have series to work on.
+    sink = f"file://{tmp_path / 'reports.jsonl'}"
+    with running_service(
+        "--window", WINDOW, "--report-sink", "stdout", "--report-sink", sink
+    ) as service:
         config = scrape_config(service.ports["admin_port"])
         with running_prometheus(config, tmp_path) as prometheus:
             # A few scrapes first, so rates have samples before the traffic arrives.

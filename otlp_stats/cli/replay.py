@@ -38,6 +38,8 @@ from otlp_stats.replaying.inputs import (
 from otlp_stats.replaying.progress import Progress
 from otlp_stats.replaying.replayer import Replayer, StopReplay
 from otlp_stats.reporting.reporter import Reporter
+from otlp_stats.reporting.sinks.base import ReportSinks
+from otlp_stats.reporting.sinks.build import open_sinks
 from otlp_stats.store.base import StateStore
 from otlp_stats.store.ledger import LedgerEntry, ReplayLedger, open_ledger
 from otlp_stats.store.location import open_reviser, open_store
@@ -52,8 +54,10 @@ EXIT_ALREADY_REPLAYED = 3
 REPLAY_SETTINGS = (
     *("attribute_key", "window", "allowed_lateness", "missing_label", "max_values"),
     *("max_value_length", "sketch_lg_k", "max_recv_size", "report_format", "store", "rollups"),
-    *("retention", "log_format", "log_level"),
+    *("retention", "log_format", "log_level", "report_sink", "sink_queue_size"),
 )
+# How long the sinks may take to deliver the last reports once the replay is done.
+SINK_GRACE = 15.0
 _STORE_ERRORS = (OSError, sqlite3.Error, redis.RedisError)
 # Errors reading an input: its file, or its compression.
 _READ_ERRORS = (OSError, EOFError, BrokenStream)
@@ -125,8 +129,9 @@ def _setting_flags(args: argparse.Namespace) -> list[str]:
     flags = ["--env-file", args.env_file]
     for name in REPLAY_SETTINGS:
         value = getattr(args, name)
-        if value is not None:
-            flags += ["--" + name.replace("_", "-"), value]
+        # A repeatable flag (--report-sink) is a list of its values.
+        for one in value if isinstance(value, list) else [] if value is None else [value]:
+            flags += ["--" + name.replace("_", "-"), one]
     return flags
 
 
@@ -170,7 +175,11 @@ def _replay(
         if refusal and not args.force:
             return _fail(refusal, EXIT_ALREADY_REPLAYED)
         ledger.start(entries, clock.now())
-    replayer = _build_replayer(args, settings, store, out, clock, log)
+    sinks = open_sinks(settings.report_sink, log, settings.sink_queue_size)
+    sinks.start()
+    # Also on the way out of a failed replay: what was reported still reaches the sinks.
+    stack.callback(sinks.close, SINK_GRACE)
+    replayer = _build_replayer(args, settings, store, out, clock, log, sinks)
     progress = Progress(sum(i.size for i in inputs), sys.stderr)
     try:
         for source in inputs:
@@ -207,6 +216,7 @@ def _build_replayer(
     out: TextIO,
     clock: SystemClock,
     log: object,
+    sinks: ReportSinks,
 ) -> Replayer:
     aggregator = Aggregator(
         settings.window,
@@ -228,6 +238,7 @@ def _build_replayer(
         settings.report_format,
         logger=log,
         window_time="event",
+        sinks=sinks,
     )
     # Late records: merged into their stored windows with a store that keeps them, as live.
     # Revisions are not spaced out by the clock: replay's merges come in batches already.

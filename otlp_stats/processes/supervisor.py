@@ -35,7 +35,7 @@ from otlp_stats.processes.merged_metrics import MergedMetrics
 from otlp_stats.processes.serving import Handlers, ServingProcess
 from otlp_stats.receiving.tls import server_tls
 from otlp_stats.reporting.reporter import Reporter
-from otlp_stats.service import build_admin_site, load_tokens
+from otlp_stats.service import build_admin_site, load_tokens, open_report_sinks, sink_grace
 from otlp_stats.store.location import open_keeper, open_store
 from otlp_stats.telemetry import Metrics
 
@@ -84,6 +84,9 @@ class Supervisor:
             keep_sketches=settings.store != "memory",
             lateness=lateness,
         )
+        # The sinks live here: the supervisor owns the one reporter of the service.
+        self.sinks = open_report_sinks(settings, self.log)
+        self.own_registry.register(self.sinks.collector())
         self.reporter = MergingReporter(
             self.aggregator,
             # Nothing is queued here: the processes' queues hold the watermark back, each
@@ -98,6 +101,7 @@ class Supervisor:
             logger=self.log,
             window_time=settings.window_time,
             promised=self._promised,
+            sinks=self.sinks,
         )
         self.store = open_store(settings)
         self.keeper = open_keeper(
@@ -133,7 +137,9 @@ class Supervisor:
         )
         self.processes: dict[int, ServingProcess] = {}
         self._following: dict[int, asyncio.Task[None]] = {}
-        self._serving_settings = dataclasses.replace(settings, store="memory")
+        self._serving_settings = dataclasses.replace(
+            settings, store="memory", report_sink=("stdout",)
+        )
         self._restored = False
         self._stopping = False
         self._frozen_watermark: float | None = None
@@ -150,6 +156,7 @@ class Supervisor:
         await self.keeper.restore()
         self._restored = True
         await self.keeper.start()
+        self.sinks.start()
         await self.reporter.start()
         first = self._spawn(0)
         ready = await asyncio.wait_for(asyncio.shield(first.ready), START_TIMEOUT)
@@ -249,6 +256,7 @@ class Supervisor:
         if self.health.state is HealthState.STOPPED:
             return True
         self.health.move_to(HealthState.DRAINING)
+        deadline = time.monotonic() + self.settings.shutdown_grace
         # Windows close from here only at the end, as the one partial report.
         self._frozen_watermark = self.reporter.watermark()
         self._stopping = True
@@ -268,6 +276,7 @@ class Supervisor:
             await self.keeper.checkpoint_now()
             await self.reporter.stop()
             await self.keeper.stop()
+        await self.sinks.stop(sink_grace(deadline))
         self.health.move_to(HealthState.STOPPED)
         await self.admin.stop()
         self.log.info("stopped", drained=drained)

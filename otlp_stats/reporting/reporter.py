@@ -1,4 +1,5 @@
-"""Prints each closed window to stdout, as text or as one JSON object per line."""
+"""Prints each closed window to stdout, as text or as one JSON object per line, and hands it to
+the sinks (reporting/sinks/) as its JSON line."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from otlp_stats.clock import Clock
 from otlp_stats.counting.aggregator import OVERFLOW_LABEL, Aggregator, ValueReport, WindowReport
 from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.counting.sketches import DistinctEstimate
+from otlp_stats.reporting.sinks.base import ReportSinks, SinkReport
 from otlp_stats.telemetry import Metrics
 
 
@@ -82,11 +84,11 @@ def _scope_fields(report: WindowReport) -> dict[str, Any]:
 def render_json(
     report: WindowReport, attribute_key: str, missing_label: str, window_time: str = "arrival"
 ) -> str:
-    return json.dumps(
-        report_to_dict(report, attribute_key, missing_label, window_time),
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    return _json_line(report_to_dict(report, attribute_key, missing_label, window_time))
+
+
+def _json_line(fields: dict[str, Any]) -> str:
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
 def render_text(
@@ -146,6 +148,7 @@ class Reporter:
         tick: float = 0.1,
         logger: Any = None,
         window_time: str = "arrival",
+        sinks: ReportSinks | None = None,
     ) -> None:
         self._aggregator = aggregator
         self._queue = queue
@@ -157,6 +160,8 @@ class Reporter:
         self._render = render_json if report_format == "json" else render_text
         self._tick = tick
         self._window_time = window_time
+        # None: stdout only, as before sinks existed.
+        self._sinks = sinks
         self._log = logger if logger is not None else structlog.get_logger("otlp_stats")
         self._task: asyncio.Task[None] | None = None
         self.last_report: WindowReport | None = None
@@ -248,9 +253,22 @@ class Reporter:
         self._metrics.revisions.inc()
 
     def _write(self, report: WindowReport) -> None:
-        self._out.write(
-            self._render(report, self._attribute_key, self._missing_label, self._window_time)
-        )
+        line = None
+        if self._sinks is None or self._sinks.stdout:
+            rendered = self._render(
+                report, self._attribute_key, self._missing_label, self._window_time
+            )
+            self._print(rendered)
+            line = rendered if self._render is render_json else None
+        if self._sinks is not None and self._sinks.sinks:
+            # The sinks render the JSON on their own thread, unless stdout just did.
+            self._sinks.offer(SinkReport(report, self._fields_of, _json_line, line))
+
+    def _fields_of(self, report: WindowReport) -> dict[str, Any]:
+        return report_to_dict(report, self._attribute_key, self._missing_label, self._window_time)
+
+    def _print(self, rendered: str) -> None:
+        self._out.write(rendered)
         if self._render is render_json:
             self._out.write("\n")
         self._out.flush()
