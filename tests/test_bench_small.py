@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.processes_breakdown import plan_runs
 from bench.small_client import Pace
 from bench.small_requests import (
     PACED_SCENARIOS,
@@ -71,3 +72,14 @@ def test_the_report_gives_the_paced_ratio_round_by_round() -> None:
     assert "paced at 50% of 1 process's saturation: --processes 2" in text
     assert "1.25x" in text  # the upper median: 150 over 120
     assert "NOT met (round by round: 1.05 / 1.25)" in text
+
+
+def test_the_breakdown_measures_one_process_at_each_serving_process_share() -> None:
+    assert plan_runs([2], 0.0) == [(1, 0.0), (2, 0.0)]
+    assert plan_runs([2, 4], 3000.0) == [
+        (1, 3000.0),
+        (2, 3000.0),
+        (4, 3000.0),
+        (1, 1500.0),
+        (1, 750.0),
+    ]
