@@ -70,8 +70,22 @@ def test_the_report_gives_the_paced_ratio_round_by_round() -> None:
     cost.rounds[(PROCESSES, paced.name)] = [_figure(1500.0, 105.0), _figure(1500.0, 150.0)]
     text = "\n".join(render_small_requests(cost))
     assert "paced at 50% of 1 process's saturation: --processes 2" in text
-    assert "1.25x" in text  # the upper median: 150 over 120
-    assert "NOT met (round by round: 1.05 / 1.25)" in text
+    # The upper median of the rounds' own ratios, not a ratio of medians from other rounds.
+    assert "1.25x, median round (medians 150 vs 120 µs), NOT met" in text
+    assert "(round by round: 1.05 / 1.25)" in text
+    assert "processes=2: µs/request by round 105 / 150 (requests/s 1,500 / 1,500)" in text
+
+
+def test_the_ratio_is_the_median_round_s_even_when_medians_come_from_other_rounds() -> None:
+    cost = SmallRequestCost(callers=32, seconds=1.0)
+    paced = PACED_SCENARIOS[0]
+    one = [90.0, 200.0, 100.0]
+    two = [180.0, 210.0, 105.0]  # rounds: 2.00, 1.05, 1.05
+    cost.rounds[("service", paced.name)] = [_figure(1000.0, cpu) for cpu in one]
+    cost.rounds[(PROCESSES, paced.name)] = [_figure(1000.0, cpu) for cpu in two]
+    text = "\n".join(render_small_requests(cost))
+    # Medians 180 over 100 would say 1.80x; round by round the median is 1.05x.
+    assert "1.05x, median round (medians 180 vs 100 µs), met" in text
 
 
 def test_the_breakdown_measures_one_process_at_each_serving_process_share() -> None:
