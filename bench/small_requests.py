@@ -77,7 +77,13 @@ PACED_SCENARIOS = (
     Scenario("grpc", 10, connections=8, load=PACED_LOAD),
     Scenario("http", 10, load=PACED_LOAD),
 )
-PACED_SHARE_OF_DURATION = 0.6
+# One process also at the share each of the two serving processes gets: if two at the paced
+# load cost what one costs at half of it, what costs more is each process batching fewer
+# requests per wake-up, not work that the design adds.
+SHARE_SCENARIOS = tuple(
+    Scenario(s.transport, s.records, s.connections, s.load / 2) for s in PACED_SCENARIOS
+)
+PACED_SHARE_OF_DURATION = 0.4
 PROCESS_SCENARIOS = (*SCENARIOS, *SPREAD_SCENARIOS, *PACED_SCENARIOS)
 
 
@@ -116,10 +122,13 @@ class SmallRequestCost:
         # The upper middle of an even count: the less flattering, as bench/run.py does.
         return figures[len(figures) // 2] if figures else None
 
-    def ratios(self, server: str, to: str, scenario: Scenario) -> list[float]:
-        """Round by round: server's CPU per request over `to`'s, in the same round."""
+    def ratios(
+        self, server: str, to: str, scenario: Scenario, theirs_in: Scenario | None = None
+    ) -> list[float]:
+        """Round by round: server's CPU per request over `to`'s (in `theirs_in`, by default
+        the same scenario), in the same round."""
         mine = self.rounds.get((server, scenario.name), [])
-        theirs = self.rounds.get((to, scenario.name), [])
+        theirs = self.rounds.get((to, (theirs_in or scenario).name), [])
         return [
             a.cpu_us_per_request / b.cpu_us_per_request
             for a, b in zip(mine, theirs, strict=False)
@@ -153,7 +162,10 @@ def _measure_one(
     acknowledged = 0
     with ServerProcess(name, [*argv, "--http-listen", "127.0.0.1:0"], cwd=cwd, env=env) as server:
         server.start()
-        spread = (*SPREAD_SCENARIOS, *PACED_SCENARIOS) if name in ("service", PROCESSES) else ()
+        spread = {
+            "service": (*SPREAD_SCENARIOS, *PACED_SCENARIOS, *SHARE_SCENARIOS),
+            PROCESSES: (*SPREAD_SCENARIOS, *PACED_SCENARIOS),
+        }.get(name, ())
         for scenario in (*SCENARIOS, *spread):
             port = server.grpc_port if scenario.transport == "grpc" else server.http_port
             rate = cost.pace(name, scenario) if scenario.load else 0.0
@@ -274,13 +286,21 @@ def _processes_lines(cost: SmallRequestCost) -> list[str]:
             f"(medians {two.cpu_us_per_request:.0f} vs {one.cpu_us_per_request:.0f} µs), "
             f"{verdict} (round by round: {rounds})"
         )
+    for paced, share in zip(PACED_SCENARIOS, SHARE_SCENARIOS, strict=True):
+        if ratios := cost.ratios(PROCESSES, "service", paced, share):
+            rounds = " / ".join(f"{r:.2f}" for r in ratios)
+            lines.append(
+                f"- {paced.name}: --processes 2 ÷ one process at {share.load:.0%} (what each "
+                f"serving process gets): {sorted(ratios)[len(ratios) // 2]:.2f}x, median round "
+                f"(round by round: {rounds})"
+            )
     return lines
 
 
 def _round_lines(cost: SmallRequestCost) -> list[str]:
     lines = []
     names = list(dict.fromkeys(server for server, _ in cost.rounds))
-    for scenario in PROCESS_SCENARIOS:
+    for scenario in (*PROCESS_SCENARIOS, *SHARE_SCENARIOS):
         for server in names:
             figures = cost.rounds.get((server, scenario.name), [])
             if figures:

@@ -10,6 +10,7 @@ from bench.small_client import Pace
 from bench.small_requests import (
     PACED_SCENARIOS,
     PROCESSES,
+    SHARE_SCENARIOS,
     Figure,
     Scenario,
     SmallRequestCost,
@@ -97,3 +98,17 @@ def test_the_breakdown_measures_one_process_at_each_serving_process_share() -> N
         (1, 1500.0),
         (1, 750.0),
     ]
+
+
+def test_two_processes_are_also_set_against_one_at_each_one_s_share() -> None:
+    cost = SmallRequestCost(callers=32, seconds=1.0)
+    paced, share = PACED_SCENARIOS[1], SHARE_SCENARIOS[1]
+    assert (share.transport, share.records, share.load) == (paced.transport, 10, paced.load / 2)
+    cost.rounds[("service", paced.saturated.name)] = [_figure(4000.0)]
+    assert cost.pace("service", share) == pytest.approx(1000.0)
+    cost.rounds[(PROCESSES, paced.name)] = [_figure(2000.0, 120.0), _figure(2000.0, 130.0)]
+    cost.rounds[("service", share.name)] = [_figure(1000.0, 130.0), _figure(1000.0, 125.0)]
+    text = "\n".join(render_small_requests(cost))
+    assert "--processes 2 ÷ one process at 25% (what each serving process gets): 1.04x" in text
+    assert "(round by round: 0.92 / 1.04)" in text
+    assert "paced at 25% of 1 process's saturation, service: µs/request by round 130 / 125" in text
