@@ -313,9 +313,8 @@ def _round_lines(cost: SmallRequestCost) -> list[str]:
                 )
         if bare := " / ".join(f"{r:.2f}" for r in cost.ratios("service", "bare", scenario)):
             lines.append(f"- {scenario.name}, service ÷ bare round by round: {bare}")
-        for other in names:
-            if other not in SERVERS:
-                against = " / ".join(f"{r:.2f}" for r in cost.ratios("service", other, scenario))
+        for other in (name for name in names if name not in SERVERS):
+            if against := " / ".join(f"{r:.2f}" for r in cost.ratios("service", other, scenario)):
                 lines.append(f"- {scenario.name}, service ÷ {other} round by round: {against}")
     return lines
 

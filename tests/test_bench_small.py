@@ -112,3 +112,5 @@ def test_two_processes_are_also_set_against_one_at_each_one_s_share() -> None:
     assert "--processes 2 ÷ one process at 25% (what each serving process gets): 1.04x" in text
     assert "(round by round: 0.92 / 1.04)" in text
     assert "paced at 25% of 1 process's saturation, service: µs/request by round 130 / 125" in text
+    # Only one process is measured at the share: no ratio line without a pair.
+    assert "25% of 1 process's saturation, service ÷" not in text
