@@ -194,7 +194,7 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
             except (RuntimeError, OSError, subprocess.SubprocessError) as error:
                 problems.append(f"service over OTLP/HTTP: {error}")
         if {"service", "baseline"} <= set(servers) and args.small_duration > 0:
-            _say("measuring small requests: service, baseline, bare, --processes 2; 32 callers")
+            _say("measuring small requests: service, baseline, bare, --processes 2 (also paced)")
             small = measure_small_requests(
                 small_request_servers(servers["service"], servers["baseline"]),
                 seconds=args.small_duration, rounds=args.rounds, callers=32,

@@ -1,7 +1,10 @@
 """A load generator of small requests over OTLP/gRPC or OTLP/HTTP protobuf, measuring the server.
 
 Pre-builds 32 requests of `--records` records (the reference workload's records, one resource)
-before any clock starts, then sends them round-robin from `--callers` concurrent callers:
+before any clock starts, then sends them round-robin from `--callers` concurrent callers, as
+fast as the server answers or, with `--rate`, paced at that many requests per second in all
+(the same offered load to servers that could take more, so their CPU per request compares at
+equal work):
 `--warmup` seconds unmeasured, then `--duration` seconds during which it reads the server's CPU
 time from /proc (bench/proc_stats.py) at the first and the last moment. Doing that here rather
 than in the harness keeps the client's start and stop out of the server's figure. Prints one
@@ -34,13 +37,46 @@ def small_requests(records: int) -> list[bytes]:
     return [request.payload for request in build_requests(workload)]
 
 
-async def drive(send: Send, pool: Sequence[bytes], callers: int, seconds: float) -> dict[str, int]:
+class Pace:
+    """Send slots `1 / rate` apart, shared by every caller; rate 0: no pacing.
+
+    A caller that finds its slot already past sends at once, so a server slower than the rate
+    sees the callers' closed loop; a slot more than `_BEHIND` late moves the schedule on
+    rather than sending a burst to catch up.
+    """
+
+    _BEHIND = 0.05
+
+    def __init__(self, rate: float, now: float | None = None) -> None:
+        self._gap = 1.0 / rate if rate > 0 else 0.0
+        self._next = time.monotonic() if now is None else now
+
+    def delay(self, now: float) -> float:
+        """Take the next slot: how long from `now` until it (0: send at once)."""
+        if not self._gap:
+            return 0.0
+        slot = max(self._next, now - self._BEHIND)
+        self._next = slot + self._gap
+        return max(0.0, slot - now)
+
+    async def wait(self) -> None:
+        if delay := self.delay(time.monotonic()):
+            await asyncio.sleep(delay)
+
+
+async def drive(
+    send: Send, pool: Sequence[bytes], callers: int, seconds: float, rate: float = 0.0
+) -> dict[str, int]:
     tally = {"requests": 0, "refused": 0}
     deadline = time.monotonic() + seconds
+    pace = Pace(rate)
 
     async def caller(first: int) -> None:
         turn = first
         while time.monotonic() < deadline:
+            await pace.wait()
+            if time.monotonic() >= deadline:
+                break
             accepted = await send(pool[turn % len(pool)])
             turn += callers
             tally["requests" if accepted else "refused"] += 1
@@ -53,10 +89,10 @@ async def drive(send: Send, pool: Sequence[bytes], callers: int, seconds: float)
 
 async def measure(send: Send, args: argparse.Namespace) -> dict[str, float]:
     pool = small_requests(args.records)
-    warm = await drive(send, pool, args.callers, args.warmup)
+    warm = await drive(send, pool, args.callers, args.warmup, args.rate)
     before = sample_process_tree(args.server_pid).cpu_seconds
     started = time.monotonic()
-    tally = await drive(send, pool, args.callers, args.duration)
+    tally = await drive(send, pool, args.callers, args.duration, args.rate)
     elapsed = time.monotonic() - started
     cpu = sample_process_tree(args.server_pid).cpu_seconds - before
     return {
@@ -120,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--records", type=int, default=10, help="records per request")
     parser.add_argument("--callers", type=int, default=32)
     parser.add_argument("--connections", type=int, default=1, help="gRPC connections")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="requests per second in all (0: unpaced)"
+    )
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=5.0)
     args = parser.parse_args(argv)
