@@ -27,8 +27,8 @@ from otlp_stats.reporting.sinks.redis_stream import RedisStream
 from otlp_stats.reporting.sinks.uri import RedisStreamSpec, parse_sink_uri
 from tests.support.certs import Credentials, make_credentials
 from tests.support.fakes import export_request, log_record
-from tests.support.redistools import RedisServer, RedisTls
-from tests.support.servicetools import running_service
+from tests.support.redistools import RedisServer, RedisTls, free_port
+from tests.support.servicetools import ServiceProcess, running_service
 
 PASSWORD = "s3cret-Pa55word"
 KEY = "service.name"
@@ -132,6 +132,49 @@ def test_stream_sink_over_tls_adds_each_report_as_an_entry(
     entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange("reports"))
     client.close()
     assert [fields[b"report"] for _, fields in entries] == [b'{"n": 1}', b'{"n": 2}']
+
+
+def test_the_service_delivers_its_reports_to_a_tls_stream_and_logs_no_password(
+    tls_redis: RedisServer, credentials: Credentials
+) -> None:
+    sink = (
+        f"rediss-stream://:{PASSWORD}@127.0.0.1:{tls_redis.port}/0"
+        f"?stream=reports&ssl_ca_certs={credentials.ca}"
+    )
+    service = ServiceProcess(
+        *("--window", "3600", "--report-format", "json", "--attribute-key", KEY),
+        *("--report-sink", "stdout", "--report-sink", sink),
+    )
+    try:
+        service.wait_serving()
+        with grpc.insecure_channel(service.grpc_target) as channel:
+            LogsServiceStub(channel).Export(  # type: ignore[no-untyped-call]
+                export_request(log_record(b, **{KEY: "checkout"}) for b in ("a", "b", "a")),
+                timeout=10,
+            )
+        metrics = service.http_get("/metrics")[1]
+        # SIGTERM closes the window: its partial report goes to stdout and the stream alike.
+        assert service.stop() == 0
+    finally:
+        service.stop()
+    printed = [line for line in service.stdout.lines if line.startswith("{")]
+    client = redis.Redis.from_url(tls_redis.url)
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange("reports"))
+    client.close()
+    assert [fields[b"report"].decode() for _, fields in entries] == printed
+    assert len(printed) == 1 and '"records":3' in printed[0]
+    assert 'sink="rediss-stream"' in metrics
+    assert PASSWORD not in service.stderr_text + metrics
+
+
+def test_query_against_an_unreachable_redis_exits_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, err = _query(capsys, f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0", _today())
+    assert (status, out) == (3, "")
+    assert len(err.splitlines()) == 1
+    assert "connecting to 127.0.0.1" in err
+    assert PASSWORD not in err
 
 
 def test_rediss_urls_naming_a_missing_ca_file_fail_at_start_with_the_password_masked(
