@@ -18,7 +18,12 @@ from typing import Any, Literal
 from dotenv import dotenv_values
 
 from otlp_stats.processes.cores import available_cores
-from otlp_stats.reporting.sinks.uri import parse_sink_uri, redact, split_sink_list
+from otlp_stats.reporting.sinks.uri import (
+    check_redis_tls_files,
+    parse_sink_uri,
+    redact,
+    split_sink_list,
+)
 from otlp_stats.store.periods import DEFAULT_RETENTION, Retention, parse_retention, parse_rollups
 
 ENV_PREFIX = "OTLP_STATS_"
@@ -225,9 +230,14 @@ def _parse_store(text: str) -> str:
     text = text.strip()
     if text == "memory" or text.startswith("redis://"):
         return text
+    if text.startswith("rediss://"):
+        check_redis_tls_files(text)
+        return text
     if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
         return text
-    raise ValueError("must be memory, sqlite:///path/to/file.db or redis://host:port/db")
+    raise ValueError(
+        "must be memory, sqlite:///path/to/file.db, redis://host:port/db or rediss://host:port/db"
+    )
 
 
 def _parse_rollups(text: str) -> tuple[str, ...]:
@@ -278,7 +288,7 @@ _OPTIONS: tuple[_Option, ...] = (
         "report_sink",
         _parse_report_sinks,
         "where reports go, repeatable: stdout, file:///x.jsonl, https://..., "
-        "redis-stream://..., otlp+grpc://..., otlp+http://...",
+        "redis-stream://... (rediss-stream:// over TLS), otlp+grpc://..., otlp+http://...",
         repeatable=True,
     ),
     _Option(
@@ -327,7 +337,11 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("grpc_max_concurrent_streams", _parse_positive_int, "gRPC streams per connection"),
     _Option("http_read_timeout", _parse_positive_float, "longest read of one HTTP body"),
     _Option("http_idle_timeout", _parse_positive_float, "close HTTP keep-alives idle this long"),
-    _Option("store", _parse_store, "state store: memory, sqlite:///path.db, redis://host:port/db"),
+    _Option(
+        "store",
+        _parse_store,
+        "state store: memory, sqlite:///path.db, redis://host:port/db, rediss:// (TLS)",
+    ),
     _Option("checkpoint_interval", _parse_positive_float, "open-window checkpoint period"),
     _Option("rollups", _parse_rollups, "calendar rollups kept: 1m, 1h, 1d, 1mo (comma list)"),
     _Option("retention", _parse_retention, "kept per resolution: window=1h,1d=60d,1mo=24mo"),

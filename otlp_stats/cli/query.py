@@ -17,11 +17,13 @@ from otlp_stats.operating.query import (
     render_table,
 )
 from otlp_stats.store.location import open_store
+from otlp_stats.store.redis import StoreUnavailable
 from otlp_stats.store.sqlite import StoreMissing
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
 EXIT_BAD_QUERY = 2
+EXIT_UNAVAILABLE = 3
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -79,6 +81,11 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_NOT_FOUND
     try:
         answer = answer_query(store, query, scope, now)
+    except StoreUnavailable as error:
+        # Redis down, or its TLS certificate not trusted: one line, never a traceback. The
+        # error names host and port only, so the URL's password stays out of it.
+        print(f"otlp-stats query: the store cannot be read: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     finally:
         store.close()
     sys.stdout.write(json.dumps(answer, indent=2) + "\n" if args.json else render_table(answer))

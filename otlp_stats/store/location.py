@@ -30,7 +30,7 @@ def open_store(settings: Settings, read_only: bool = False) -> StateStore:
     if settings.store.startswith(SQLITE_PREFIX):
         path = Path(settings.store[len(SQLITE_PREFIX) :])
         return SqliteStore(path, *common, read_only=read_only)
-    if settings.store.startswith("redis://"):
+    if settings.store.startswith(("redis://", "rediss://")):
         return RedisStore(settings.store, *common)
     return MemoryStore(*common)
 

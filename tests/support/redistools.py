@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -17,22 +18,49 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class RedisTls:
+    """TLS only (`--port 0`), with a password: as managed Redis services run it."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    password: str
+
+
 class RedisServer:
     """No persistence: a restart comes back empty, the harshest case for the replicas."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tls: RedisTls | None = None) -> None:
         self.port = free_port()
         self._directory = directory
+        self._tls = tls
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        if self._tls is None:
+            return f"redis://127.0.0.1:{self.port}/0"
+        return f"rediss://:{self._tls.password}@127.0.0.1:{self.port}/0?ssl_ca_certs={self._tls.ca}"
+
+    def _listen_flags(self) -> list[str]:
+        if self._tls is None:
+            return ["--port", str(self.port)]
+        tls = self._tls
+        return [
+            "--port", "0",
+            "--tls-port", str(self.port),
+            "--tls-cert-file", str(tls.cert),
+            "--tls-key-file", str(tls.key),
+            "--tls-ca-cert-file", str(tls.ca),
+            "--tls-auth-clients", "no",
+            "--requirepass", tls.password,
+        ]  # fmt: skip
 
     def start(self, timeout: float = 10.0) -> None:
         executable = shutil.which("redis-server")
         assert executable, "redis-server is missing: make system-deps installs it"
-        command = [executable, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command = [executable, *self._listen_flags(), "--bind", "127.0.0.1"]
         command += ["--save", "", "--appendonly", "no", "--dir", str(self._directory)]
         self._process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -1,4 +1,5 @@
-"""redis-stream://host:port/db?stream=NAME&maxlen=N: each report one XADD entry, field `report`."""
+"""redis-stream:// (rediss-stream:// over TLS) host:port/db?stream=NAME&maxlen=N: each report one
+XADD entry, field `report`."""
 
 from __future__ import annotations
 

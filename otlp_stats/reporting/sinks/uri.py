@@ -12,7 +12,19 @@ DEFAULT_FILE_BACKUPS = 5
 DEFAULT_RETRIES = 5
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_STREAM_MAXLEN = 10_000
-SCHEMES = ("stdout", "file", "http", "https", "redis-stream", "otlp+grpc", "otlp+http")
+SCHEMES = (
+    "stdout",
+    "file",
+    "http",
+    "https",
+    "redis-stream",
+    "rediss-stream",
+    "otlp+grpc",
+    "otlp+http",
+)
+# redis-py's own names for a rediss:// URL's PEM files, so one spelling serves the store
+# (`--store rediss://...?ssl_ca_certs=PATH`, passed to redis-py as written) and the sink.
+REDIS_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
 
 @dataclass(frozen=True)
@@ -82,8 +94,8 @@ def parse_sink_uri(uri: str) -> SinkSpec:
         return _file_spec(parts.path, params)
     if scheme in ("http", "https"):
         return _webhook_spec(uri, scheme, params)
-    if scheme == "redis-stream":
-        return _redis_spec(parts.netloc, parts.path, params)
+    if scheme in ("redis-stream", "rediss-stream"):
+        return _redis_spec(scheme, parts.netloc, parts.path, params)
     if scheme in ("otlp+grpc", "otlp+grpcs", "otlp+http", "otlp+https"):
         return _otlp_spec(scheme, parts.netloc, parts.path, params)
     raise ValueError(f"unknown sink {_redacted(uri)!r}: the scheme must be one of {SCHEMES}")
@@ -197,21 +209,39 @@ def _webhook_spec(uri: str, scheme: str, params: dict[str, str]) -> WebhookSpec:
     )
 
 
-def _redis_spec(netloc: str, path: str, params: dict[str, str]) -> RedisStreamSpec:
-    _take(params, ("stream", "maxlen", "retries"), "redis-stream sink")
+def _redis_spec(scheme: str, netloc: str, path: str, params: dict[str, str]) -> RedisStreamSpec:
+    tls = scheme == "rediss-stream"
+    known = ("stream", "maxlen", "retries") + (REDIS_TLS_FILES if tls else ())
+    _take(params, known, f"{scheme} sink")
     if not params.get("stream"):
-        raise ValueError("redis-stream sink needs ?stream=NAME")
+        raise ValueError(f"{scheme} sink needs ?stream=NAME")
     if not netloc:
-        raise ValueError("redis-stream sink needs a host: redis-stream://host:6379/0?stream=NAME")
+        raise ValueError(f"{scheme} sink needs a host: {scheme}://host:6379/0?stream=NAME")
     db = path.strip("/") or "0"
     if not db.isdigit():
-        raise ValueError(f"redis-stream sink: database {db!r} must be a number")
+        raise ValueError(f"{scheme} sink: database {db!r} must be a number")
+    files = {name: params[name] for name in REDIS_TLS_FILES if params.get(name)}
+    _check_files(files)
+    query = f"?{urlencode(files)}" if files else ""
     return RedisStreamSpec(
-        f"redis://{netloc}/{db}",
+        f"{'rediss' if tls else 'redis'}://{netloc}/{db}{query}",
         params["stream"],
         _positive_int(params, "maxlen", DEFAULT_STREAM_MAXLEN),
         _positive_int(params, "retries", DEFAULT_RETRIES, least=0),
+        scheme,
     )
+
+
+def check_redis_tls_files(url: str) -> None:
+    """The PEM files a rediss:// URL names exist: a typo fails at start, not at first use."""
+    params = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    _check_files({name: params[name] for name in REDIS_TLS_FILES if name in params})
+
+
+def _check_files(files: dict[str, str]) -> None:
+    for name, path in files.items():
+        if not Path(path).is_file():
+            raise ValueError(f"{name}={path!r}: no such file")
 
 
 def _otlp_spec(scheme: str, netloc: str, path: str, params: dict[str, str]) -> OtlpSpec:
