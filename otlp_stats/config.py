@@ -60,6 +60,9 @@ class Settings:
     allowed_lateness: float = 5.0
     max_clock_skew: float = 300.0
     report_format: ReportFormat = "text"
+    # Values a report lists before one line for the rest: None is the format's own default
+    # (50 for text, every value for JSON, so JSON stays as it was), 0 is every value.
+    report_top: int | None = None
     # Where reports go (docs/sinks.md): stdout, file://, http(s)://, redis-stream://, otlp+...
     report_sink: tuple[str, ...] = ("stdout",)
     sink_queue_size: int = 1000
@@ -157,6 +160,19 @@ def _parse_processes(text: str) -> int:
     if text.strip().lower() == "auto":
         return available_cores()
     return _parse_positive_int(text)
+
+
+def _parse_report_top(text: str) -> int | None:
+    """A count of values, "all" (0) or "auto" (None: the report format decides)."""
+    word = text.strip().lower()
+    if word == "auto":
+        return None
+    if word == "all":
+        return 0
+    value = int(word, 10)
+    if value < 0:
+        raise ValueError("must be a count of values, all or auto")
+    return value
 
 
 def _parse_positive_int(text: str) -> int:
@@ -285,6 +301,12 @@ _OPTIONS: tuple[_Option, ...] = (
         "report_format", _parse_choice(("text", "json")), "stdout report format", ("text", "json")
     ),
     _Option(
+        "report_top",
+        _parse_report_top,
+        "values a report lists, the rest in one line: a count, all (or 0), "
+        "or auto (50 for text, all for JSON)",
+    ),
+    _Option(
         "report_sink",
         _parse_report_sinks,
         "where reports go, repeatable: stdout, file:///x.jsonl, https://..., "
@@ -401,7 +423,7 @@ SETTING_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "sketch_lg_k",
         ),
     ),
-    ("reporting", ("report_format", "report_sink", "sink_queue_size")),
+    ("reporting", ("report_format", "report_top", "report_sink", "sink_queue_size")),
     (
         "storage",
         (

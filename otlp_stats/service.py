@@ -114,6 +114,7 @@ class Service:
             logger=self.log,
             window_time=settings.window_time,
             sinks=self.sinks,
+            report_top=settings.report_top,
         )
         # Counting state beyond this process (docs/storage.md).
         self.store = open_store(settings)

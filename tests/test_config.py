@@ -45,6 +45,13 @@ def test_sizes_accept_suffixes(tmp_path: Path) -> None:
     assert settings.queue_max_bytes == 1024 * 1024
 
 
+@pytest.mark.parametrize(
+    ("text", "setting"), [("auto", None), ("all", 0), ("ALL", 0), ("0", 0), ("25", 25)]
+)
+def test_report_top_is_a_count_all_or_auto(tmp_path: Path, text: str, setting: int | None) -> None:
+    assert load(["--report-top", text], tmp=tmp_path).report_top == setting
+
+
 def test_ipv6_listen_address(tmp_path: Path) -> None:
     settings = load(["--grpc-listen", "[::1]:4317"], tmp=tmp_path)
     assert settings.grpc_listen == ListenAddress("::1", 4317)
@@ -62,6 +69,8 @@ def test_ipv6_listen_address(tmp_path: Path) -> None:
         (["--grpc-listen", "4317"], "--grpc-listen"),
         (["--grpc-listen", "host:99999"], "--grpc-listen"),
         (["--report-format", "xml"], "--report-format"),
+        (["--report-top", "-1"], "--report-top"),
+        (["--report-top", "some"], "--report-top"),
         (["--workers", "0"], "--workers"),
         (["--max-recv-size", "lots"], "--max-recv-size"),
         (["--grpc-listen", "127.0.0.1:5000", "--admin-listen", "127.0.0.1:5000"], "must differ"),

@@ -54,7 +54,7 @@ EXIT_ALREADY_REPLAYED = 3
 REPLAY_SETTINGS = (
     *("attribute_key", "window", "allowed_lateness", "missing_label", "max_values"),
     *("max_value_length", "sketch_lg_k", "max_recv_size", "report_format", "store", "rollups"),
-    *("retention", "log_format", "log_level", "report_sink", "sink_queue_size"),
+    *("report_top", "retention", "log_format", "log_level", "report_sink", "sink_queue_size"),
 )
 # How long the sinks may take to deliver the last reports once the replay is done.
 SINK_GRACE = 15.0
@@ -239,6 +239,7 @@ def _build_replayer(
         logger=log,
         window_time="event",
         sinks=sinks,
+        report_top=settings.report_top,
     )
     # Late records: merged into their stored windows with a store that keeps them, as live.
     # Revisions are not spaced out by the clock: replay's merges come in batches already.

@@ -102,6 +102,7 @@ class Supervisor:
             window_time=settings.window_time,
             promised=self._promised,
             sinks=self.sinks,
+            report_top=settings.report_top,
         )
         self.store = open_store(settings)
         self.keeper = open_keeper(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -17,6 +18,9 @@ from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.counting.sketches import DistinctEstimate
 from otlp_stats.reporting.sinks.base import ReportSinks, SinkReport
 from otlp_stats.telemetry import Metrics
+
+# The text report's values with --report-top auto: a screenful; JSON keeps every value.
+TEXT_TOP_DEFAULT = 50
 
 
 def format_timestamp(seconds: float) -> str:
@@ -54,10 +58,54 @@ def _value_to_dict(entry: ValueReport, missing_label: str, overflow_values: int)
     return fields
 
 
+@dataclass(frozen=True)
+class ValueSelection:
+    """The values a report lists, and what the ones left out add up to."""
+
+    shown: tuple[ValueReport, ...]
+    more_values: int = 0
+    more_records: int = 0
+
+
+def _rank(entry: ValueReport) -> tuple[int, int, bool, str]:
+    return (-entry.distinct_messages, -entry.records, entry.missing, entry.value or "")
+
+
+def select_top(report: WindowReport, top: int | None) -> ValueSelection:
+    """The `top` values with the most distinct messages (ties: records, then value), or all of
+    them with None.
+
+    The overflow entry is always kept, last: it stands for the values past --max-values, which
+    the note under the total counts, so it is not one value to rank among the others.
+    """
+    if top is None:
+        return ValueSelection(report.values)
+    ranked = sorted((entry for entry in report.values if not entry.overflow), key=_rank)
+    overflow = tuple(entry for entry in report.values if entry.overflow)
+    rest = ranked[top:]
+    return ValueSelection(
+        (*ranked[:top], *overflow), len(rest), sum(entry.records for entry in rest)
+    )
+
+
+def report_tops(setting: int | None) -> tuple[int | None, int | None]:
+    """The values the text and the JSON report list for a --report-top setting (None: all)."""
+    if setting == 0:
+        return None, None
+    if setting is None:
+        return TEXT_TOP_DEFAULT, None
+    return setting, setting
+
+
 def report_to_dict(
-    report: WindowReport, attribute_key: str, missing_label: str, window_time: str = "arrival"
+    report: WindowReport,
+    attribute_key: str,
+    missing_label: str,
+    window_time: str = "arrival",
+    top: int | None = None,
 ) -> dict[str, Any]:
-    return {
+    selection = select_top(report, top)
+    fields = {
         "event": "window_report",
         "attribute_key": attribute_key,
         "window_time": window_time,
@@ -69,9 +117,17 @@ def report_to_dict(
         "records": report.records,
         **_distinct_fields(report.distinct),
         "values": [
-            _value_to_dict(entry, missing_label, report.overflow_values) for entry in report.values
+            _value_to_dict(entry, missing_label, report.overflow_values)
+            for entry in selection.shown
         ],
     }
+    # Only with a top set, so the default JSON line stays what it always was.
+    if top is not None:
+        fields["more_values"] = {
+            "values": selection.more_values,
+            "records": selection.more_records,
+        }
+    return fields
 
 
 def _scope_fields(report: WindowReport) -> dict[str, Any]:
@@ -82,9 +138,13 @@ def _scope_fields(report: WindowReport) -> dict[str, Any]:
 
 
 def render_json(
-    report: WindowReport, attribute_key: str, missing_label: str, window_time: str = "arrival"
+    report: WindowReport,
+    attribute_key: str,
+    missing_label: str,
+    window_time: str = "arrival",
+    top: int | None = None,
 ) -> str:
-    return _json_line(report_to_dict(report, attribute_key, missing_label, window_time))
+    return _json_line(report_to_dict(report, attribute_key, missing_label, window_time, top))
 
 
 def _json_line(fields: dict[str, Any]) -> str:
@@ -92,7 +152,11 @@ def _json_line(fields: dict[str, Any]) -> str:
 
 
 def render_text(
-    report: WindowReport, attribute_key: str, missing_label: str, window_time: str = "arrival"
+    report: WindowReport,
+    attribute_key: str,
+    missing_label: str,
+    window_time: str = "arrival",
+    top: int | None = None,
 ) -> str:
     title = f"window {format_timestamp(report.start)} .. {format_timestamp(report.end)}"
     if report.revision > 1:
@@ -102,12 +166,17 @@ def render_text(
     if report.scope is not None:
         title += f" [{report.scope}: {', '.join(report.replicas)}]"
     lines = [f"{title}  key={attribute_key}  time={window_time}"]
-    labels = [_printable(_value_label(entry, missing_label)) for entry in report.values]
+    selection = select_top(report, top)
+    labels = [_printable(_value_label(entry, missing_label)) for entry in selection.shown]
     width = max([len(label) for label in labels] + [len("total")])
     lines.append(f"  {'value':<{width}}  {'distinct':>10}  {'records':>10}")
-    for label, entry in zip(labels, report.values, strict=True):
+    for label, entry in zip(labels, selection.shown, strict=True):
         distinct = _text_distinct(entry.distinct)
         lines.append(f"  {label:<{width}}  {distinct:>10}  {entry.records:>10}")
+    if selection.more_values:
+        lines.append(
+            f"  … {selection.more_values:,} more values: {selection.more_records:,} records"
+        )
     total = _text_distinct(report.distinct)
     lines.append(f"  {'total':<{width}}  {total:>10}  {report.records:>10}")
     if report.overflow_values:
@@ -149,6 +218,7 @@ class Reporter:
         logger: Any = None,
         window_time: str = "arrival",
         sinks: ReportSinks | None = None,
+        report_top: int | None = None,
     ) -> None:
         self._aggregator = aggregator
         self._queue = queue
@@ -157,7 +227,9 @@ class Reporter:
         self._metrics = metrics
         self._attribute_key = attribute_key
         self._missing_label = missing_label
-        self._render = render_json if report_format == "json" else render_text
+        self._json = report_format == "json"
+        # --report-top as each format reads it; the sinks' JSON follows the JSON report's.
+        self._text_top, self._json_top = report_tops(report_top)
         self._tick = tick
         self._window_time = window_time
         # None: stdout only, as before sinks existed.
@@ -255,20 +327,27 @@ class Reporter:
     def _write(self, report: WindowReport) -> None:
         line = None
         if self._sinks is None or self._sinks.stdout:
-            rendered = self._render(
-                report, self._attribute_key, self._missing_label, self._window_time
-            )
+            rendered = self._render(report)
             self._print(rendered)
-            line = rendered if self._render is render_json else None
+            line = rendered if self._json else None
         if self._sinks is not None and self._sinks.sinks:
             # The sinks render the JSON on their own thread, unless stdout just did.
             self._sinks.offer(SinkReport(report, self._fields_of, _json_line, line))
 
+    def _render(self, report: WindowReport) -> str:
+        if self._json:
+            return _json_line(self._fields_of(report))
+        return render_text(
+            report, self._attribute_key, self._missing_label, self._window_time, self._text_top
+        )
+
     def _fields_of(self, report: WindowReport) -> dict[str, Any]:
-        return report_to_dict(report, self._attribute_key, self._missing_label, self._window_time)
+        return report_to_dict(
+            report, self._attribute_key, self._missing_label, self._window_time, self._json_top
+        )
 
     def _print(self, rendered: str) -> None:
         self._out.write(rendered)
-        if self._render is render_json:
+        if self._json:
             self._out.write("\n")
         self._out.flush()

@@ -122,3 +122,22 @@ def test_closing_without_heartbeats_skips_the_empty_windows_at_once() -> None:
     assert [r.start for r in aggregator.close_until(10**10 + 15, empty=False)] == [10**10]
     late = aggregator.add_windows(10**10 + 15, {10**9: {"a": LabelTally.of_hashes([3])}})
     assert late.late_records == 1
+
+
+def test_replay_takes_report_top(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # One minute of frames: service sN has N + 1 distinct uids, so s9 leads and s0 trails.
+    frames = [
+        json.dumps({"ts": 1_767_225_600 + 5, "uid": f"u{uid}", "service": f"s{service}"})
+        for service in range(10)
+        for uid in range(service + 1)
+    ]
+    path = tmp_path / "frames.jsonl"
+    path.write_text("\n".join(frames) + "\n")
+    argv = [str(path), "--input-format", "jsonl", "--time-field", "ts", "--value-field"]
+    argv += ["service", "--message-field", "uid", "--window", "60", "--report-format", "json"]
+    status, out, err = _replay(capsys, *argv, "--report-top", "3")
+    assert status == 0, err
+    [report] = [json.loads(line) for line in out.splitlines()]
+    assert [entry["value"] for entry in report["values"]] == ["s9", "s8", "s7"]
+    assert report["more_values"] == {"values": 7, "records": sum(range(1, 8))}
+    assert report["records"] == len(frames)

@@ -6,12 +6,20 @@ import asyncio
 import io
 import json
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from otlp_stats.counting.aggregator import Aggregator, LabelTally, ValueReport, WindowReport
 from otlp_stats.counting.queue import QueuedRequest, RequestQueue
 from otlp_stats.counting.sketches import DistinctEstimate
-from otlp_stats.reporting.reporter import Reporter, format_timestamp, render_json, render_text
+from otlp_stats.reporting.reporter import (
+    TEXT_TOP_DEFAULT,
+    Reporter,
+    format_timestamp,
+    render_json,
+    render_text,
+    report_tops,
+)
 from otlp_stats.telemetry import Metrics
 from tests.support.fakes import FakeClock
 
@@ -273,3 +281,123 @@ async def test_event_time_reports_wait_for_the_lateness_and_say_their_clock() ->
     assert report["window_time"] == "event" and report["revision"] == 1
     assert report["window_start"] == format_timestamp(T0) and report["records"] == 1
     await reporter.stop()
+
+
+# --report-top: a report of many values lists the top ones and one line for the rest.
+MANY = WindowReport(
+    start=T0,
+    end=T0 + 10,
+    partial=False,
+    records=21,
+    distinct=DistinctEstimate.exact(12),
+    values=(
+        exact("b", 3, 3),
+        exact("a", 3, 3),
+        exact("c", 3, 9),
+        exact(None, 1, 4),
+        exact("d", 2, 2),
+    ),
+)
+
+
+def _value_lines(text: str) -> list[list[str]]:
+    return [line.split() for line in text.splitlines()[2:] if line]
+
+
+def test_text_top_lists_most_distinct_first_ties_by_records_then_value() -> None:
+    text = render_text(MANY, "foo", "unknown", top=3)
+    assert _value_lines(text) == [
+        ["c", "3", "9"],
+        ["a", "3", "3"],
+        ["b", "3", "3"],
+        ["…", "2", "more", "values:", "6", "records"],
+        ["total", "12", "21"],
+    ]
+
+
+def test_text_rest_line_groups_thousands() -> None:
+    values = tuple(exact(f"v{i:05d}", 1, 1) for i in range(10_000))
+    report = WindowReport(T0, T0 + 10, False, 10_000, DistinctEstimate.exact(10_000), values)
+    lines = render_text(report, "foo", "unknown", top=50).rstrip("\n").splitlines()
+    assert len(lines) == 2 + 50 + 2
+    assert lines[-2] == "  … 9,950 more values: 9,950 records"
+    assert lines[-1].split() == ["total", "10000", "10000"]
+
+
+def test_text_top_larger_than_the_values_adds_no_rest_line() -> None:
+    assert len(_value_lines(render_text(MANY, "foo", "unknown", top=5))) == 5 + 1
+    assert "more values" not in render_text(MANY, "foo", "unknown", top=9)
+
+
+def test_json_top_keeps_the_top_values_and_says_what_the_rest_adds_up_to() -> None:
+    fields = json.loads(render_json(MANY, "foo", "unknown", top=2))
+    assert [entry["value"] for entry in fields["values"]] == ["c", "a"]
+    assert fields["more_values"] == {"values": 3, "records": 9}
+    assert fields["records"] == 21 and fields["distinct_messages"] == 12
+
+
+def test_json_without_top_has_every_value_and_no_more_values_field() -> None:
+    fields = json.loads(render_json(MANY, "foo", "unknown"))
+    assert len(fields["values"]) == 5 and "more_values" not in fields
+
+
+def test_the_overflow_entry_is_kept_after_the_top_values() -> None:
+    report = WindowReport(
+        T0,
+        T0 + 10,
+        False,
+        20,
+        DistinctEstimate.exact(16),
+        (
+            exact("a", 5, 5),
+            exact("b", 1, 1),
+            ValueReport(None, DistinctEstimate.exact(10), 14, True),
+        ),
+        overflow_values=7,
+    )
+    fields = json.loads(render_json(report, "foo", "unknown", top=1))
+    assert [entry["value"] for entry in fields["values"]] == ["a", "__overflow__"]
+    assert fields["more_values"] == {"values": 1, "records": 1}
+    assert "~7 values past the per-window cap" in render_text(report, "foo", "unknown", top=1)
+
+
+def test_report_tops_per_format() -> None:
+    assert report_tops(None) == (TEXT_TOP_DEFAULT, None)  # auto: 50 for text, JSON all
+    assert report_tops(0) == (None, None)
+    assert report_tops(7) == (7, 7)
+
+
+def _wide_report(values: int) -> WindowReport:
+    entries = tuple(exact(f"v{i:03d}", values - i, values - i) for i in range(values))
+    total = sum(entry.records for entry in entries)
+    return WindowReport(T0, T0 + 10, False, total, DistinctEstimate.exact(total), entries)
+
+
+@pytest.mark.parametrize(
+    ("report_format", "setting", "listed"),
+    [("text", None, 50), ("text", 0, 60), ("json", None, 60), ("json", 5, 5), ("text", 5, 5)],
+)
+def test_reporter_lists_what_report_top_says_for_its_format(
+    report_format: str, setting: int | None, listed: int
+) -> None:
+    out = io.StringIO()
+    reporter = Reporter(
+        Aggregator(10, T0),
+        RequestQueue(10, 1 << 20),
+        FakeClock(T0),
+        out,
+        Metrics(CollectorRegistry()),
+        "foo",
+        "unknown",
+        report_format,
+        report_top=setting,
+    )
+    reporter.print_report(_wide_report(60))
+    if report_format == "json":
+        fields = json.loads(out.getvalue())
+        assert len(fields["values"]) == listed
+        assert ("more_values" in fields) is (setting is not None)
+    else:
+        value_lines = [line for line in out.getvalue().splitlines() if line.startswith("  v0")]
+        assert len(value_lines) == listed
+        assert ("more values" in out.getvalue()) is (listed < 60)
