@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import io
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -28,7 +29,7 @@ from otlp_stats.counting.aggregator import Aggregator, ValueReport, WindowReport
 from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.counting.sketches import DistinctEstimate
 from otlp_stats.reporting.reporter import Reporter, render_json
-from otlp_stats.reporting.sinks.base import ReportSinks, SinkReport
+from otlp_stats.reporting.sinks.base import QueuedSink, Refused, ReportSinks, SinkReport
 from otlp_stats.reporting.sinks.build import open_sinks
 from otlp_stats.reporting.sinks.uri import OtlpSpec, WebhookSpec, parse_sink_uri
 from otlp_stats.telemetry import Metrics
@@ -584,3 +585,78 @@ def test_a_webhook_keeps_its_own_query_and_leaves_ours_out(tmp_path: Path) -> No
     assert isinstance(spec, WebhookSpec)
     assert spec.url == "https://hooks.example/t?key=abc"
     assert (spec.headers, spec.retries, spec.scheme) == ((("X-Team", "logs"),), 2, "https")
+
+
+class ScriptedTarget:
+    """A peer that accepts or refuses each report as the test says, and tells it has answered."""
+
+    def __init__(self) -> None:
+        self.accept = True
+        self.answered = asyncio.Event()
+
+    async def open(self) -> None:
+        pass
+
+    async def deliver(self, item: SinkReport) -> None:
+        self.answered.set()
+        if not self.accept:
+            raise Refused("400 for the test")
+
+    async def close(self) -> None:
+        pass
+
+
+async def _delivered_one(sink: QueuedSink, target: ScriptedTarget, report: WindowReport) -> None:
+    target.answered.clear()
+    sink.offer(SinkReport(report, lambda _: {}, lambda _: "{}"))
+    await target.answered.wait()
+    await sink.wait_idle()
+
+
+async def test_last_success_time_is_when_a_peer_last_accepted_a_report() -> None:
+    wall = [1_800_000_000.0]
+    ok, flaky = ScriptedTarget(), ScriptedTarget()
+    sinks = [
+        QueuedSink("http", target, 10, 0, LOG, wall_clock=lambda: wall[0]) for target in (ok, flaky)
+    ]
+    registry = CollectorRegistry()
+    registry.register(ReportSinks(sinks, False, LOG).collector())
+
+    def last_success() -> float | None:
+        return registry.get_sample_value(
+            "otlp_stats_sink_last_success_timestamp_seconds", {"sink": "http"}
+        )
+
+    runs = [asyncio.create_task(sink.run()) for sink in sinks]
+    try:
+        assert last_success() == 0  # none yet
+        for sink, target in zip(sinks, (ok, flaky), strict=True):
+            await _delivered_one(sink, target, window(0))
+        assert last_success() == 1_800_000_000.0
+        # One sink of the scheme down: the metric stays at its last success while the other
+        # sink keeps delivering, so it shows.
+        wall[0] += 60
+        flaky.accept = False
+        await _delivered_one(sinks[0], ok, window(1))
+        await _delivered_one(sinks[1], flaky, window(1))
+        assert sinks[0].last_success == 1_800_000_060.0
+        assert sinks[1].failed == 1
+        assert last_success() == 1_800_000_000.0
+        wall[0] += 60
+        flaky.accept = True
+        await _delivered_one(sinks[1], flaky, window(2))
+        assert last_success() == 1_800_000_060.0
+    finally:
+        for run in runs:
+            run.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
+
+
+async def test_last_success_time_of_a_real_sink_is_the_wall_time_of_delivery(
+    reporting: Callable[..., Reporting], tmp_path: Path
+) -> None:
+    pipeline = reporting([f"file://{tmp_path / 'r.jsonl'}"])
+    before = time.time()
+    pipeline.reporter.print_report(window(0))
+    await pipeline.sinks.stop(5.0)
+    assert before <= pipeline.metric("last_success_timestamp_seconds", "file") <= time.time()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
@@ -87,6 +88,7 @@ class QueuedSink:
         retries: int,
         log: Any,
         backoff_first: float = _BACKOFF_FIRST,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.label = label
         self.target = target
@@ -104,6 +106,10 @@ class QueuedSink:
         self.failed = 0
         self.dropped = 0
         self.retried = 0
+        # Unix time of the last report the peer accepted; 0 until one is. Wall time, not the
+        # service's clock: it is compared with Prometheus's time() to tell a sink that is down.
+        self.last_success = 0.0
+        self._wall_clock = wall_clock
 
     @property
     def depth(self) -> int:
@@ -201,6 +207,7 @@ class QueuedSink:
                 return
             else:
                 self.delivered += 1
+                self.last_success = self._wall_clock()
                 return
 
     def _pause(self, attempt: int, retry_after: float | None) -> float:
@@ -317,6 +324,11 @@ class SinkCollector:
         depth = GaugeMetricFamily(
             "otlp_stats_sink_queue_depth", "Reports waiting for a sink.", labels=["sink"]
         )
+        last_success = GaugeMetricFamily(
+            "otlp_stats_sink_last_success_timestamp_seconds",
+            "Unix time a sink's peer last accepted a report; 0 before the first.",
+            labels=["sink"],
+        )
         by_label: dict[str, list[QueuedSink]] = {}
         for sink in self._sinks.sinks:
             by_label.setdefault(sink.label, []).append(sink)
@@ -324,5 +336,9 @@ class SinkCollector:
             for name, family in families.items():
                 family.add_metric([label], sum(getattr(sink, name) for sink in sinks))
             depth.add_metric([label], sum(sink.depth for sink in sinks))
+            # Several sinks of one scheme: the oldest of their last successes, so one of them
+            # down shows even while another delivers.
+            last_success.add_metric([label], min(sink.last_success for sink in sinks))
         yield from families.values()
         yield depth
+        yield last_success
