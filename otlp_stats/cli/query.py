@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -81,9 +82,10 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_NOT_FOUND
     try:
         answer = answer_query(store, query, scope, now)
-    except StoreUnavailable as error:
-        # Redis down, or its TLS certificate not trusted: one line, never a traceback. The
-        # error names host and port only, so the URL's password stays out of it.
+    except (StoreUnavailable, sqlite3.Error) as error:
+        # Redis down, or its TLS certificate not trusted; an SQLite file failing mid-read (a
+        # disk error, or a database that is not a store of ours): one line, never a traceback.
+        # The error names host and port only, so the URL's password stays out of it.
         print(f"otlp-stats query: the store cannot be read: {error}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     finally:
