@@ -46,6 +46,20 @@ def test_worked_example_end_to_end(grpc_channels: GrpcChannels) -> None:
     assert [v["value"] for v in report["values"]] == ["baz", "bar", "qux", "unknown"]
 
 
+def test_report_top_keeps_the_top_values_and_sums_up_the_rest(
+    grpc_channels: GrpcChannels,
+) -> None:
+    argv = ("--attribute-key", "foo", "--window", ONE_WINDOW, "--report-top", "2")
+    with running_service(*argv) as service:
+        grpc_channels.logs_stub(service.grpc_target).Export(worked_example_request(), timeout=10)
+        assert service.stop() == 0
+        [report] = service.all_reports()
+    # bar and qux tie on messages and records: the value decides.
+    assert [v["value"] for v in report["values"]] == ["baz", "bar"]
+    assert report["more_values"] == {"values": 2, "records": 2}
+    assert report["records"] == 5
+
+
 def test_windows_are_reported_as_they_close_with_metrics(
     grpc_channels: GrpcChannels,
 ) -> None:
