@@ -42,7 +42,7 @@ from otlp_stats.reporting.sinks.base import ReportSinks
 from otlp_stats.reporting.sinks.build import open_sinks
 from otlp_stats.store.base import StateStore
 from otlp_stats.store.keeper import StateKeeper
-from otlp_stats.store.location import open_keeper, open_store
+from otlp_stats.store.location import open_keeper, open_outbox, open_store
 from otlp_stats.store.replicas import ReplicaMerger
 from otlp_stats.telemetry import Metrics, RateLimitedLog
 
@@ -386,8 +386,17 @@ def open_report_sinks(settings: Settings, log: Any, *, enabled: bool = True) -> 
     if not enabled:
         return open_sinks(("stdout",), log)
     return open_sinks(
-        settings.report_sink, log, settings.sink_queue_size, replica=settings.replica_id
+        settings.report_sink,
+        log,
+        settings.sink_queue_size,
+        replica=settings.replica_id,
+        outbox=open_outbox(settings) if _keeps_reports(settings) else None,
     )
+
+
+def _keeps_reports(settings: Settings) -> bool:
+    # Only a sink other than stdout has anything to keep: no outbox table otherwise.
+    return any(uri != "stdout" for uri in settings.report_sink)
 
 
 def load_tokens(settings: Settings, metrics: Metrics) -> BearerTokens | None:

@@ -15,6 +15,7 @@ from otlp_stats.reporting.reporter import Reporter
 from otlp_stats.store.base import StateStore
 from otlp_stats.store.keeper import StateKeeper
 from otlp_stats.store.memory import MemoryStore
+from otlp_stats.store.outbox import SqliteOutbox
 from otlp_stats.store.redis import RedisStore
 from otlp_stats.store.replicas import TICK, ReplicaMerger
 from otlp_stats.store.revisions import LateMerge, Reviser
@@ -33,6 +34,13 @@ def open_store(settings: Settings, read_only: bool = False) -> StateStore:
     if settings.store.startswith(("redis://", "rediss://")):
         return RedisStore(settings.store, *common)
     return MemoryStore(*common)
+
+
+def open_outbox(settings: Settings) -> SqliteOutbox | None:
+    """The sinks' outbox: in the SQLite store's file, the only store kept on this host's disk."""
+    if settings.store.startswith(SQLITE_PREFIX):
+        return SqliteOutbox(Path(settings.store[len(SQLITE_PREFIX) :]))
+    return None
 
 
 def open_keeper(

@@ -69,7 +69,7 @@ def _read_only_uri(path: Path) -> str:
     return path.resolve().as_uri() + "?mode=ro"
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def connect_writer(path: Path) -> sqlite3.Connection:
     # check_same_thread=False: the writer connection is made on the loop and then used only
     # by the keeper's single writer thread; readers open their own connection per query.
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -101,7 +101,7 @@ class SqliteStore:
             self._db = _connect_read_only(path)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = _connect(path)
+            self._db = connect_writer(path)
             self._db.executescript(_SCHEMA)
             self._db.executescript(_REVISIONS_SCHEMA)
         self._bytes = self._measure()

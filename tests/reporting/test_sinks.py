@@ -296,6 +296,11 @@ async def test_redis_stream_has_one_entry_per_report_trimmed_about_maxlen(
         await pipeline.sinks.stop(10.0)
         await trimmed.sinks.stop(10.0)
         assert stream_reports(client, "reports") == [json_line(report) for report in reports]
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange("reports"))
+        keys = [fields[b"idempotency_key"] for _, fields in entries]
+        assert keys == [
+            f"2026-01-01T00:00:{10 * n:02d}Z/{KEY}/1/replica-a".encode() for n in range(3)
+        ]
         # MAXLEN ~ 10: whole nodes trimmed, so more than 10 stay but far fewer than 400.
         length = client.xlen("trimmed")
         assert 10 <= length < 250

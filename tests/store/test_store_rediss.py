@@ -23,6 +23,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServ
 from otlp_stats.cli.main import main
 from otlp_stats.config import ConfigError, load_settings
 from otlp_stats.reporting.sinks.base import SinkReport
+from otlp_stats.reporting.sinks.outbox import KeptReport
 from otlp_stats.reporting.sinks.redis_stream import RedisStream
 from otlp_stats.reporting.sinks.uri import RedisStreamSpec, parse_sink_uri
 from tests.support.certs import Credentials, make_credentials
@@ -122,8 +123,8 @@ def test_stream_sink_over_tls_adds_each_report_as_an_entry(
         sink = RedisStream(spec)
         await sink.open()
         try:
-            for line in ('{"n": 1}', '{"n": 2}'):
-                await sink.deliver(SinkReport(None, lambda _: {}, lambda _: "", line))  # type: ignore[arg-type]
+            for n, line in enumerate(('{"n": 1}', '{"n": 2}')):
+                await sink.deliver(SinkReport.kept(KeptReport(n, f"key-{n}", line, ())))
         finally:
             await sink.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import threading
 import time
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from otlp_stats.counting.aggregator import WindowReport
+from otlp_stats.reporting.sinks.outbox import KeptReport, Outbox, idempotency_key
 
 DEFAULT_QUEUE_SIZE = 1000
 _BACKOFF_FIRST = 0.5
@@ -26,12 +28,13 @@ class SinkReport:
 
     Rendered when a sink first asks, on the sinks' thread (the only one that asks), so a
     report of thousands of values costs the counting loop nothing but the hand-over; a line
-    stdout already printed in JSON is passed in and reused.
+    stdout already printed in JSON is passed in and reused. A report read back from the outbox
+    has no WindowReport, only its line (only sinks that keep reports get those).
     """
 
     def __init__(
         self,
-        report: WindowReport,
+        report: WindowReport | None,
         to_fields: Callable[[WindowReport], dict[str, Any]],
         to_line: Callable[[dict[str, Any]], str],
         line: str | None = None,
@@ -41,18 +44,41 @@ class SinkReport:
         self._to_line = to_line
         self._fields: dict[str, Any] | None = None
         self._line = line
+        self._key: str | None = None
+        # Its row in the outbox, once kept there; the replica is the idempotency key's.
+        self.seq: int | None = None
+        self.replica = ""
+
+    @classmethod
+    def kept(cls, kept: KeptReport) -> SinkReport:
+        item = cls(None, _no_fields, json.dumps, kept.line)
+        item._fields = json.loads(kept.line)
+        item._key = kept.key
+        item.seq = kept.seq
+        return item
 
     @property
     def fields(self) -> dict[str, Any]:
         if self._fields is None:
+            assert self.report is not None, "a kept report has its fields"
             self._fields = self._to_fields(self.report)
         return self._fields
+
+    @property
+    def idempotency_key(self) -> str:
+        if self._key is None:
+            self._key = idempotency_key(self.fields, self.replica)
+        return self._key
 
     @property
     def line(self) -> str:
         if self._line is None:
             self._line = self._to_line(self.fields)
         return self._line
+
+
+def _no_fields(report: WindowReport) -> dict[str, Any]:
+    raise AssertionError("a kept report has its fields")
 
 
 class RetryLater(Exception):
@@ -89,8 +115,12 @@ class QueuedSink:
         log: Any,
         backoff_first: float = _BACKOFF_FIRST,
         wall_clock: Callable[[], float] = time.time,
+        sink_id: str | None = None,
     ) -> None:
         self.label = label
+        # Set for a sink whose undelivered reports the outbox keeps (docs/sinks.md).
+        self.sink_id = sink_id
+        self.outbox: Outbox | None = None
         self.target = target
         self._retries = retries
         self._log = log.bind(sink=label) if hasattr(log, "bind") else log
@@ -118,22 +148,40 @@ class QueuedSink:
     def offer(self, item: SinkReport) -> None:
         """From any thread; never waits."""
         with self._lock:
+            oldest = None
             if len(self._items) >= self._size:
-                self._items.popleft()
+                oldest = self._items.popleft()
                 self.dropped += 1
             self._items.append(item)
+        if oldest is not None:
+            # The outbox holds what the queue holds: bounded by the same size.
+            self._forget(oldest)
         loop, ready = self._loop, self._ready
         if loop is not None and ready is not None:
             # After stop the loop is closed: the report stays queued (and bounded), unsent.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(ready.set)
 
+    @property
+    def keeps(self) -> bool:
+        return self.outbox is not None and self.sink_id is not None
+
     def drop_all(self) -> int:
+        """At stop: forget the queue; counted as dropped unless the outbox keeps it."""
         with self._lock:
             left = len(self._items)
             self._items.clear()
-            self.dropped += left
+            if not self.keeps:
+                self.dropped += left
         return left
+
+    def _forget(self, item: SinkReport) -> None:
+        if self.outbox is None or self.sink_id is None or item.seq is None:
+            return
+        try:
+            self.outbox.forget(self.sink_id, item.seq)
+        except Exception:  # a store error must not end the sink's loop; the row comes back
+            self._log.exception("sink_outbox_failed")
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -152,9 +200,10 @@ class QueuedSink:
                 try:
                     await self._deliver(item)
                 except asyncio.CancelledError:
-                    # Stopped mid-delivery (the grace spent): that report is dropped too.
+                    # Stopped mid-delivery (the grace spent): that report is dropped too, or
+                    # kept in the outbox for the next start.
                     with self._lock:
-                        self.dropped += 1
+                        self.dropped += 0 if self.keeps else 1
                     raise
                 finally:
                     self._busy = False
@@ -195,19 +244,23 @@ class QueuedSink:
                 attempt += 1
                 if attempt > self._retries:
                     self._give_up(item, f"still failing after {self._retries} retries: {error}")
+                    self._forget(item)
                     return
                 self.retried += 1
                 await asyncio.sleep(self._pause(attempt, error.retry_after))
             except Refused as error:
                 self._give_up(item, str(error))
+                self._forget(item)
                 return
             except Exception as error:  # a bug of ours must not end the sink's loop
                 self._log.exception("sink_delivery_bug")
                 self._give_up(item, repr(error))
+                self._forget(item)
                 return
             else:
                 self.delivered += 1
                 self.last_success = self._wall_clock()
+                self._forget(item)
                 return
 
     def _pause(self, attempt: int, retry_after: float | None) -> float:
@@ -230,24 +283,79 @@ class QueuedSink:
 class ReportSinks:
     """Every sink of the service, run on a thread of their own with its own event loop: a slow
     sink, or a CPU-heavy encoding, never holds up the loop that counts. stdout stays the
-    reporter's (it prints in order, at once, as before)."""
+    reporter's (it prints in order, at once, as before).
 
-    def __init__(self, sinks: Sequence[QueuedSink], stdout: bool, log: Any) -> None:
+    With an outbox (an SQLite store), each report is written there for the sinks that keep
+    reports before they queue it, on the sinks' thread; each sink forgets its row once the
+    report is delivered, given up or dropped; at start what is left is queued first, in order.
+    """
+
+    def __init__(
+        self,
+        sinks: Sequence[QueuedSink],
+        stdout: bool,
+        log: Any,
+        outbox: Outbox | None = None,
+        replica: str = "",
+    ) -> None:
         self.sinks = tuple(sinks)
         self.stdout = stdout
         self._log = log
+        self._replica = replica
+        self._outbox = outbox if any(sink.sink_id for sink in self.sinks) else None
+        for sink in self.sinks:
+            sink.outbox = self._outbox
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._started = threading.Event()
 
     def offer(self, item: SinkReport) -> None:
+        item.replica = self._replica
+        loop = self._loop
+        if self._outbox is None:
+            self._queue(item)
+        elif loop is not None and not loop.is_closed():
+            # Rendered and written on the sinks' thread: the counting loop only hands it over.
+            loop.call_soon_threadsafe(self._keep, item)
+        else:
+            self._keep(item)
+
+    def _queue(self, item: SinkReport) -> None:
         for sink in self.sinks:
             sink.offer(item)
+
+    def _keep(self, item: SinkReport) -> None:
+        keeping = [sink.sink_id for sink in self.sinks if sink.sink_id is not None]
+        if self._outbox is not None:
+            try:
+                item.seq = self._outbox.keep(keeping, item.idempotency_key, item.line)
+            except Exception:  # the store failing must not lose the report for the live sinks
+                self._log.exception("sink_outbox_failed")
+        self._queue(item)
+
+    def _restore(self) -> None:
+        """Queue what the outbox kept, oldest first, before any new report; forget the rows of
+        sinks no longer configured."""
+        if self._outbox is None:
+            return
+        by_id = {sink.sink_id: sink for sink in self.sinks if sink.sink_id is not None}
+        left = self._outbox.left()
+        for kept in left:
+            item = SinkReport.kept(kept)
+            for sink_id in kept.sinks:
+                sink = by_id.get(sink_id)
+                if sink is None:
+                    self._outbox.forget(sink_id, kept.seq)
+                else:
+                    sink.offer(item)
+        if left:
+            self._log.info("sink_outbox_restored", reports=len(left))
 
     def start(self) -> None:
         if not self.sinks or self._thread is not None:
             return
+        self._restore()
         self._thread = threading.Thread(target=self._serve, name="report-sinks", daemon=True)
         self._thread.start()
         self._started.wait()
@@ -274,6 +382,12 @@ class ReportSinks:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._thread = None
+        if self._outbox is not None:
+            self._outbox.close()
+            # Later reports (none are expected) only queue, unkept and unsent.
+            self._outbox = None
+            for sink in self.sinks:
+                sink.outbox = None
 
     async def stop(self, grace: float) -> None:
         await asyncio.to_thread(self.close, grace)
@@ -286,7 +400,9 @@ class ReportSinks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for sink, before in zip(self.sinks, dropped_before, strict=True):
-            sink.drop_all()
+            left = sink.drop_all()
+            if sink.keeps and left:
+                self._log.warning("sink_undelivered_kept", sink=sink.label, reports=left)
             if sink.dropped > before:
                 self._log.warning(
                     "sink_undelivered_at_stop", sink=sink.label, reports=sink.dropped - before

@@ -7,6 +7,7 @@ from typing import Any
 
 from otlp_stats.reporting.sinks.base import DEFAULT_QUEUE_SIZE, QueuedSink, ReportSinks, SinkTarget
 from otlp_stats.reporting.sinks.file import RotatingFile
+from otlp_stats.reporting.sinks.outbox import Outbox, sink_id
 from otlp_stats.reporting.sinks.redis_stream import RedisStream
 from otlp_stats.reporting.sinks.uri import (
     FileSpec,
@@ -26,9 +27,11 @@ def open_sinks(
     queue_size: int = DEFAULT_QUEUE_SIZE,
     replica: str = "",
     backoff_first: float = 0.5,
+    outbox: Outbox | None = None,
 ) -> ReportSinks:
-    """stdout is the reporter's own; every other URI gets a queued sink. Not started."""
-    specs = [parse_sink_uri(uri) for uri in uris]
+    """stdout is the reporter's own; every other URI gets a queued sink. Not started. With an
+    `outbox`, the sinks that keep reports (all but OTLP) keep their undelivered ones there."""
+    specs = [(uri, parse_sink_uri(uri)) for uri in uris]
     queued = [
         QueuedSink(
             spec.scheme,
@@ -37,11 +40,13 @@ def open_sinks(
             _retries(spec),
             log,
             backoff_first,
+            sink_id=None if isinstance(spec, OtlpSpec) else sink_id(uri),
         )
-        for spec in specs
+        for uri, spec in specs
         if not isinstance(spec, StdoutSpec)
     ]
-    return ReportSinks(queued, any(isinstance(spec, StdoutSpec) for spec in specs), log)
+    stdout = any(isinstance(spec, StdoutSpec) for _, spec in specs)
+    return ReportSinks(queued, stdout, log, outbox, replica)
 
 
 def _retries(spec: SinkSpec) -> int:

@@ -47,6 +47,8 @@ def build_request(
 ) -> metrics_service_pb2.ExportMetricsServiceRequest:
     """One request per report: both metrics, one point each per value of the window."""
     fields = item.fields
+    # OTLP sinks keep nothing in the outbox, so their reports are never read back without one.
+    assert item.report is not None, "an OTLP sink got a kept report"
     start = round(item.report.start * _NANOS)
     end = round(item.report.end * _NANOS)
     distinct = metrics_pb2.Gauge()

@@ -34,7 +34,7 @@ class RedisStream:
             # MAXLEN ~ N: Redis trims whole nodes only, far cheaper than an exact trim.
             await self._client.xadd(
                 self._spec.stream,
-                {"report": item.line},
+                {"report": item.line, "idempotency_key": item.idempotency_key},
                 maxlen=self._spec.maxlen,
                 approximate=True,
             )

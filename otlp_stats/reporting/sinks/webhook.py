@@ -39,7 +39,10 @@ class Webhook:
         assert self._session is not None, "deliver before open"
         try:
             async with self._session.post(
-                self._spec.url, data=item.line.encode("utf-8"), headers=self._headers
+                self._spec.url,
+                data=item.line.encode("utf-8"),
+                # The same key on every try and after a restart: the receiver dedupes by it.
+                headers={**self._headers, "Idempotency-Key": item.idempotency_key},
             ) as response:
                 status = response.status
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
