@@ -303,6 +303,8 @@ class ReportSinks:
         self._log = log
         self._replica = replica
         self._outbox = outbox if any(sink.sink_id for sink in self.sinks) else None
+        if outbox is not None and self._outbox is None:
+            outbox.close()  # OTLP sinks alone: nothing to keep
         for sink in self.sinks:
             sink.outbox = self._outbox
         self._thread: threading.Thread | None = None
