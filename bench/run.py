@@ -26,6 +26,8 @@ from google.protobuf.internal import api_implementation
 
 from bench.floor import measure_baseline_counting, measure_decode_floor, measure_scanners
 from bench.json_cost import HttpCost, measure_http_bodies, measure_json_decoding
+from bench.keys import describe as describe_keys
+from bench.keys import measure_keys
 from bench.load_run import LoadRunFailed
 from bench.memory_report import MEMORY_BEGIN_MARKER, MEMORY_END_MARKER, render_memory
 from bench.memory_run import MemoryRun, measure_memory, scaled_scenarios
@@ -139,6 +141,10 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
     counting = measure_baseline_counting(requests, workload.attribute_key, args.floor_seconds)
     scanners = measure_scanners(requests, workload.attribute_key, args.floor_seconds)
     json_decoding = measure_json_decoding(requests, args.floor_seconds)
+    # Issue 18: three keys from one walk against one key, interleaved (3 floor times of CPU).
+    notes.append(
+        describe_keys(measure_keys(requests, workload.attribute_key, 3 * args.floor_seconds))
+    )
     replay: ReplayCost | None = None
     if not args.skip_replay:
         _say("measuring otlp-stats replay: protobuf, OTLP/JSON, JSON frames, two years' memory")

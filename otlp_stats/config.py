@@ -52,7 +52,9 @@ class ListenAddress:
 
 @dataclass(frozen=True)
 class Settings:
-    attribute_key: str = "service.name"
+    # The attribute keys counted, each on its own (--attribute-key, repeatable); the first is
+    # the default key of queries. Counting several is not built yet: _validate_keys refuses it.
+    attribute_keys: tuple[str, ...] = ("service.name",)
     window: float = 10.0
     window_time: WindowTime = "arrival"
     # Event time only: how long after its end a window waits for disordered records, and how
@@ -112,6 +114,11 @@ class Settings:
     claim_timeout: float = 30.0
     replica_id: str = ""
 
+    @property
+    def attribute_key(self) -> str:
+        """The first key counted: the only one until several are counted in one pass."""
+        return self.attribute_keys[0]
+
 
 @dataclass(frozen=True)
 class _Option:
@@ -132,6 +139,21 @@ def _parse_key(text: str) -> str:
     if not _KEY_PATTERN.match(text):
         raise ValueError("must be 1-255 printable characters without whitespace")
     return text
+
+
+MAX_ATTRIBUTE_KEYS = 16
+
+
+def _parse_keys(text: str) -> tuple[str, ...]:
+    """A comma list of attribute keys (a repeated flag arrives joined by commas): each key
+    counted on its own, so a key named twice or more than MAX_ATTRIBUTE_KEYS is a mistake."""
+    keys = tuple(_parse_key(key) for key in text.split(","))
+    if len(keys) > MAX_ATTRIBUTE_KEYS:
+        raise ValueError(f"at most {MAX_ATTRIBUTE_KEYS} keys, not {len(keys)}")
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ValueError(f"a key given twice: {', '.join(twice)}")
+    return keys
 
 
 def _parse_positive_float(text: str) -> float:
@@ -279,7 +301,12 @@ def _parse_replica_id(text: str) -> str:
 
 
 _OPTIONS: tuple[_Option, ...] = (
-    _Option("attribute_key", _parse_key, "attribute key to count by"),
+    _Option(
+        "attribute_key",
+        _parse_keys,
+        "attribute key to count by (repeatable, one for now)",
+        repeatable=True,
+    ),
     _Option("window", _parse_positive_float, "window length"),
     _Option(
         "window_time",
@@ -472,6 +499,7 @@ _METAVARS: Mapping[Callable[[str], Any], str] = {
     _parse_bool: "{true,false}",
     _parse_optional_path: "FILE",
     _parse_key: "KEY",
+    _parse_keys: "KEY",
     _parse_label: "LABEL",
     _parse_store: "URL",
     _parse_rollups: "LIST",
@@ -583,16 +611,21 @@ def load_settings(
             if isinstance(raw, list):  # a repeatable flag, given once or more
                 raw = ",".join(raw)
             try:
-                values[option.name] = option.parse(raw)
+                values[_FIELDS.get(option.name, option.name)] = option.parse(raw)
             except ValueError as error:
                 raise ConfigError(f"{source}={_without_passwords(raw)!r}: {error}") from None
             break
     _reject_unknown_env(dotenv, env_file.name)
     settings = Settings(**values)
     _validate_together(settings)
+    _validate_keys(settings)
     _validate_processes(settings)
     _validate_security(settings)
     return settings
+
+
+# A setting kept in a Settings field of another name: the flag stays singular, as typed.
+_FIELDS = {"attribute_key": "attribute_keys"}
 
 
 def _reject_unknown_env(dotenv: Mapping[str, str], source: str) -> None:
@@ -622,12 +655,24 @@ def describe(settings: Settings) -> dict[str, object]:
     # redis://user:password@host/0: a log line is no place for the password.
     described["store"] = _without_passwords(settings.store)
     described["report_sink"] = ",".join(redact(uri) for uri in settings.report_sink)
+    described["attribute_keys"] = ",".join(settings.attribute_keys)
     return described
 
 
 def _without_passwords(text: str) -> str:
     """URLs' `user:password@` shown as `user:***@`, for log lines and error messages."""
     return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", text)
+
+
+def _validate_keys(settings: Settings) -> None:
+    """Several keys parse (issue 18), but the scanners, the aggregator, the reports, the metrics
+    and the store count one: refused at start rather than counting the first key alone."""
+    if len(settings.attribute_keys) > 1:
+        raise ConfigError(
+            f"attribute_key: {len(settings.attribute_keys)} keys given "
+            f"({', '.join(settings.attribute_keys)}); counting several keys at once is not "
+            "supported yet: give one --attribute-key and run one service per key"
+        )
 
 
 def _validate_processes(settings: Settings) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from otlp_stats.cli import replay
 from otlp_stats.config import ConfigError, ListenAddress, Settings, load_settings, setting_names
 from tests.support.servicetools import REPO
 
@@ -129,3 +131,58 @@ def test_env_example_lists_every_setting_with_its_default() -> None:
         assert (
             load_settings([], {f"OTLP_STATS_{name.upper()}": value}, cwd=REPO / "tests") == defaults
         ), name
+
+
+def test_attribute_key_flag_is_repeatable_and_one_key_is_as_before(tmp_path: Path) -> None:
+    settings = load(["--attribute-key", "k8s.namespace.name"], tmp=tmp_path)
+    assert settings.attribute_keys == ("k8s.namespace.name",)
+    assert settings.attribute_key == "k8s.namespace.name"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "dotenv"),
+    [
+        (["--attribute-key", "a", "--attribute-key", "b"], {}, ""),
+        ([], {"OTLP_STATS_ATTRIBUTE_KEY": "a,b"}, ""),
+        ([], {}, "OTLP_STATS_ATTRIBUTE_KEY=a,b\n"),
+    ],
+)
+def test_several_attribute_keys_are_refused_at_start_with_a_clear_error(
+    tmp_path: Path, argv: list[str], env: dict[str, str], dotenv: str
+) -> None:
+    with pytest.raises(ConfigError, match=r"2 keys given \(a, b\).*not supported yet"):
+        load(argv, env, dotenv, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("keys", "error"),
+    [
+        ("a,b,a", "a key given twice: a"),
+        (",".join(f"k{i}" for i in range(17)), "at most 16 keys, not 17"),
+        ("a,,b", "1-255 printable characters"),
+    ],
+)
+def test_attribute_keys_are_at_most_16_and_none_twice(
+    tmp_path: Path, keys: str, error: str
+) -> None:
+    with pytest.raises(ConfigError, match=error):
+        load([], {"OTLP_STATS_ATTRIBUTE_KEY": keys}, tmp=tmp_path)
+
+
+def test_several_attribute_keys_exit_2_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "otlp_stats", "--attribute-key", "a", "--attribute-key", "b"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "not supported yet" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_replay_refuses_several_attribute_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    status = replay.main(["--attribute-key", "a", "--attribute-key", "b", "-"], stdin=io.BytesIO())
+    assert status == replay.EXIT_BAD_USAGE
+    assert "not supported yet" in capsys.readouterr().err

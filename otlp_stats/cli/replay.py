@@ -141,7 +141,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         if not args.value_field or not args.message_field:
             raise ConfigError("--input-format jsonl needs --value-field and --message-field")
         # The report names what was counted: the value field, unless --attribute-key says.
-        defaults["attribute_key"] = args.value_field
+        defaults["attribute_keys"] = (args.value_field,)
     settings_parser = argparse.ArgumentParser(prog="otlp-stats replay", add_help=False)
     add_setting_arguments(settings_parser, only=REPLAY_SETTINGS)
     settings = load_settings(_setting_flags(args), parser=settings_parser, defaults=defaults)

@@ -14,6 +14,11 @@
  * tally_windows() groups the records by (window, raw value) rather than by raw value alone, so
  * one request may feed many windows in the same single pass. Arrival time notes no time.
  *
+ * With a tuple of keys (at most 16), check() resolves every key in the same walk, each with the
+ * same precedence, and notes each record's value for each; select_key() makes tally() and
+ * tally_windows() count by one of them, so several keys cost one walk over the bytes and one
+ * tally per key over the noted records. One key keeps its own walk, unchanged.
+ *
  * tally() then works from the Scan without walking the bytes again: it groups the records by
  * raw attribute value, so Python renders one label per distinct value rather than one per
  * record, and hands each group's message hashes over as one serialized compact theta sketch
@@ -44,6 +49,9 @@
 #error "xxhash.h 0.8.0 or later is needed (Debian's libxxhash-dev)"
 #endif
 
+/* Keys one check() resolves in its one walk (config.MAX_ATTRIBUTE_KEYS). */
+#define MAX_KEYS 16
+
 /* upb's default decode depth limit, as the Python protobuf runtime uses it. */
 #define MAX_DEPTH 100
 
@@ -66,10 +74,17 @@ typedef struct {
     uint64_t hash;      /* XXH3-64 of the body when it is a plain string body */
 } Record;
 
+/* With several keys, each record's value for each key, as Record's value_at and value_size;
+ * select_key() copies one key's into the Records for tally(). */
+typedef struct {
+    uint32_t at;
+    int32_t size;
+} ValueAt;
+
 typedef struct {
     /* inputs */
     const uint8_t *wire;
-    const uint8_t *key;
+    const uint8_t *key; /* the first key */
     size_t key_len;
     int timed; /* note each record's time in `times` (event time) */
     /* outputs */
@@ -79,6 +94,12 @@ typedef struct {
     size_t capacity;
     int out_of_memory;
     const char *error;
+    /* Several keys; last, so that the one-key walk's fields sit as they did. */
+    ValueAt *values; /* nkeys per record when nkeys > 1, else NULL */
+    size_t values_capacity; /* records `values` has room for */
+    size_t nkeys; /* 1, or up to MAX_KEYS, resolved in the same walk */
+    const uint8_t *keys[MAX_KEYS];
+    size_t key_lens[MAX_KEYS];
 } Walk;
 
 /* A plain string body (AnyValue.string_value alone) is hashed from its bytes in place. */
@@ -250,7 +271,10 @@ static inline int all_ascii(const uint8_t *s, size_t n) {
     return !(high & 0x8080808080808080ull);
 }
 
-static int valid_utf8(const uint8_t *s, const uint8_t *end) {
+/* Inlined into on_attribute, every attribute's step, even now that on_attribute_keys calls it
+ * too (a second caller made gcc keep it out of line, 10% more per record). */
+static inline __attribute__((always_inline)) int valid_utf8(const uint8_t *s,
+                                                            const uint8_t *end) {
     if (all_ascii(s, (size_t)(end - s))) return 1;
     while (s < end) {
         uint8_t c = *s;
@@ -511,7 +535,223 @@ static int on_resource_logs(Walk *walk, uint32_t field, const uint8_t *begin,
     return walk_message(walk, begin, end, depth, 1u << 2, on_scope_logs, &resource_value);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Several keys (check() given a tuple): the same single walk, every key's value resolved in it
+ * with the same precedence. These mirror the one-key functions above rather than generalizing
+ * them, so that one key's walk (the usual case, and the hottest code here) costs what it did;
+ * tests/counting/test_keys.py checks every key against the one-key scanner's answer.          */
+
+/* on_attribute for every key: `state` holds one Slice per key. */
+static int on_attribute_keys(Walk *walk, uint32_t field, const uint8_t *p, const uint8_t *end,
+                             int depth, void *state) {
+    (void)field;
+    Slice *found = state;
+    Slice key = {p, 0};
+    Slice value = {p, 0};
+    int unknown = 0;
+    while (p < end) {
+        uint32_t number;
+        int wire_type;
+        p = read_tag(walk, p, end, &number, &wire_type);
+        if (p == NULL) return -1;
+        if (wire_type == WT_LEN && (number == 1 || number == 2)) {
+            const uint8_t *begin;
+            p = read_len(walk, p, end, &begin);
+            if (p == NULL) return -1;
+            if (number == 2) {
+                value.data = begin;
+                value.size = p - begin;
+            } else {
+                if (!valid_utf8(begin, p)) {
+                    fail(walk, "attribute key is not valid UTF-8");
+                    return -1;
+                }
+                key.data = begin;
+                key.size = p - begin;
+            }
+        } else if (wire_type == WT_EGROUP) {
+            fail(walk, "end group outside a group");
+            return -1;
+        } else {
+            unknown = 1;
+            p = skip_value(walk, p, end, number, wire_type, depth, 0);
+            if (p == NULL) return -1;
+        }
+    }
+    if (unknown) return 0;
+    for (size_t i = 0; i < walk->nkeys; i++) {
+        if ((size_t)key.size == walk->key_lens[i] &&
+            memcmp(key.data, walk->keys[i], walk->key_lens[i]) == 0) {
+            found[i] = value;
+            break; /* the keys are distinct */
+        }
+    }
+    return 0;
+}
+
+static int on_resource_keys(Walk *walk, uint32_t field, const uint8_t *begin,
+                            const uint8_t *end, int depth, void *state) {
+    (void)field;
+    return walk_message(walk, begin, end, depth, 1u << 1, on_attribute_keys, state);
+}
+
+static int on_scope_keys(Walk *walk, uint32_t field, const uint8_t *begin, const uint8_t *end,
+                         int depth, void *state) {
+    (void)field;
+    return walk_message(walk, begin, end, depth, 1u << 3, on_attribute_keys, state);
+}
+
+typedef struct {
+    Slice body;
+    Slice values[MAX_KEYS]; /* the record's own, per key */
+} KeyedRecordFields;
+
+typedef struct {
+    Slice inherited[MAX_KEYS]; /* per key: the scope's value, else the resource's */
+} KeyedScopeState;
+
+static void set_absent(Slice *values, size_t n) {
+    for (size_t i = 0; i < n; i++) values[i] = ABSENT;
+}
+
+static int on_keyed_record_field(Walk *walk, uint32_t field, const uint8_t *begin,
+                                 const uint8_t *end, int depth, void *state) {
+    KeyedRecordFields *record = state;
+    if (field == 5) {
+        record->body.data = begin;
+        record->body.size = end - begin;
+        return 0;
+    }
+    return on_attribute_keys(walk, field, begin, end, depth, record->values);
+}
+
+/* add_record with the first key's value, then every key's into walk->values. */
+static int add_keyed_record(Walk *walk, const KeyedRecordFields *record,
+                            const KeyedScopeState *scope) {
+    Slice first = record->values[0].size >= 0 ? record->values[0] : scope->inherited[0];
+    if (add_record(walk, first, record->body) < 0) return -1;
+    if (walk->values_capacity < walk->capacity) {
+        ValueAt *grown = walk->capacity > SIZE_MAX / sizeof(ValueAt) / walk->nkeys
+                             ? NULL
+                             : realloc(walk->values, walk->capacity * walk->nkeys * sizeof(ValueAt));
+        if (grown == NULL) {
+            walk->out_of_memory = 1;
+            fail(walk, "out of memory");
+            return -1;
+        }
+        walk->values = grown;
+        walk->values_capacity = walk->capacity;
+    }
+    ValueAt *at = &walk->values[(walk->count - 1) * walk->nkeys];
+    for (size_t i = 0; i < walk->nkeys; i++) {
+        Slice value = record->values[i].size >= 0 ? record->values[i] : scope->inherited[i];
+        at[i].at = value.size < 0 ? 0 : (uint32_t)(value.data - walk->wire);
+        at[i].size = (int32_t)value.size;
+    }
+    return 0;
+}
+
+/* on_timed_log_record for every key. */
+static int on_timed_keyed_record(Walk *walk, const uint8_t *p, const uint8_t *end, int depth,
+                                 const KeyedScopeState *scope) {
+    KeyedRecordFields record;
+    record.body.data = p;
+    record.body.size = 0;
+    set_absent(record.values, walk->nkeys);
+    uint64_t time = 0, observed = 0;
+    while (p < end) {
+        uint32_t number;
+        int wire_type;
+        p = read_tag(walk, p, end, &number, &wire_type);
+        if (p == NULL) return -1;
+        if (wire_type == WT_I64 && (number == 1 || number == 11)) {
+            if (end - p < 8) {
+                fail(walk, "truncated fixed64");
+                return -1;
+            }
+            if (number == 1) {
+                time = read_fixed64(p);
+            } else {
+                observed = read_fixed64(p);
+            }
+            p += 8;
+        } else if (wire_type == WT_EGROUP) {
+            fail(walk, "end group outside a group");
+            return -1;
+        } else if (wire_type == WT_LEN && (number == 5 || number == 6)) {
+            const uint8_t *begin;
+            p = read_len(walk, p, end, &begin);
+            if (p == NULL) return -1;
+            if (depth - 1 < 0) {
+                fail(walk, "nested too deeply");
+                return -1;
+            }
+            if (number == 5) {
+                record.body.data = begin;
+                record.body.size = p - begin;
+            } else if (on_attribute_keys(walk, number, begin, p, depth - 1, record.values) < 0) {
+                return -1;
+            }
+        } else {
+            p = skip_value(walk, p, end, number, wire_type, depth, 0);
+            if (p == NULL) return -1;
+        }
+    }
+    if (add_keyed_record(walk, &record, scope) < 0) return -1;
+    walk->times[walk->count - 1] = time != 0 ? time : observed;
+    return 0;
+}
+
+static int on_keyed_log_record(Walk *walk, uint32_t field, const uint8_t *begin,
+                               const uint8_t *end, int depth, void *state) {
+    (void)field;
+    const KeyedScopeState *scope = state;
+    if (walk->timed) return on_timed_keyed_record(walk, begin, end, depth, scope);
+    KeyedRecordFields record;
+    record.body.data = begin; /* no body: an empty one, as the view has it */
+    record.body.size = 0;
+    set_absent(record.values, walk->nkeys);
+    if (walk_message(walk, begin, end, depth, (1u << 5) | (1u << 6), on_keyed_record_field,
+                     &record) < 0) {
+        return -1;
+    }
+    return add_keyed_record(walk, &record, scope);
+}
+
+static int on_scope_logs_keys(Walk *walk, uint32_t field, const uint8_t *begin,
+                              const uint8_t *end, int depth, void *state) {
+    (void)field;
+    const Slice *resource_values = state;
+    Slice scope_values[MAX_KEYS];
+    set_absent(scope_values, walk->nkeys);
+    if (walk_message(walk, begin, end, depth, 1u << 1, on_scope_keys, scope_values) < 0) {
+        return -1;
+    }
+    KeyedScopeState scope;
+    for (size_t i = 0; i < walk->nkeys; i++) {
+        scope.inherited[i] = scope_values[i].size >= 0 ? scope_values[i] : resource_values[i];
+    }
+    return walk_message(walk, begin, end, depth, 1u << 2, on_keyed_log_record, &scope);
+}
+
+static int on_resource_logs_keys(Walk *walk, uint32_t field, const uint8_t *begin,
+                                 const uint8_t *end, int depth, void *state) {
+    (void)field;
+    (void)state;
+    Slice resource_values[MAX_KEYS];
+    set_absent(resource_values, walk->nkeys);
+    if (walk_message(walk, begin, end, depth, 1u << 1, on_resource_keys, resource_values) < 0) {
+        return -1;
+    }
+    return walk_message(walk, begin, end, depth, 1u << 2, on_scope_logs_keys, resource_values);
+}
+
 static int walk_request(Walk *walk, const uint8_t *data, Py_ssize_t size) {
+    /* Each call with its callback known, so that walk_message is specialized for it. */
+    if (walk->nkeys > 1) {
+        return walk_message(walk, data, data + size, MAX_DEPTH, 1u << 1, on_resource_logs_keys,
+                            NULL);
+    }
     return walk_message(walk, data, data + size, MAX_DEPTH, 1u << 1, on_resource_logs, NULL);
 }
 
@@ -860,10 +1100,13 @@ typedef struct {
     Record *records;
     uint64_t *times; /* NULL unless check() was asked for times */
     size_t count;
+    ValueAt *values; /* per record, nkeys values when nkeys > 1, else NULL */
+    size_t nkeys;
 } Scan;
 
 static void scan_dealloc(Scan *self) {
     free(self->records);
+    free(self->values);
     free(self->times);
     Py_XDECREF(self->wire);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -890,16 +1133,45 @@ static PyTypeObject ScanType = {
 };
 
 PyDoc_STRVAR(check_doc,
-             "check(wire: bytes, key: bytes, times: bool = False) -> Scan\n\n"
+             "check(wire: bytes, key: bytes | tuple[bytes, ...], times: bool = False) -> Scan\n\n"
              "Validate a serialized ExportLogsServiceRequest as the view's decode would, raising\n"
              "MalformedWire if it is malformed, and note per log record the raw value of\n"
              "attribute `key` (record > scope > resource) and its body, with the XXH3-64 of a\n"
              "plain string body: everything tally() needs, in one walk over the bytes. With\n"
-             "`times`, also each record's time for tally_windows().");
+             "`times`, also each record's time for tally_windows(). With a tuple of keys (at\n"
+             "most 16, distinct), every key's value in the same walk; tally() counts by the\n"
+             "first until select_key() picks another.");
+
+/* The key or keys check() was given, into the walk; -1 with an exception set if unfit. */
+static int take_keys(Walk *walk, PyObject *keys) {
+    if (PyBytes_Check(keys)) {
+        walk->nkeys = 1;
+        walk->keys[0] = (const uint8_t *)PyBytes_AS_STRING(keys);
+        walk->key_lens[0] = (size_t)PyBytes_GET_SIZE(keys);
+    } else if (PyTuple_Check(keys) && PyTuple_GET_SIZE(keys) >= 1 &&
+               PyTuple_GET_SIZE(keys) <= MAX_KEYS) {
+        walk->nkeys = (size_t)PyTuple_GET_SIZE(keys);
+        for (size_t i = 0; i < walk->nkeys; i++) {
+            PyObject *key = PyTuple_GET_ITEM(keys, (Py_ssize_t)i);
+            if (!PyBytes_Check(key)) {
+                PyErr_SetString(PyExc_TypeError, "check() keys must be bytes");
+                return -1;
+            }
+            walk->keys[i] = (const uint8_t *)PyBytes_AS_STRING(key);
+            walk->key_lens[i] = (size_t)PyBytes_GET_SIZE(key);
+        }
+    } else {
+        PyErr_SetString(PyExc_TypeError, "check() takes a key (bytes) or a tuple of 1-16 keys");
+        return -1;
+    }
+    walk->key = walk->keys[0];
+    walk->key_len = walk->key_lens[0];
+    return 0;
+}
 
 static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs < 2 || nargs > 3 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
+    if (nargs < 2 || nargs > 3 || !PyBytes_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "check() takes (wire: bytes, key: bytes, times: bool)");
         return NULL;
     }
@@ -913,8 +1185,7 @@ static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     }
     Walk walk = {0};
     walk.wire = (const uint8_t *)PyBytes_AS_STRING(wire);
-    walk.key = (const uint8_t *)PyBytes_AS_STRING(args[1]);
-    walk.key_len = (size_t)PyBytes_GET_SIZE(args[1]);
+    if (take_keys(&walk, args[1]) < 0) return NULL;
     walk.timed = timed;
     int status;
     Py_BEGIN_ALLOW_THREADS
@@ -923,6 +1194,7 @@ static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     if (status < 0) {
         free(walk.records);
         free(walk.times);
+        free(walk.values);
         if (walk.out_of_memory) return PyErr_NoMemory();
         PyErr_SetString(MalformedWire, walk.error ? walk.error : "malformed");
         return NULL;
@@ -932,6 +1204,7 @@ static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     if (scan == NULL || (timed && walk.times == NULL)) {
         free(walk.records);
         free(walk.times);
+        free(walk.values);
         Py_XDECREF(scan);
         return scan == NULL ? NULL : PyErr_NoMemory();
     }
@@ -939,7 +1212,36 @@ static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     scan->times = walk.times;
     scan->records = walk.records;
     scan->count = walk.count;
+    scan->values = walk.values;
+    scan->nkeys = walk.nkeys;
     return (PyObject *)scan;
+}
+
+PyDoc_STRVAR(select_key_doc,
+             "select_key(scan: Scan, index: int) -> None\n\n"
+             "Make tally() and tally_windows() count by the scan's key `index` (of the keys\n"
+             "check() was given): each record's value for it, noted in the same walk.");
+
+static PyObject *select_key(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], &ScanType)) {
+        PyErr_SetString(PyExc_TypeError, "select_key() takes (scan, index)");
+        return NULL;
+    }
+    Scan *scan = (Scan *)args[0];
+    Py_ssize_t index = PyLong_AsSsize_t(args[1]);
+    if (index == -1 && PyErr_Occurred()) return NULL;
+    if (index < 0 || (size_t)index >= scan->nkeys) {
+        PyErr_SetString(PyExc_IndexError, "select_key(): no such key in this scan");
+        return NULL;
+    }
+    if (scan->values == NULL) Py_RETURN_NONE; /* one key: always selected */
+    for (size_t r = 0; r < scan->count; r++) {
+        const ValueAt *at = &scan->values[r * scan->nkeys + (size_t)index];
+        scan->records[r].value_at = at->at;
+        scan->records[r].value_size = at->size;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *slice_bytes(Slice slice) {
@@ -1135,6 +1437,7 @@ static PyObject *tally_windows(PyObject *module, PyObject *const *args, Py_ssize
 static PyMethodDef methods[] = {
     {"check", (PyCFunction)(void (*)(void))check, METH_FASTCALL, check_doc},
     {"tally", (PyCFunction)tally, METH_O, tally_doc},
+    {"select_key", (PyCFunction)(void (*)(void))select_key, METH_FASTCALL, select_key_doc},
     {"tally_windows", (PyCFunction)(void (*)(void))tally_windows, METH_FASTCALL,
      tally_windows_doc},
     {NULL, NULL, 0, NULL},

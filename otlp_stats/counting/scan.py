@@ -10,6 +10,11 @@ One contract, two scanners:
   the reference the C scanner is tested against, and the fallback where the extension could
   not be built (no C compiler or no xxhash.h at install time).
 
+Both take one attribute key or several (config.MAX_ATTRIBUTE_KEYS at most): with several, the
+one walk over the request resolves every key (each with the same precedence), and tally_keys
+gives one Tally per key, in the keys' order, from what that walk noted; tally and
+tally_windows give the first key's.
+
 Both give, per attribute value label (None: the key is absent), its records and their signed
 64-bit message hashes (messages.body_hash), and both refuse the same malformed requests. With
 event time (a scanner made with an EventTime), check also notes each record's time and
@@ -93,6 +98,8 @@ class CheckedRequest:
     view: ExportLogsRequestView | None = None
     # False when no record can carry the key (view.key_may_be_on_records); True is safe.
     key_on_records: bool = True
+    # With several keys, key_on_records per key (the view scanner's).
+    keys_on_records: tuple[bool, ...] = ()
 
 
 class Scanner(Protocol):
@@ -112,14 +119,37 @@ class Scanner(Protocol):
         """Event time: tally by window too; `arrival` is the request's, in nanoseconds."""
         ...
 
+    def tally_keys(self, request: CheckedRequest, labels: LabelRenderer) -> list[Tally]:
+        """tally for every key the scanner was made with, in their order."""
+        ...
+
+    def tally_windows_keys(
+        self, request: CheckedRequest, labels: LabelRenderer, arrival: int
+    ) -> list[WindowedTally]:
+        """tally_windows for every key the scanner was made with, in their order."""
+        ...
+
+
+AttributeKeys = str | tuple[str, ...]
+
+
+def _as_keys(keys: AttributeKeys) -> tuple[str, ...]:
+    return (keys,) if isinstance(keys, str) else keys
+
 
 class NativeScanner:
     name = "native"
 
-    def __init__(self, attribute_key: str, event_time: EventTime | None = None) -> None:
+    def __init__(self, attribute_key: AttributeKeys, event_time: EventTime | None = None) -> None:
         if _wire is None:
             raise RuntimeError("the C wire scanner (otlp_stats.counting._wire) was not built")
-        self._key = attribute_key.encode()
+        self.keys = _as_keys(attribute_key)
+        # One key as bytes: the walk's single-key path; several as a tuple, resolved together.
+        self._key: bytes | tuple[bytes, ...] = (
+            self.keys[0].encode()
+            if len(self.keys) == 1
+            else tuple(key.encode() for key in self.keys)
+        )
         self._event_time = event_time
 
     def check(self, wire: bytes) -> CheckedRequest:
@@ -167,18 +197,45 @@ class NativeScanner:
             by_key[window, raw].hashes.append(digest)
         return _windowed(by_key, labels, future, missing)
 
+    def tally_keys(self, request: CheckedRequest, labels: LabelRenderer) -> list[Tally]:
+        assert _wire is not None and request.scan is not None
+        tallies = []
+        for index in range(len(self.keys)):
+            _wire.select_key(request.scan, index)
+            tallies.append(self.tally(request, labels))
+        _wire.select_key(request.scan, 0)  # tally() is the first key's again
+        return tallies
+
+    def tally_windows_keys(
+        self, request: CheckedRequest, labels: LabelRenderer, arrival: int
+    ) -> list[WindowedTally]:
+        assert _wire is not None and request.scan is not None
+        tallies = []
+        for index in range(len(self.keys)):
+            _wire.select_key(request.scan, index)
+            tallies.append(self.tally_windows(request, labels, arrival))
+        _wire.select_key(request.scan, 0)
+        return tallies
+
 
 class ViewScanner:
     name = "python"
 
-    def __init__(self, attribute_key: str, event_time: EventTime | None = None) -> None:
-        self._key = attribute_key
+    def __init__(self, attribute_key: AttributeKeys, event_time: EventTime | None = None) -> None:
+        self.keys = _as_keys(attribute_key)
+        self._key = self.keys[0]
         self._event_time = event_time
 
     def check(self, wire: bytes) -> CheckedRequest:
         view = decode_view(wire)
-        on_records = key_may_be_on_records(wire, view, self._key)
-        return CheckedRequest(wire, count_records(view), view=view, key_on_records=on_records)
+        on_records = tuple(key_may_be_on_records(wire, view, key) for key in self.keys)
+        return CheckedRequest(
+            wire,
+            count_records(view),
+            view=view,
+            key_on_records=on_records[0],
+            keys_on_records=on_records,
+        )
 
     def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
         view = request.view if request.view is not None else decode_view(request.wire)
@@ -193,8 +250,39 @@ class ViewScanner:
             view, self._key, labels, arrival, self._event_time, request.key_on_records
         )
 
+    def tally_keys(self, request: CheckedRequest, labels: LabelRenderer) -> list[Tally]:
+        if len(self.keys) == 1:
+            return [self.tally(request, labels)]
+        view = request.view if request.view is not None else decode_view(request.wire)
+        columns = _key_columns(view, self.keys, _on_records(request, self.keys), times=False)
+        bodies = columns.bodies
+        hashes = [
+            xxh3_64_intdigest(body) - SIGNED_OFFSET if body[:1] == STRING_TAG else body_hash(body)
+            for body in bodies
+        ]
+        return [by_label(_group(raws, hashes), labels) for raws in columns.raws]
 
-def default_scanner(attribute_key: str, event_time: EventTime | None = None) -> Scanner:
+    def tally_windows_keys(
+        self, request: CheckedRequest, labels: LabelRenderer, arrival: int
+    ) -> list[WindowedTally]:
+        if len(self.keys) == 1:
+            return [self.tally_windows(request, labels, arrival)]
+        assert self._event_time is not None
+        view = request.view if request.view is not None else decode_view(request.wire)
+        columns = _key_columns(view, self.keys, _on_records(request, self.keys), times=True)
+        return [
+            _windowed_columns(
+                raws, columns.bodies, columns.times, labels, arrival, self._event_time
+            )
+            for raws in columns.raws
+        ]
+
+
+def _on_records(request: CheckedRequest, keys: tuple[str, ...]) -> tuple[bool, ...]:
+    return request.keys_on_records or (True,) * len(keys)
+
+
+def default_scanner(attribute_key: AttributeKeys, event_time: EventTime | None = None) -> Scanner:
     """The C scanner when it was built, else the Python one."""
     if NATIVE_AVAILABLE:
         return NativeScanner(attribute_key, event_time)
@@ -233,6 +321,17 @@ def tally_view_windows(
 ) -> WindowedTally:
     """tally_view by (window, label): each record's window from its time, as _wire.c does."""
     raws, bodies, times = _columns(request, key, key_on_records, times=True)
+    return _windowed_columns(raws, bodies, times, labels, arrival, event_time)
+
+
+def _windowed_columns(
+    raws: list[bytes | None],
+    bodies: list[bytes],
+    times: list[int],
+    labels: LabelRenderer,
+    arrival: int,
+    event_time: EventTime,
+) -> WindowedTally:
     latest = arrival + event_time.max_skew_ns
     future = missing = 0
     by_key: dict[tuple[int, bytes | None], LabelTally] = {}
@@ -276,6 +375,42 @@ def _columns(
             if times:
                 stamps += [r.time_unix_nano or r.observed_time_unix_nano for r in records]
     return raws, bodies, stamps
+
+
+@dataclass
+class _KeyColumns:
+    raws: list[list[bytes | None]]  # per key, per record
+    bodies: list[bytes]
+    times: list[int]
+
+
+def _key_columns(
+    request: ExportLogsRequestView,
+    keys: tuple[str, ...],
+    on_records: tuple[bool, ...],
+    times: bool,
+) -> _KeyColumns:
+    """_columns for several keys from one walk of the view: bodies and times once, and per
+    key its raw values (record > scope > resource)."""
+    columns = _KeyColumns([[] for _ in keys], [], [])
+    for resource_logs in request.resource_logs:
+        resource = resource_logs.resource.attributes
+        resource_raws = [resource.get(key) for key in keys]
+        for scope_logs in resource_logs.scope_logs:
+            scope = scope_logs.scope.attributes
+            records = list(scope_logs.log_records)
+            for key, raws, inherited, on in zip(
+                keys, columns.raws, resource_raws, on_records, strict=True
+            ):
+                scope_raw = scope.get(key, inherited)
+                if on:
+                    raws += [record.attributes.get(key, scope_raw) for record in records]
+                else:
+                    raws += [scope_raw] * len(records)
+            columns.bodies += [record.body for record in records]
+            if times:
+                columns.times += [r.time_unix_nano or r.observed_time_unix_nano for r in records]
+    return columns
 
 
 def _windowed(

@@ -1,0 +1,131 @@
+"""Issue 18: the CPU per record of counting several attribute keys against one, in-process.
+
+One key is the service's path today: the C scanner's check and tally, then the aggregator. Three
+keys are one check (one walk over the bytes, every key resolved in it), a tally per key from
+what it noted, and an aggregator per key. The two alternate round by round in this one process,
+so a slow spell on this shared machine falls on both, and the ratio is the median round's.
+
+    python -m bench.keys [--cpu-seconds 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from otlp_stats.counting.aggregator import Aggregator
+from otlp_stats.counting.resolve import LabelRenderer
+from otlp_stats.counting.scan import NATIVE_AVAILABLE, NativeScanner, Scanner, ViewScanner
+from otlp_stats.loadgen import PreparedRequest
+from otlp_stats.loadgen.workload import Workload, build_requests
+
+# Beside the workload's key (service.name), two of its records' other attributes with few
+# values, as a namespace or a severity would have.
+EXTRA_KEYS = ("http.request.method", "code.function")
+LIMIT = 1.3
+_ROUNDS = 7
+# One window for the whole measurement: the aggregator's per-window work, not its closing.
+_WINDOW_SECONDS = 1e9
+
+
+@dataclass(frozen=True)
+class KeysCost:
+    keys: tuple[str, ...]
+    scanner: str
+    one_us: float  # CPU µs per record, one key, median round
+    several_us: float
+    ratios: tuple[float, ...]  # several / one, round by round
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+
+def _scanner(keys: tuple[str, ...]) -> Scanner:
+    return NativeScanner(keys) if NATIVE_AVAILABLE else ViewScanner(keys)
+
+
+def _one_key_pass(requests: Sequence[PreparedRequest], key: str) -> Callable[[], None]:
+    scanner = _scanner((key,))
+    labels = LabelRenderer()
+
+    def one_pass() -> None:
+        aggregator = Aggregator(_WINDOW_SECONDS, 0.0)
+        for request in requests:
+            aggregator.add(1.0, scanner.tally(scanner.check(request.payload), labels))
+
+    return one_pass
+
+
+def _several_keys_pass(
+    requests: Sequence[PreparedRequest], keys: tuple[str, ...]
+) -> Callable[[], None]:
+    scanner = _scanner(keys)
+    labels = LabelRenderer()
+
+    def one_pass() -> None:
+        aggregators = [Aggregator(_WINDOW_SECONDS, 0.0) for _ in keys]
+        for request in requests:
+            tallies = scanner.tally_keys(scanner.check(request.payload), labels)
+            for aggregator, tally in zip(aggregators, tallies, strict=True):
+                aggregator.add(1.0, tally)
+
+    return one_pass
+
+
+def _cpu_per_pass(one_pass: Callable[[], None], seconds: float) -> float:
+    passes = 0
+    started = time.process_time()
+    while (spent := time.process_time() - started) < seconds:
+        one_pass()
+        passes += 1
+    return spent / passes
+
+
+def measure_keys(requests: Sequence[PreparedRequest], key: str, cpu_seconds: float) -> KeysCost:
+    """`key` alone against `key` and EXTRA_KEYS, interleaved, `cpu_seconds` in all."""
+    keys = (key, *EXTRA_KEYS)
+    one, several = _one_key_pass(requests, key), _several_keys_pass(requests, keys)
+    one()  # warm caches and label renderings outside the clock
+    several()
+    records = sum(request.records for request in requests)
+    per_round = cpu_seconds / _ROUNDS / 2
+    ones, severals = [], []
+    for _ in range(_ROUNDS):
+        ones.append(_cpu_per_pass(one, per_round) / records * 1e6)
+        severals.append(_cpu_per_pass(several, per_round) / records * 1e6)
+    return KeysCost(
+        keys,
+        "native" if NATIVE_AVAILABLE else "python",
+        statistics.median(ones),
+        statistics.median(severals),
+        tuple(s / o for s, o in zip(severals, ones, strict=True)),
+    )
+
+
+def describe(cost: KeysCost) -> str:
+    verdict = "within" if cost.ratio <= LIMIT else "OVER"
+    return (
+        f"{len(cost.keys)} keys ({', '.join(cost.keys)}) from one walk, {cost.scanner} scanner "
+        f"+ aggregator per key: {cost.several_us:.2f} CPU µs/record against "
+        f"{cost.one_us:.2f} for one key: {cost.ratio:.2f}x (median of {len(cost.ratios)} "
+        f"interleaved rounds, {min(cost.ratios):.2f}-{max(cost.ratios):.2f}), {verdict} the "
+        f"{LIMIT}x limit"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--cpu-seconds", type=float, default=6.0, help="CPU seconds in all")
+    args = parser.parse_args(argv)
+    workload = Workload()
+    cost = measure_keys(build_requests(workload), workload.attribute_key, args.cpu_seconds)
+    print(describe(cost))
+    return 0 if cost.ratio <= LIMIT else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Several attribute keys from one walk: each key's tally is what a scanner of that key alone
+gives, in both scanners, with the same precedence (record > scope > resource)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from otlp_stats.counting import _wire
+from otlp_stats.counting.resolve import LabelRenderer
+from otlp_stats.counting.scan import NativeScanner, Scanner, ViewScanner
+from tests.counting.test_view_equivalence import ARRIVAL_NS, EVENT_TIME, requests
+from tests.support.fakes import export_request, log_record
+from tests.support.reference import messages_of, reference_messages, reference_windows, windows_of
+
+# Three of the keys the generated requests use, "" among them.
+THREE = ("k", "other", "")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests)
+def test_each_key_counts_what_the_full_decode_counts_for_it(
+    request: ExportLogsServiceRequest,
+) -> None:
+    wire = request.SerializeToString()
+    expected = [reference_messages(request, key) for key in THREE]
+    for scanner in (ViewScanner(THREE), NativeScanner(THREE)):
+        checked = scanner.check(wire)
+        tallies = scanner.tally_keys(checked, LabelRenderer())
+        assert [messages_of(tally) for tally in tallies] == expected, scanner.name
+        # tally() stays the first key's, before and after tally_keys.
+        assert messages_of(scanner.tally(checked, LabelRenderer())) == expected[0], scanner.name
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests)
+def test_each_key_windows_records_as_the_full_decode_does(
+    request: ExportLogsServiceRequest,
+) -> None:
+    wire = request.SerializeToString()
+    expected = [
+        reference_windows(request, key, ARRIVAL_NS, EVENT_TIME.window_ns, EVENT_TIME.max_skew_ns)
+        for key in THREE
+    ]
+    for scanner in (ViewScanner(THREE, EVENT_TIME), NativeScanner(THREE, EVENT_TIME)):
+        tallies = scanner.tally_windows_keys(scanner.check(wire), LabelRenderer(), ARRIVAL_NS)
+        assert [windows_of(tally.windows) for tally in tallies] == expected, scanner.name
+
+
+def _levels_request() -> ExportLogsServiceRequest:
+    """Key a on the records, b on the scope, c on the resource, each also set above where it
+    is read so precedence decides; one record without a, so a falls back to the scope's."""
+    return export_request(
+        [
+            log_record("m1", a="rec1"),
+            log_record("m2", a="rec2", b="rec-b"),
+            log_record("m3"),
+        ],
+        resource={"a": "res-a", "b": "res-b", "c": "res-c"},
+        scope={"a": "scope-a", "b": "scope-b"},
+    )
+
+
+@pytest.mark.parametrize("scanner", [ViewScanner(("a", "b", "c")), NativeScanner(("a", "b", "c"))])
+def test_each_key_at_its_own_level_with_the_same_precedence(scanner: Scanner) -> None:
+    wire = _levels_request().SerializeToString()
+    tallies = scanner.tally_keys(scanner.check(wire), LabelRenderer())
+    records = [{label: tally.records for label, tally in t.items()} for t in tallies]
+    assert records == [
+        {"rec1": 1, "rec2": 1, "scope-a": 1},
+        {"scope-b": 2, "rec-b": 1},
+        {"res-c": 3},
+    ]
+
+
+def test_one_key_given_as_a_tuple_counts_as_the_key_alone() -> None:
+    wire = _levels_request().SerializeToString()
+    alone, as_tuple = NativeScanner("a"), NativeScanner(("a",))
+    assert messages_of(alone.tally(alone.check(wire), LabelRenderer())) == messages_of(
+        as_tuple.tally_keys(as_tuple.check(wire), LabelRenderer())[0]
+    )
+
+
+def test_the_c_walk_refuses_more_than_16_keys_and_select_key_checks_its_index() -> None:
+    wire = _levels_request().SerializeToString()
+    with pytest.raises(TypeError, match="1-16 keys"):
+        _wire.check(wire, tuple(b"k%d" % i for i in range(17)))
+    with pytest.raises(TypeError, match="1-16 keys"):
+        _wire.check(wire, ())
+    scan = _wire.check(wire, (b"a", b"b"))
+    with pytest.raises(IndexError):
+        _wire.select_key(scan, 2)
+    with pytest.raises(IndexError):
+        _wire.select_key(_wire.check(wire, b"a"), 1)
