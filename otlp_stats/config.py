@@ -77,6 +77,8 @@ class Settings:
     # Serving processes on the same ports, merged into one report (docs/scaling.md);
     # "auto" is parsed to the cores this process may use.
     processes: int = 1
+    # The asyncio event loop the service runs on: auto is uvloop where it can be imported.
+    event_loop: str = "auto"
     queue_size: int = 512
     queue_max_bytes: int = 64 * MiB
     max_recv_size: int = 64 * MiB
@@ -240,6 +242,8 @@ def _parse_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -350,6 +354,12 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("grpc_reflection", _parse_bool, "serve gRPC server reflection"),
     _Option("workers", _parse_positive_int, "worker tasks resolving requests"),
     _Option("processes", _parse_processes, "serving processes on the same ports, or auto"),
+    _Option(
+        "event_loop",
+        _parse_choice(EVENT_LOOPS),
+        "asyncio event loop: auto (uvloop if installed), uvloop, asyncio",
+        EVENT_LOOPS,
+    ),
     _Option("queue_size", _parse_positive_int, "most requests queued or in work"),
     _Option("queue_max_bytes", _parse_size, "most bytes held by requests queued or in work"),
     _Option("max_recv_size", _parse_size, "largest accepted request, after decompression"),
@@ -442,6 +452,7 @@ SETTING_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "max_clock_skew",
             "workers",
             "processes",
+            "event_loop",
             "queue_size",
             "queue_max_bytes",
             "missing_label",

@@ -234,6 +234,7 @@ class Service:
             "process_serving" if self.serving_process else "serving",
             grpc_port=self.grpc_port,
             http_port=self.otlp_http.port,
+            event_loop=_running_loop_name(),
             admin_port=self.admin.port if self.admin is not None else None,
             grpc_tls=_tls_mode(self.tls),
             http_tls=_tls_mode(self.tls),
@@ -433,3 +434,8 @@ def _connection_options(settings: Settings) -> list[tuple[str, int]]:
         # One connection cannot open more than this many calls at once; further ones wait.
         ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
     ]
+
+
+def _running_loop_name() -> str:
+    """uvloop or asyncio (--event-loop): the package of the running loop's class."""
+    return type(asyncio.get_running_loop()).__module__.partition(".")[0]

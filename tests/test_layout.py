@@ -48,8 +48,8 @@ TOP_MAY_IMPORT: Mapping[str, frozenset[str]] = {
     # --rollups and --retention are parsed with the period grammar that lives with the periods.
     # --report-sink URIs are checked at start by the sinks' own pure parser.
     "config": frozenset({"store.periods", "processes.cores", "reporting.sinks.uri"}),
-    # A serving process applies the same malloc settings as `serve` does.
-    "processes": frozenset({"cli.allocator"}),
+    # A serving process applies the same malloc settings and event loop as `serve` does.
+    "processes": frozenset({"cli.allocator", "cli.event_loop"}),
 }
 # The load generator is a tool: it stands alone, and nothing in the service depends on it.
 STANDALONE = frozenset({"loadgen"})

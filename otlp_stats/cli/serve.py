@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import structlog
 
 from otlp_stats.cli.allocator import keep_freed_buffers
+from otlp_stats.cli.event_loop import EventLoopError, loop_factory, run
 from otlp_stats.config import ConfigError, Settings, describe, load_settings
 from otlp_stats.processes.supervisor import Supervisor
 from otlp_stats.receiving.auth import CredentialsError
@@ -37,8 +38,13 @@ def main(argv: Sequence[str], parser: argparse.ArgumentParser | None = None) -> 
         print(f"otlp-stats: invalid configuration: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     configure_logging(settings.log_format, settings.log_level)
+    try:
+        factory = loop_factory(settings.event_loop)
+    except EventLoopError as error:
+        print(f"otlp-stats: invalid configuration: {error}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
     malloc = keep_freed_buffers()  # before the first request-sized buffer is allocated
-    return asyncio.run(serve(settings, malloc))
+    return run(serve(settings, malloc), factory)
 
 
 async def serve(settings: Settings, malloc: str) -> int:

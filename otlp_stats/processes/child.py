@@ -22,6 +22,7 @@ import structlog
 from prometheus_client import generate_latest
 
 from otlp_stats.cli.allocator import keep_freed_buffers
+from otlp_stats.cli.event_loop import loop_factory, run
 from otlp_stats.config import Settings
 from otlp_stats.counting.aggregator import WindowReport
 from otlp_stats.processes.link import Exposition, Message, Progress, Ready, Share, Stopped, encode
@@ -46,7 +47,9 @@ def run_serving_process(settings: Settings, link: socket.socket, index: int) -> 
     structlog.contextvars.bind_contextvars(process=index)
     # Its reports go to the supervisor; only a partial one at shutdown would reach stdout.
     with open(os.devnull, "w") as discard:
-        sys.exit(asyncio.run(serve_process(settings, link, discard)))
+        # The supervisor checked at start that the loop can be made (cli/serve.py).
+        factory = loop_factory(settings.event_loop)
+        sys.exit(run(serve_process(settings, link, discard), factory))
 
 
 async def serve_process(settings: Settings, link: socket.socket, discard: TextIO) -> int:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from functools import cached_property
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httptools
 
@@ -160,8 +160,8 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport; uvloop's implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         self._settings.connections.add(self)
         self._arm_idle(self._settings.idle_timeout)
 
