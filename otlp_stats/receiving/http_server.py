@@ -200,7 +200,10 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
+        # A fresh head even when closing: a queued request keeps its own, never overwritten.
         self._head = RequestHead()
+        if self._closing:
+            return  # a request pipelined behind one that closes the connection: not read
         self._url = b""
         self._chunks = []
         self._received = 0
@@ -229,6 +232,8 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._closing:
+            return
         head = self._head
         head.method = self._parser.get_method().decode("latin-1")
         head.path = httptools.parse_url(self._url).path.decode("latin-1") if self._url else ""
@@ -274,6 +279,8 @@ class _Connection(asyncio.Protocol):
 
     def _finish(self, keep_alive: bool, *, complete: bool = False) -> None:
         """The request is read (or refused while read): queue it for its answer."""
+        if self._closing:
+            return  # the connection's last answer is queued already
         self._reading_body_cut_short = not complete
         self._reading = False
         if self._read_timer is not None:
@@ -295,6 +302,11 @@ class _Connection(asyncio.Protocol):
 
     def _refuse_now(self, answer: HttpAnswer) -> None:
         """Answer without reading the body, then close: what follows cannot be parsed."""
+        if self._closing:
+            return  # the connection's last answer is queued already
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
         self._reading = self._in_head = False
         self._pending.append(_Pending(self._head, b"", None, False, answer, unread=True))
         self._closing = True

@@ -227,3 +227,28 @@ async def test_an_upgrade_request_is_400_not_an_empty_export(
     assert (await read_answer(reader))[0] == 400
     assert door.seen == []
     writer.close()
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        b"POST /elsewhere HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n\r\n",
+    ],
+    ids=["404", "413-declared"],
+)
+async def test_requests_pipelined_behind_a_refusal_in_the_same_packet_are_not_read(
+    server: HttpServer, door: EchoDoor, refused: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One write: the parser meets the next requests after the refusal has closed the connection.
+    reader, writer = await connect(server)
+    writer.write(refused + post(b"after") + b"GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, _ = await read_answer(reader)
+    assert status in (404, 413) and headers["connection"] == "close"
+    # Exactly one answer, then the end: nothing behind the refusal is answered or counted.
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert all(body != b"after" for _, body, _ in door.seen)
+    # Nor is a second answer written after the end of the stream (the loop would log the
+    # protocol's failure and abort the transport, losing what it had not sent yet).
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    writer.close()
