@@ -293,8 +293,14 @@ def _parse_retention(text: str) -> Retention:
 def _parse_report_sinks(text: str) -> tuple[str, ...]:
     """A comma list of sink URIs, each checked now (its files read) so a bad one stops the start."""
     uris = split_sink_list(text)
+    seen: set[str] = set()
     for uri in uris:
         parse_sink_uri(uri)
+        # One sink per destination: its outbox rows are keyed by the URI without the password.
+        shown = redact(uri)
+        if shown in seen:
+            raise ValueError(f"{shown} is named twice (passwords aside)")
+        seen.add(shown)
     return uris
 
 

@@ -465,6 +465,15 @@ def test_a_bad_sink_uri_is_a_configuration_error(uri: str, message: str, tmp_pat
     assert message in str(error.value)
 
 
+def test_a_sink_named_twice_is_a_configuration_error(tmp_path: Path) -> None:
+    # Their outbox rows would share one id: every report's keep would fail, none be kept.
+    first = "redis-stream://:one@127.0.0.1:6379/0?stream=r"
+    second = "redis-stream://:two@127.0.0.1:6379/0?stream=r"
+    with pytest.raises(ConfigError, match="named twice") as error:
+        load_settings(["--report-sink", first, "--report-sink", second], environ={}, cwd=tmp_path)
+    assert "one" not in str(error.value) and "two" not in str(error.value)
+
+
 def test_sinks_come_from_a_comma_list_in_the_environment(tmp_path: Path) -> None:
     settings = load_settings(
         [], environ={"OTLP_STATS_REPORT_SINK": f"stdout, file://{tmp_path}/r.jsonl"}, cwd=tmp_path
