@@ -120,6 +120,8 @@ async def _progress_loop(writer: asyncio.StreamWriter, service: Service) -> None
 async def _metrics_loop(writer: asyncio.StreamWriter, service: Service) -> None:
     while True:
         _send(writer, Exposition(generate_latest(service.registry)))
+        # Bounded: a supervisor that stops reading holds this loop, not a growing buffer.
+        await writer.drain()
         await asyncio.sleep(METRICS_EVERY)
 
 

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
@@ -51,6 +52,9 @@ class ServingProcess:
         self.open_windows = 0
         self.drained = False
         self.stopped = False
+        # When it last said anything (metrics come every second): a process that is only behind
+        # keeps talking; one that is silent past the supervisor's grace is stuck.
+        self.last_heard = time.monotonic()
         self.ready: asyncio.Future[Ready] = asyncio.get_running_loop().create_future()
         ours, theirs = socket.socketpair()
         self._process: BaseProcess = _CONTEXT.Process(
@@ -89,6 +93,7 @@ class ServingProcess:
         return self._process.exitcode
 
     def _handle(self, message: Message, handlers: Handlers) -> None:
+        self.last_heard = time.monotonic()
         match message:
             case Share():
                 handlers.share(message)

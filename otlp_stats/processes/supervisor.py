@@ -243,13 +243,16 @@ class Supervisor:
         if self._frozen_watermark is not None:
             return self._frozen_watermark
         now = self.clock.now()
-        if not self.processes:
+        # A process that is behind (a backlog in its queue) still talks, and holds the window
+        # back as one process's queue does: its records are acknowledged once counted, so
+        # printing without its share would lose them. Only a process silent past the grace
+        # (stuck) is passed over; what it sends later is counted as a lost share.
+        heard_since = time.monotonic() - STRAGGLER_GRACE
+        talking = [p for p in self.processes.values() if p.last_heard >= heard_since]
+        if not talking:
             return now - STRAGGLER_GRACE
-        first_open = min(p.first_open_index for p in self.processes.values())
-        promised = self.aggregator.window_bounds(first_open)[0] + self.aggregator.lateness
-        # A window closes at its end plus the lateness (close_until): a straggler holds it
-        # back by at most the grace past that.
-        return max(promised, now - STRAGGLER_GRACE)
+        first_open = min(p.first_open_index for p in talking)
+        return self.aggregator.window_bounds(first_open)[0] + self.aggregator.lateness
 
     async def stop(self) -> bool:
         """Drain every process (each sends its last shares, the partial ones too), then print
