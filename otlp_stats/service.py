@@ -294,7 +294,7 @@ class Service:
         await self.workers.stop()
         if self._grpc is not None:
             await self._grpc.stop(_GRPC_STOP_GRACE)
-        await self.otlp_http.stop()
+        await self.otlp_http.stop(max(0.0, deadline - time.monotonic()))
         await self.grpc_health.stop()
         if self._restored:
             # The open window is checkpointed before the reporter closes it as partial, so a

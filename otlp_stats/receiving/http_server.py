@@ -128,6 +128,8 @@ class _Settings:
     idle_timeout: float
     spawn: Callable[[Coroutine[Any, Any, HttpAnswer]], asyncio.Task[HttpAnswer]]
     connections: set[_Connection] = field(default_factory=set)
+    # Set when a connection answers or goes: a stopping server then looks again at who is busy.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class _Connection(asyncio.Protocol):
@@ -167,6 +169,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._settings.connections.discard(self)
+        self._settings.changed.set()
         self._closing = True
         for timer in (self._idle_timer, self._read_timer):
             if timer is not None:
@@ -348,6 +351,7 @@ class _Connection(asyncio.Protocol):
             return
         transport.write(answer.encode(_http_date(), pending.keep_alive))
         self._last_active = self._loop.time()
+        self._settings.changed.set()
         if not pending.keep_alive:
             self._close_after(pending, transport)
             return
@@ -458,13 +462,25 @@ class HttpServer:
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
 
-    async def stop(self) -> None:
-        """Stop listening, let the answers under way go out, close every connection."""
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop listening; within `grace`, let requests whose bodies are still arriving finish
+        and every answer under way go out; then close every connection."""
         if self._server is None:
             return
         self._server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        # A sender part-way through a body gets to finish it (and is answered, refused as the
+        # service stops if the intake no longer takes it) rather than having it cut off.
+        settings = self._settings
+        while settings is not None and self._busy():
+            settings.changed.clear()
+            try:
+                await asyncio.wait_for(settings.changed.wait(), deadline - loop.time())
+            except TimeoutError:
+                break
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=5.0)
+            await asyncio.wait(set(self._tasks), timeout=max(0.1, deadline - loop.time()))
         for task in list(self._tasks):
             task.cancel()
         if self._settings is not None:
@@ -472,6 +488,11 @@ class HttpServer:
                 connection.close()
         await self._server.wait_closed()
         self._server = None
+
+    def _busy(self) -> bool:
+        """A connection is reading a request or owes an answer."""
+        connections = self._settings.connections if self._settings is not None else set()
+        return any(not connection.idle for connection in connections)
 
 
 def _reason(status: int) -> str:

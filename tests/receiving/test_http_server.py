@@ -252,3 +252,22 @@ async def test_requests_pipelined_behind_a_refusal_in_the_same_packet_are_not_re
     # protocol's failure and abort the transport, losing what it had not sent yet).
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
     writer.close()
+
+
+async def test_stop_lets_a_body_under_way_finish_and_be_answered(door: EchoDoor) -> None:
+    server = HttpServer(door, ListenAddress("127.0.0.1", 0), LIMIT, read_timeout=5, idle_timeout=5)
+    await server.start()
+    reader, writer = await connect(server)
+    whole = post(b"a body sent as the service stops", "Expect: 100-continue")
+    head, body = whole.split(b"\r\n\r\n", 1)
+    writer.write(head + b"\r\n\r\n")
+    # The 100 says the server has read the head and now waits for the body.
+    assert (
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    )
+    stopping = asyncio.create_task(server.stop(grace=5.0))
+    writer.write(body)
+    status, _, answer = await read_answer(reader)
+    assert (status, answer) == (200, body)
+    await asyncio.wait_for(stopping, 5)
+    writer.close()
