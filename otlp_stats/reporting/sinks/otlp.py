@@ -16,7 +16,7 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 
 from otlp_stats.reporting.sinks.base import Refused, RetryLater, SinkReport
 from otlp_stats.reporting.sinks.uri import OtlpSpec
-from otlp_stats.reporting.sinks.webhook import retry_after_seconds
+from otlp_stats.reporting.sinks.webhook import post_once
 
 SERVICE_NAME = "otlp-stats"
 DISTINCT_METRIC = "otlp_stats.distinct_messages"
@@ -189,20 +189,11 @@ class OtlpMetrics:
         headers = {"Content-Type": "application/x-protobuf"}
         if self._spec.token:
             headers["Authorization"] = f"Bearer {self._spec.token}"
-        try:
-            async with self._session.post(
-                self._spec.target,
-                data=request.SerializeToString(),
-                headers=headers,
-                ssl=self._ssl if self._ssl is not None else True,
-            ) as response:
-                status = response.status
-                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-                await response.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            raise RetryLater(f"{self._spec.target}: {error!r}") from None
-        if 200 <= status < 300:
-            return
-        if status in (429, 502, 503, 504) or status >= 500:
-            raise RetryLater(f"HTTP {status}", retry_after)
-        raise Refused(f"HTTP {status} from {self._spec.target}")
+        await post_once(
+            self._session,
+            self._spec.target,
+            self._spec.target,
+            request.SerializeToString(),
+            headers,
+            self._ssl if self._ssl is not None else True,
+        )
