@@ -113,6 +113,9 @@ class WindowSnapshot:
     tallies: tuple[TallySnapshot, ...]
     # The overflow entry's distinct values, as a serialized sketch (None if nothing overflowed).
     overflow_values: bytes | None = None
+    # The configured attribute key these counts are per value of ("" only in snapshots written
+    # before several keys existed: stores read those as the first configured key's).
+    attribute_key: str = ""
 
     @property
     def records(self) -> int:
@@ -139,6 +142,8 @@ class WindowReport:
     # 1 for a window's first report; a later one (late records merged into a stored window)
     # says which revision of the window it is.
     revision: int = 1
+    # The configured attribute key whose values these are.
+    attribute_key: str = ""
 
     @property
     def distinct_messages(self) -> int:
