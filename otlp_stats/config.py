@@ -20,6 +20,7 @@ from dotenv import dotenv_values
 from otlp_stats.processes.cores import available_cores
 from otlp_stats.reporting.sinks.uri import (
     check_redis_tls_files,
+    for_log,
     parse_sink_uri,
     redact,
     split_sink_list,
@@ -297,10 +298,10 @@ def _parse_report_sinks(text: str) -> tuple[str, ...]:
     for uri in uris:
         parse_sink_uri(uri)
         # One sink per destination: its outbox rows are keyed by the URI without the password.
-        shown = redact(uri)
-        if shown in seen:
-            raise ValueError(f"{shown} is named twice (passwords aside)")
-        seen.add(shown)
+        identity = redact(uri)
+        if identity in seen:
+            raise ValueError(f"{for_log(uri)} is named twice (passwords aside)")
+        seen.add(identity)
     return uris
 
 
@@ -630,7 +631,7 @@ def load_settings(
             try:
                 values[_FIELDS.get(option.name, option.name)] = option.parse(raw)
             except ValueError as error:
-                raise ConfigError(f"{source}={_without_passwords(raw)!r}: {error}") from None
+                raise ConfigError(f"{source}={_shown(option.name, raw)!r}: {error}") from None
             break
     _reject_unknown_env(dotenv, env_file.name)
     settings = Settings(**values)
@@ -671,9 +672,16 @@ def describe(settings: Settings) -> dict[str, object]:
     }
     # redis://user:password@host/0: a log line is no place for the password.
     described["store"] = _without_passwords(settings.store)
-    described["report_sink"] = ",".join(redact(uri) for uri in settings.report_sink)
+    described["report_sink"] = ",".join(for_log(uri) for uri in settings.report_sink)
     described["attribute_keys"] = ",".join(settings.attribute_keys)
     return described
+
+
+def _shown(name: str, raw: str) -> str:
+    """A setting's raw value fit for an error message: no password, no webhook token."""
+    if name == "report_sink" and raw.strip(" ,"):
+        return ",".join(for_log(uri) for uri in split_sink_list(raw))
+    return _without_passwords(raw)
 
 
 def _without_passwords(text: str) -> str:

@@ -29,9 +29,17 @@ from otlp_stats.counting.aggregator import Aggregator, ValueReport, WindowReport
 from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.counting.sketches import DistinctEstimate
 from otlp_stats.reporting.reporter import Reporter, render_json
-from otlp_stats.reporting.sinks.base import QueuedSink, Refused, ReportSinks, SinkReport
+from otlp_stats.reporting.sinks.base import (
+    QueuedSink,
+    Refused,
+    ReportSinks,
+    RetryLater,
+    SinkReport,
+)
 from otlp_stats.reporting.sinks.build import open_sinks
-from otlp_stats.reporting.sinks.uri import OtlpSpec, WebhookSpec, parse_sink_uri
+from otlp_stats.reporting.sinks.outbox import KeptReport
+from otlp_stats.reporting.sinks.uri import OtlpSpec, WebhookSpec, for_log, parse_sink_uri
+from otlp_stats.reporting.sinks.webhook import Webhook
 from otlp_stats.telemetry import Metrics
 from tests.support.certs import make_credentials
 from tests.support.redistools import RedisServer, free_port
@@ -674,3 +682,38 @@ async def test_last_success_time_of_a_real_sink_is_the_wall_time_of_delivery(
     pipeline.reporter.print_report(window(0))
     await pipeline.sinks.stop(5.0)
     assert before <= pipeline.metric("last_success_timestamp_seconds", "file") <= time.time()
+
+
+SLACK_LIKE = "https://hooks.example/services/T01/B02/s3cr3tT0ken?sig=deadbeef"
+
+
+def test_a_webhook_address_is_shown_without_the_secrets_in_its_path_and_query() -> None:
+    shown = for_log(SLACK_LIKE)
+    assert shown == "https://hooks.example/services/…?sig=***"
+    assert for_log("redis-stream://u:pw@redis:6379/0?stream=r") == (
+        "redis-stream://u:***@redis:6379/0?stream=r"
+    )
+
+
+def test_the_start_up_line_and_a_repeated_sink_hide_a_webhook_token(tmp_path: Path) -> None:
+    settings = load_settings(["--report-sink", SLACK_LIKE], environ={}, cwd=tmp_path)
+    assert "s3cr3tT0ken" not in str(describe(settings))
+    with pytest.raises(ConfigError, match="named twice") as error:
+        load_settings(
+            ["--report-sink", SLACK_LIKE, "--report-sink", SLACK_LIKE], environ={}, cwd=tmp_path
+        )
+    assert "s3cr3tT0ken" not in str(error.value) and "deadbeef" not in str(error.value)
+
+
+async def test_an_unreachable_webhook_is_retried_without_its_token_in_the_reason() -> None:
+    spec = parse_sink_uri(f"http://127.0.0.1:{free_port()}/hook/s3cr3tT0ken?sig=deadbeef")
+    assert isinstance(spec, WebhookSpec)
+    hook = Webhook(spec)
+    await hook.open()
+    try:
+        with pytest.raises(RetryLater) as error:
+            await hook.deliver(SinkReport.kept(KeptReport(1, "0/k/1/-", "{}", ("x",))))
+    finally:
+        await hook.close()
+    assert "s3cr3tT0ken" not in str(error.value) and "deadbeef" not in str(error.value)
+    assert "127.0.0.1" in str(error.value)

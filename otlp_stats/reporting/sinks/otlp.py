@@ -15,7 +15,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 
 from otlp_stats.reporting.sinks.base import Refused, RetryLater, SinkReport
-from otlp_stats.reporting.sinks.uri import OtlpSpec
+from otlp_stats.reporting.sinks.uri import OtlpSpec, for_log
 from otlp_stats.reporting.sinks.webhook import post_once
 
 SERVICE_NAME = "otlp-stats"
@@ -192,7 +192,7 @@ class OtlpMetrics:
         await post_once(
             self._session,
             self._spec.target,
-            self._spec.target,
+            for_log(self._spec.target),
             request.SerializeToString(),
             headers,
             self._ssl if self._ssl is not None else True,

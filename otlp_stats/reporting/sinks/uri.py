@@ -106,6 +106,22 @@ def redact(uri: str) -> str:
     return _redacted(uri)
 
 
+def for_log(uri: str) -> str:
+    """A URI fit for a log line or an error message: the password hidden, and for a webhook
+    the secrets services put in its address too. Slack, Discord and Teams webhooks carry
+    their token in the path, others in the query: past the first path segment the path is
+    elided and query values are hidden. Only for showing: sinks are told apart by `redact`.
+    """
+    shown = _redacted(uri)
+    parts = urlsplit(shown)
+    if parts.scheme.lower() not in ("http", "https"):
+        return shown
+    segments = parts.path.split("/")
+    path = "/".join(segments[:2]) + ("/…" if len(segments) > 2 else "")
+    query = "&".join(f"{name}=***" for name, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit(parts._replace(path=path, query=query))
+
+
 def _redacted(uri: str) -> str:
     parts = urlsplit(uri)
     if parts.password is None:

@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 
 from otlp_stats.reporting.sinks.base import Refused, RetryLater, SinkReport
-from otlp_stats.reporting.sinks.uri import WebhookSpec, redact
+from otlp_stats.reporting.sinks.uri import WebhookSpec, for_log
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -67,7 +67,7 @@ class Webhook:
         await post_once(
             self._session,
             self._spec.url,
-            redact(self._spec.url),
+            for_log(self._spec.url),
             item.line.encode("utf-8"),
             # The same key on every try and after a restart: the receiver dedupes by it.
             {**self._headers, "Idempotency-Key": item.idempotency_key},
