@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
+import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import replace
@@ -175,7 +176,10 @@ def _replay(
         if refusal and not args.force:
             return _fail(refusal, EXIT_ALREADY_REPLAYED)
         ledger.start(entries, clock.now())
-    sinks = open_sinks(settings.report_sink, log, settings.sink_queue_size)
+    # Its own idempotency keys: a replayed window's report must not be taken by a receiver
+    # for the live service's report of the same window and revision, and dropped as a repeat.
+    run = f"replay-{uuid.uuid4().hex[:12]}"
+    sinks = open_sinks(settings.report_sink, log, settings.sink_queue_size, replica=run)
     sinks.start()
     # Also on the way out of a failed replay: what was reported still reaches the sinks.
     stack.callback(sinks.close, SINK_GRACE)
