@@ -717,3 +717,16 @@ async def test_an_unreachable_webhook_is_retried_without_its_token_in_the_reason
         await hook.close()
     assert "s3cr3tT0ken" not in str(error.value) and "deadbeef" not in str(error.value)
     assert "127.0.0.1" in str(error.value)
+
+
+def test_a_report_offered_once_the_sinks_are_closing_is_counted_as_dropped() -> None:
+    target = ScriptedTarget()
+    sink = QueuedSink("http", target, 10, 0, LOG)
+    sinks = ReportSinks([sink], False, LOG)
+    sinks.start()
+    sinks.offer(SinkReport(window(0), lambda _: {}, lambda _: "{}"))
+    sinks.close(grace=5.0)
+    assert (sink.delivered, sink.dropped) == (1, 0)
+    sinks.offer(SinkReport(window(60), lambda _: {}, lambda _: "{}"))
+    # Neither queued where nobody will send it, nor lost without a trace.
+    assert (sink.depth, sink.dropped) == (0, 1)

@@ -166,6 +166,10 @@ class QueuedSink:
     def keeps(self) -> bool:
         return self.outbox is not None and self.sink_id is not None
 
+    def count_dropped(self, reports: int) -> None:
+        with self._lock:
+            self.dropped += reports
+
     def drop_all(self) -> int:
         """At stop: forget the queue; counted as dropped unless the outbox keeps it."""
         with self._lock:
@@ -311,17 +315,32 @@ class ReportSinks:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._started = threading.Event()
+        # Held while a report is handed over and while close() begins: a report offered during
+        # a close is either handed over before the drain starts, or counted as dropped.
+        self._handing = threading.Lock()
+        self._closing = False
 
     def offer(self, item: SinkReport) -> None:
         item.replica = self._replica
-        loop = self._loop
-        if self._outbox is None:
-            self._queue(item)
-        elif loop is not None and not loop.is_closed():
-            # Rendered and written on the sinks' thread: the counting loop only hands it over.
-            loop.call_soon_threadsafe(self._keep, item)
-        else:
-            self._keep(item)
+        with self._handing:
+            if self._closing:
+                self._drop_late(item)
+                return
+            loop = self._loop
+            if self._outbox is None:
+                self._queue(item)
+            elif loop is not None and not loop.is_closed():
+                # Rendered and written on the sinks' thread: the counting loop only hands it
+                # over; the drain is scheduled after it, so it finds the report queued.
+                loop.call_soon_threadsafe(self._keep, item)
+            else:
+                self._keep(item)
+
+    def _drop_late(self, item: SinkReport) -> None:
+        for sink in self.sinks:
+            sink.count_dropped(1)
+        if self.sinks:
+            self._log.warning("sink_report_after_stop", sinks=len(self.sinks))
 
     def _queue(self, item: SinkReport) -> None:
         for sink in self.sinks:
@@ -377,6 +396,8 @@ class ReportSinks:
     def close(self, grace: float) -> None:
         """Deliver what is queued within `grace` seconds, then give up on the rest (counted as
         dropped) and stop the thread. Idempotent; blocks its caller."""
+        with self._handing:
+            self._closing = True
         if self._thread is None or self._loop is None:
             return
         future = asyncio.run_coroutine_threadsafe(self._drain(grace), self._loop)
@@ -386,7 +407,6 @@ class ReportSinks:
         self._thread = None
         if self._outbox is not None:
             self._outbox.close()
-            # Later reports (none are expected) only queue, unkept and unsent.
             self._outbox = None
             for sink in self.sinks:
                 sink.outbox = None
