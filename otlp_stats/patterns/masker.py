@@ -1,0 +1,242 @@
+"""The masker: a log message -> its pattern, each variable token masked as `<*>`.
+
+A pure token classifier, no learned state: the same message gives the same pattern on every
+replica, in every order, after every restart, so patterns merge across replicas and rollups as
+distinct messages do. Each rule is a scan over character classes (no backtracking expression in
+the built-in rules), so that it ports to the C scanner's single pass as it is.
+
+How a message is read: split on blanks (space, tab, CR, LF, ...) into tokens, at most
+`max_tokens` of them (the rest become one trailing `<*>`). Quoted values (`"..."`, `'...'`
+opening a token or following `=` or `:`) are masked first, over blanks. Then each token is cut
+at punctuation into words; a word is variable, and masked, when it holds a digit (numbers, hex
+and ids, UUIDs, IPv4 and IPv6 addresses and ports, dates and times, versions), when it is a
+value of `key=value` holding a digit, or an email. A number followed by a unit
+(`31ms`, `10KB`) keeps its unit. Masked words that touch through `.:-/+` become one `<*>`
+(`10.0.0.1:8080`, `fe80::1`, `2024-01-02T03:04:05Z`). A weekday or month name beside a masked
+token is part of a date and masked too. The pattern is cut at `max_length` characters, at a
+token's end, with a trailing `<*>`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MASK = "<*>"
+# Bounds: tokens read per message, characters per pattern (documented in docs/patterns.md).
+DEFAULT_MAX_TOKENS = 64
+DEFAULT_MAX_LENGTH = 512
+
+_BLANKS = " \t\r\n\f\v"
+_DIGITS = frozenset("0123456789")
+# Characters that cut a token into words; a masked word's neighbours across them stay as they are.
+_PUNCTUATION = frozenset("=:,;()[]{}<>\"'/|@#!?*&$%^~`\\")
+# Between two masked words, a run of only these makes them one masked value.
+_JOINERS = frozenset(".:-/+")
+_QUOTES = frozenset("\"'")
+# What ends the value of `key=value` inside a token (`a=1,b=2`, `x=1&y=2`).
+_VALUE_ENDS = frozenset(",;&")
+# A quoted value longer than this is not taken as one value (an unpaired quote in prose).
+_MAX_QUOTED = 256
+# Units a number keeps: time, size, rate; `31ms` -> `<*>ms`.
+_UNITS = frozenset(
+    {
+        *("ns", "us", "µs", "ms", "s", "sec", "secs", "m", "min", "mins", "h", "d"),
+        *("b", "B", "k", "K", "kb", "KB", "kB", "mb", "MB", "gb", "GB", "tb", "TB"),
+        *("KiB", "MiB", "GiB", "TiB", "bytes", "%"),
+    }
+)
+_DATE_WORDS = frozenset(
+    {
+        *("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
+        *("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class PatternRule:
+    """A team's own mask: what it matches becomes `<*>` before the built-in rules run."""
+
+    name: str
+    expression: re.Pattern[str]
+
+
+class Masker:
+    """Masks messages with a team's rules, then the built-in ones; bounded, stateless."""
+
+    def __init__(
+        self,
+        rules: Sequence[PatternRule] = (),
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        max_length: int = DEFAULT_MAX_LENGTH,
+    ) -> None:
+        if max_tokens < 1 or max_length < len(MASK):
+            raise ValueError("max_tokens must be at least 1 and max_length at least 3")
+        self._rules = tuple(rules)
+        self._max_tokens = max_tokens
+        self._max_length = max_length
+
+    def mask(self, message: str) -> str:
+        """The message's pattern: its tokens, variable parts masked, joined by one space."""
+        for rule in self._rules:
+            message = rule.expression.sub(MASK, message)
+        tokens = split_tokens(message, self._max_tokens)
+        masked = [mask_token(token) for token in tokens]
+        mask_date_words(tokens, masked)
+        return _bounded(masked, self._max_length)
+
+
+def split_tokens(message: str, max_tokens: int) -> list[str]:
+    """Blank-separated tokens, a quoted value one masked token; past max_tokens, one `<*>`."""
+    tokens: list[str] = []
+    i, n = 0, len(message)
+    while i < n:
+        while i < n and message[i] in _BLANKS:
+            i += 1
+        if i >= n:
+            break
+        if len(tokens) == max_tokens:
+            tokens.append(MASK)
+            break
+        start = i
+        while i < n and message[i] not in _BLANKS:
+            if message[i] in _QUOTES and _opens_value(message, start, i):
+                end = _closing_quote(message, i)
+                if end > 0:
+                    # The quoted value is one masked value, blanks and all.
+                    message = message[: i + 1] + MASK + message[end:]
+                    n = len(message)
+                    i += len(MASK) + 2
+                    continue
+            i += 1
+        tokens.append(message[start:i])
+    return tokens
+
+
+def _opens_value(message: str, start: int, i: int) -> bool:
+    """A quote opens a value at a token's start or after `=` or `:` (not an apostrophe)."""
+    return i == start or message[i - 1] in "=:(["
+
+
+def _closing_quote(message: str, i: int) -> int:
+    """Where the quote at i closes (its index), or -1: an unpaired quote is only a character."""
+    quote = message[i]
+    limit = min(len(message), i + 1 + _MAX_QUOTED)
+    for j in range(i + 1, limit):
+        if message[j] == quote:
+            return j
+    return -1
+
+
+def mask_token(token: str) -> str:
+    """One token with its variable words masked."""
+    if token == MASK:
+        return token
+    if _is_email(token):
+        return MASK
+    out: list[str] = []
+    in_value = False
+    for is_word, text in _words(token):
+        if in_value and not any(c in _VALUE_ENDS for c in text):
+            # Still the value of `key=`: masked as one, whatever it holds.
+            if out[-1] != MASK:
+                out.append(MASK)
+            continue
+        in_value = False
+        if is_word:
+            out.append(_mask_word(text))
+            continue
+        out.append(text)
+        # `key=value`: the value runs to the next `,`, `;` or `&`, or the token's end.
+        in_value = text == "=" and len(out) > 1
+    return _join_masked(out)
+
+
+def _words(token: str) -> list[tuple[bool, str]]:
+    """The token as alternating runs: words, and punctuation between them."""
+    parts: list[tuple[bool, str]] = []
+    start = 0
+    for i in range(1, len(token) + 1):
+        if i == len(token) or (token[i] in _PUNCTUATION) != (token[start] in _PUNCTUATION):
+            parts.append((token[start] not in _PUNCTUATION, token[start:i]))
+            start = i
+    return parts
+
+
+def _mask_word(word: str) -> str:
+    if not any(c in _DIGITS for c in word) or _is_name_with_digit(word):
+        return word
+    unit = _unit_suffix(word)
+    return MASK + unit
+
+
+def _is_name_with_digit(word: str) -> bool:
+    """`ssh2`, `IPv6`, `jk2_init`: two letters or more, one digit, then nothing or `_name`.
+
+    Names of things, not values; a value holds more digits (`blk_-1608`, `R02-M1`)."""
+    i = 0
+    while i < len(word) and word[i].isascii() and word[i].isalpha():
+        i += 1
+    if i < 2 or i + 1 > len(word) or word[i] not in _DIGITS:
+        return False
+    rest = word[i + 1 :]
+    return rest == "" or (rest[:1] == "_" and rest[1:].isascii() and rest[1:].isalpha())
+
+
+def _unit_suffix(word: str) -> str:
+    """`31ms` -> `ms`: a number followed by a known unit keeps the unit."""
+    i = 0
+    if word[:1] in "+-":
+        i = 1
+    digits = i
+    while i < len(word) and (word[i] in _DIGITS or word[i] == "."):
+        i += 1
+    if i == digits or i == len(word):
+        return ""
+    suffix = word[i:]
+    return suffix if suffix in _UNITS else ""
+
+
+def _join_masked(parts: list[str]) -> str:
+    """Masked words that touch through joiners (`.:-/+`) become one `<*>`."""
+    out: list[str] = []
+    for i, part in enumerate(parts):
+        next_masked = i + 1 < len(parts) and parts[i + 1].startswith(MASK)
+        if part.endswith("::") and next_masked:
+            # IPv6 shortened at its start (`::1`, `[::1]`): the colons are the address's.
+            part = part[:-2]
+        if not part:
+            continue
+        if part == MASK and out and out[-1] == MASK:
+            continue
+        if out and out[-1] == MASK and next_masked and all(c in _JOINERS for c in part):
+            continue
+        out.append(part)
+    return "".join(out)
+
+
+def _is_email(token: str) -> bool:
+    at = token.find("@")
+    return 0 < at < len(token) - 3 and "." in token[at + 2 : -1] and token.count("@") == 1
+
+
+def mask_date_words(tokens: Sequence[str], masked: list[str]) -> None:
+    """A weekday or month name beside a masked token is a date's part: masked too."""
+    for i, token in enumerate(tokens):
+        if token not in _DATE_WORDS:
+            continue
+        before = i > 0 and masked[i - 1].startswith(MASK)
+        after = i + 1 < len(masked) and masked[i + 1].startswith(MASK)
+        nxt = i + 1 < len(tokens) and tokens[i + 1] in _DATE_WORDS
+        if before or after or nxt:
+            masked[i] = MASK
+
+
+def _bounded(masked: list[str], max_length: int) -> str:
+    pattern = " ".join(masked)
+    if len(pattern) <= max_length:
+        return pattern
+    cut = pattern.rfind(" ", 0, max_length - len(MASK))
+    return (pattern[:cut] + " " + MASK) if cut > 0 else MASK
