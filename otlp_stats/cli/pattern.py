@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-pattern-length",
         type=_positive,
         default=DEFAULT_MAX_LENGTH,
-        help=f"characters per pattern, cut at a token (default {DEFAULT_MAX_LENGTH})",
+        help=f"bytes per pattern (UTF-8), cut at a token (default {DEFAULT_MAX_LENGTH})",
     )
     return parser
 

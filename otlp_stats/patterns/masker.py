@@ -13,7 +13,7 @@ and ids, UUIDs, IPv4 and IPv6 addresses and ports, dates and times, versions), w
 value of `key=value` holding a digit, or an email. A number followed by a unit
 (`31ms`, `10KB`) keeps its unit. Masked words that touch through `.:-/+` become one `<*>`
 (`10.0.0.1:8080`, `fe80::1`, `2024-01-02T03:04:05Z`). A weekday or month name beside a masked
-token is part of a date and masked too. The pattern is cut at `max_length` characters, at a
+token is part of a date and masked too. The pattern is cut at `max_length` bytes of UTF-8, at a
 token's end, with a trailing `<*>`.
 """
 
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 MASK = "<*>"
-# Bounds: tokens read per message, characters per pattern (documented in docs/patterns.md).
+# Bounds: tokens read per message, bytes (UTF-8) per pattern (documented in docs/patterns.md).
 DEFAULT_MAX_TOKENS = 64
 DEFAULT_MAX_LENGTH = 512
 
@@ -37,8 +37,6 @@ _JOINERS = frozenset(".:-/+")
 _QUOTES = frozenset("\"'")
 # What ends the value of `key=value` inside a token (`a=1,b=2`, `x=1&y=2`).
 _VALUE_ENDS = frozenset(",;&")
-# A quoted value longer than this is not taken as one value (an unpaired quote in prose).
-_MAX_QUOTED = 256
 # Units a number keeps: time, size, rate; `31ms` -> `<*>ms`.
 _UNITS = frozenset(
     {
@@ -82,17 +80,41 @@ class Masker:
         """The message's pattern: its tokens, variable parts masked, joined by one space."""
         for rule in self._rules:
             message = rule.expression.sub(MASK, message)
-        tokens = split_tokens(message, self._max_tokens)
-        masked = [mask_token(token) for token in tokens]
-        mask_date_words(tokens, masked)
-        return _bounded(masked, self._max_length)
+        return mask_builtin(message, self._max_tokens, self._max_length)
+
+
+def mask_builtin_python(message: str, max_tokens: int, max_length: int) -> str:
+    """The built-in rules, the reference (_masker.c is held equal to it)."""
+    tokens = split_tokens(message, max_tokens)
+    masked = [mask_token(token) for token in tokens]
+    mask_date_words(tokens, masked)
+    return _bounded(masked, max_length)
+
+
+def _mask_builtin_c(message: str, max_tokens: int, max_length: int) -> str:
+    # surrogatepass: a lone surrogate (a str decoded with surrogateescape) is one non-ASCII
+    # character to the reference, three bytes >= 0x80 to C; both are word characters.
+    encoded = message.encode("utf-8", "surrogatepass")
+    return c_mask(encoded, max_tokens, max_length).decode("utf-8", "surrogatepass")
+
+
+try:
+    from otlp_stats.patterns._masker import mask as c_mask
+except ImportError:  # not built (no C compiler): the reference, slower, same patterns
+    mask_builtin = mask_builtin_python
+    HAVE_C_MASKER = False
+else:
+    mask_builtin = _mask_builtin_c
+    HAVE_C_MASKER = True
 
 
 def split_tokens(message: str, max_tokens: int) -> list[str]:
-    """Blank-separated tokens, a quoted value one masked token; past max_tokens, one `<*>`."""
+    """Blank-separated tokens, a quoted value masked (blanks and all); past max_tokens, one
+    `<*>`. Linear: a quote with no closing one after it is not looked for again."""
     tokens: list[str] = []
+    unclosed: set[str] = set()
     i, n = 0, len(message)
-    while i < n:
+    while True:
         while i < n and message[i] in _BLANKS:
             i += 1
         if i >= n:
@@ -100,34 +122,27 @@ def split_tokens(message: str, max_tokens: int) -> list[str]:
         if len(tokens) == max_tokens:
             tokens.append(MASK)
             break
-        start = i
+        start = piece = i
+        pieces: list[str] = []
         while i < n and message[i] not in _BLANKS:
-            if message[i] in _QUOTES and _opens_value(message, start, i):
-                end = _closing_quote(message, i)
-                if end > 0:
-                    # The quoted value is one masked value, blanks and all.
-                    message = message[: i + 1] + MASK + message[end:]
-                    n = len(message)
-                    i += len(MASK) + 2
-                    continue
+            char = message[i]
+            if char in _QUOTES and char not in unclosed and _opens_value(message, start, i):
+                end = message.find(char, i + 1)
+                if end < 0:
+                    unclosed.add(char)
+                else:
+                    pieces += [message[piece : i + 1], MASK]
+                    piece = i = end
             i += 1
-        tokens.append(message[start:i])
+        pieces.append(message[piece:i])
+        tokens.append("".join(pieces))
     return tokens
 
 
 def _opens_value(message: str, start: int, i: int) -> bool:
-    """A quote opens a value at a token's start or after `=` or `:` (not an apostrophe)."""
+    """A quote opens a value at a token's start or after `=`, `:`, `(` or `[` (an apostrophe
+    inside a word does not)."""
     return i == start or message[i - 1] in "=:(["
-
-
-def _closing_quote(message: str, i: int) -> int:
-    """Where the quote at i closes (its index), or -1: an unpaired quote is only a character."""
-    quote = message[i]
-    limit = min(len(message), i + 1 + _MAX_QUOTED)
-    for j in range(i + 1, limit):
-        if message[j] == quote:
-            return j
-    return -1
 
 
 def mask_token(token: str) -> str:
@@ -218,8 +233,9 @@ def _join_masked(parts: list[str]) -> str:
 
 
 def _is_email(token: str) -> bool:
+    """One `@`, something before it, and a dot after it with something on either side."""
     at = token.find("@")
-    return 0 < at < len(token) - 3 and "." in token[at + 2 : -1] and token.count("@") == 1
+    return at > 0 and token.count("@") == 1 and "." in token[at + 2 : -1]
 
 
 def mask_date_words(tokens: Sequence[str], masked: list[str]) -> None:
@@ -235,8 +251,13 @@ def mask_date_words(tokens: Sequence[str], masked: list[str]) -> None:
 
 
 def _bounded(masked: list[str], max_length: int) -> str:
+    """The pattern within max_length bytes of UTF-8 (bytes, as the C scanner counts), cut at a
+    token's end with a trailing `<*>`."""
     pattern = " ".join(masked)
-    if len(pattern) <= max_length:
+    if len(pattern) * 4 <= max_length:
         return pattern
-    cut = pattern.rfind(" ", 0, max_length - len(MASK))
-    return (pattern[:cut] + " " + MASK) if cut > 0 else MASK
+    encoded = pattern.encode("utf-8", "surrogatepass")
+    if len(encoded) <= max_length:
+        return pattern
+    cut = encoded.rfind(b" ", 0, max_length - len(MASK))
+    return (encoded[:cut].decode("utf-8", "surrogatepass") + " " + MASK) if cut > 0 else MASK
