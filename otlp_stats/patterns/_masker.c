@@ -13,6 +13,8 @@
 
 #define MASK "<*>"
 #define MASK_LEN 3
+/* Scratch buffers bigger than this (a hostile message's) are freed after the call. */
+#define KEEP_BYTES (64 * 1024)
 
 typedef struct {
     char *data;
@@ -37,7 +39,7 @@ static int buf_put(Buf *b, const char *s, size_t n) {
         b->data = grown;
         b->cap = cap;
     }
-    if (n) memcpy(b->data + b->len, s, n);
+    if (n && s) memcpy(b->data + b->len, s, n);
     b->len += n;
     return 0;
 }
@@ -56,13 +58,36 @@ static int spans_push(Spans *s, size_t off, size_t len) {
     return 0;
 }
 
-static int is_blank(unsigned char c) {
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v';
+/* Character classes, one table lookup each (filled once when the module loads). */
+enum {
+    BLANK = 1,
+    DIGIT = 2,
+    ALPHA = 4,
+    PUNCT = 8,
+    JOINER = 16,
+    VALUE_END = 32,
+    QUOTE_AFTER = 64,
+};
+static unsigned char CLASSES[256];
+
+static void mark(const char *chars, unsigned char class) {
+    for (; *chars; chars++) CLASSES[(unsigned char)*chars] |= class;
 }
-static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
-static int is_alpha(unsigned char c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
-static int in_set(unsigned char c, const char *set) { return c && strchr(set, c) != NULL; }
-static int is_punct(unsigned char c) { return in_set(c, "=:,;()[]{}<>\"'/|@#!?*&$%^~`\\"); }
+
+static void fill_classes(void) {
+    mark(" \t\r\n\f\v", BLANK);
+    mark("0123456789", DIGIT);
+    mark("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", ALPHA);
+    mark("=:,;()[]{}<>\"'/|@#!?*&$%^~`\\", PUNCT);
+    mark(".:-/+", JOINER);
+    mark(",;&", VALUE_END);
+    mark("=:([", QUOTE_AFTER);
+}
+
+static int is_blank(unsigned char c) { return CLASSES[c] & BLANK; }
+static int is_digit(unsigned char c) { return CLASSES[c] & DIGIT; }
+static int is_alpha(unsigned char c) { return CLASSES[c] & ALPHA; }
+static int is_punct(unsigned char c) { return (CLASSES[c] & PUNCT) != 0; }
 static int is_mask(const char *s, size_t n) { return n == MASK_LEN && memcmp(s, MASK, MASK_LEN) == 0; }
 static int starts_masked(const char *s, size_t n) { return n >= MASK_LEN && memcmp(s, MASK, MASK_LEN) == 0; }
 
@@ -77,8 +102,9 @@ static const char *const DATE_WORDS[] = {
 };
 
 static int in_list(const char *s, size_t n, const char *const *list) {
+    if (n == 0 || n > 5) return 0; /* the longest unit, `bytes`, has 5 */
     for (; *list; list++)
-        if (strlen(*list) == n && memcmp(*list, s, n) == 0) return 1;
+        if ((*list)[0] == s[0] && strlen(*list) == n && memcmp(*list, s, n) == 0) return 1;
     return 0;
 }
 
@@ -98,7 +124,7 @@ static int split_tokens(const char *m, size_t n, size_t max_tokens, Buf *toks, S
         while (i < n && !is_blank((unsigned char)m[i])) {
             char c = m[i];
             int *unclosed = c == '"' ? &unclosed_double : c == '\'' ? &unclosed_single : NULL;
-            if (unclosed && !*unclosed && (i == start || in_set((unsigned char)m[i - 1], "=:(["))) {
+            if (unclosed && !*unclosed && (i == start || (CLASSES[(unsigned char)m[i - 1]] & QUOTE_AFTER))) {
                 const char *end = memchr(m + i + 1, c, n - i - 1);
                 if (!end) {
                     *unclosed = 1;
@@ -162,7 +188,7 @@ static int join_masked(const Buf *pb, const Spans *ps, Buf *out) {
         if (is_mask(part, len) && any && last_mask) continue;
         if (any && last_mask && next_masked) {
             int joiners = 1;
-            for (size_t j = 0; j < len && joiners; j++) joiners = in_set((unsigned char)part[j], ".:-/+");
+            for (size_t j = 0; j < len && joiners; j++) joiners = CLASSES[(unsigned char)part[j]] & JOINER;
             if (joiners) continue;
         }
         if (buf_put(out, part, len)) return -1;
@@ -188,7 +214,7 @@ static int mask_token(const char *t, size_t n, Buf *pb, Spans *ps, Buf *out) {
         start = end;
         if (in_value) {
             int ends = 0;
-            for (size_t j = 0; j < len && !ends; j++) ends = in_set((unsigned char)run[j], ",;&");
+            for (size_t j = 0; j < len && !ends; j++) ends = CLASSES[(unsigned char)run[j]] & VALUE_END;
             if (!ends) {
                 Span last = ps->items[ps->len - 1];
                 if (!is_mask(pb->data + last.off, last.len)) {
@@ -212,8 +238,9 @@ static int mask_token(const char *t, size_t n, Buf *pb, Spans *ps, Buf *out) {
 }
 
 static PyObject *build_pattern(const Buf *masked, const Spans *mspans, const unsigned char *as_mask,
-                               size_t max_length) {
-    Buf pattern = {0};
+                               size_t max_length, Buf *scratch) {
+    Buf pattern = *scratch;
+    pattern.len = 0;
     PyObject *result = NULL;
     for (size_t k = 0; k < mspans->len; k++) {
         if (k && buf_put(&pattern, " ", 1)) goto done;
@@ -239,7 +266,7 @@ static PyObject *build_pattern(const Buf *masked, const Spans *mspans, const uns
         result = PyBytes_FromStringAndSize(MASK, MASK_LEN);
     }
 done:
-    free(pattern.data);
+    *scratch = pattern; /* kept for the next message, grown or not */
     if (!result && !PyErr_Occurred()) PyErr_NoMemory();
     return result;
 }
@@ -254,8 +281,12 @@ static PyObject *mask(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "max_tokens must be at least 1 and max_length at least 3");
         return NULL;
     }
-    Buf toks = {0}, pb = {0}, masked = {0};
-    Spans spans = {0}, ps = {0}, mspans = {0};
+    /* The scratch buffers live across calls (the GIL is held throughout): no allocation per
+     * message once they have grown to the messages' size; past KEEP_BYTES they are freed. */
+    static Buf toks, pb, masked, pattern, as_mask_buf;
+    static Spans spans, ps, mspans;
+    toks.len = pb.len = masked.len = as_mask_buf.len = 0;
+    spans.len = ps.len = mspans.len = 0;
     unsigned char *as_mask = NULL;
     PyObject *result = NULL;
     if (split_tokens(message.buf, (size_t)message.len, (size_t)max_tokens, &toks, &spans)) goto done;
@@ -265,8 +296,9 @@ static PyObject *mask(PyObject *self, PyObject *args) {
             spans_push(&mspans, off, masked.len - off))
             goto done;
     }
-    as_mask = calloc(spans.len + 1, 1);
-    if (!as_mask) goto done;
+    if (buf_put(&as_mask_buf, NULL, spans.len + 1)) goto done;
+    as_mask = (unsigned char *)as_mask_buf.data;
+    memset(as_mask, 0, spans.len + 1);
     /* A weekday or month name beside a masked token, or before another, is a date's part. */
     for (size_t k = 0; k < spans.len; k++) {
         const char *t = toks.data + spans.items[k].off;
@@ -279,17 +311,22 @@ static PyObject *mask(PyObject *self, PyObject *args) {
                         in_list(toks.data + spans.items[k + 1].off, spans.items[k + 1].len, DATE_WORDS);
         if (before || after || next_date) as_mask[k] = 1;
     }
-    result = build_pattern(&masked, &mspans, as_mask, (size_t)max_length);
+    result = build_pattern(&masked, &mspans, as_mask, (size_t)max_length, &pattern);
 done:
     if (!result && !PyErr_Occurred()) PyErr_NoMemory();
     PyBuffer_Release(&message);
-    free(toks.data);
-    free(pb.data);
-    free(masked.data);
-    free(spans.items);
-    free(ps.items);
-    free(mspans.items);
-    free(as_mask);
+    Buf *bufs[] = {&toks, &pb, &masked, &pattern, &as_mask_buf};
+    for (size_t k = 0; k < sizeof bufs / sizeof *bufs; k++)
+        if (bufs[k]->cap > KEEP_BYTES) {
+            free(bufs[k]->data);
+            *bufs[k] = (Buf){0};
+        }
+    Spans *lists[] = {&spans, &ps, &mspans};
+    for (size_t k = 0; k < sizeof lists / sizeof *lists; k++)
+        if (lists[k]->cap * sizeof(Span) > KEEP_BYTES) {
+            free(lists[k]->items);
+            *lists[k] = (Spans){0};
+        }
     return result;
 }
 
@@ -304,4 +341,7 @@ static struct PyModuleDef MODULE = {
     METHODS, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__masker(void) { return PyModule_Create(&MODULE); }
+PyMODINIT_FUNC PyInit__masker(void) {
+    fill_classes();
+    return PyModule_Create(&MODULE);
+}

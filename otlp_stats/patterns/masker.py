@@ -20,7 +20,7 @@ token's end, with a trailing `<*>`.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 MASK = "<*>"
@@ -95,12 +95,15 @@ def _mask_builtin_c(message: str, max_tokens: int, max_length: int) -> str:
     # surrogatepass: a lone surrogate (a str decoded with surrogateescape) is one non-ASCII
     # character to the reference, three bytes >= 0x80 to C; both are word characters.
     encoded = message.encode("utf-8", "surrogatepass")
+    assert c_mask is not None
     return c_mask(encoded, max_tokens, max_length).decode("utf-8", "surrogatepass")
 
 
+c_mask: Callable[[bytes, int, int], bytes] | None
 try:
     from otlp_stats.patterns._masker import mask as c_mask
 except ImportError:  # not built (no C compiler): the reference, slower, same patterns
+    c_mask = None
     mask_builtin = mask_builtin_python
     HAVE_C_MASKER = False
 else:

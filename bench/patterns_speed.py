@@ -1,0 +1,89 @@
+"""Pattern extraction's cost: CPU nanoseconds per message, C masker against the Python
+reference, and the similarity merge over a window's set of patterns.
+
+The messages are the four shared Loghub-2k systems' (8,000 lines, 40 to 200 bytes), masked
+through the Python entry point (`Masker.mask`: str in, str out), so the C figure includes the
+encode and decode a Python caller pays; inside the C scanner's pass the cost is below it.
+CPU time of this process (time.process_time), rounds interleaved so that a busy neighbour
+slows both sides alike; the median round is reported.
+
+    python -m bench.patterns_speed [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from bench.patterns_accuracy import SYSTEMS, default_data, read_system
+from otlp_stats.patterns import masker
+from otlp_stats.patterns.masker import DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, Masker
+from otlp_stats.patterns.merge import merge_patterns
+
+
+def cpu_ns_per_item(work: Callable[[], object], items: int) -> float:
+    started = time.process_time_ns()
+    work()
+    return (time.process_time_ns() - started) / items
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+    messages = [m for s in SYSTEMS for m in read_system(default_data(), s)[0]]
+    patterns = sorted({Masker().mask(m) for m in messages})
+
+    def python_mask() -> list[str]:
+        return [
+            masker.mask_builtin_python(m, DEFAULT_MAX_TOKENS, DEFAULT_MAX_LENGTH) for m in messages
+        ]
+
+    def c_mask() -> list[str]:
+        return [masker.mask_builtin(m, DEFAULT_MAX_TOKENS, DEFAULT_MAX_LENGTH) for m in messages]
+
+    encoded = [m.encode() for m in messages]
+
+    def c_bytes() -> list[bytes]:
+        assert masker.c_mask is not None
+        return [masker.c_mask(m, DEFAULT_MAX_TOKENS, DEFAULT_MAX_LENGTH) for m in encoded]
+
+    empty = [b""] * len(messages)
+
+    def c_call() -> list[bytes]:
+        assert masker.c_mask is not None
+        return [masker.c_mask(m, DEFAULT_MAX_TOKENS, DEFAULT_MAX_LENGTH) for m in empty]
+
+    def merge() -> dict[str, str]:
+        return merge_patterns(patterns)
+
+    sides: dict[str, tuple[Callable[[], object], int]] = {"python": (python_mask, len(messages))}
+    if masker.HAVE_C_MASKER:
+        sides["c"] = (c_mask, len(messages))
+        sides["c_bytes"] = (c_bytes, len(messages))
+        sides["c_call"] = (c_call, len(messages))
+    sides["merge"] = (merge, len(patterns))
+    rounds: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(args.rounds):
+        for name, (work, items) in sides.items():
+            rounds[name].append(cpu_ns_per_item(work, items))
+    median = {name: statistics.median(values) for name, values in rounds.items()}
+    print(f"{len(messages)} messages, {len(patterns)} distinct masked patterns, ", end="")
+    print(f"{args.rounds} rounds")
+    print("| step | CPU ns per item |")
+    print("|---|---:|")
+    print(f"| mask, Python reference | {median['python']:,.0f} |")
+    if "c" in median:
+        print(f"| mask, C (_masker.c) | {median['c']:,.0f} |")
+        print(f"| mask, C on bytes (the scanner's case) | {median['c_bytes']:,.0f} |")
+        print(f"| of which the Python call (an empty message) | {median['c_call']:,.0f} |")
+        print(f"| C speed-up (str in, str out) | {median['python'] / median['c']:.1f}x |")
+    print(f"| merge, per pattern of the set | {median['merge']:,.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
