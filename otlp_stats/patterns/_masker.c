@@ -30,8 +30,8 @@ typedef struct {
     size_t len, cap;
 } Spans;
 
-static int buf_put(Buf *b, const char *s, size_t n) {
-    if (b->len + n > b->cap) {
+static int buf_grow(Buf *b, size_t n) {
+    {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n) cap *= 2;
         char *grown = realloc(b->data, cap);
@@ -39,12 +39,24 @@ static int buf_put(Buf *b, const char *s, size_t n) {
         b->data = grown;
         b->cap = cap;
     }
-    if (n && s) memcpy(b->data + b->len, s, n);
+    return 0;
+}
+
+static inline int buf_put(Buf *b, const char *s, size_t n) {
+    if (b->len + n > b->cap && buf_grow(b, n)) return -1;
+    /* Most pieces are a few bytes: a loop beats a call to memcpy there. */
+    char *to = b->data + b->len;
+    if (s) {
+        if (n <= 16)
+            for (size_t k = 0; k < n; k++) to[k] = s[k];
+        else
+            memcpy(to, s, n);
+    }
     b->len += n;
     return 0;
 }
 
-static int spans_push(Spans *s, size_t off, size_t len) {
+static inline int spans_push(Spans *s, size_t off, size_t len) {
     if (s->len == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 64;
         Span *grown = realloc(s->items, cap * sizeof(Span));
@@ -271,13 +283,19 @@ done:
     return result;
 }
 
-static PyObject *mask(PyObject *self, PyObject *args) {
+static PyObject *mask(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    Py_buffer message;
-    Py_ssize_t max_tokens, max_length;
-    if (!PyArg_ParseTuple(args, "y*nn", &message, &max_tokens, &max_length)) return NULL;
+    /* Called per message: positional arguments read directly, no format string parsed. */
+    if (nargs != 3 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "mask(message: bytes, max_tokens: int, max_length: int)");
+        return NULL;
+    }
+    Py_ssize_t max_tokens = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t max_length = PyLong_AsSsize_t(args[2]);
+    if ((max_tokens == -1 || max_length == -1) && PyErr_Occurred()) return NULL;
+    const char *text = PyBytes_AS_STRING(args[0]);
+    size_t text_len = (size_t)PyBytes_GET_SIZE(args[0]);
     if (max_tokens < 1 || max_length < MASK_LEN) {
-        PyBuffer_Release(&message);
         PyErr_SetString(PyExc_ValueError, "max_tokens must be at least 1 and max_length at least 3");
         return NULL;
     }
@@ -289,7 +307,7 @@ static PyObject *mask(PyObject *self, PyObject *args) {
     spans.len = ps.len = mspans.len = 0;
     unsigned char *as_mask = NULL;
     PyObject *result = NULL;
-    if (split_tokens(message.buf, (size_t)message.len, (size_t)max_tokens, &toks, &spans)) goto done;
+    if (split_tokens(text, text_len, (size_t)max_tokens, &toks, &spans)) goto done;
     for (size_t k = 0; k < spans.len; k++) {
         size_t off = masked.len;
         if (mask_token(toks.data + spans.items[k].off, spans.items[k].len, &pb, &ps, &masked) ||
@@ -302,7 +320,7 @@ static PyObject *mask(PyObject *self, PyObject *args) {
     /* A weekday or month name beside a masked token, or before another, is a date's part. */
     for (size_t k = 0; k < spans.len; k++) {
         const char *t = toks.data + spans.items[k].off;
-        if (!in_list(t, spans.items[k].len, DATE_WORDS)) continue;
+        if (spans.items[k].len != 3 || !in_list(t, 3, DATE_WORDS)) continue;
         int before = k > 0 && (as_mask[k - 1] || starts_masked(masked.data + mspans.items[k - 1].off,
                                                                mspans.items[k - 1].len));
         int after = k + 1 < spans.len &&
@@ -314,7 +332,6 @@ static PyObject *mask(PyObject *self, PyObject *args) {
     result = build_pattern(&masked, &mspans, as_mask, (size_t)max_length, &pattern);
 done:
     if (!result && !PyErr_Occurred()) PyErr_NoMemory();
-    PyBuffer_Release(&message);
     Buf *bufs[] = {&toks, &pb, &masked, &pattern, &as_mask_buf};
     for (size_t k = 0; k < sizeof bufs / sizeof *bufs; k++)
         if (bufs[k]->cap > KEEP_BYTES) {
@@ -331,7 +348,7 @@ done:
 }
 
 static PyMethodDef METHODS[] = {
-    {"mask", mask, METH_VARARGS,
+    {"mask", (PyCFunction)(void (*)(void))mask, METH_FASTCALL,
      "mask(message: bytes, max_tokens: int, max_length: int) -> bytes: the built-in masks."},
     {NULL, NULL, 0, NULL},
 };
