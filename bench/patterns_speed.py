@@ -5,7 +5,8 @@ The messages are the four shared Loghub-2k systems' (8,000 lines, 40 to 200 byte
 through the Python entry point (`Masker.mask`: str in, str out), so the C figure includes the
 encode and decode a Python caller pays; inside the C scanner's pass the cost is below it.
 CPU time of this process (time.process_time), rounds interleaved so that a busy neighbour
-slows both sides alike; the median round is reported.
+slows both sides alike; the median round is reported. drain3 (its defaults, a fresh miner each
+round) is measured beside when it is installed.
 
     python -m bench.patterns_speed [--rounds 7]
 """
@@ -18,7 +19,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench.patterns_accuracy import SYSTEMS, default_data, read_system
+from bench.patterns_accuracy import (
+    SYSTEMS,
+    default_data,
+    drain3_templates,
+    have_drain3,
+    read_system,
+)
 from otlp_stats.patterns import masker
 from otlp_stats.patterns.masker import DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, Masker
 from otlp_stats.patterns.merge import merge_patterns
@@ -65,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sides["c"] = (c_mask, len(messages))
         sides["c_bytes"] = (c_bytes, len(messages))
         sides["c_call"] = (c_call, len(messages))
+    if have_drain3():
+
+        def drain3() -> object:
+            return drain3_templates(messages)
+
+        sides["drain3"] = (drain3, len(messages))
     sides["merge"] = (merge, len(patterns))
     rounds: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(args.rounds):
@@ -82,6 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| of which the Python call (an empty message) | {median['c_call']:,.0f} |")
         print(f"| C speed-up (str in, str out) | {median['python'] / median['c']:.1f}x |")
     print(f"| merge, per pattern of the set | {median['merge']:,.0f} |")
+    if "drain3" in median:
+        print(f"| drain3 with its defaults, per message | {median['drain3']:,.0f} |")
+        if "c_bytes" in median:
+            ratio = median["drain3"] / median["c_bytes"]
+            print(f"| C masker's messages per second / drain3's | {ratio:.0f}x |")
     return 0
 
 
