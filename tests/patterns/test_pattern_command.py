@@ -116,3 +116,20 @@ def test_pattern_rules_apply_and_a_bad_rule_file_exits_2_with_one_line(tmp_path:
     lines = result.stderr.decode().splitlines()
     assert len(lines) == 1
     assert "rule 'broken': bad regular expression" in lines[0]
+
+
+def test_hostile_lines_stay_within_the_bounds_given() -> None:
+    lines = b"9" * 100_000 + b"\n" + b"\xff\xfe bad \xc3( line 7\n" + b" w".join([b"x"] * 10_000)
+    status, out = run(["--max-pattern-tokens", "5", "--max-pattern-length", "40"], lines)
+    assert status == 0
+    patterns = out.splitlines()
+    assert patterns[0] == "<*>"
+    assert patterns[1] == "\ufffd\ufffd bad \ufffd( line <*>"
+    assert patterns[2] == "x wx wx wx wx <*>"
+    assert all(len(p.encode()) <= 40 for p in patterns)
+
+
+def test_bounds_below_one_mask_are_bad_usage() -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(["--max-pattern-length", "2"])
+    assert exited.value.code == 2
