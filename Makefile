@@ -20,7 +20,8 @@ help: ## list the targets
 # Without it the package still installs and counts through the slower Python scanner; the tests
 # say so.
 $(STAMP): pyproject.toml requirements.lock setup.py otlp_stats/counting/_wire.c \
-		otlp_stats/receiving/_otlp_json.c otlp_stats/patterns/_masker.c $(wildcard proto/*/*.proto)
+		otlp_stats/receiving/_otlp_json.c otlp_stats/patterns/_masker.c \
+		otlp_stats/patterns/masker_core.h $(wildcard proto/*/*.proto)
 	@if [ ! -f /usr/include/xxhash.h ]; then \
 		echo "installing Debian's libxxhash-dev (xxhash.h, for the C wire scanner)"; \
 		{ $(SUDO) apt-get update -qq >/dev/null && \

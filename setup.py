@@ -79,6 +79,7 @@ JSON_TRANSCODER = Extension(
 PATTERN_MASKER = Extension(
     "otlp_stats.patterns._masker",
     sources=["otlp_stats/patterns/_masker.c"],
+    depends=["otlp_stats/patterns/masker_core.h"],
     extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
     optional=True,
 )

@@ -6,7 +6,8 @@ through the Python entry point (`Masker.mask`: str in, str out), so the C figure
 encode and decode a Python caller pays; inside the C scanner's pass the cost is below it.
 CPU time of this process (time.process_time), rounds interleaved so that a busy neighbour
 slows both sides alike; the median round is reported. drain3 (its defaults, a fresh miner each
-round) is measured beside when it is installed.
+round) is measured beside when it is installed, and the C rules alone (no Python call, as the
+wire scanner would call them) when a C compiler is there: bench/patterns_native.c.
 
     python -m bench.patterns_speed [--rounds 7]
 """
@@ -14,10 +15,14 @@ round) is measured beside when it is installed.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from bench.patterns_accuracy import (
     SYSTEMS,
@@ -29,6 +34,24 @@ from bench.patterns_accuracy import (
 from otlp_stats.patterns import masker
 from otlp_stats.patterns.masker import DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, Masker
 from otlp_stats.patterns.merge import merge_patterns
+
+ROOT = Path(__file__).resolve().parents[1]
+NATIVE = ROOT / "bench" / "patterns_native.c"
+
+
+def native_ns_per_message(messages: Sequence[str]) -> float | None:
+    """The C rules without Python (bench/patterns_native.c), or None without a C compiler."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    with tempfile.TemporaryDirectory() as directory:
+        binary = Path(directory) / "patterns_native"
+        include = ROOT / "otlp_stats" / "patterns"
+        build = [compiler, "-O2", "-std=c11", f"-I{include}", str(NATIVE), "-o", str(binary)]
+        subprocess.run(build, check=True)
+        lines = "".join(m.replace("\n", " ") + "\n" for m in messages).encode()
+        result = subprocess.run([str(binary)], input=lines, capture_output=True, check=True)
+    return float(result.stdout.split()[0])
 
 
 def cpu_ns_per_item(work: Callable[[], object], items: int) -> float:
@@ -84,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, (work, items) in sides.items():
             rounds[name].append(cpu_ns_per_item(work, items))
     median = {name: statistics.median(values) for name, values in rounds.items()}
+    native = native_ns_per_message(messages)
     print(f"{len(messages)} messages, {len(patterns)} distinct masked patterns, ", end="")
     print(f"{args.rounds} rounds")
     print("| step | CPU ns per item |")
@@ -91,15 +115,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"| mask, Python reference | {median['python']:,.0f} |")
     if "c" in median:
         print(f"| mask, C (_masker.c) | {median['c']:,.0f} |")
-        print(f"| mask, C on bytes (the scanner's case) | {median['c_bytes']:,.0f} |")
+        print(f"| mask, C from Python, on bytes | {median['c_bytes']:,.0f} |")
         print(f"| of which the Python call (an empty message) | {median['c_call']:,.0f} |")
+    if native is not None:
+        print(f"| mask, C without Python (bench/patterns_native.c) | {native:,.0f} |")
         print(f"| C speed-up (str in, str out) | {median['python'] / median['c']:.1f}x |")
     print(f"| merge, per pattern of the set | {median['merge']:,.0f} |")
     if "drain3" in median:
         print(f"| drain3 with its defaults, per message | {median['drain3']:,.0f} |")
         if "c_bytes" in median:
             ratio = median["drain3"] / median["c_bytes"]
-            print(f"| C masker's messages per second / drain3's | {ratio:.0f}x |")
+            print(f"| C masker's messages per second / drain3's, from Python | {ratio:.0f}x |")
+        if native is not None:
+            ratio = median["drain3"] / native
+            print(f"| C masker's messages per second / drain3's, without Python | {ratio:.0f}x |")
     return 0
 
 
