@@ -47,3 +47,10 @@ def test_a_bad_rule_file_says_which_rule_and_why(text: str, reason: str) -> None
 def test_an_unreadable_file_is_a_rule_error(tmp_path: Path) -> None:
     with pytest.raises(PatternRulesError, match="cannot read"):
         load_rules(tmp_path / "missing.toml")
+
+
+def test_the_rule_file_in_the_docs_is_valid_and_masks_what_it_says() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "patterns.md").read_text()
+    example = docs.split("```toml\n", 1)[1].split("```", 1)[0]
+    masker = Masker(parse_rules(example, "docs/patterns.md"))
+    assert masker.mask("ORD-DEADBEEF for tenant/acme in red") == "<*> for <*> in <*>"
