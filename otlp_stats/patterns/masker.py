@@ -3,18 +3,21 @@
 A pure token classifier, no learned state: the same message gives the same pattern on every
 replica, in every order, after every restart, so patterns merge across replicas and rollups as
 distinct messages do. Each rule is a scan over character classes (no backtracking expression in
-the built-in rules), so that it ports to the C scanner's single pass as it is.
+the built-in rules): masker_core.h is the same rules in C, for the wire scanner's single pass,
+and tests hold the two equal. A team's own rules (`--pattern-rules`, regular expressions) run
+first, in Python.
 
-How a message is read: split on blanks (space, tab, CR, LF, ...) into tokens, at most
+How a message is read: split on blanks (space, tab, CR, LF, FF, VT) into tokens, at most
 `max_tokens` of them (the rest become one trailing `<*>`). Quoted values (`"..."`, `'...'`
-opening a token or following `=` or `:`) are masked first, over blanks. Then each token is cut
-at punctuation into words; a word is variable, and masked, when it holds a digit (numbers, hex
-and ids, UUIDs, IPv4 and IPv6 addresses and ports, dates and times, versions), when it is a
-value of `key=value` holding a digit, or an email. A number followed by a unit
-(`31ms`, `10KB`) keeps its unit. Masked words that touch through `.:-/+` become one `<*>`
-(`10.0.0.1:8080`, `fe80::1`, `2024-01-02T03:04:05Z`). A weekday or month name beside a masked
-token is part of a date and masked too. The pattern is cut at `max_length` bytes of UTF-8, at a
-token's end, with a trailing `<*>`.
+opening a token or following `=`, `:`, `(` or `[`) are masked first, over blanks. A token that
+is an email is masked whole. Then each token is cut at punctuation into words; the value of
+`key=value` is masked whatever it holds (up to `,`, `;`, `&` or the token's end), and any other
+word holding a digit is masked (numbers, hex and ids, UUIDs, IPv4 and IPv6 addresses and
+ports, dates and times, versions), except a name with one digit (`ssh2`, `IPv6`, `jk2_init`).
+A number followed by a known unit (`31ms`, `10KB`) keeps its unit. Masked words that touch
+through `.:-/+` become one `<*>` (`10.0.0.1:8080`, `fe80::1`, `2024-01-02T03:04:05Z`). A
+weekday or month name beside a masked token is part of a date and masked too. The pattern is
+cut at `max_length` bytes of UTF-8, at a token's end, with a trailing `<*>`.
 """
 
 from __future__ import annotations
