@@ -20,7 +20,8 @@ help: ## list the targets
 # Without it the package still installs and counts through the slower Python scanner; the tests
 # say so.
 $(STAMP): pyproject.toml requirements.lock setup.py otlp_stats/counting/_wire.c \
-		otlp_stats/receiving/_otlp_json.c $(wildcard proto/*/*.proto)
+		otlp_stats/receiving/_otlp_json.c otlp_stats/patterns/_masker.c \
+		otlp_stats/patterns/masker_core.h $(wildcard proto/*/*.proto)
 	@if [ ! -f /usr/include/xxhash.h ]; then \
 		echo "installing Debian's libxxhash-dev (xxhash.h, for the C wire scanner)"; \
 		{ $(SUDO) apt-get update -qq >/dev/null && \
@@ -127,7 +128,7 @@ k6-soak: install ## k6 soak, 50 Exports/s for 30 minutes (ARGS="-e RATE=100 -e D
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
-	rm -f otlp_stats/counting/_wire.*.so
+	rm -f otlp_stats/counting/_wire.*.so otlp_stats/patterns/_masker.*.so
 
 bench: install ## measure decode floor, baseline and service in one run; rewrites BENCHMARKS.md (ARGS="--duration 60")
 	$(BIN)/python -m bench.run $(ARGS)

@@ -74,4 +74,17 @@ JSON_TRANSCODER = Extension(
     optional=True,
 )
 
-setup(cmdclass={"build_py": BuildPyWithProtos}, ext_modules=[WIRE_SCANNER, JSON_TRANSCODER])
+# The masker's built-in rules (patterns/masker.py falls back to its Python reference where it is
+# not built); plain C, no library.
+PATTERN_MASKER = Extension(
+    "otlp_stats.patterns._masker",
+    sources=["otlp_stats/patterns/_masker.c"],
+    depends=["otlp_stats/patterns/masker_core.h"],
+    extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+    optional=True,
+)
+
+setup(
+    cmdclass={"build_py": BuildPyWithProtos},
+    ext_modules=[WIRE_SCANNER, JSON_TRANSCODER, PATTERN_MASKER],
+)

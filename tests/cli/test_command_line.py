@@ -51,7 +51,7 @@ def test_help_lists_the_commands_serving_first_as_the_default(
 ) -> None:
     text = help_text(capsys, "--help")
     listed = text.split("commands:\n", 1)[1].split("\n\n", 1)[0].splitlines()
-    assert [line.split()[0] for line in listed] == ["serve", "query", "replay"]
+    assert [line.split()[0] for line in listed] == ["serve", "query", "replay", "pattern"]
     assert "(default)" in listed[0]
     assert text.startswith("usage: otlp-stats [serve] [options]\n")
 

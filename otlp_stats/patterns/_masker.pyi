@@ -1,0 +1,3 @@
+# Type stub for the C extension built from _masker.c.
+
+def mask(message: bytes, max_tokens: int, max_length: int, /) -> bytes: ...

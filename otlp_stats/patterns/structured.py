@@ -1,0 +1,53 @@
+"""Structured bodies (kvlist, array): the pattern is the shape, keys and value types.
+
+`{"user": "bob", "took_ms": 31, "tags": ["a", "b"]}` -> `{tags:[<str>],took_ms:<int>,user:<str>}`:
+keys sorted and the last duplicate winning, as message identity's canonical form has them
+(counting/messages.py); an array is the set of its items' shapes, whatever its length; a key
+holding a value (`user-8812`) is masked as a message's words are. Bounded in depth and keys.
+"""
+
+from __future__ import annotations
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from otlp_stats.patterns.masker import MASK, Masker
+
+MAX_DEPTH = 8
+MAX_KEYS = 64
+_SCALARS = {
+    "int_value": "<int>",
+    "double_value": "<double>",
+    "bool_value": "<bool>",
+    "bytes_value": "<bytes>",
+}
+
+
+def value_pattern(value: AnyValue, masker: Masker) -> str:
+    """The body's pattern: a string's masked text, else its shape."""
+    if value.WhichOneof("value") == "string_value":
+        return masker.mask(value.string_value)
+    return _shape(value, masker, 0)
+
+
+def _shape(value: AnyValue, masker: Masker, depth: int) -> str:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return "<str>"
+    if kind in _SCALARS:
+        return _SCALARS[kind]
+    if kind is None:
+        return "<null>"
+    if depth >= MAX_DEPTH:
+        return MASK
+    if kind == "array_value":
+        items = sorted({_shape(item, masker, depth + 1) for item in value.array_value.values})
+        return "[" + "|".join(items) + "]"
+    entries = {entry.key: entry.value for entry in value.kvlist_value.values}
+    shapes: dict[str, str] = {}
+    for key in sorted(entries):
+        # Masked keys may coincide (`user-1`, `user-2`): one entry, the last key's shape.
+        shapes[masker.mask(key)] = _shape(entries[key], masker, depth + 1)
+    fields = [f"{key}:{shape}" for key, shape in sorted(shapes.items())[:MAX_KEYS]]
+    if len(shapes) > MAX_KEYS:
+        fields.append(MASK)
+    return "{" + ",".join(fields) + "}"

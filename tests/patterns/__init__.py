@@ -1,0 +1,1 @@
+"""Tests of the patterns stage and `otlp-stats pattern`."""

@@ -1,0 +1,64 @@
+"""Structured bodies: the pattern is the shape, keys sorted and value types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from otlp_stats.patterns.masker import Masker
+from otlp_stats.patterns.structured import MAX_DEPTH, MAX_KEYS, value_pattern
+
+
+def any_value(document: dict[str, Any]) -> AnyValue:
+    return json_format.ParseDict(document, AnyValue())
+
+
+def kvlist(**values: dict[str, Any]) -> dict[str, Any]:
+    return {"kvlistValue": {"values": [{"key": k, "value": v} for k, v in values.items()]}}
+
+
+def test_a_kvlist_is_its_sorted_keys_and_value_types() -> None:
+    body = any_value(
+        kvlist(
+            user={"stringValue": "bob"},
+            took={"intValue": "31"},
+            ok={"boolValue": True},
+            ratio={"doubleValue": 0.5},
+            raw={"bytesValue": "AAE="},
+            none={},
+        )
+    )
+    assert value_pattern(body, Masker()) == (
+        "{none:<null>,ok:<bool>,ratio:<double>,raw:<bytes>,took:<int>,user:<str>}"
+    )
+
+
+def test_values_and_array_lengths_do_not_change_the_pattern() -> None:
+    first = kvlist(tags={"arrayValue": {"values": [{"stringValue": "a"}]}}, n={"intValue": "1"})
+    second = kvlist(
+        n={"intValue": "99"},
+        tags={"arrayValue": {"values": [{"stringValue": "b"}, {"stringValue": "c"}]}},
+    )
+    masker = Masker()
+    assert value_pattern(any_value(first), masker) == value_pattern(any_value(second), masker)
+    assert value_pattern(any_value(first), masker) == "{n:<int>,tags:[<str>]}"
+
+
+def test_keys_holding_ids_are_masked_and_duplicates_are_one_key() -> None:
+    body = any_value(kvlist(**{"user-1": {"intValue": "1"}, "user-2": {"intValue": "2"}}))
+    assert value_pattern(body, Masker()) == "{<*>:<int>}"
+
+
+def test_a_string_body_is_masked_as_a_message() -> None:
+    assert value_pattern(any_value({"stringValue": "took 31ms"}), Masker()) == "took <*>ms"
+
+
+def test_depth_and_keys_are_bounded() -> None:
+    deep: dict[str, Any] = {"intValue": "1"}
+    for _ in range(MAX_DEPTH + 5):
+        deep = {"arrayValue": {"values": [deep]}}
+    assert value_pattern(any_value(deep), Masker()) == "[" * MAX_DEPTH + "<*>" + "]" * MAX_DEPTH
+    wide = kvlist(**{f"k{chr(97 + i // 26)}{chr(97 + i % 26)}": {} for i in range(MAX_KEYS + 9)})
+    assert value_pattern(any_value(wide), Masker()).count(":<null>") == MAX_KEYS
