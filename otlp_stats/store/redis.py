@@ -512,15 +512,24 @@ class RedisStore:
         return max(MERGED_TTL_SECONDS, round(kept))
 
     def _expire(self, now: float) -> None:
+        """Every key's periods past retention, and those saved before several keys: the old
+        ones of each index read in one round trip, deleted in another."""
         every = [_LEGACY, *(_Names.of(_text(k)) for k in self._client.smembers(_KEYS))]
-        for resolution in (BASE, *self._rollups):
-            oldest = self._retention.oldest_kept(resolution, now, self._window)
-            for names in every:
-                index = names.index(resolution)
-                old = [_text(m) for m in self._client.zrangebyscore(index, "-inf", f"({oldest!r}")]
-                if old:
-                    self._client.delete(*(names.period(resolution, m) for m in old))
-                    self._client.zrem(index, *old)
+        indexes = [
+            (names, resolution, self._retention.oldest_kept(resolution, now, self._window))
+            for resolution in (BASE, *self._rollups)
+            for names in every
+        ]
+        reads = self._client.pipeline(transaction=False)
+        for names, resolution, oldest in indexes:
+            reads.zrangebyscore(names.index(resolution), "-inf", f"({oldest!r}")
+        deletes = self._client.pipeline(transaction=False)
+        for (names, resolution, _), members in zip(indexes, reads.execute(), strict=True):
+            old = [_text(m) for m in members]
+            if old:
+                deletes.delete(*(names.period(resolution, m) for m in old))
+                deletes.zrem(names.index(resolution), *old)
+        deletes.execute()
 
     def query(
         self, attribute_key: str, resolution: str, first: float, last: float, key: EntryKey | None
