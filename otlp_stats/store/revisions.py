@@ -94,30 +94,25 @@ class LateMerge:
         self._lg_k = lg_k
         self._incarnation = incarnation or secrets.token_hex(8)
         self._sequence = count(1)
-        # By (attribute key, window index): each key's late records merge into its own window.
-        self._gathering: dict[tuple[str, int], WindowCounts] = {}
+        self._gathering: dict[int, WindowCounts] = {}
         self._retrying: list[LateDelta] = []
         self.records_by_reason = dict.fromkeys(LATE_FATES, 0)
         self.deltas_given_up = 0
 
-    def take(
-        self, arrival: float, late: Mapping[int, ResolvedBatch], attribute_key: str = ""
-    ) -> LateOutcome:
-        """`attribute_key`: the key whose values `late` holds ("" is the first configured)."""
+    def take(self, arrival: float, late: Mapping[int, ResolvedBatch]) -> LateOutcome:
         merged = 0
         rejected = dict.fromkeys((BEYOND_RETENTION, BACKLOG_FULL), 0)
         newest: dict[str, int] = {}
         for index, batch in late.items():
             records = batch_records(batch)
-            reason = self._refusal((attribute_key, index), arrival)
+            reason = self._refusal(index, arrival)
             if reason is not None:
                 rejected[reason] += records
                 newest[reason] = max(index, newest.get(reason, index))
                 continue
-            counts = self._gathering.get((attribute_key, index))
+            counts = self._gathering.get(index)
             if counts is None:
-                counts = WindowCounts(self._max_values, self._lg_k)
-                self._gathering[attribute_key, index] = counts
+                counts = self._gathering[index] = WindowCounts(self._max_values, self._lg_k)
             counts.add(batch)
             merged += records
         self.records_by_reason[MERGED] += merged
@@ -125,12 +120,11 @@ class LateMerge:
             self.records_by_reason[reason] += records
         return LateOutcome(sum(rejected.values()), self._message(rejected, newest), merged=merged)
 
-    def _refusal(self, window: tuple[str, int], arrival: float) -> str | None:
-        index = window[1]
+    def _refusal(self, index: int, arrival: float) -> str | None:
         if not self.keeps(index * self._window, arrival):
             return BEYOND_RETENTION
         waiting = len(self._gathering) + len(self._retrying)
-        if window not in self._gathering and waiting >= MAX_LATE_WINDOWS:
+        if index not in self._gathering and waiting >= MAX_LATE_WINDOWS:
             return BACKLOG_FULL
         return None
 
@@ -170,18 +164,15 @@ class LateMerge:
         """The late records to merge now: of windows already closed by this process (their own
         counts are handed to the store before these), and those whose merge must be retried."""
         deltas, self._retrying = self._retrying, []
-        for window in sorted(w for w in self._gathering if w[1] < first_open_index):
-            start = window[1] * self._window
-            counts = self._gathering.pop(window)
-            snapshot = replace(
-                counts.snapshot(start, start + self._window), attribute_key=window[0]
-            )
+        for index in sorted(i for i in self._gathering if i < first_open_index):
+            start = index * self._window
+            snapshot = self._gathering.pop(index).snapshot(start, start + self._window)
             # Sequence first: the incarnation may be a replica's share, "<token>:<replica>".
             deltas.append(LateDelta(f"L{next(self._sequence)}:{self._incarnation}", snapshot))
         return deltas
 
     def has_ready(self, first_open_index: int) -> bool:
-        return bool(self._retrying) or any(w[1] < first_open_index for w in self._gathering)
+        return bool(self._retrying) or any(i < first_open_index for i in self._gathering)
 
     def retry(self, deltas: Sequence[LateDelta]) -> None:
         """Deltas not merged (the store failed, or the window cannot take them yet)."""
@@ -241,6 +232,7 @@ class Reviser:
             report = replace(
                 report_of_snapshot(revision.snapshot, partial=False, lg_k=self._lg_k),
                 revision=revision.revision,
+                # The stored window names its key; report_of_snapshot knows only its counts.
                 attribute_key=revision.snapshot.attribute_key,
             )
             if self._scope is not None:

@@ -24,7 +24,7 @@ from otlp_stats.store.memory import MemoryStore
 from otlp_stats.store.periods import DEFAULT_RETENTION
 from otlp_stats.store.redis import RedisStore
 from otlp_stats.store.replicas import ReplicaMerger
-from otlp_stats.store.revisions import LateMerge, Reviser
+from otlp_stats.store.revisions import LateDelta, LateMerge, Reviser
 from otlp_stats.store.sqlite import SqliteStore
 from tests.support.fakes import FakeClock
 from tests.support.redistools import RedisServer
@@ -184,14 +184,13 @@ def test_late_records_revise_their_own_keys_window_only(
         None,
         T0 + WINDOW,
     )
-    late = LateMerge(WINDOW, ROLLUPS, DEFAULT_RETENTION, 100, 12)
     now = T0 + 3 * WINDOW
-    outcome = late.take(now, {int(T0 // WINDOW): {"shop": hashes(7), "dev": hashes(8)}}, NAMESPACE)
-    assert outcome.merged == 2
+    # The namespace key's late records of the window, as LateMerge hands them over.
+    late_batch: dict[str | None, LabelTally] = {"shop": hashes(7), "dev": hashes(8)}
+    deltas = [LateDelta("L1:test", snapshot_of(NAMESPACE, late_batch))]
+    late = LateMerge(WINDOW, ROLLUPS, DEFAULT_RETENTION, 100, 12)
     printed: list[WindowReport] = []
     reviser = Reviser(late, store, printed.append, spacing=WINDOW, lg_k=12)
-    deltas = late.ready(int(now // WINDOW))
-    assert [delta.snapshot.attribute_key for delta in deltas] == [NAMESPACE]
     waiting, revisions, next_due = reviser.merge(deltas, now)
     reviser.publish(revisions, next_due, now)
     assert waiting == []
@@ -206,17 +205,6 @@ def test_late_records_revise_their_own_keys_window_only(
         (1, MISSING, 1, 1),
     ]
     assert store.take_revisions(now + WINDOW) == ([], None)
-
-
-def test_late_records_of_two_keys_for_one_window_gather_apart() -> None:
-    late = LateMerge(WINDOW, ROLLUPS, DEFAULT_RETENTION, 100, 12)
-    index = int(T0 // WINDOW)
-    late.take(T0 + 30, {index: {"checkout": hashes(1)}})  # no key named: the first key's
-    late.take(T0 + 30, {index: {"shop": hashes(1, 2)}}, NAMESPACE)
-    deltas = late.ready(index + 1)
-    by_key = {delta.snapshot.attribute_key: delta.snapshot.records for delta in deltas}
-    assert by_key == {"": 1, NAMESPACE: 2}
-    assert len({delta.id for delta in deltas}) == 2
 
 
 async def test_replicas_merge_and_report_each_key_of_a_window_on_its_own(tmp_path: Path) -> None:
