@@ -22,29 +22,32 @@ from otlp_stats.store.periods import BASE, Retention
 from otlp_stats.store.revisions import LateDelta, Revision
 
 # Every row names its attribute key: the windows, periods, checkpoint and revisions of two keys
-# never meet. Files written before several keys were counted have the same tables without the
-# column; opening one for writing migrates it (_migrate), its rows becoming the first key's.
+# never meet. The key comes after the start in each primary key, so retention's deletes (by
+# resolution and start) still range over the index rather than scan the table (first, it
+# made a replay's commits 40% dearer). Files written before several keys were counted have
+# the same tables without the column; opening one for writing migrates it (_migrate), its
+# rows becoming the first key's.
 _TABLES = {
     "periods": """CREATE TABLE IF NOT EXISTS periods (
     attribute_key TEXT NOT NULL, resolution TEXT NOT NULL, start REAL NOT NULL,
     end REAL NOT NULL, windows INTEGER NOT NULL,
-    PRIMARY KEY (attribute_key, resolution, start))""",
+    PRIMARY KEY (resolution, start, attribute_key))""",
     "entries": """CREATE TABLE IF NOT EXISTS entries (
     attribute_key TEXT NOT NULL, resolution TEXT NOT NULL, start REAL NOT NULL,
     kind INTEGER NOT NULL, value TEXT NOT NULL, records INTEGER NOT NULL, sketch BLOB NOT NULL,
-    PRIMARY KEY (attribute_key, resolution, start, kind, value))""",
+    PRIMARY KEY (resolution, start, attribute_key, kind, value))""",
     "open_windows": """CREATE TABLE IF NOT EXISTS open_windows (
     attribute_key TEXT NOT NULL, start REAL NOT NULL, end REAL NOT NULL, overflow_values BLOB,
-    PRIMARY KEY (attribute_key, start))""",
+    PRIMARY KEY (start, attribute_key))""",
     "open_entries": """CREATE TABLE IF NOT EXISTS open_entries (
     attribute_key TEXT NOT NULL, start REAL NOT NULL, kind INTEGER NOT NULL, value TEXT NOT NULL,
     records INTEGER NOT NULL, sketch BLOB NOT NULL,
-    PRIMARY KEY (attribute_key, start, kind, value))""",
+    PRIMARY KEY (start, attribute_key, kind, value))""",
     # Base windows that late records have revised: the last revision printed (1: the first
     # report), when, and when the next is due (NULL: none pending).
     "revisions": """CREATE TABLE IF NOT EXISTS revisions (
     attribute_key TEXT NOT NULL, start REAL NOT NULL, revision INTEGER NOT NULL,
-    printed_at REAL, due REAL, PRIMARY KEY (attribute_key, start))""",
+    printed_at REAL, due REAL, PRIMARY KEY (start, attribute_key))""",
 }
 
 
@@ -225,7 +228,7 @@ class SqliteStore:
         for (attribute_key, resolution, start), merge in periods.items():
             db.execute(
                 "INSERT INTO periods VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (attribute_key, resolution, start) "
+                "ON CONFLICT (resolution, start, attribute_key) "
                 "DO UPDATE SET windows = windows + excluded.windows",
                 (attribute_key, resolution, start, merge.end, merge.windows),
             )
@@ -299,7 +302,7 @@ class SqliteStore:
                 continue  # retention has deleted it: a late record does not bring it back
             db.execute(
                 "INSERT INTO periods VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (attribute_key, resolution, start) "
+                "ON CONFLICT (resolution, start, attribute_key) "
                 "DO UPDATE SET windows = windows + excluded.windows",
                 (attribute_key, resolution, start, end, int(new_window)),
             )
