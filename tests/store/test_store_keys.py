@@ -245,3 +245,17 @@ async def test_replicas_merge_and_report_each_key_of_a_window_on_its_own(tmp_pat
         for replica in replicas:
             await replica.stop()
         server.stop()
+
+
+def test_a_key_holding_separators_is_kept_and_listed_as_it_is(store: StateStore) -> None:
+    # ":" separates the parts of Redis names: a key holding one must not reach another's.
+    odd, plain = "team:a%3Ab", "team"
+    store.commit(
+        [snapshot_of(odd, {"x": hashes(1)}), snapshot_of(plain, {"y": hashes(2, 3)})],
+        None,
+        T0 + WINDOW,
+    )
+    assert entries(store, odd, "1d") == [(1, (KIND_VALUE, "x"), 1, 1)]
+    assert entries(store, plain, "1d") == [(1, (KIND_VALUE, "y"), 2, 2)]
+    assert entries(store, "team:a:b", "1d") == []
+    assert store.attribute_keys() == [plain, odd]
