@@ -9,14 +9,16 @@ import sys
 from collections.abc import Sequence
 
 from otlp_stats.clock import SystemClock
-from otlp_stats.config import ConfigError, load_settings
+from otlp_stats.config import ConfigError, Settings, load_settings
 from otlp_stats.operating.query import (
     QueryError,
     answer_query,
     parse_query,
     query_scope,
     render_table,
+    stored_key_default,
 )
+from otlp_stats.store.base import StateStore
 from otlp_stats.store.location import open_store
 from otlp_stats.store.redis import StoreUnavailable
 from otlp_stats.store.sqlite import StoreMissing
@@ -31,7 +33,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="otlp-stats query",
         description="Distinct messages per period and value, from the store (--store ...). "
-        "Other service flags (--store, --rollups, --retention, --window) apply as when serving.",
+        "Other service flags (--store, --rollups, --retention, --window, --attribute-key) "
+        "apply as when serving.",
     )
     parser.add_argument(
         "--resolution",
@@ -43,6 +46,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--from", dest="start", required=True, metavar="DATE", help="date or RFC 3339 time"
     )
     parser.add_argument("--to", dest="end", metavar="DATE", help="date or time (default: --from)")
+    parser.add_argument(
+        "--key",
+        help="the attribute key whose values to show: one configured with --attribute-key or "
+        "held by the store (default: the first --attribute-key, or the store's only key)",
+    )
     parser.add_argument("--value", help="one attribute value only")
     parser.add_argument("--json", action="store_true", help="print the JSON answer")
     return parser
@@ -67,13 +75,8 @@ def main(argv: Sequence[str]) -> int:
         params["to"] = args.end
     if args.value:
         params["value"] = args.value
-    scope = query_scope(settings)
-    now = SystemClock().now()
-    try:
-        query = parse_query(params, scope, now)
-    except QueryError as error:
-        print(f"otlp-stats query: {error}", file=sys.stderr)
-        return EXIT_NOT_FOUND if error.status == 404 else EXIT_BAD_QUERY
+    if args.key:
+        params["key"] = args.key
     try:
         # Read-only: a mistyped path must not leave an empty database (and its directory).
         store = open_store(settings, read_only=True)
@@ -81,7 +84,10 @@ def main(argv: Sequence[str]) -> int:
         print(f"otlp-stats query: {error}", file=sys.stderr)
         return EXIT_NOT_FOUND
     try:
-        answer = answer_query(store, query, scope, now)
+        return _answer(store, settings, params, args.json)
+    except QueryError as error:
+        print(f"otlp-stats query: {error}", file=sys.stderr)
+        return EXIT_NOT_FOUND if error.status == 404 else EXIT_BAD_QUERY
     except (StoreUnavailable, sqlite3.Error) as error:
         # Redis down, or its TLS certificate not trusted; an SQLite file failing mid-read (a
         # disk error, or a database that is not a store of ours): one line, never a traceback.
@@ -90,5 +96,18 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_UNAVAILABLE
     finally:
         store.close()
-    sys.stdout.write(json.dumps(answer, indent=2) + "\n" if args.json else render_table(answer))
+
+
+def _answer(store: StateStore, settings: Settings, params: dict[str, str], as_json: bool) -> int:
+    """The command line may run without the service's settings: it answers for the configured
+    keys and for every key the store holds; the first configured one is the default unless
+    the store holds only other keys (stored_key_default)."""
+    held = store.attribute_keys()
+    scope = query_scope(settings, held)
+    if "key" not in params:
+        params = {**params, "key": stored_key_default(settings.attribute_keys, held)}
+    now = SystemClock().now()
+    query = parse_query(params, scope, now)
+    answer = answer_query(store, query, scope, now)
+    sys.stdout.write(json.dumps(answer, indent=2) + "\n" if as_json else render_table(answer))
     return EXIT_OK

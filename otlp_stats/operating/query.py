@@ -39,13 +39,15 @@ class QueryError(ValueError):
 
 @dataclass(frozen=True)
 class QueryScope:
-    """What the store holds: the resolutions kept, for how long, and the base window length."""
+    """What the store holds: the resolutions kept, for how long, the base window length, and
+    the attribute keys that may be asked for (the first is the default)."""
 
     rollups: tuple[str, ...]
     retention: Retention
     window: float
     missing_label: str
     lg_k: int = DEFAULT_LG_K
+    attribute_keys: tuple[str, ...] = ("service.name",)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class DistinctQuery:
     first: float
     last: float
     value: str | None
+    attribute_key: str
 
 
 def parse_instant(text: str, name: str) -> float:
@@ -91,7 +94,36 @@ def parse_query(params: Mapping[str, str], scope: QueryScope, now: float) -> Dis
             f"nothing before {format_timestamp(oldest)} is kept",
         )
     value = params.get("value") or None
-    return DistinctQuery(resolution, max(first, oldest), min(last, now), value)
+    attribute_key = _attribute_key(params, scope)
+    return DistinctQuery(resolution, max(first, oldest), min(last, now), value, attribute_key)
+
+
+def _attribute_key(params: Mapping[str, str], scope: QueryScope) -> str:
+    """`key=`: the attribute key whose values to answer for; the first configured one if not
+    named. `value=` stays what it was: one value of that key."""
+    attribute_key = params.get("key") or scope.attribute_keys[0]
+    if attribute_key not in scope.attribute_keys:
+        raise QueryError(
+            400,
+            f"key={attribute_key!r} is not an attribute key counted here; the keys are "
+            f"{', '.join(scope.attribute_keys)}",
+        )
+    return attribute_key
+
+
+def stored_key_default(configured: Sequence[str], held: Sequence[str]) -> str:
+    """The key to answer for when none is named, reading a store without the service's own
+    settings (the command line): the first configured key, unless the store holds other keys
+    only; then its one key, or, holding several, none is guessed."""
+    first = configured[0]
+    if not held or first in held:
+        return first
+    if len(held) == 1:
+        return held[0]
+    raise QueryError(
+        400,
+        f"the store holds the attribute keys {', '.join(held)}, not {first}: name one with --key",
+    )
 
 
 def _period_start(resolution: str, instant: float, window: float) -> float:
@@ -116,9 +148,14 @@ def answer_query(
     """The JSON answer: per period, per value, distinct messages with bounds, records, and
     whether the period is complete (its end has passed)."""
     periods = store.query(
-        query.resolution, query.first, query.last, entry_filter(query.value, scope.missing_label)
+        query.attribute_key,
+        query.resolution,
+        query.first,
+        query.last,
+        entry_filter(query.value, scope.missing_label),
     )
     return {
+        "attribute_key": query.attribute_key,
         "resolution": query.resolution,
         "from": format_timestamp(query.first),
         "to": format_timestamp(query.last),
@@ -230,11 +267,14 @@ class DistinctQueries:
         return 200, body
 
 
-def query_scope(settings: Settings) -> QueryScope:
+def query_scope(settings: Settings, held: Sequence[str] = ()) -> QueryScope:
+    """The scope of the configured store; `held`: keys the store holds beyond the configured
+    ones (the command line answers for every key a store holds, the service for its own)."""
     return QueryScope(
         settings.rollups,
         settings.retention,
         settings.window,
         settings.missing_label,
         settings.sketch_lg_k,
+        tuple(dict.fromkeys((*settings.attribute_keys, *held))),
     )

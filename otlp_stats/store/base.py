@@ -26,6 +26,12 @@ def entry_key(tally: TallySnapshot) -> EntryKey:
     return KIND_VALUE, tally.value
 
 
+def attribute_key_of(snapshot: WindowSnapshot, first_key: str) -> str:
+    """The attribute key a snapshot's counts belong to: one written before several keys were
+    counted names none ("") and is the first configured key's."""
+    return snapshot.attribute_key or first_key
+
+
 @dataclass(frozen=True)
 class PeriodEntry:
     key: EntryKey
@@ -48,6 +54,8 @@ class StateStore(Protocol):
     """Where closed windows, rollups and the open-window checkpoint live.
 
     Writes come from one thread only (the keeper's writer); queries may come from any thread.
+    Every window, rollup period, checkpoint and revision is kept per attribute key: snapshots
+    of one window for two keys are stored apart and never merged into each other.
     """
 
     @property
@@ -64,14 +72,19 @@ class StateStore(Protocol):
         now: float,
     ) -> None:
         """Atomically: save closed windows and merge them into their rollups (a window already
-        saved is skipped, so nothing counts twice), replace the open-window checkpoint unless
-        None, and drop what retention no longer keeps."""
+        saved for its attribute key is skipped, so nothing counts twice), replace the
+        open-window checkpoint unless None, and drop what retention no longer keeps."""
         ...
 
     def query(
-        self, resolution: str, first: float, last: float, key: EntryKey | None
+        self, attribute_key: str, resolution: str, first: float, last: float, key: EntryKey | None
     ) -> list[StoredPeriod]:
-        """Periods of `resolution` starting within [first, last], oldest first."""
+        """The attribute key's periods of `resolution` starting within [first, last], oldest
+        first; `key` picks one value's entries (None: all)."""
+        ...
+
+    def attribute_keys(self) -> list[str]:
+        """The attribute keys the store holds periods of, sorted."""
         ...
 
     def stored_bytes(self) -> int: ...

@@ -26,14 +26,18 @@ SQLITE_PREFIX = "sqlite://"
 
 def open_store(settings: Settings, read_only: bool = False) -> StateStore:
     """The store of `settings.store`; opening an SQLite file creates it and its schema, unless
-    `read_only` (to query it): then a missing file raises StoreMissing."""
+    `read_only` (to query it): then a missing file raises StoreMissing.
+
+    What a store holds from before several keys were counted is the first configured key's.
+    """
     common = (settings.rollups, settings.retention, settings.window, settings.sketch_lg_k)
+    first_key = settings.attribute_key
     if settings.store.startswith(SQLITE_PREFIX):
         path = Path(settings.store[len(SQLITE_PREFIX) :])
-        return SqliteStore(path, *common, read_only=read_only)
+        return SqliteStore(path, *common, read_only=read_only, first_key=first_key)
     if settings.store.startswith(("redis://", "rediss://")):
-        return RedisStore(settings.store, *common)
-    return MemoryStore(*common)
+        return RedisStore(settings.store, *common, first_key=first_key)
+    return MemoryStore(*common, first_key=first_key)
 
 
 def open_outbox(settings: Settings) -> SqliteOutbox | None:

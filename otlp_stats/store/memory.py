@@ -12,6 +12,7 @@ from otlp_stats.store.base import (
     EntryKey,
     PeriodEntry,
     StoredPeriod,
+    attribute_key_of,
     entry_key,
     merge_entry,
     rollup_targets,
@@ -28,13 +29,22 @@ class _Period:
 
 class MemoryStore:
     def __init__(
-        self, rollups: Sequence[str], retention: Retention, window: float, lg_k: int = DEFAULT_LG_K
+        self,
+        rollups: Sequence[str],
+        retention: Retention,
+        window: float,
+        lg_k: int = DEFAULT_LG_K,
+        *,
+        first_key: str,
     ) -> None:
+        """`first_key`: the first configured attribute key, whose a snapshot naming none is."""
+        self._first_key = first_key
         self._rollups = tuple(rollups)
         self._retention = retention
         self._window = window
         self._lg_k = lg_k
-        self._periods: dict[tuple[str, float], _Period] = {}
+        # By (attribute key, resolution, start): keys are kept apart.
+        self._periods: dict[tuple[str, str, float], _Period] = {}
         # Writes come from the keeper's thread, queries from the admin's: one lock for both.
         self._lock = threading.Lock()
 
@@ -53,10 +63,13 @@ class MemoryStore:
     ) -> None:
         with self._lock:
             for snapshot in closed:
-                if (BASE, snapshot.start) in self._periods:
+                attribute_key = attribute_key_of(snapshot, self._first_key)
+                if (attribute_key, BASE, snapshot.start) in self._periods:
                     continue
                 for resolution, start, end in rollup_targets(snapshot, self._rollups):
-                    period = self._periods.setdefault((resolution, start), _Period(end))
+                    period = self._periods.setdefault(
+                        (attribute_key, resolution, start), _Period(end)
+                    )
                     period.windows += 1
                     for tally in snapshot.tallies:
                         key = entry_key(tally)
@@ -70,18 +83,18 @@ class MemoryStore:
             resolution: self._retention.oldest_kept(resolution, now, self._window)
             for resolution in (BASE, *self._rollups)
         }
-        for resolution, start in [k for k in self._periods if k[1] < oldest[k[0]]]:
-            del self._periods[resolution, start]
+        for expired in [k for k in self._periods if k[2] < oldest[k[1]]]:
+            del self._periods[expired]
 
     def query(
-        self, resolution: str, first: float, last: float, key: EntryKey | None
+        self, attribute_key: str, resolution: str, first: float, last: float, key: EntryKey | None
     ) -> list[StoredPeriod]:
         with self._lock:
             found = sorted(
                 (
                     (start, period)
-                    for (name, start), period in self._periods.items()
-                    if name == resolution and first <= start <= last
+                    for (of_key, name, start), period in self._periods.items()
+                    if of_key == attribute_key and name == resolution and first <= start <= last
                 ),
                 key=lambda item: item[0],
             )
@@ -99,6 +112,10 @@ class MemoryStore:
                 )
                 for start, period in found
             ]
+
+    def attribute_keys(self) -> list[str]:
+        with self._lock:
+            return sorted({attribute_key for attribute_key, _, _ in self._periods})
 
     def stored_bytes(self) -> int:
         with self._lock:

@@ -1,6 +1,7 @@
 """The shared store: replicas flush window sketches to one Redis, one replica merges each window.
 
-Keys (all under `otlp-stats:`):
+Each attribute key's windows and periods live under their own prefix, `otlp-stats:k:<key>:`
+(":" and "%" in the key percent-encoded), so two keys' counts never meet. Under it:
 - `w:<start>:r:<share>`    hash, one replica process's sketches of one window (flushed when it
   closes); `<share>` is `<incarnation>:<replica>`, unique per process run, so a replica that
   restarts within a window adds a share instead of replacing the one it flushed before
@@ -14,8 +15,16 @@ Keys (all under `otlp-stats:`):
 - `w:<start>:late`         set of the late deltas (event time) merged into the window, so each
   is merged once however often its replica retries
 - `w:<start>:revision`     hash, the window's last revision printed (`n`) and when (`at`)
-- `revisions`              sorted set, windows with a revision to print, by when it is due
+Beside them, under `otlp-stats:` alone:
+- `revisions`              sorted set, windows with a revision to print (`<start>:<key>`), by
+  when it is due
+- `keys`                   set of the attribute keys merged windows were saved for
 Every hash field is an entry key ("<kind>:<value>") -> 8-byte records + compact sketch.
+
+A Redis written before several keys were counted holds its periods right under `otlp-stats:`
+(`p:...`, `i:...`): they are the first configured key's, answered together with what is saved
+under its prefix (sketches unioned, records added) and dropped by retention like the others.
+Their in-flight state (shares, claims, markers, revisions due) is not carried over.
 """
 
 from __future__ import annotations
@@ -40,10 +49,11 @@ from otlp_stats.store.base import (
     merge_entry,
     rollup_targets,
 )
-from otlp_stats.store.periods import BASE, Retention
+from otlp_stats.store.periods import BASE, RESOLUTIONS, Retention
 from otlp_stats.store.revisions import LateDelta, Revision
 
 PREFIX = "otlp-stats:"
+_KEYS = f"{PREFIX}keys"
 _RECORDS = struct.Struct(">q")
 _END = b"~end"
 _WINDOWS = b"~windows"
@@ -79,6 +89,36 @@ class ShareId:
         return cls(replica, incarnation)
 
 
+@dataclass(frozen=True)
+class _Names:
+    """The Redis keys of one attribute key's shares, windows and periods."""
+
+    prefix: str
+
+    @classmethod
+    def of(cls, attribute_key: str) -> _Names:
+        escaped = attribute_key.replace("%", "%25").replace(":", "%3A")
+        return cls(f"{PREFIX}k:{escaped}:")
+
+    def window(self, start: float, what: str) -> str:
+        """`w:<start>:<what>`: replicas, claim, merged, late, revision, or r:<share>."""
+        return f"{self.prefix}w:{start!r}:{what}"
+
+    def period(self, resolution: str, start: float | str) -> str:
+        # From the index, a start is already the text it was saved as.
+        return f"{self.prefix}p:{resolution}:{start if isinstance(start, str) else repr(start)}"
+
+    def index(self, resolution: str) -> str:
+        return f"{self.prefix}i:{resolution}"
+
+
+# A period a commit adds windows to: its index, start, end, and the windows.
+_PendingPeriod = tuple[str, float, float, list[WindowSnapshot]]
+
+# Periods saved before several keys were counted: the first configured key's.
+_LEGACY = _Names(PREFIX)
+
+
 def _field(key: EntryKey) -> bytes:
     return f"{key[0]}:{key[1]}".encode()
 
@@ -101,7 +141,9 @@ def _unpack(blob: bytes) -> tuple[int, bytes]:
     return _RECORDS.unpack_from(blob)[0], blob[_RECORDS.size :]
 
 
-def _snapshot_of(start: float, end: float, fields: Mapping[bytes, bytes]) -> WindowSnapshot:
+def _snapshot_of(
+    start: float, end: float, fields: Mapping[bytes, bytes], attribute_key: str
+) -> WindowSnapshot:
     tallies = []
     for field, blob in fields.items():
         if field.startswith(b"~"):
@@ -115,7 +157,7 @@ def _snapshot_of(start: float, end: float, fields: Mapping[bytes, bytes]) -> Win
                 overflow=kind == KIND_OVERFLOW,
             )
         )
-    return WindowSnapshot(start, end, tuple(tallies), fields.get(_OVERFLOW_VALUES))
+    return WindowSnapshot(start, end, tuple(tallies), fields.get(_OVERFLOW_VALUES), attribute_key)
 
 
 class RedisStore:
@@ -126,7 +168,12 @@ class RedisStore:
         retention: Retention,
         window: float,
         lg_k: int = DEFAULT_LG_K,
+        *,
+        first_key: str,
     ) -> None:
+        """`first_key`: the first configured attribute key, whose a snapshot naming none is,
+        and the periods saved before several keys were counted."""
+        self._first_key = first_key
         self._rollups = tuple(rollups)
         self._retention = retention
         self._window = window
@@ -149,11 +196,18 @@ class RedisStore:
     def ping(self) -> bool:
         return bool(self._client.ping())
 
+    def _key(self, attribute_key: str) -> str:
+        return attribute_key or self._first_key
+
+    def _names(self, attribute_key: str) -> _Names:
+        return _Names.of(self._key(attribute_key))
+
     # Replica side: flush, claim, collect.
 
     def flush(self, share: ShareId, snapshot: WindowSnapshot) -> None:
         """One process's share of a window; flushing it again replaces it (no double count)."""
-        key = f"{PREFIX}w:{snapshot.start!r}:r:{share.member}"
+        names = self._names(snapshot.attribute_key)
+        key = names.window(snapshot.start, f"r:{share.member}")
         fields: dict[bytes, bytes] = {
             _field(entry_key(tally)): _pack(tally.records, tally.sketch)
             for tally in snapshot.tallies
@@ -165,39 +219,46 @@ class RedisStore:
         pipe.delete(key)
         pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
         pipe.expire(key, SHARE_TTL_SECONDS)
-        replicas = f"{PREFIX}w:{snapshot.start!r}:replicas"
+        replicas = names.window(snapshot.start, "replicas")
         pipe.sadd(replicas, share.member)
         pipe.expire(replicas, SHARE_TTL_SECONDS)
         pipe.execute()
 
-    def claim(self, start: float, replica: str, timeout: float) -> bool:
-        """Atomically become the one replica that merges and reports this window.
+    def claim(self, attribute_key: str, start: float, replica: str, timeout: float) -> bool:
+        """Atomically become the one replica that merges and reports this key's window.
 
         The claim expires after `timeout`, so a replica that dies while merging cannot block
         the window; once merged, the merged marker says it is done (not the merged window
         itself: retention deletes that, and the window must not be merged again).
         """
-        if self.is_merged(start):
+        if self.is_merged(attribute_key, start):
             return False
         claimed = self._client.set(
-            f"{PREFIX}w:{start!r}:claim", replica, nx=True, px=max(1, round(timeout * 1000))
+            self._names(attribute_key).window(start, "claim"),
+            replica,
+            nx=True,
+            px=max(1, round(timeout * 1000)),
         )
         return bool(claimed)
 
-    def is_merged(self, start: float) -> bool:
-        return bool(self._client.exists(_merged_key(start)))
+    def is_merged(self, attribute_key: str, start: float) -> bool:
+        return bool(self._client.exists(self._names(attribute_key).window(start, "merged")))
 
-    def collect(self, start: float, end: float) -> list[tuple[ShareId, WindowSnapshot]]:
-        """Every flushed share of a window, by share (a replica has one per process run)."""
+    def collect(
+        self, attribute_key: str, start: float, end: float
+    ) -> list[tuple[ShareId, WindowSnapshot]]:
+        """Every flushed share of a key's window, by share (a replica has one per process
+        run)."""
+        names, attribute_key = self._names(attribute_key), self._key(attribute_key)
         members = sorted(
-            _text(member) for member in self._client.smembers(f"{PREFIX}w:{start!r}:replicas")
+            _text(member) for member in self._client.smembers(names.window(start, "replicas"))
         )
         pipe = self._client.pipeline(transaction=False)
         for member in members:
-            pipe.hgetall(f"{PREFIX}w:{start!r}:r:{member}")
+            pipe.hgetall(names.window(start, f"r:{member}"))
         shares: list[dict[bytes, bytes]] = pipe.execute()
         return [
-            (ShareId.of_member(member), _snapshot_of(start, end, fields))
+            (ShareId.of_member(member), _snapshot_of(start, end, fields, attribute_key))
             for member, fields in zip(members, shares, strict=True)
             if fields
         ]
@@ -212,9 +273,10 @@ class RedisStore:
     def add_late(self, share: ShareId, snapshot: WindowSnapshot, now: float) -> bool:
         """Union a share flushed after its window was merged into the merged window and its
         rollups, once; False if the window is not merged or already holds this share."""
+        names = self._names(snapshot.attribute_key)
         targets = rollup_targets(snapshot, self._rollups)
-        marker = _merged_key(snapshot.start)
-        keys = [f"{PREFIX}p:{resolution}:{start!r}" for resolution, start, _ in targets]
+        marker = names.window(snapshot.start, "merged")
+        keys = [names.period(resolution, start) for resolution, start, _ in targets]
 
         added = False
 
@@ -251,21 +313,27 @@ class RedisStore:
         """Closed windows saved and merged into their rollups, in one transaction: each period
         read and written once however many of the windows it holds (replay's commits hold
         hundreds of windows of one day; the replicas' merges save one window each)."""
-        fresh: dict[float, WindowSnapshot] = {}
+        fresh: dict[tuple[str, float], WindowSnapshot] = {}
         for snapshot in closed:
-            fresh.setdefault(snapshot.start, snapshot)
+            fresh.setdefault((self._key(snapshot.attribute_key), snapshot.start), snapshot)
         if fresh:
             self._save_all_closed(list(fresh.values()))
         self._expire(now)
 
     def _save_all_closed(self, closed: Sequence[WindowSnapshot]) -> None:
-        markers = [_merged_key(snapshot.start) for snapshot in closed]
+        names = [self._names(snapshot.attribute_key) for snapshot in closed]
+        markers = [
+            n.window(snapshot.start, "merged") for n, snapshot in zip(names, closed, strict=True)
+        ]
         targets = [rollup_targets(snapshot, self._rollups) for snapshot in closed]
         keys = list(
             dict.fromkeys(
-                f"{PREFIX}p:{name}:{start!r}" for each in targets for name, start, _ in each
+                n.period(name, start)
+                for n, each in zip(names, targets, strict=True)
+                for name, start, _ in each
             )
         )
+        attribute_keys = {self._key(snapshot.attribute_key) for snapshot in closed}
 
         def merge(pipe: Pipeline) -> None:
             # Read after WATCH, all in one round trip: a change made since fails the EXEC, and
@@ -280,29 +348,31 @@ class RedisStore:
             current: dict[str, dict[bytes, bytes]] = dict(
                 zip(keys, replies[len(markers) :], strict=True)
             )
-            periods: dict[str, tuple[str, float, float, list[WindowSnapshot]]] = {}
+            periods: dict[str, _PendingPeriod] = {}
             pipe.multi()
-            for snapshot, marker, done, window_targets in zip(
-                closed, markers, merged, targets, strict=True
+            for snapshot, n, marker, done, window_targets in zip(
+                closed, names, markers, merged, targets, strict=True
             ):
                 if done:
-                    continue  # this window is already merged: never count it twice
+                    continue  # this key's window is already merged: never count it twice
                 for name, start, end in window_targets:
-                    key = f"{PREFIX}p:{name}:{start!r}"
-                    periods.setdefault(key, (name, start, end, []))[3].append(snapshot)
+                    entry: _PendingPeriod = (n.index(name), start, end, [])
+                    periods.setdefault(n.period(name, start), entry)[3].append(snapshot)
                 pipe.sadd(marker, "")
                 pipe.expire(marker, MERGED_TTL_SECONDS)
-            for key, (name, start, end, snapshots) in periods.items():
+            for key, (index, start, end, snapshots) in periods.items():
                 update = _merged_fields_of(current[key], snapshots, end, self._lg_k)
                 pipe.hset(key, mapping=update)  # type: ignore[arg-type]
-                pipe.zadd(f"{PREFIX}i:{name}", {repr(start): start})
+                pipe.zadd(index, {repr(start): start})
+            pipe.sadd(_KEYS, *attribute_keys)
 
         self._client.transaction(merge, *markers, *keys)
 
     def _save_closed(self, snapshot: WindowSnapshot, shares: Sequence[ShareId]) -> bool:
+        names = self._names(snapshot.attribute_key)
         targets = rollup_targets(snapshot, self._rollups)
-        marker = _merged_key(snapshot.start)
-        keys = [f"{PREFIX}p:{resolution}:{start!r}" for resolution, start, _ in targets]
+        marker = names.window(snapshot.start, "merged")
+        keys = [names.period(resolution, start) for resolution, start, _ in targets]
 
         # Optimistic: if another replica changes one of these periods (merging another window
         # of the same day) between the reads and the writes, redis-py runs this again.
@@ -318,10 +388,11 @@ class RedisStore:
             pipe.multi()
             for (resolution, start, end), key, fields in zip(targets, keys, current, strict=True):
                 pipe.hset(key, mapping=_merged_fields(fields, snapshot, end, self._lg_k))  # type: ignore[arg-type]
-                pipe.zadd(f"{PREFIX}i:{resolution}", {repr(start): start})
+                pipe.zadd(names.index(resolution), {repr(start): start})
             # "" keeps the marker a set even when no share is named (a plain commit).
             pipe.sadd(marker, "", *(share.member for share in shares))
             pipe.expire(marker, MERGED_TTL_SECONDS)
+            pipe.sadd(_KEYS, self._key(snapshot.attribute_key))
             saved = True
 
         self._client.transaction(merge, marker, *keys)
@@ -337,11 +408,14 @@ class RedisStore:
         from the late records alone, as a new window whose first report is the revision.
         """
         snapshot = delta.snapshot
+        attribute_key = self._key(snapshot.attribute_key)
+        names = _Names.of(attribute_key)
         targets = rollup_targets(snapshot, self._rollups)
-        keys = [f"{PREFIX}p:{resolution}:{start!r}" for resolution, start, _ in targets]
-        marker, late = _merged_key(snapshot.start), f"{PREFIX}w:{snapshot.start!r}:late"
-        shares = f"{PREFIX}w:{snapshot.start!r}:replicas"
-        revision = _revision_key(snapshot.start)
+        keys = [names.period(resolution, start) for resolution, start, _ in targets]
+        marker, late = names.window(snapshot.start, "merged"), names.window(snapshot.start, "late")
+        shares = names.window(snapshot.start, "replicas")
+        revision = names.window(snapshot.start, "revision")
+        due_member = _due_member(snapshot.start, attribute_key)
         kept = [self._retention.oldest_kept(name, now, self._window) for name, _, _ in targets]
         merged = False
 
@@ -359,7 +433,7 @@ class RedisStore:
             if new_window and pipe.scard(shares):
                 pipe.multi()
                 return  # the replicas' merge is to come: wait for it
-            pending = pipe.zscore(_REVISIONS, repr(snapshot.start))
+            pending = pipe.zscore(_REVISIONS, due_member)
             last_at = pipe.hget(revision, "at")
             pipe.multi()
             for (name, start, end), key, fields, oldest in zip(
@@ -369,16 +443,17 @@ class RedisStore:
                 if start >= oldest and (fields or new_window):
                     update = _merged_fields(fields, snapshot, end, self._lg_k, new_window)
                     pipe.hset(key, mapping=update)  # type: ignore[arg-type]
-                    pipe.zadd(f"{PREFIX}i:{name}", {repr(start): start})
+                    pipe.zadd(names.index(name), {repr(start): start})
             if new_window:
                 pipe.sadd(marker, "")
                 pipe.expire(marker, MERGED_TTL_SECONDS)
                 pipe.hset(revision, "n", 0)
+                pipe.sadd(_KEYS, attribute_key)
             pipe.sadd(late, delta.id)
             pipe.expire(late, self._revision_ttl(now))
             if (current[0] or new_window) and pending is None:
                 due = now if last_at is None else max(now, float(last_at) + spacing)
-                pipe.zadd(_REVISIONS, {repr(snapshot.start): due})
+                pipe.zadd(_REVISIONS, {due_member: due})
             pipe.expire(revision, self._revision_ttl(now))
             merged = True
 
@@ -390,22 +465,29 @@ class RedisStore:
         whose transaction removes it from the schedule prints it, so it is printed once."""
         revisions = []
         for member in self._client.zrangebyscore(_REVISIONS, "-inf", repr(now)):
-            taken = self._take_revision(float(_text(member)), now)
+            start, colon, attribute_key = _text(member).partition(":")
+            if not colon:
+                # Scheduled before several keys were counted: its window's names are gone.
+                self._client.zrem(_REVISIONS, _text(member))
+                continue
+            taken = self._take_revision(attribute_key, float(start), now)
             if taken is not None:
                 revisions.append(taken)
         first = self._client.zrange(_REVISIONS, 0, 0, withscores=True)
         return revisions, float(first[0][1]) if first else None
 
-    def _take_revision(self, start: float, now: float) -> Revision | None:
-        base = f"{PREFIX}p:{BASE}:{start!r}"
-        revision_key = _revision_key(start)
-        marker, late = _merged_key(start), f"{PREFIX}w:{start!r}:late"
+    def _take_revision(self, attribute_key: str, start: float, now: float) -> Revision | None:
+        names = _Names.of(attribute_key)
+        base = names.period(BASE, start)
+        revision_key = names.window(start, "revision")
+        marker, late = names.window(start, "merged"), names.window(start, "late")
+        due_member = _due_member(start, attribute_key)
         taken: Revision | None = None
 
         def take(pipe: Pipeline) -> None:
             nonlocal taken
             taken = None
-            due = pipe.zscore(_REVISIONS, repr(start))
+            due = pipe.zscore(_REVISIONS, due_member)
             if due is None or due > now:
                 pipe.multi()
                 return  # another replica took it
@@ -414,11 +496,11 @@ class RedisStore:
             members = [_text(m) for m in (*pipe.smembers(marker), *pipe.smembers(late))]
             number = (1 if last is None else int(last)) + 1
             pipe.multi()
-            pipe.zrem(_REVISIONS, repr(start))
+            pipe.zrem(_REVISIONS, due_member)
             pipe.hset(revision_key, mapping={"n": number, "at": repr(now)})
             pipe.expire(revision_key, self._revision_ttl(now))
             if fields:
-                snapshot = _snapshot_of(start, float(fields[_END]), fields)
+                snapshot = _snapshot_of(start, float(fields[_END]), fields, attribute_key)
                 taken = Revision(snapshot, number, _replicas_of(members))
 
         self._client.transaction(take, _REVISIONS, base, revision_key)
@@ -430,23 +512,46 @@ class RedisStore:
         return max(MERGED_TTL_SECONDS, round(kept))
 
     def _expire(self, now: float) -> None:
-        for resolution in (BASE, *self._rollups):
-            oldest = self._retention.oldest_kept(resolution, now, self._window)
-            index = f"{PREFIX}i:{resolution}"
-            old = [_text(m) for m in self._client.zrangebyscore(index, "-inf", f"({oldest!r}")]
+        """Every key's periods past retention, and those saved before several keys: the old
+        ones of each index read in one round trip, deleted in another."""
+        every = [_LEGACY, *(_Names.of(_text(k)) for k in self._client.smembers(_KEYS))]
+        indexes = [
+            (names, resolution, self._retention.oldest_kept(resolution, now, self._window))
+            for resolution in (BASE, *self._rollups)
+            for names in every
+        ]
+        reads = self._client.pipeline(transaction=False)
+        for names, resolution, oldest in indexes:
+            reads.zrangebyscore(names.index(resolution), "-inf", f"({oldest!r}")
+        deletes = self._client.pipeline(transaction=False)
+        for (names, resolution, _), members in zip(indexes, reads.execute(), strict=True):
+            old = [_text(m) for m in members]
             if old:
-                self._client.delete(*(f"{PREFIX}p:{resolution}:{m}" for m in old))
-                self._client.zrem(index, *old)
+                deletes.delete(*(names.period(resolution, m) for m in old))
+                deletes.zrem(names.index(resolution), *old)
+        deletes.execute()
 
     def query(
-        self, resolution: str, first: float, last: float, key: EntryKey | None
+        self, attribute_key: str, resolution: str, first: float, last: float, key: EntryKey | None
+    ) -> list[StoredPeriod]:
+        attribute_key = self._key(attribute_key)
+        answer = self._query(_Names.of(attribute_key), resolution, first, last, key)
+        if attribute_key == self._first_key:
+            # Saved before several keys were counted: the first key's too.
+            legacy = self._query(_LEGACY, resolution, first, last, key)
+            if legacy:
+                answer = _union_periods([*legacy, *answer], self._lg_k)
+        return answer
+
+    def _query(
+        self, names: _Names, resolution: str, first: float, last: float, key: EntryKey | None
     ) -> list[StoredPeriod]:
         starts = [
-            _text(m) for m in self._client.zrangebyscore(f"{PREFIX}i:{resolution}", first, last)
+            _text(m) for m in self._client.zrangebyscore(names.index(resolution), first, last)
         ]
         pipe = self._client.pipeline(transaction=False)
         for start in starts:
-            pipe.hgetall(f"{PREFIX}p:{resolution}:{start}")
+            pipe.hgetall(names.period(resolution, start))
         answer = []
         for start, fields in zip(starts, pipe.execute(), strict=True):
             if not fields:
@@ -467,6 +572,15 @@ class RedisStore:
             )
         return answer
 
+    def attribute_keys(self) -> list[str]:
+        held = {_text(k) for k in self._client.smembers(_KEYS)}
+        pipe = self._client.pipeline(transaction=False)
+        for resolution in RESOLUTIONS:
+            pipe.exists(_LEGACY.index(resolution))
+        if any(pipe.execute()):
+            held.add(self._first_key)
+        return sorted(held)
+
     def stored_bytes(self) -> int:
         try:
             info: dict[str, Any] = self._client.info("memory")
@@ -481,8 +595,41 @@ class RedisStore:
 _REVISIONS = f"{PREFIX}revisions"
 
 
-def _revision_key(start: float) -> str:
-    return f"{PREFIX}w:{start!r}:revision"
+def _due_member(start: float, attribute_key: str) -> str:
+    """A window in the revisions schedule: the start first (it holds no ":"), then the key."""
+    return f"{start!r}:{attribute_key}"
+
+
+def _union_periods(periods: Sequence[StoredPeriod], lg_k: int) -> list[StoredPeriod]:
+    """Periods of the same start as one: windows and records added, sketches unioned."""
+    by_start: dict[float, list[StoredPeriod]] = {}
+    for period in periods:
+        by_start.setdefault(period.start, []).append(period)
+    answer = []
+    for start in sorted(by_start):
+        group = by_start[start]
+        merged: dict[EntryKey, tuple[int, bytes]] = {}
+        for period in group:
+            for entry in period.entries:
+                before = merged.get(entry.key)
+                merged[entry.key] = (
+                    (entry.records, entry.sketch)
+                    if before is None
+                    else (
+                        before[0] + entry.records,
+                        union_serialized((before[1], entry.sketch), lg_k),
+                    )
+                )
+        answer.append(
+            StoredPeriod(
+                group[0].resolution,
+                start,
+                group[0].end,
+                sum(period.windows for period in group),
+                tuple(PeriodEntry(key, *value) for key, value in merged.items()),
+            )
+        )
+    return answer
 
 
 def _replicas_of(members: Sequence[str]) -> tuple[str, ...]:
@@ -493,10 +640,6 @@ def _replicas_of(members: Sequence[str]) -> tuple[str, ...]:
         share = member.partition(":")[2] if member.startswith("L") else member
         names.add(ShareId.of_member(share).replica)
     return tuple(sorted(names))
-
-
-def _merged_key(start: float) -> str:
-    return f"{PREFIX}w:{start!r}:merged"
 
 
 def _merged_fields_of(

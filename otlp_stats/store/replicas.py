@@ -47,9 +47,11 @@ class SharedStore(Protocol):
     """What the merger needs of Redis (store/redis.py); every call may raise StoreUnavailable."""
 
     def flush(self, share: ShareId, snapshot: WindowSnapshot) -> None: ...
-    def claim(self, start: float, replica: str, timeout: float) -> bool: ...
-    def is_merged(self, start: float) -> bool: ...
-    def collect(self, start: float, end: float) -> list[tuple[ShareId, WindowSnapshot]]: ...
+    def claim(self, attribute_key: str, start: float, replica: str, timeout: float) -> bool: ...
+    def is_merged(self, attribute_key: str, start: float) -> bool: ...
+    def collect(
+        self, attribute_key: str, start: float, end: float
+    ) -> list[tuple[ShareId, WindowSnapshot]]: ...
     def save_merged(
         self, merged: WindowSnapshot, shares: Sequence[ShareId], now: float
     ) -> bool: ...
@@ -182,26 +184,31 @@ class ReplicaMerger:
             self.stored_bytes = await self._call(self.store.stored_bytes)
 
     async def _settle(self, window: _Window, now: float) -> None:
+        """Each attribute key's window is claimed, merged and reported on its own."""
         start, end = window.report.start, window.report.end
-        if await self._call(self.store.claim, start, self.replica, self._claim_timeout):
+        key = _attribute_key(window)
+        if await self._call(self.store.claim, key, start, self.replica, self._claim_timeout):
             # Flushed again (it replaces the earlier flush): if Redis restarted empty between
             # the flush and now without this replica noticing, its share is still merged.
             await self._call(self.store.flush, self._share, window.report.snapshot)
-            shares = await self._call(self.store.collect, start, end)
-            merged = merge_snapshots([share for _, share in shares], self._lg_k)
+            shares = await self._call(self.store.collect, key, start, end)
+            merged = replace(
+                merge_snapshots([share for _, share in shares], self._lg_k), attribute_key=key
+            )
             held = [share_id for share_id, _ in shares]
             if await self._call(self.store.save_merged, merged, held, now):
                 report = replace(
                     report_of_snapshot(merged, partial=False, lg_k=self._lg_k),
                     scope="global",
                     replicas=tuple(sorted({share_id.replica for share_id in held})),
+                    attribute_key=window.report.attribute_key,
                 )
                 self._print(report)
                 self.global_reports += 1
                 self._windows.remove(window)
             # Otherwise another replica merged it first (its claim expired while it merged
             # and ours followed): the next step adds this share late if that merge missed it.
-        elif await self._call(self.store.is_merged, start):
+        elif await self._call(self.store.is_merged, key, start):
             await self._add_late(window, now)
             self._windows.remove(window)
         elif now > end + self._grace + 2 * self._claim_timeout:
@@ -242,7 +249,7 @@ class ReplicaMerger:
         wait = window.report.end + self._grace + _STOP_MARGIN - self._clock.now()
         if wait > 0:
             await self._clock.sleep(wait)
-        if await self._call(self.store.is_merged, window.report.start):
+        if await self._call(self.store.is_merged, _attribute_key(window), window.report.start):
             await self._add_late(window, self._clock.now())
             self._windows.remove(window)
         else:
@@ -313,6 +320,12 @@ class ReplicaMerger:
         if self.reachable:
             return {"store": "redis"}
         return {"store": "redis unreachable: reports are local, flushes retried"}
+
+
+def _attribute_key(window: _Window) -> str:
+    """The key the window's counts are of ("" from before several keys: the store's first)."""
+    snapshot = window.report.snapshot
+    return snapshot.attribute_key if snapshot is not None else window.report.attribute_key
 
 
 class ReplicaCollector(Collector):

@@ -232,6 +232,8 @@ class Reviser:
             report = replace(
                 report_of_snapshot(revision.snapshot, partial=False, lg_k=self._lg_k),
                 revision=revision.revision,
+                # The stored window names its key; report_of_snapshot knows only its counts.
+                attribute_key=revision.snapshot.attribute_key,
             )
             if self._scope is not None:
                 report = replace(report, scope=self._scope, replicas=revision.replicas)

@@ -14,32 +14,74 @@ from otlp_stats.store.base import (
     EntryKey,
     PeriodEntry,
     StoredPeriod,
+    attribute_key_of,
     entry_key,
     rollup_targets,
 )
 from otlp_stats.store.periods import BASE, Retention
 from otlp_stats.store.revisions import LateDelta, Revision
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS periods (
-    resolution TEXT NOT NULL, start REAL NOT NULL, end REAL NOT NULL, windows INTEGER NOT NULL,
-    PRIMARY KEY (resolution, start));
-CREATE TABLE IF NOT EXISTS entries (
-    resolution TEXT NOT NULL, start REAL NOT NULL, kind INTEGER NOT NULL, value TEXT NOT NULL,
+# Every row names its attribute key: the windows, periods, checkpoint and revisions of two keys
+# never meet. The key comes after the start in each primary key, so retention's deletes (by
+# resolution and start) still range over the index rather than scan the table (first, it
+# made a replay's commits 40% dearer). Files written before several keys were counted have
+# the same tables without the column; opening one for writing migrates it (_migrate), its
+# rows becoming the first key's.
+_TABLES = {
+    "periods": """CREATE TABLE IF NOT EXISTS periods (
+    attribute_key TEXT NOT NULL, resolution TEXT NOT NULL, start REAL NOT NULL,
+    end REAL NOT NULL, windows INTEGER NOT NULL,
+    PRIMARY KEY (resolution, start, attribute_key))""",
+    "entries": """CREATE TABLE IF NOT EXISTS entries (
+    attribute_key TEXT NOT NULL, resolution TEXT NOT NULL, start REAL NOT NULL,
+    kind INTEGER NOT NULL, value TEXT NOT NULL, records INTEGER NOT NULL, sketch BLOB NOT NULL,
+    PRIMARY KEY (resolution, start, attribute_key, kind, value))""",
+    "open_windows": """CREATE TABLE IF NOT EXISTS open_windows (
+    attribute_key TEXT NOT NULL, start REAL NOT NULL, end REAL NOT NULL, overflow_values BLOB,
+    PRIMARY KEY (start, attribute_key))""",
+    "open_entries": """CREATE TABLE IF NOT EXISTS open_entries (
+    attribute_key TEXT NOT NULL, start REAL NOT NULL, kind INTEGER NOT NULL, value TEXT NOT NULL,
     records INTEGER NOT NULL, sketch BLOB NOT NULL,
-    PRIMARY KEY (resolution, start, kind, value));
-CREATE TABLE IF NOT EXISTS open_windows (
-    start REAL PRIMARY KEY, end REAL NOT NULL, overflow_values BLOB);
-CREATE TABLE IF NOT EXISTS open_entries (
-    start REAL NOT NULL, kind INTEGER NOT NULL, value TEXT NOT NULL,
-    records INTEGER NOT NULL, sketch BLOB NOT NULL, PRIMARY KEY (start, kind, value));
-"""
-# Base windows that late records have revised: the last revision printed (1: the first report),
-# when, and when the next is due (NULL: none pending).
-_REVISIONS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS revisions (
-    start REAL PRIMARY KEY, revision INTEGER NOT NULL, printed_at REAL, due REAL);
-"""
+    PRIMARY KEY (start, attribute_key, kind, value))""",
+    # Base windows that late records have revised: the last revision printed (1: the first
+    # report), when, and when the next is due (NULL: none pending).
+    "revisions": """CREATE TABLE IF NOT EXISTS revisions (
+    attribute_key TEXT NOT NULL, start REAL NOT NULL, revision INTEGER NOT NULL,
+    printed_at REAL, due REAL, PRIMARY KEY (start, attribute_key))""",
+}
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _migrate(db: sqlite3.Connection, first_key: str) -> None:
+    """Tables of a file from before several keys get the attribute key column, their rows the
+    first configured key, in one transaction: a failure leaves the file as it was."""
+    old = [name for name in _TABLES if (cols := _columns(db, name)) and "attribute_key" not in cols]
+    if not old:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for name in old:
+            # The primary key changes, which ALTER TABLE cannot do: copy into a new table.
+            columns = ", ".join(_columns(db, name))
+            db.execute(f"ALTER TABLE {name} RENAME TO {name}_before_keys")
+            db.execute(_TABLES[name])
+            db.execute(
+                f"INSERT INTO {name} (attribute_key, {columns}) "
+                f"SELECT ?, {columns} FROM {name}_before_keys",
+                (first_key,),
+            )
+            db.execute(f"DROP TABLE {name}_before_keys")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+# (attribute key, resolution, start): one stored period.
+_PeriodId = tuple[str, str, float]
 
 
 class _PeriodMerge:
@@ -89,10 +131,15 @@ class SqliteStore:
         window: float,
         lg_k: int = DEFAULT_LG_K,
         read_only: bool = False,
+        *,
+        first_key: str,
     ) -> None:
-        """Open the file, creating it and its schema; `read_only` (to query) creates nothing
-        and raises StoreMissing if there is no store there."""
+        """Open the file, creating it and its schema (migrating a file from before several
+        keys: its rows are `first_key`'s); `read_only` (to query) creates and migrates nothing,
+        answers an old file's rows as `first_key`'s, and raises StoreMissing if there is no
+        store there."""
         self._path = path
+        self._first_key = first_key
         self._rollups = tuple(rollups)
         self._retention = retention
         self._window = window
@@ -102,8 +149,11 @@ class SqliteStore:
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = connect_writer(path)
-            self._db.executescript(_SCHEMA)
-            self._db.executescript(_REVISIONS_SCHEMA)
+            _migrate(self._db, first_key)
+            for table in _TABLES.values():
+                self._db.execute(table)
+        # Only a file opened read-only can still be of the old schema (one key, no column).
+        self._one_key = "attribute_key" not in _columns(self._db, "periods")
         self._bytes = self._measure()
 
     @property
@@ -113,19 +163,23 @@ class SqliteStore:
     def load_open(self) -> list[WindowSnapshot]:
         """The checkpointed windows not already saved as closed (those would count twice)."""
         windows = self._db.execute(
-            "SELECT start, end, overflow_values FROM open_windows WHERE start NOT IN "
-            "(SELECT start FROM periods WHERE resolution = ?) ORDER BY start",
+            "SELECT attribute_key, start, end, overflow_values FROM open_windows AS o "
+            "WHERE NOT EXISTS (SELECT 1 FROM periods AS p WHERE p.attribute_key = "
+            "o.attribute_key AND p.resolution = ? AND p.start = o.start) "
+            "ORDER BY start, attribute_key",
             (BASE,),
         ).fetchall()
         snapshots = []
-        for start, end, overflow_values in windows:
+        for attribute_key, start, end, overflow_values in windows:
             rows = self._db.execute(
-                "SELECT kind, value, records, sketch FROM open_entries WHERE start = ?", (start,)
+                "SELECT kind, value, records, sketch FROM open_entries "
+                "WHERE attribute_key = ? AND start = ?",
+                (attribute_key, start),
             ).fetchall()
             tallies = tuple(
                 _tally(kind, value, records, sketch) for kind, value, records, sketch in rows
             )
-            snapshots.append(WindowSnapshot(start, end, tallies, overflow_values))
+            snapshots.append(WindowSnapshot(start, end, tallies, overflow_values, attribute_key))
         return snapshots
 
     def commit(
@@ -147,66 +201,73 @@ class SqliteStore:
             raise
         self._bytes = self._measure()
 
+    def _key(self, snapshot: WindowSnapshot) -> str:
+        return attribute_key_of(snapshot, self._first_key)
+
     def _save_closed(self, closed: Sequence[WindowSnapshot]) -> None:
         """Save the windows not saved yet and merge them into their rollups, each period read
         and written once per commit however many of its windows the commit holds: a replay
         closes thousands of windows of one day in a row, and unioning the day's sketch with
         each of them in turn was most of its time."""
         db = self._db
-        periods: dict[tuple[str, float], _PeriodMerge] = {}
-        saved: set[float] = set()
+        periods: dict[tuple[str, str, float], _PeriodMerge] = {}
+        saved: set[tuple[str, float]] = set()
         for snapshot in closed:
-            if snapshot.start in saved or self._is_saved(snapshot.start):
-                continue  # a window saved already is never counted twice
-            saved.add(snapshot.start)
+            attribute_key = self._key(snapshot)
+            window = (attribute_key, snapshot.start)
+            if window in saved or self._is_saved(*window):
+                continue  # a window saved already (for this key) is never counted twice
+            saved.add(window)
             for resolution, start, end in rollup_targets(snapshot, self._rollups):
-                merge = periods.get((resolution, start))
+                merge = periods.get((attribute_key, resolution, start))
                 if merge is None:
-                    merge = periods[resolution, start] = _PeriodMerge(end)
+                    merge = periods[attribute_key, resolution, start] = _PeriodMerge(end)
                 merge.add(snapshot)
-            db.execute("DELETE FROM open_windows WHERE start = ?", (snapshot.start,))
-            db.execute("DELETE FROM open_entries WHERE start = ?", (snapshot.start,))
-        for (resolution, start), merge in periods.items():
+            for table in ("open_windows", "open_entries"):
+                db.execute(f"DELETE FROM {table} WHERE attribute_key = ? AND start = ?", window)
+        for (attribute_key, resolution, start), merge in periods.items():
             db.execute(
-                "INSERT INTO periods VALUES (?, ?, ?, ?) ON CONFLICT (resolution, start) "
+                "INSERT INTO periods VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (resolution, start, attribute_key) "
                 "DO UPDATE SET windows = windows + excluded.windows",
-                (resolution, start, merge.end, merge.windows),
+                (attribute_key, resolution, start, merge.end, merge.windows),
             )
-            self._merge_tallies(resolution, start, merge.entries)
+            self._merge_tallies((attribute_key, resolution, start), merge.entries)
 
-    def _is_saved(self, start: float) -> bool:
+    def _is_saved(self, attribute_key: str, start: float) -> bool:
         return (
             self._db.execute(
-                "SELECT 1 FROM periods WHERE resolution = ? AND start = ?", (BASE, start)
+                "SELECT 1 FROM periods WHERE attribute_key = ? AND resolution = ? AND start = ?",
+                (attribute_key, BASE, start),
             ).fetchone()
             is not None
         )
 
-    def _merge_entries(self, resolution: str, start: float, snapshot: WindowSnapshot) -> None:
+    def _merge_entries(self, period: _PeriodId, snapshot: WindowSnapshot) -> None:
         """Union the snapshot's values into one stored period's entries."""
         merge = _PeriodMerge(snapshot.end)
         merge.add(snapshot)
-        self._merge_tallies(resolution, start, merge.entries)
+        self._merge_tallies(period, merge.entries)
 
     def _merge_tallies(
-        self, resolution: str, start: float, entries: dict[EntryKey, tuple[int, list[bytes]]]
+        self, period: _PeriodId, entries: dict[EntryKey, tuple[int, list[bytes]]]
     ) -> None:
         """Records add up; messages are unioned (with what is stored), so one seen in two
         windows counts once."""
         db = self._db
         for (kind, value), (records, sketches) in entries.items():
             row = db.execute(
-                "SELECT records, sketch FROM entries "
-                "WHERE resolution = ? AND start = ? AND kind = ? AND value = ?",
-                (resolution, start, kind, value),
+                "SELECT records, sketch FROM entries WHERE attribute_key = ? "
+                "AND resolution = ? AND start = ? AND kind = ? AND value = ?",
+                (*period, kind, value),
             ).fetchone()
             if row is not None:
                 records += row[0]
                 sketches = [row[1], *sketches]
             sketch = sketches[0] if len(sketches) == 1 else union_serialized(sketches, self._lg_k)
             db.execute(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
-                (resolution, start, kind, value, records, sketch),
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*period, kind, value, records, sketch),
             )
 
     # Late records and revisions (store/revisions.py): the RevisionStore side.
@@ -227,46 +288,50 @@ class SqliteStore:
 
     def _merge_late(self, snapshot: WindowSnapshot, now: float, spacing: float) -> None:
         db = self._db
+        attribute_key = self._key(snapshot)
         kept = {
             resolution: self._retention.oldest_kept(resolution, now, self._window)
             for resolution in (BASE, *self._rollups)
         }
-        stored = db.execute(
-            "SELECT 1 FROM periods WHERE resolution = ? AND start = ?", (BASE, snapshot.start)
-        ).fetchone()
+        stored = self._is_saved(attribute_key, snapshot.start)
         # A window within retention that was never saved (older than the first run of this
         # store, or lost to failing writes) becomes one now; its first report is the next.
-        new_window = stored is None and snapshot.start >= kept[BASE]
+        new_window = not stored and snapshot.start >= kept[BASE]
         for resolution, start, end in rollup_targets(snapshot, self._rollups):
-            if start < kept[resolution] or (
-                resolution == BASE and stored is None and not new_window
-            ):
+            if start < kept[resolution] or (resolution == BASE and not stored and not new_window):
                 continue  # retention has deleted it: a late record does not bring it back
             db.execute(
-                "INSERT INTO periods VALUES (?, ?, ?, ?) ON CONFLICT (resolution, start) "
+                "INSERT INTO periods VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (resolution, start, attribute_key) "
                 "DO UPDATE SET windows = windows + excluded.windows",
-                (resolution, start, end, int(new_window)),
+                (attribute_key, resolution, start, end, int(new_window)),
             )
-            self._merge_entries(resolution, start, snapshot)
-        if stored is not None or new_window:
-            self._schedule_revision(snapshot.start, now, spacing, first=new_window)
+            self._merge_entries((attribute_key, resolution, start), snapshot)
+        if stored or new_window:
+            self._schedule_revision((attribute_key, snapshot.start), now, spacing, first=new_window)
 
-    def _schedule_revision(self, start: float, now: float, spacing: float, first: bool) -> None:
+    def _schedule_revision(
+        self, window: tuple[str, float], now: float, spacing: float, first: bool
+    ) -> None:
         """Due now, or `spacing` after the last revision: a burst of late records for one
         window is printed as one revision per window length, carrying all of it."""
         db = self._db
         row = db.execute(
-            "SELECT printed_at, due FROM revisions WHERE start = ?", (start,)
+            "SELECT printed_at, due FROM revisions WHERE attribute_key = ? AND start = ?", window
         ).fetchone()
         if row is None:
             # Revision 1 is the window's first report, printed when it closed (or, for a
             # window the late records make, the revision this schedules).
             db.execute(
-                "INSERT INTO revisions VALUES (?, ?, NULL, ?)", (start, 0 if first else 1, now)
+                "INSERT INTO revisions VALUES (?, ?, ?, NULL, ?)",
+                (*window, 0 if first else 1, now),
             )
         elif row[1] is None:
             due = now if row[0] is None else max(now, row[0] + spacing)
-            db.execute("UPDATE revisions SET due = ? WHERE start = ?", (due, start))
+            db.execute(
+                "UPDATE revisions SET due = ? WHERE attribute_key = ? AND start = ?",
+                (due, *window),
+            )
 
     def take_revisions(self, now: float) -> tuple[list[Revision], float | None]:
         db = self._db
@@ -286,40 +351,48 @@ class SqliteStore:
         db.execute("DELETE FROM revisions WHERE start < ?", (oldest,))
         revisions = []
         due = db.execute(
-            "SELECT start, revision FROM revisions WHERE due <= ? ORDER BY start", (now,)
+            "SELECT attribute_key, start, revision FROM revisions WHERE due <= ? "
+            "ORDER BY start, attribute_key",
+            (now,),
         ).fetchall()
-        for start, revision in due:
+        for attribute_key, start, revision in due:
+            window = (attribute_key, BASE, start)
             period = db.execute(
-                "SELECT end FROM periods WHERE resolution = ? AND start = ?", (BASE, start)
+                "SELECT end FROM periods WHERE attribute_key = ? AND resolution = ? AND start = ?",
+                window,
             ).fetchone()
             db.execute(
-                "UPDATE revisions SET revision = ?, printed_at = ?, due = NULL WHERE start = ?",
-                (revision + 1, now, start),
+                "UPDATE revisions SET revision = ?, printed_at = ?, due = NULL "
+                "WHERE attribute_key = ? AND start = ?",
+                (revision + 1, now, attribute_key, start),
             )
             if period is None:
                 continue
             rows = db.execute(
                 "SELECT kind, value, records, sketch FROM entries "
-                "WHERE resolution = ? AND start = ?",
-                (BASE, start),
+                "WHERE attribute_key = ? AND resolution = ? AND start = ?",
+                window,
             ).fetchall()
             tallies = tuple(_tally(*row) for row in rows)
-            revisions.append(Revision(WindowSnapshot(start, period[0], tallies), revision + 1))
+            snapshot = WindowSnapshot(start, period[0], tallies, attribute_key=attribute_key)
+            revisions.append(Revision(snapshot, revision + 1))
         return revisions
 
     def _checkpoint(self, open_windows: Sequence[WindowSnapshot]) -> None:
+        """The open windows of every key replace the checkpoint whole."""
         db = self._db
         db.execute("DELETE FROM open_windows")
         db.execute("DELETE FROM open_entries")
         for snapshot in open_windows:
+            attribute_key = self._key(snapshot)
             db.execute(
-                "INSERT INTO open_windows VALUES (?, ?, ?)",
-                (snapshot.start, snapshot.end, snapshot.overflow_values),
+                "INSERT INTO open_windows VALUES (?, ?, ?, ?)",
+                (attribute_key, snapshot.start, snapshot.end, snapshot.overflow_values),
             )
             db.executemany(
-                "INSERT INTO open_entries VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO open_entries VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (snapshot.start, *entry_key(tally), tally.records, tally.sketch)
+                    (attribute_key, snapshot.start, *entry_key(tally), tally.records, tally.sketch)
                     for tally in snapshot.tallies
                 ],
             )
@@ -334,33 +407,51 @@ class SqliteStore:
                 )
 
     def query(
-        self, resolution: str, first: float, last: float, key: EntryKey | None
+        self, attribute_key: str, resolution: str, first: float, last: float, key: EntryKey | None
     ) -> list[StoredPeriod]:
+        if self._one_key:
+            # A file from before several keys, read as it is: its rows are the first key's.
+            if attribute_key != self._first_key:
+                return []
+            where, args = "", tuple[str, ...]()
+        else:
+            where, args = "attribute_key = ? AND ", (attribute_key,)
         # A connection per query: queries run in any thread, and WAL lets them read while the
         # writer writes.
         reader = sqlite3.connect(_read_only_uri(self._path), uri=True, timeout=30)
         try:
             periods = reader.execute(
-                "SELECT start, end, windows FROM periods "
-                "WHERE resolution = ? AND start BETWEEN ? AND ? ORDER BY start",
-                (resolution, first, last),
+                f"SELECT start, end, windows FROM periods WHERE {where}"
+                "resolution = ? AND start BETWEEN ? AND ? ORDER BY start",
+                (*args, resolution, first, last),
             ).fetchall()
             answer = []
             for start, end, windows in periods:
                 sql = (
-                    "SELECT kind, value, records, sketch FROM entries "
-                    "WHERE resolution = ? AND start = ?"
+                    f"SELECT kind, value, records, sketch FROM entries WHERE {where}"
+                    "resolution = ? AND start = ?"
                 )
-                args: tuple[object, ...] = (resolution, start)
+                params: tuple[object, ...] = (*args, resolution, start)
                 if key is not None:
                     sql += " AND kind = ? AND value = ?"
-                    args += key
+                    params += key
                 entries = tuple(
                     PeriodEntry((kind, value), records, sketch)
-                    for kind, value, records, sketch in reader.execute(sql, args)
+                    for kind, value, records, sketch in reader.execute(sql, params)
                 )
                 answer.append(StoredPeriod(resolution, start, end, windows, entries))
             return answer
+        finally:
+            reader.close()
+
+    def attribute_keys(self) -> list[str]:
+        reader = sqlite3.connect(_read_only_uri(self._path), uri=True, timeout=30)
+        try:
+            if self._one_key:
+                held = reader.execute("SELECT 1 FROM periods LIMIT 1").fetchone() is not None
+                return [self._first_key] if held else []
+            rows = reader.execute("SELECT DISTINCT attribute_key FROM periods ORDER BY 1")
+            return [row[0] for row in rows]
         finally:
             reader.close()
 

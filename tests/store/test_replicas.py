@@ -21,15 +21,23 @@ from tests.support.fakes import FakeClock
 WINDOW = 10.0
 
 
+Window = tuple[str, float]
+
+
+def window_of(snapshot: WindowSnapshot) -> Window:
+    return snapshot.attribute_key, snapshot.start
+
+
 class FlakyShared:
     """The shared store's contract in a dict; `down` makes every call fail as Redis would."""
 
     def __init__(self) -> None:
         self.down = False
-        self.shares: dict[float, dict[ShareId, WindowSnapshot]] = {}
-        self.claims: dict[float, str] = {}
+        # By (attribute key, window start), as Redis keeps keys apart.
+        self.shares: dict[Window, dict[ShareId, WindowSnapshot]] = {}
+        self.claims: dict[Window, str] = {}
         self.merged: list[WindowSnapshot] = []
-        self.holds: dict[float, set[ShareId]] = {}
+        self.holds: dict[Window, set[ShareId]] = {}
         self.late: list[WindowSnapshot] = []
 
     def _check(self) -> None:
@@ -38,31 +46,35 @@ class FlakyShared:
 
     def flush(self, share: ShareId, snapshot: WindowSnapshot) -> None:
         self._check()
-        self.shares.setdefault(snapshot.start, {})[share] = snapshot
+        self.shares.setdefault(window_of(snapshot), {})[share] = snapshot
 
-    def claim(self, start: float, replica: str, timeout: float) -> bool:
+    def claim(self, attribute_key: str, start: float, replica: str, timeout: float) -> bool:
         self._check()
-        return self.claims.setdefault(start, replica) == replica and not self.is_merged(start)
+        window = (attribute_key, start)
+        return self.claims.setdefault(window, replica) == replica and window not in self.holds
 
-    def is_merged(self, start: float) -> bool:
+    def is_merged(self, attribute_key: str, start: float) -> bool:
         self._check()
-        return start in self.holds
+        return (attribute_key, start) in self.holds
 
-    def collect(self, start: float, end: float) -> list[tuple[ShareId, WindowSnapshot]]:
+    def collect(
+        self, attribute_key: str, start: float, end: float
+    ) -> list[tuple[ShareId, WindowSnapshot]]:
         self._check()
-        return sorted(self.shares.get(start, {}).items(), key=lambda item: item[0].member)
+        shares = self.shares.get((attribute_key, start), {})
+        return sorted(shares.items(), key=lambda item: item[0].member)
 
     def save_merged(self, merged: WindowSnapshot, shares: Sequence[ShareId], now: float) -> bool:
         self._check()
-        if self.is_merged(merged.start):
+        if window_of(merged) in self.holds:
             return False
         self.merged.append(merged)
-        self.holds[merged.start] = set(shares)
+        self.holds[window_of(merged)] = set(shares)
         return True
 
     def add_late(self, share: ShareId, snapshot: WindowSnapshot, now: float) -> bool:
         self._check()
-        held = self.holds.get(snapshot.start)
+        held = self.holds.get(window_of(snapshot))
         if held is None or share in held:
             return False
         held.add(share)

@@ -21,6 +21,9 @@ from otlp_stats.store.sqlite import SqliteStore
 from tests.support.fakes import FakeClock
 from tests.support.redistools import RedisServer
 
+# The first configured attribute key: a snapshot naming none (the aggregator's) is its.
+FIRST_KEY = "service.name"
+
 WINDOW = 10.0
 LATENESS = 5.0
 ROLLUPS = ("1h", "1d")
@@ -78,7 +81,7 @@ class SqliteRig:
 
     def __init__(self, path: Path, retention: Retention = DEFAULT_RETENTION) -> None:
         self.clock = FakeClock(T0)
-        self.store = SqliteStore(path, ROLLUPS, retention, WINDOW)
+        self.store = SqliteStore(path, ROLLUPS, retention, WINDOW, first_key=FIRST_KEY)
         self.aggregator = Aggregator(WINDOW, T0 + LATENESS, keep_sketches=True, lateness=LATENESS)
         self.late = late_merge(retention)
         self.revisions: list[WindowReport] = []
@@ -110,7 +113,7 @@ class SqliteRig:
 
     def day(self) -> tuple[int, dict[tuple[int, str], tuple[int, int]]]:
         """The stored day: its window count, and records and distinct messages per value."""
-        [day] = self.store.query("1d", T0, T0, None)
+        [day] = self.store.query(FIRST_KEY, "1d", T0, T0, None)
         return day.windows, {
             e.key: (e.records, estimate_serialized(e.sketch).value) for e in day.entries
         }
@@ -169,7 +172,7 @@ async def test_a_window_never_saved_is_made_by_its_late_records(rig: SqliteRig) 
     await rig.close_windows(T0 + WINDOW + LATENESS)  # the first window of this run
     [made] = await rig.revise(T0 + 15.1)
     assert (made.start, made.revision, made.records) == (before * WINDOW, 1, 2)
-    [hour] = rig.store.query("1h", T0 - 3600, T0 - 3600, None)
+    [hour] = rig.store.query(FIRST_KEY, "1h", T0 - 3600, T0 - 3600, None)
     assert hour.windows == 1  # the made window counts in its hour (T0's day is another day)
 
 
@@ -178,8 +181,10 @@ async def test_late_records_still_waiting_at_stop_are_merged(rig: SqliteRig) -> 
     await rig.close_windows(T0 + 15)
     rig.add(T0 + 16, {FIRST: {"a": hashes(2)}})
     await rig.keeper.stop()
-    store = SqliteStore(rig.store._path, ROLLUPS, DEFAULT_RETENTION, WINDOW, read_only=True)
-    [window] = store.query("window", T0, T0, None)
+    store = SqliteStore(
+        rig.store._path, ROLLUPS, DEFAULT_RETENTION, WINDOW, read_only=True, first_key=FIRST_KEY
+    )
+    [window] = store.query(FIRST_KEY, "window", T0, T0, None)
     assert sum(entry.records for entry in window.entries) == 2
     store.close()
 
@@ -198,7 +203,9 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 class Replica:
     def __init__(self, server: RedisServer, name: str, clock: FakeClock) -> None:
         self.printed: list[WindowReport] = []
-        store = self.store = RedisStore(server.url, ROLLUPS, DEFAULT_RETENTION, WINDOW)
+        store = self.store = RedisStore(
+            server.url, ROLLUPS, DEFAULT_RETENTION, WINDOW, first_key=FIRST_KEY
+        )
         self.late = late_merge(incarnation=f"{name}0:{name}")
         reviser = Reviser(
             self.late, store, self.printed.append, WINDOW, 12, poll_every=0.2, scope="global"
@@ -257,7 +264,7 @@ async def test_two_replicas_agree_on_one_revision_each_time(redis_server: RedisS
     await a.merger.step()
     assert sorted(a.revisions() + b.revisions()) == [(2, 4, ("a", "b")), (3, 6, ("a", "b"))]
     # The day holds the window once, with every record.
-    [day] = a.store.query("1d", T0, T0, None)
+    [day] = a.store.query(FIRST_KEY, "1d", T0, T0, None)
     assert day.windows == 1 and sum(entry.records for entry in day.entries) == 6
     await a.merger.stop()
     await b.merger.stop()
@@ -276,7 +283,7 @@ async def test_a_retried_late_merge_counts_once(redis_server: RedisServer) -> No
     store = a.store
     assert store.merge_late(delta, T0 + 20, WINDOW)
     assert store.merge_late(delta, T0 + 20, WINDOW)  # a retry after an unseen success
-    [day] = store.query("1d", T0, T0, None)
+    [day] = store.query(FIRST_KEY, "1d", T0, T0, None)
     assert sum(entry.records for entry in day.entries) == 2
     await a.merger.stop()
 
@@ -298,7 +305,7 @@ async def test_late_records_of_a_window_past_its_retention_still_reach_the_day(
     assert a.add(later, {FIRST: {"x": hashes(2)}}) == 1
     [delta] = a.late.ready(a.aggregator.first_open_index)
     assert a.store.merge_late(delta, later, WINDOW)
-    [day] = a.store.query("1d", T0, T0, None)
+    [day] = a.store.query(FIRST_KEY, "1d", T0, T0, None)
     assert day.windows == 1 and sum(entry.records for entry in day.entries) == 2
     assert a.store.take_revisions(later) == ([], None)  # no stored window to print again
     await a.merger.stop()

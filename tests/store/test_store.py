@@ -36,6 +36,9 @@ from otlp_stats.store.sqlite import SqliteStore, StoreMissing
 from tests.support.fakes import FakeClock
 from tests.support.redistools import RedisServer
 
+# The first configured attribute key: a snapshot naming none (the aggregator's) is its.
+FIRST_KEY = "service.name"
+
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC).timestamp()
 ROLLUPS = ("1m", "1h", "1d", "1mo")
 
@@ -52,9 +55,11 @@ def hashes(*numbers: int) -> LabelTally:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
     opened: StateStore
     if request.param == "memory":
-        opened = MemoryStore(ROLLUPS, DEFAULT_RETENTION, 10.0)
+        opened = MemoryStore(ROLLUPS, DEFAULT_RETENTION, 10.0, first_key=FIRST_KEY)
     else:
-        opened = SqliteStore(tmp_path / "state.db", ROLLUPS, DEFAULT_RETENTION, 10.0)
+        opened = SqliteStore(
+            tmp_path / "state.db", ROLLUPS, DEFAULT_RETENTION, 10.0, first_key=FIRST_KEY
+        )
     yield opened
     opened.close()
 
@@ -162,8 +167,8 @@ def test_retention_drops_old_base_windows_but_keeps_the_day(store: StateStore) -
     store.commit([r.snapshot for r in aggregator.close_until(T0 + 10) if r.snapshot], None, T0)
     later = T0 + 2 * 3600
     store.commit([], None, later)
-    assert store.query("window", T0, T0, None) == []
-    assert [p.windows for p in store.query("1d", T0 - 36000, T0, None)] == [1]
+    assert store.query(FIRST_KEY, "window", T0, T0, None) == []
+    assert [p.windows for p in store.query(FIRST_KEY, "1d", T0 - 36000, T0, None)] == [1]
 
 
 def test_questions_outside_what_is_kept_are_refused() -> None:
@@ -185,10 +190,10 @@ def test_sqlite_checkpoint_is_skipped_once_its_window_is_saved(tmp_path: Path) -
     path = tmp_path / "state.db"
     aggregator = Aggregator(10, T0, keep_sketches=True)
     aggregator.add(T0 + 1, {"a": hashes(1, 2)})
-    store = SqliteStore(path, ("1d",), DEFAULT_RETENTION, 10.0)
+    store = SqliteStore(path, ("1d",), DEFAULT_RETENTION, 10.0, first_key=FIRST_KEY)
     store.commit([], aggregator.snapshot(), T0 + 2)
     store.close()
-    reopened = SqliteStore(path, ("1d",), DEFAULT_RETENTION, 10.0)
+    reopened = SqliteStore(path, ("1d",), DEFAULT_RETENTION, 10.0, first_key=FIRST_KEY)
     [restored] = reopened.load_open()
     assert restored.records == 2
     reopened.commit([restored], None, T0 + 10)
@@ -200,7 +205,7 @@ def test_sqlite_size_is_measured_by_the_writer_so_asking_opens_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "state.db"
-    store = SqliteStore(path, ("1d",), DEFAULT_RETENTION, 10.0)
+    store = SqliteStore(path, ("1d",), DEFAULT_RETENTION, 10.0, first_key=FIRST_KEY)
     empty = store.stored_bytes()
     aggregator = Aggregator(10, T0, keep_sketches=True)
     aggregator.add(T0 + 1, {f"value {n}": hashes(n, n + 1) for n in range(200)})
@@ -222,7 +227,7 @@ def test_sqlite_size_is_measured_by_the_writer_so_asking_opens_nothing(
 def test_a_query_of_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> None:
     path = tmp_path / "typo" / "state.db"
     with pytest.raises(StoreMissing, match="does not exist"):
-        SqliteStore(path, ("1d",), DEFAULT_RETENTION, 10.0, read_only=True)
+        SqliteStore(path, ("1d",), DEFAULT_RETENTION, 10.0, read_only=True, first_key=FIRST_KEY)
     assert not path.parent.exists()
 
 
@@ -246,8 +251,11 @@ class FailingStore:
         raise sqlite3.OperationalError("database or disk is full")
 
     def query(
-        self, resolution: str, first: float, last: float, key: EntryKey | None
+        self, attribute_key: str, resolution: str, first: float, last: float, key: EntryKey | None
     ) -> list[StoredPeriod]:
+        return []
+
+    def attribute_keys(self) -> list[str]:
         return []
 
     def stored_bytes(self) -> int:
@@ -283,7 +291,7 @@ def test_a_million_distinct_messages_over_a_day_roll_up_within_bounds() -> None:
     one simulated day in one-minute windows, a tenth of them repeated in a later window."""
     clock = FakeClock(at("2026-11-23T00:00:00"))
     aggregator = Aggregator(60, clock.now(), keep_sketches=True)
-    store = MemoryStore(("1d", "1mo"), DEFAULT_RETENTION, 60.0)
+    store = MemoryStore(("1d", "1mo"), DEFAULT_RETENTION, 60.0, first_key=FIRST_KEY)
     distinct, windows = 1_000_000, 1440
     per_window = distinct // windows + 1
     sent = 0
@@ -300,7 +308,7 @@ def test_a_million_distinct_messages_over_a_day_roll_up_within_bounds() -> None:
         closed = [r.snapshot for r in aggregator.close_until(clock.now()) if r.snapshot]
         store.commit(closed, None, clock.now())
     for resolution in ("1d", "1mo"):
-        [period] = store.query(resolution, at("2026-11-01T00:00:00"), clock.now(), None)
+        [period] = store.query(FIRST_KEY, resolution, at("2026-11-01T00:00:00"), clock.now(), None)
         [entry] = period.entries
         estimate = estimate_serialized(entry.sketch)
         assert entry.records == sent
@@ -325,10 +333,10 @@ def two_stores(
         for name in ("0", "1"):
             if server is None:
                 path = tmp_path / f"state{name}.db"
-                opened.append(SqliteStore(path, ROLLUPS, retention, window))
+                opened.append(SqliteStore(path, ROLLUPS, retention, window, first_key=FIRST_KEY))
             else:
                 url = server.url.rsplit("/", 1)[0] + "/" + name
-                opened.append(RedisStore(url, ROLLUPS, retention, window))
+                opened.append(RedisStore(url, ROLLUPS, retention, window, first_key=FIRST_KEY))
         return opened[-2], opened[-1]
 
     yield open_two
@@ -359,13 +367,13 @@ def test_windows_saved_in_one_commit_roll_up_as_when_saved_one_by_one(
     def stored(store: StateStore, resolution: str) -> list[tuple[object, ...]]:
         return [
             (p.start, p.windows, e.key, e.records, estimate_serialized(e.sketch).value)
-            for p in store.query(resolution, T0 - 40 * 86400, T0 + 2 * 86400, None)
+            for p in store.query(FIRST_KEY, resolution, T0 - 40 * 86400, T0 + 2 * 86400, None)
             for e in sorted(p.entries, key=lambda entry: entry.key)
         ]
 
     for resolution in ("window", *ROLLUPS):
         assert stored(at_once, resolution) == stored(by_one, resolution), resolution
-    [day_one, day_two] = at_once.query("1d", T0 - 86400, T0 + 2 * 86400, None)
+    [day_one, day_two] = at_once.query(FIRST_KEY, "1d", T0 - 86400, T0 + 2 * 86400, None)
     assert day_one.windows + day_two.windows == 30
     checkout = next(e for e in day_one.entries if e.key == (0, "checkout"))
     assert checkout.records == 3 * day_one.windows

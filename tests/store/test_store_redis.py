@@ -30,6 +30,9 @@ from tests.support.redistools import RedisServer
 from tests.support.sdk_senders import KEY, SdkSenders, flush_all_at_once
 from tests.support.servicetools import ServiceProcess, running_service
 
+# The first configured attribute key: a snapshot naming none (the aggregator's) is its.
+FIRST_KEY = "service.name"
+
 WINDOW = 3.0
 
 
@@ -209,7 +212,7 @@ def merger(
 ) -> tuple[ReplicaMerger, list[WindowReport]]:
     """A replica as one process run of it; by default each call is a new run."""
     printed: list[WindowReport] = []
-    store = RedisStore(server.url, ("1d",), retention, MERGER_WINDOW)
+    store = RedisStore(server.url, ("1d",), retention, MERGER_WINDOW, first_key=FIRST_KEY)
     replica = ReplicaMerger(
         store, name, clock, printed.append, 2.0, 30.0, 12, structlog.get_logger("test"), incarnation
     )
@@ -228,9 +231,9 @@ def closed_window(clock: FakeClock, hashes: list[int], partial: bool = False) ->
 
 def day_records(server: RedisServer) -> list[tuple[int, int]]:
     """(windows, records) of each stored day."""
-    store = RedisStore(server.url, ("1d",), DEFAULT_RETENTION, MERGER_WINDOW)
+    store = RedisStore(server.url, ("1d",), DEFAULT_RETENTION, MERGER_WINDOW, first_key=FIRST_KEY)
     try:
-        days = store.query("1d", 0, 1e12, None)
+        days = store.query(FIRST_KEY, "1d", 0, 1e12, None)
     finally:
         store.close()
     return [(day.windows, sum(entry.records for entry in day.entries)) for day in days]
