@@ -17,6 +17,7 @@ from otlp_stats.store.base import (
     entry_key,
     rollup_targets,
 )
+from otlp_stats.store.journal import JOURNAL_SCHEMA
 from otlp_stats.store.periods import BASE, Retention
 from otlp_stats.store.revisions import LateDelta, Revision
 
@@ -104,6 +105,7 @@ class SqliteStore:
             self._db = connect_writer(path)
             self._db.executescript(_SCHEMA)
             self._db.executescript(_REVISIONS_SCHEMA)
+            self._db.executescript(JOURNAL_SCHEMA)
         self._bytes = self._measure()
 
     @property
@@ -133,6 +135,7 @@ class SqliteStore:
         closed: Sequence[WindowSnapshot],
         open_windows: Sequence[WindowSnapshot] | None,
         now: float,
+        journal_seq: int | None = None,
     ) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -140,6 +143,8 @@ class SqliteStore:
             self._save_closed(closed)
             if open_windows is not None:
                 self._checkpoint(open_windows)
+                if journal_seq is not None:
+                    self._trim_journal(journal_seq)
             self._expire(now)
             db.execute("COMMIT")
         except BaseException:
@@ -166,6 +171,7 @@ class SqliteStore:
                 merge.add(snapshot)
             db.execute("DELETE FROM open_windows WHERE start = ?", (snapshot.start,))
             db.execute("DELETE FROM open_entries WHERE start = ?", (snapshot.start,))
+            db.execute("DELETE FROM journal WHERE start = ?", (snapshot.start,))
         for (resolution, start), merge in periods.items():
             db.execute(
                 "INSERT INTO periods VALUES (?, ?, ?, ?) ON CONFLICT (resolution, start) "
@@ -323,6 +329,13 @@ class SqliteStore:
                     for tally in snapshot.tallies
                 ],
             )
+
+    def _trim_journal(self, covered: int) -> None:
+        """The checkpoint holds every request counted up to `covered`: their journal entries
+        go, and a restart replays only those after it (store/journal.py)."""
+        db = self._db
+        db.execute("DELETE FROM journal WHERE seq <= ?", (covered,))
+        db.execute("INSERT OR REPLACE INTO journal_mark VALUES (0, ?)", (covered,))
 
     def _expire(self, now: float) -> None:
         for resolution in (BASE, *self._rollups):
