@@ -10,7 +10,6 @@ the checkpoint plus the entries after it are exactly what was counted, each once
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import marshal
 import sqlite3
 from array import array
@@ -167,9 +166,9 @@ class Committer:
         self._retry_delay = retry_delay
         self._log = logger
         self._waiting: list[_Waiting] = []
-        self._ready = asyncio.Event()
-        self._full = asyncio.Event()
-        self._first_at = 0.0
+        # Set when a group is due: `interval` after its first request, or once it is full.
+        self._due = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
         # A commit under way finishes before stop() cancels the loop: its requests are answered.
         self._turn = asyncio.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -183,12 +182,12 @@ class Committer:
         self, verdict: asyncio.Future[Verdict], answer: Verdict, counted: Counted, done: Done
     ) -> None:
         self.position += 1
-        if not self._waiting:
-            self._first_at = asyncio.get_running_loop().time()
-            self._ready.set()
+        if not self._waiting and self._timer is None:
+            # A timer handle, not wait_for: that would cost a task per group.
+            self._timer = asyncio.get_running_loop().call_later(self._interval, self._due.set)
         self._waiting.append(_Waiting(self.position, counted, verdict, answer, done))
         if len(self._waiting) >= self._max_requests:
-            self._full.set()
+            self._due.set()
 
     def _thread(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -206,13 +205,8 @@ class Committer:
         self._task = asyncio.create_task(self._run(), name="journal-committer")
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            await self._ready.wait()
-            remaining = self._first_at + self._interval - loop.time()
-            if remaining > 0 and not self._full.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), remaining)
+            await self._due.wait()
             await self._commit_waiting()
 
     async def _commit_waiting(self) -> None:
@@ -221,8 +215,10 @@ class Committer:
 
     async def _commit_group(self) -> None:
         group, self._waiting = self._waiting, []
-        self._ready.clear()
-        self._full.clear()
+        self._due.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not group:
             return
         entries = [
