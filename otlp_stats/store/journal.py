@@ -92,6 +92,10 @@ class SqliteJournal:
         # FULL: the WAL is synced at each commit, so an acknowledged request survives a power
         # loss too; NORMAL: it survives the process being killed, not the machine failing.
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        # Copying the WAL back into the file is left to the store's own writer (its commits
+        # checkpoint the WAL as they always did): done here, it would hold a group's answers
+        # for the copy and its fsync.
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(JOURNAL_SCHEMA)
 
     def append(self, entries: Sequence[JournalEntry]) -> None:
