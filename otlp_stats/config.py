@@ -119,7 +119,7 @@ class Settings:
     durability: Durability = "auto"
     commit_interval: float = 0.01
     commit_max_requests: int = 256
-    sqlite_synchronous: Synchronous = "full"
+    sqlite_synchronous: Synchronous = "normal"
     rollups: tuple[str, ...] = ("1d", "1mo")
     retention: Retention = DEFAULT_RETENTION
     merge_grace: float = 2.0
@@ -438,7 +438,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "sqlite_synchronous",
         _parse_choice(SYNCHRONOUS_MODES),
-        "ack: full survives power loss, normal only a process kill",
+        "ack: normal survives a process kill, full also power loss (an fsync per group)",
         SYNCHRONOUS_MODES,
     ),
     _Option("rollups", _parse_rollups, "calendar rollups kept: 1m, 1h, 1d, 1mo (comma list)"),

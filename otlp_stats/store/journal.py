@@ -83,7 +83,7 @@ class SqliteJournal:
     """The journal's writer: its own connection to the store's file, so a group commit never
     waits behind a checkpoint's serializing (SQLite still takes their transactions in turn)."""
 
-    def __init__(self, path: Path, synchronous: str = "full") -> None:
+    def __init__(self, path: Path, synchronous: str = "normal") -> None:
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS}")
         # Made on the loop, used only by the committer's one thread.
