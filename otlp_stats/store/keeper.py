@@ -298,6 +298,17 @@ class StoreCollector(Collector):
             "Open-window checkpoints written to the store.",
             value=self._keeper.checkpoints,
         )
+        committer = self._keeper.committer
+        yield CounterMetricFamily(
+            "otlp_stats_journal_commits",
+            "Group commits of the journal (--durability ack), each answering its requests.",
+            value=committer.commits if committer is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "otlp_stats_journal_commit_failures",
+            "Group commits of the journal that failed; their requests were refused, retryable.",
+            value=committer.failures if committer is not None else 0,
+        )
         yield CounterMetricFamily(
             "otlp_stats_store_write_failures",
             "Store writes that failed and will be retried with the next write.",
