@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,19 @@ def day_entries(service: ServiceProcess, day: str) -> dict[str, dict[str, Any]]:
     return {entry["value"]: entry for entry in period["values"]}
 
 
+def window_records(service: ServiceProcess, began: float) -> dict[str, int]:
+    """Records per value summed over the stored windows since `began`."""
+    since = datetime.fromtimestamp(began - WINDOW, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    until = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status, body = service.http_get(f"/v1/distinct?resolution=window&from={since}&to={until}")
+    assert status == 200, body
+    records: dict[str, int] = {}
+    for period in json.loads(body)["periods"]:
+        for entry in period["values"]:
+            records[entry["value"]] = records.get(entry["value"], 0) + entry["records"]
+    return records
+
+
 def test_twenty_kills_under_retrying_load_lose_nothing_acknowledged(tmp_path: Path) -> None:
     store = f"sqlite://{tmp_path}/state.db"
     ports = (free_port(), free_port(), free_port())
@@ -210,6 +224,7 @@ def test_twenty_kills_under_retrying_load_lose_nothing_acknowledged(tmp_path: Pa
             if counted >= acknowledged or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
+        windows = window_records(service, began)
         assert service.stop() == 0
     finally:
         stop_sdk.set()
@@ -225,6 +240,8 @@ def test_twenty_kills_under_retrying_load_lose_nothing_acknowledged(tmp_path: Pa
         assert got["estimated"] is False
         assert got["distinct_messages"] == messages
         assert got["records"] >= records
+    # The day is made of its windows: each record counted in one window, none lost between.
+    assert windows == {value: entry["records"] for value, entry in entries.items()}
     sdk_got = entries[SDK_VALUE]
     assert sdk_got["distinct_messages"] >= len(set(exporter.acknowledged))
     assert sdk_got["distinct_messages"] <= len(set(exporter.acknowledged)) + exporter.unanswered
