@@ -35,6 +35,10 @@ LogFormat = Literal["console", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 # Which clock assigns a record to its window: when its request arrived, or its own timestamp.
 WindowTime = Literal["arrival", "event"]
+Durability = Literal["auto", "ack", "checkpoint"]
+DURABILITIES = ("auto", "ack", "checkpoint")
+Synchronous = Literal["full", "normal"]
+SYNCHRONOUS_MODES = ("full", "normal")
 
 
 class ConfigError(ValueError):
@@ -111,11 +115,25 @@ class Settings:
     # Durable and shared counting state (docs/storage.md).
     store: str = "memory"
     checkpoint_interval: float = 5.0
+    # When an Export is answered: once its counts are durable (ack) or once counted in
+    # memory (checkpoint); auto is ack with a store that keeps them (docs/storage.md).
+    durability: Durability = "auto"
+    commit_interval: float = 0.01
+    commit_max_requests: int = 256
+    sqlite_synchronous: Synchronous = "normal"
     rollups: tuple[str, ...] = ("1d", "1mo")
     retention: Retention = DEFAULT_RETENTION
     merge_grace: float = 2.0
     claim_timeout: float = 30.0
     replica_id: str = ""
+
+    @property
+    def acks_durably(self) -> bool:
+        """--durability ack in effect: explicitly, or by default with SQLite in one process
+        (several processes leave the store to their supervisor; Redis is not built yet)."""
+        if self.durability != "auto":
+            return self.durability == "ack"
+        return self.store.startswith("sqlite://") and self.processes == 1
 
     @property
     def attribute_key(self) -> str:
@@ -409,6 +427,21 @@ _OPTIONS: tuple[_Option, ...] = (
         "state store: memory, sqlite:///path.db, redis://host:port/db, rediss:// (TLS)",
     ),
     _Option("checkpoint_interval", _parse_positive_float, "open-window checkpoint period"),
+    _Option(
+        "durability",
+        _parse_choice(DURABILITIES),
+        "answer an Export once its counts are in the store (ack) or in memory (checkpoint); "
+        "auto: ack with sqlite",
+        DURABILITIES,
+    ),
+    _Option("commit_interval", _parse_positive_float, "ack: longest wait to group commits"),
+    _Option("commit_max_requests", _parse_positive_int, "ack: commit as soon as this many wait"),
+    _Option(
+        "sqlite_synchronous",
+        _parse_choice(SYNCHRONOUS_MODES),
+        "ack: normal survives a process kill, full also power loss (an fsync per group)",
+        SYNCHRONOUS_MODES,
+    ),
     _Option("rollups", _parse_rollups, "calendar rollups kept: 1m, 1h, 1d, 1mo (comma list)"),
     _Option("retention", _parse_retention, "kept per resolution: window=1h,1d=60d,1mo=24mo"),
     _Option("merge_grace", _parse_non_negative_float, "wait for replicas' flushes (redis)"),
@@ -474,6 +507,10 @@ SETTING_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "store",
             "checkpoint_interval",
+            "durability",
+            "commit_interval",
+            "commit_max_requests",
+            "sqlite_synchronous",
             "rollups",
             "retention",
             "merge_grace",
@@ -639,6 +676,7 @@ def load_settings(
     _validate_keys(settings)
     _validate_processes(settings)
     _validate_security(settings)
+    _validate_durability(settings)
     return settings
 
 
@@ -708,6 +746,19 @@ def _validate_processes(settings: Settings) -> None:
             "processes > 1 with window_time=event needs store=memory: late records are "
             "merged into stored windows by one process only"
         )
+
+
+def _validate_durability(settings: Settings) -> None:
+    """Acknowledging once durable needs a store this process writes: SQLite, in one process."""
+    if settings.durability != "ack":
+        return
+    if not settings.store.startswith("sqlite://"):
+        raise ConfigError(
+            "durability=ack needs store=sqlite:///...: the memory store keeps nothing, and "
+            "acknowledging through Redis is not built yet"
+        )
+    if settings.processes > 1:
+        raise ConfigError("durability=ack needs processes=1: several processes share no journal")
 
 
 def _validate_security(settings: Settings) -> None:

@@ -49,6 +49,18 @@ class ShuttingDown(ExportRefused):
         self.retry_delay = retry_delay
 
 
+class NotDurable(ExportRefused):
+    """Counted, but its counts could not be made durable (the journal's commit failed): the
+    sender must not drop its copy, so it is told to retry (at-least-once, docs/storage.md)."""
+
+    reason = "not_durable"
+    retryable = True
+
+    def __init__(self, retry_delay: float) -> None:
+        super().__init__("the request's counts could not be saved; retry")
+        self.retry_delay = retry_delay
+
+
 class Unauthenticated(ExportRefused):
     """No valid bearer token. `reason` (missing, malformed, invalid) labels the auth metric.
 

@@ -126,6 +126,12 @@ class Service:
             self.reporter.prints_closed = False
             self.reporter.remove_listener(self.keeper.window_closed)
         self.registry.register(self.keeper.collector())
+        # --durability ack: Exports are answered once their counts are in the journal.
+        self.committer = (
+            self.keeper.committer
+            if isinstance(self.keeper, StateKeeper) and not serving_process
+            else None
+        )
         # Late records (event time): merged into their stored window with a store that keeps
         # closed windows, else rejected to their sender (counting/late.py, store/revisions.py).
         self.late: LateRecords = (
@@ -151,6 +157,7 @@ class Service:
             LabelRenderer(settings.max_value_length),
             self.event_time,
             self.late,
+            self.committer,
         )
         self.intake = Intake(
             self.queue,
@@ -214,6 +221,8 @@ class Service:
         await self.keeper.restore()
         self._restored = True
         await self.keeper.start()
+        if self.committer is not None:
+            await self.committer.start()
         self.sinks.start()
         await self.reporter.start()
         await self.workers.start()
@@ -292,6 +301,9 @@ class Service:
         # Workers first: after a drain cut short, what still waits is refused to its senders
         # now, while their Export handlers still await an answer.
         await self.workers.stop()
+        if self.committer is not None:
+            # Before the checkpoint: what waits is committed and answered, then covered by it.
+            await self.committer.stop()
         if self._grpc is not None:
             await self._grpc.stop(_GRPC_STOP_GRACE)
         await self.otlp_http.stop(max(0.0, deadline - time.monotonic()))

@@ -186,3 +186,30 @@ def test_replay_refuses_several_attribute_keys(capsys: pytest.CaptureFixture[str
     status = replay.main(["--attribute-key", "a", "--attribute-key", "b", "-"], stdin=io.BytesIO())
     assert status == replay.EXIT_BAD_USAGE
     assert "not supported yet" in capsys.readouterr().err
+
+
+def test_durability_is_ack_by_default_with_sqlite_in_one_process_only(tmp_path: Path) -> None:
+    store = f"sqlite://{tmp_path}/state.db"
+    assert load_settings(["--store", store], environ={}, cwd=tmp_path).acks_durably
+    assert not load_settings([], environ={}, cwd=tmp_path).acks_durably
+    assert not load_settings(
+        ["--store", store, "--durability", "checkpoint"], environ={}, cwd=tmp_path
+    ).acks_durably
+    assert not load_settings(
+        ["--store", store, "--processes", "2"], environ={}, cwd=tmp_path
+    ).acks_durably
+
+
+@pytest.mark.parametrize(
+    ("flags", "why"),
+    [
+        ((), "needs store=sqlite"),
+        (("--store", "redis://127.0.0.1:6379/0"), "needs store=sqlite"),
+        (("--store", "sqlite:///tmp/x.db", "--processes", "2"), "needs processes=1"),
+    ],
+)
+def test_durability_ack_without_a_store_this_process_writes_is_refused(
+    flags: tuple[str, ...], why: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=why):
+        load_settings(["--durability", "ack", *flags], environ={}, cwd=tmp_path)

@@ -274,8 +274,8 @@ class Aggregator:
     def window_bounds(self, index: int) -> tuple[float, float]:
         return index * self.window_seconds, (index + 1) * self.window_seconds
 
-    def add(self, arrival: float, batch: ResolvedBatch) -> None:
-        """Arrival time: count a batch in the window its arrival time falls in.
+    def add(self, arrival: float, batch: ResolvedBatch) -> int:
+        """Arrival time: count a batch in the window its arrival time falls in; its index.
 
         A batch for a window already reported (only if the clock stepped back) goes to the
         oldest open window and is counted as late, so it is counted once rather than lost.
@@ -285,6 +285,13 @@ class Aggregator:
             index = self._next_index
             self.late_records[CLOCK_STEPPED_BACK] += _records(batch)
         self._add_to(index, batch)
+        return index
+
+    def replay(self, index: int, batch: ResolvedBatch) -> None:
+        """Add counts a journal committed after the checkpoint restored, before any new batch:
+        the window they were counted in is open again, however old."""
+        self._add_to(index, batch)
+        self._next_index = min(self._next_index, index)
 
     def add_windows(self, arrival: float, windows: Mapping[int, ResolvedBatch]) -> Added:
         """Event time: count each window's batch in that window, unless the window is closed.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -26,13 +26,40 @@ from otlp_stats.telemetry import Metrics
 class CountSink(Protocol):
     """Where counted requests go: the aggregator, in the service."""
 
-    def add(self, arrival: float, batch: ResolvedBatch) -> None:
-        """Arrival time: the request's records, all in the window of its arrival."""
+    def add(self, arrival: float, batch: ResolvedBatch) -> int:
+        """Arrival time: the request's records, all in the window of its arrival (its index)."""
         ...
 
     def add_windows(self, arrival: float, windows: Mapping[int, ResolvedBatch]) -> Added:
         """Event time: the request's records per window; the late ones come back."""
         ...
+
+
+# A counted request's records per window index, as the aggregator took them.
+Counted = Mapping[int, ResolvedBatch]
+# Releases the request's place in the queue, once it is answered.
+Done = Callable[[], None]
+
+
+class Acknowledger(Protocol):
+    """Answers a counted request: at once (counts in memory), or once its counts are durable."""
+
+    def acknowledge(
+        self, verdict: asyncio.Future[Verdict], answer: Verdict, counted: Counted, done: Done
+    ) -> None:
+        """Give `answer` to `verdict` (or a retryable refusal), then call `done`."""
+        ...
+
+
+class AnswerAtOnce:
+    """The acknowledgement of --durability checkpoint: counted in memory is accepted."""
+
+    def acknowledge(
+        self, verdict: asyncio.Future[Verdict], answer: Verdict, counted: Counted, done: Done
+    ) -> None:
+        if not verdict.done():
+            verdict.set_result(answer)
+        done()
 
 
 # Requests up to this size are counted on the event loop; bigger ones in a thread. That is about
@@ -74,6 +101,7 @@ class WorkerPool:
         labels: LabelRenderer | None = None,
         event_time: EventTime | None = None,
         late: LateRecords | None = None,
+        acknowledger: Acknowledger | None = None,
     ) -> None:
         self._queue = queue
         self._sink = sink
@@ -90,6 +118,7 @@ class WorkerPool:
         # None: arrival time (the scanner notes no record times).
         self._event_time = event_time
         self._late = late or RejectLate(0.0, 0.0)
+        self._acknowledger = acknowledger or AnswerAtOnce()
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -149,8 +178,9 @@ class WorkerPool:
             item = await self._queue.get()
             started = time.perf_counter()
             turn_started = turn_started or started
+            handed_on = False
             try:
-                await self._count(item)
+                handed_on = await self._count(item)
             except Exception:
                 # _count refuses what it cannot count; this is for a fault in that itself, so
                 # the worker lives on and the sender still gets an answer.
@@ -158,16 +188,20 @@ class WorkerPool:
                 with contextlib.suppress(Exception):
                     self._logger.error("worker_failed", bytes=item.size, exc_info=True)
             finally:
-                self._queue.done(item)
+                if not handed_on:
+                    self._queue.done(item)
                 self._metrics.worker_duration.observe(time.perf_counter() - started)
             if self._queue.waiting and time.perf_counter() - turn_started >= TURN_SECONDS:
                 # get() would not yield while requests wait: let the handlers in, once a turn.
                 await asyncio.sleep(0)
                 turn_started = 0.0
 
-    async def _count(self, item: QueuedRequest) -> None:
+    async def _count(self, item: QueuedRequest) -> bool:
+        """Count the request; True once it is handed to the acknowledger, which then answers
+        it and releases its place in the queue (a window closes only after its requests are
+        answered, so with --durability ack only after their counts are durable)."""
         if item.verdict.done():
-            return  # the sender gave up while it waited; it will send the request again
+            return False  # the sender gave up while it waited; it will send the request again
         try:
             if item.size <= INLINE_BYTES:
                 records, batch = self.resolve(item.wire, item.arrival)
@@ -178,43 +212,53 @@ class WorkerPool:
                 )
         except ExportRefused as refusal:
             _refuse(item, refusal)
-            return
+            return False
         except asyncio.CancelledError:
             _refuse(item, ShuttingDown(self._retry_delay))
             raise
         except Exception as error:
             self._fail(item, error, error.records if isinstance(error, _NotCounted) else 0)
-            return
+            return False
         if item.verdict.done():
-            return  # the sender gave up while a thread counted it: not counted, it will retry
+            return False  # the sender gave up while a thread counted it: it will retry
         try:
-            verdict = self._hand_over(item.arrival, records, batch) if records else Verdict(0)
+            verdict, counted = (
+                self._hand_over(item.arrival, records, batch) if records else (Verdict(0), {})
+            )
         except Exception as error:
             self._fail(item, error, records)
-            return
-        # The verdict first: once counted, nothing after may turn the answer into a refusal.
-        item.verdict.set_result(verdict)
+            return False
         self._metrics.records_counted.inc(verdict.counted)
+        # Once counted, nothing may turn the answer into a refusal but the acknowledger's
+        # failing to make it durable.
+        self._acknowledger.acknowledge(
+            item.verdict, verdict, counted, lambda: self._queue.done(item)
+        )
+        return True
 
     def _hand_over(
         self, arrival: float, records: int, batch: ResolvedBatch | WindowedTally
-    ) -> Verdict:
+    ) -> tuple[Verdict, Counted]:
         """Into the aggregator; with event time, the late records to their fate (merged into
-        their stored window, or rejected)."""
+        their stored window, or rejected). The verdict, and what the aggregator counted."""
         if not isinstance(batch, WindowedTally):
-            self._sink.add(arrival, batch)
-            return Verdict(records)
+            index = self._sink.add(arrival, batch)
+            return Verdict(records), {index: batch}
         added = self._sink.add_windows(arrival, batch.windows)
         if batch.future:
             self._adjusted_future.inc(batch.future)
         if batch.missing:
             self._adjusted_missing.inc(batch.missing)
+        counted = {
+            index: tally for index, tally in batch.windows.items() if index not in added.late
+        }
         if not added.late:
-            return Verdict(added.counted)
+            return Verdict(added.counted), counted
         # Merged late records are counted as on-time ones are: handed over, in memory, to what
         # writes them to their stored window, before the sender hears they were accepted.
         outcome = self._late.take(arrival, added.late)
-        return Verdict(added.counted + outcome.merged, outcome.rejected, outcome.message)
+        verdict = Verdict(added.counted + outcome.merged, outcome.rejected, outcome.message)
+        return verdict, counted
 
     def _fail(self, item: QueuedRequest, error: Exception, records: int) -> None:
         """A fault of ours: log it, and refuse the request so its sender knows."""

@@ -137,7 +137,15 @@ class _LoadRun:
         self.latencies: list[float] = []
 
     async def execute(self) -> LoadSummary:
-        options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        options = [
+            ("grpc.max_send_message_length", -1),
+            ("grpc.max_receive_message_length", -1),
+            # gRPC's own reconnect backoff grows to 120 s: a retrying sender would then fail
+            # fast for minutes against a server that restarted in a second.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
         async with grpc.aio.insecure_channel(self.plan.target, options=options) as channel:
             export: _Export = channel.unary_unary(EXPORT_METHOD)  # raw bytes both ways
             started = time.perf_counter()

@@ -24,6 +24,7 @@ from otlp_stats.errors import (
     CountingFailed,
     ExportRefused,
     MalformedRequest,
+    NotDurable,
     Overloaded,
     RequestTimeout,
     RequestTooLarge,
@@ -51,6 +52,7 @@ _HTTP_STATUS: dict[type[ExportRefused], int] = {
     UnsupportedMediaType: 415,
     Overloaded: 503,
     ShuttingDown: 503,
+    NotDurable: 503,
     # A stalled body is the sender's fault; OTLP/HTTP does not retry 401 or 408.
     Unauthenticated: 401,
     RequestTimeout: 408,

@@ -70,10 +70,13 @@ class StateStore(Protocol):
         closed: Sequence[WindowSnapshot],
         open_windows: Sequence[WindowSnapshot] | None,
         now: float,
+        journal_seq: int | None = None,
     ) -> None:
         """Atomically: save closed windows and merge them into their rollups (a window already
         saved for its attribute key is skipped, so nothing counts twice), replace the
-        open-window checkpoint unless None, and drop what retention no longer keeps."""
+        open-window checkpoint unless None, and drop what retention no longer keeps.
+        `journal_seq`: the last request the open windows hold, whose journal entries
+        (--durability ack) they replace."""
         ...
 
     def query(

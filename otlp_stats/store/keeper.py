@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from otlp_stats.clock import Clock
 from otlp_stats.counting.aggregator import Aggregator, WindowReport, WindowSnapshot
 from otlp_stats.store.base import StateStore
+from otlp_stats.store.journal import Committer
 from otlp_stats.store.revisions import LateDelta, Reviser, Revision
 
 # Closed windows waiting for a write that keeps failing; past this the oldest are given up
@@ -37,8 +38,11 @@ class StateKeeper:
         checkpoint_interval: float,
         logger: Any,
         reviser: Reviser | None = None,
+        committer: Committer | None = None,
     ) -> None:
         self.store = store
+        # With --durability ack: each counted request's journal, which checkpoints replace.
+        self.committer = committer
         # With a store that keeps closed windows and event time: late records merged into them.
         self.reviser = reviser
         self._aggregator = aggregator
@@ -64,7 +68,23 @@ class StateKeeper:
         snapshots = await loop.run_in_executor(self._writer(), self._load_open)
         self._aggregator.restore(snapshots)
         records = sum(snapshot.records for snapshot in snapshots)
-        self._log.info("state_restored", windows=len(snapshots), records=records)
+        journaled = await self._replay_journal()
+        self._log.info(
+            "state_restored",
+            windows=len(snapshots),
+            records=records + journaled,
+            journaled_records=journaled,
+        )
+        return records + journaled
+
+    async def _replay_journal(self) -> int:
+        """What was committed after the checkpoint, into its windows; the records replayed."""
+        if self.committer is None:
+            return 0
+        records = 0
+        for entry in await self.committer.recover():
+            self._aggregator.replay(self._aggregator.index_of(entry.start), entry.batch)
+            records += sum(tally.records for tally in entry.batch.values())
         return records
 
     def _load_open(self) -> list[WindowSnapshot]:
@@ -125,10 +145,12 @@ class StateKeeper:
         """One transaction: the windows closed since the last one, and the open windows now."""
         closed, self._closed = self._closed, []
         open_windows = self._aggregator.snapshot() if self.store.durable else None
+        # Taken with the snapshot, on the loop: every request numbered up to here is in it.
+        journal_seq = self.committer.position if self.committer is not None else None
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(
-                self._writer(), self._commit, closed, open_windows, self._clock.now()
+                self._writer(), self._commit, closed, open_windows, self._clock.now(), journal_seq
             )
         except Exception:
             # Keep the closed windows for the next attempt; the checkpoint is redone anyway.
@@ -150,9 +172,10 @@ class StateKeeper:
         closed: list[WindowSnapshot],
         open_windows: list[WindowSnapshot] | None,
         now: float,
+        journal_seq: int | None,
     ) -> None:
         """In the writer thread: the transaction, then the store's size for the next scrape."""
-        self.store.commit(closed, open_windows, now)
+        self.store.commit(closed, open_windows, now, journal_seq)
         self.stored_bytes = self.store.stored_bytes()
 
     async def _revise_loop(self) -> None:
@@ -274,6 +297,17 @@ class StoreCollector(Collector):
             "otlp_stats_store_checkpoints",
             "Open-window checkpoints written to the store.",
             value=self._keeper.checkpoints,
+        )
+        committer = self._keeper.committer
+        yield CounterMetricFamily(
+            "otlp_stats_journal_commits",
+            "Group commits of the journal (--durability ack), each answering its requests.",
+            value=committer.commits if committer is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "otlp_stats_journal_commit_failures",
+            "Group commits of the journal that failed; their requests were refused, retryable.",
+            value=committer.failures if committer is not None else 0,
         )
         yield CounterMetricFamily(
             "otlp_stats_store_write_failures",

@@ -13,6 +13,7 @@ from otlp_stats.config import Settings
 from otlp_stats.counting.aggregator import Aggregator
 from otlp_stats.reporting.reporter import Reporter
 from otlp_stats.store.base import StateStore
+from otlp_stats.store.journal import Committer, SqliteJournal
 from otlp_stats.store.keeper import StateKeeper
 from otlp_stats.store.memory import MemoryStore
 from otlp_stats.store.outbox import SqliteOutbox
@@ -84,10 +85,32 @@ def open_keeper(
         reporter.prints_closed = False
     else:
         keeper = StateKeeper(
-            store, aggregator, clock, settings.checkpoint_interval, logger, reviser
+            store,
+            aggregator,
+            clock,
+            settings.checkpoint_interval,
+            logger,
+            reviser,
+            open_committer(settings, logger),
         )
     reporter.add_listener(keeper.window_closed)
     return keeper
+
+
+def open_committer(settings: Settings, logger: Any) -> Committer | None:
+    """With --durability ack: the journal in the SQLite store's file, and its group commit."""
+    if not settings.acks_durably or not settings.store.startswith(SQLITE_PREFIX):
+        return None
+    journal = SqliteJournal(Path(settings.store[len(SQLITE_PREFIX) :]), settings.sqlite_synchronous)
+    return Committer(
+        journal,
+        settings.attribute_key,
+        settings.window,
+        settings.commit_interval,
+        settings.commit_max_requests,
+        settings.retry_delay,
+        logger,
+    )
 
 
 def open_reviser(

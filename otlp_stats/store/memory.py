@@ -60,6 +60,7 @@ class MemoryStore:
         closed: Sequence[WindowSnapshot],
         open_windows: Sequence[WindowSnapshot] | None,
         now: float,
+        journal_seq: int | None = None,
     ) -> None:
         with self._lock:
             for snapshot in closed:

@@ -309,6 +309,7 @@ class RedisStore:
         closed: Sequence[WindowSnapshot],
         open_windows: Sequence[WindowSnapshot] | None,
         now: float,
+        journal_seq: int | None = None,
     ) -> None:
         """Closed windows saved and merged into their rollups, in one transaction: each period
         read and written once however many of the windows it holds (replay's commits hold

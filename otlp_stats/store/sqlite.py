@@ -18,6 +18,7 @@ from otlp_stats.store.base import (
     entry_key,
     rollup_targets,
 )
+from otlp_stats.store.journal import JOURNAL_SCHEMA
 from otlp_stats.store.periods import BASE, Retention
 from otlp_stats.store.revisions import LateDelta, Revision
 
@@ -152,6 +153,7 @@ class SqliteStore:
             _migrate(self._db, first_key)
             for table in _TABLES.values():
                 self._db.execute(table)
+            self._db.executescript(JOURNAL_SCHEMA)
         # Only a file opened read-only can still be of the old schema (one key, no column).
         self._one_key = "attribute_key" not in _columns(self._db, "periods")
         self._bytes = self._measure()
@@ -187,6 +189,7 @@ class SqliteStore:
         closed: Sequence[WindowSnapshot],
         open_windows: Sequence[WindowSnapshot] | None,
         now: float,
+        journal_seq: int | None = None,
     ) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -194,6 +197,8 @@ class SqliteStore:
             self._save_closed(closed)
             if open_windows is not None:
                 self._checkpoint(open_windows)
+                if journal_seq is not None:
+                    self._trim_journal(journal_seq)
             self._expire(now)
             db.execute("COMMIT")
         except BaseException:
@@ -223,7 +228,7 @@ class SqliteStore:
                 if merge is None:
                     merge = periods[attribute_key, resolution, start] = _PeriodMerge(end)
                 merge.add(snapshot)
-            for table in ("open_windows", "open_entries"):
+            for table in ("open_windows", "open_entries", "journal"):
                 db.execute(f"DELETE FROM {table} WHERE attribute_key = ? AND start = ?", window)
         for (attribute_key, resolution, start), merge in periods.items():
             db.execute(
@@ -396,6 +401,13 @@ class SqliteStore:
                     for tally in snapshot.tallies
                 ],
             )
+
+    def _trim_journal(self, covered: int) -> None:
+        """The checkpoint holds every request counted up to `covered`: their journal entries
+        go, and a restart replays only those after it (store/journal.py)."""
+        db = self._db
+        db.execute("DELETE FROM journal WHERE seq <= ?", (covered,))
+        db.execute("INSERT OR REPLACE INTO journal_mark VALUES (0, ?)", (covered,))
 
     def _expire(self, now: float) -> None:
         for resolution in (BASE, *self._rollups):

@@ -223,7 +223,7 @@ async def test_a_fault_in_counting_refuses_the_request_and_is_a_metric() -> None
     pool, _ = worker_pool(queue, metrics)
 
     class BrokenSink(CountedBatches):
-        def add(self, arrival: float, batch: object) -> None:
+        def add(self, arrival: float, batch: object) -> int:
             raise RuntimeError("a bug")
 
     pool._sink = BrokenSink()

@@ -247,6 +247,7 @@ class FailingStore:
         closed: Sequence[WindowSnapshot],
         open_windows: Sequence[WindowSnapshot] | None,
         now: float,
+        journal_seq: int | None = None,
     ) -> None:
         raise sqlite3.OperationalError("database or disk is full")
 

@@ -73,8 +73,9 @@ class CountedBatches:
     def __init__(self) -> None:
         self.batches: list[tuple[float, ResolvedBatch]] = []
 
-    def add(self, arrival: float, batch: ResolvedBatch) -> None:
+    def add(self, arrival: float, batch: ResolvedBatch) -> int:
         self.batches.append((arrival, batch))
+        return 0
 
     def add_windows(self, arrival: float, windows: Mapping[int, ResolvedBatch]) -> Added:
         raise AssertionError("these workers count by arrival time")

@@ -1,0 +1,265 @@
+"""The journal (--durability ack): every counted request's counts, committed in groups to the
+SQLite file before its Export is answered, and replayed into the open windows at start.
+
+Each request gets a sequence number when the aggregator counts it (on the loop, so the numbers
+follow the counting order). A checkpoint records the last number counted when it snapshots
+the open windows, and deletes the journal entries up to it in the same transaction: at start,
+the checkpoint plus the entries after it are exactly what was counted, each once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import marshal
+import sqlite3
+from array import array
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from otlp_stats.counting.aggregator import LabelTally, ResolvedBatch
+from otlp_stats.counting.queue import Verdict
+from otlp_stats.counting.workers import Counted, Done
+from otlp_stats.errors import NotDurable
+from otlp_stats.store.periods import BASE
+
+JOURNAL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER NOT NULL,
+    attribute_key TEXT NOT NULL,
+    start REAL NOT NULL,
+    end REAL NOT NULL,
+    tallies BLOB NOT NULL,
+    PRIMARY KEY (seq, attribute_key, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS journal_mark (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    covered INTEGER NOT NULL
+);
+"""
+
+# The encoding's version, in marshal's own numbering: marshal builds only plain values (no
+# code runs on loading), and its format is fixed per version.
+_MARSHAL_VERSION = 4
+
+SYNCHRONOUS = ("normal", "full")
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One request's counts in one window of one attribute key."""
+
+    seq: int
+    attribute_key: str
+    start: float
+    end: float
+    batch: ResolvedBatch
+
+
+def encode_batch(batch: ResolvedBatch) -> bytes:
+    """Per value: its records, its message hashes (8 bytes each), and the compact sketches a
+    big request was tallied into."""
+    rows = [
+        (value, tally.records, array("q", tally.hashes).tobytes(), tuple(tally.sketches))
+        for value, tally in batch.items()
+    ]
+    return marshal.dumps(rows, _MARSHAL_VERSION)
+
+
+def decode_batch(blob: bytes) -> dict[str | None, LabelTally]:
+    batch: dict[str | None, LabelTally] = {}
+    for value, records, hashes, sketches in marshal.loads(blob):
+        if not (value is None or isinstance(value, str)) or not isinstance(records, int):
+            raise ValueError("a journal entry that is not ours")
+        hashed = array("q")
+        hashed.frombytes(hashes)
+        batch[value] = LabelTally(records, hashed.tolist(), list(sketches))
+    return batch
+
+
+class SqliteJournal:
+    """The journal's writer: its own connection to the store's file, so a group commit never
+    waits behind a checkpoint's serializing (SQLite still takes their transactions in turn)."""
+
+    def __init__(self, path: Path, synchronous: str = "normal") -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS}")
+        # Made on the loop, used only by the committer's one thread.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: the WAL is synced at each commit, so an acknowledged request survives a power
+        # loss too; NORMAL: it survives the process being killed, not the machine failing.
+        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        # Copying the WAL back into the file is left to the store's own writer (its commits
+        # checkpoint the WAL as they always did): done here, it would hold a group's answers
+        # for the copy and its fsync.
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._db.executescript(JOURNAL_SCHEMA)
+
+    def append(self, entries: Sequence[JournalEntry]) -> None:
+        """One transaction for the whole group."""
+        rows = [
+            (entry.seq, entry.attribute_key, entry.start, entry.end, encode_batch(entry.batch))
+            for entry in entries
+        ]
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR REPLACE INTO journal VALUES (?, ?, ?, ?, ?)", rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def load(self) -> tuple[list[JournalEntry], int]:
+        """The entries after the checkpoint's mark, of windows not saved as closed, oldest
+        first; and the last sequence number used (the next run numbers on from it)."""
+        db = self._db
+        mark = db.execute("SELECT covered FROM journal_mark WHERE id = 0").fetchone()
+        covered = int(mark[0]) if mark is not None else 0
+        last = db.execute("SELECT MAX(seq) FROM journal").fetchone()[0]
+        entries = [
+            JournalEntry(seq, key, start, end, decode_batch(blob))
+            for seq, key, start, end, blob in db.execute(
+                "SELECT seq, attribute_key, start, end, tallies FROM journal WHERE seq > ? "
+                "AND start NOT IN (SELECT start FROM periods WHERE resolution = ?) ORDER BY seq",
+                (covered, BASE),
+            )
+        ]
+        return entries, max(covered, int(last or 0))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@dataclass
+class _Waiting:
+    seq: int
+    counted: Counted
+    verdict: asyncio.Future[Verdict]
+    answer: Verdict
+    done: Done
+
+
+class Committer:
+    """Group commit: the requests counted in the last `interval` seconds (or as soon as
+    `max_requests` wait) are written in one transaction, from a thread, then all answered.
+
+    The workers' Acknowledger with --durability ack. A failed commit answers its requests
+    with a retryable refusal: their counts stay in memory (and in the next checkpoint), so a
+    retry may count their records twice, never a message (docs/storage.md).
+    """
+
+    def __init__(
+        self,
+        journal: SqliteJournal,
+        attribute_key: str,
+        window: float,
+        interval: float,
+        max_requests: int,
+        retry_delay: float,
+        logger: Any,
+    ) -> None:
+        self._journal = journal
+        self._key = attribute_key
+        self._window = window
+        self._interval = interval
+        self._max_requests = max_requests
+        self._retry_delay = retry_delay
+        self._log = logger
+        self._waiting: list[_Waiting] = []
+        # Set when a group is due: `interval` after its first request, or once it is full.
+        self._due = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        # A commit under way finishes before stop() cancels the loop: its requests are answered.
+        self._turn = asyncio.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        # The last sequence number given to a counted request.
+        self.position = 0
+        self.commits = 0
+        self.failures = 0
+
+    def acknowledge(
+        self, verdict: asyncio.Future[Verdict], answer: Verdict, counted: Counted, done: Done
+    ) -> None:
+        self.position += 1
+        if not self._waiting and self._timer is None:
+            # A timer handle, not wait_for: that would cost a task per group.
+            self._timer = asyncio.get_running_loop().call_later(self._interval, self._due.set)
+        self._waiting.append(_Waiting(self.position, counted, verdict, answer, done))
+        if len(self._waiting) >= self._max_requests:
+            self._due.set()
+
+    def _thread(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="otlp-stats-journal")
+        return self._executor
+
+    async def recover(self) -> list[JournalEntry]:
+        """Before anything is counted: the entries to replay; numbering resumes after them."""
+        loop = asyncio.get_running_loop()
+        entries, last = await loop.run_in_executor(self._thread(), self._journal.load)
+        self.position = last
+        return entries
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="journal-committer")
+
+    async def _run(self) -> None:
+        while True:
+            await self._due.wait()
+            await self._commit_waiting()
+
+    async def _commit_waiting(self) -> None:
+        async with self._turn:
+            await self._commit_group()
+
+    async def _commit_group(self) -> None:
+        group, self._waiting = self._waiting, []
+        self._due.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not group:
+            return
+        entries = [
+            JournalEntry(
+                waiting.seq, self._key, index * self._window, (index + 1) * self._window, batch
+            )
+            for waiting in group
+            for index, batch in waiting.counted.items()
+        ]
+        loop = asyncio.get_running_loop()
+        try:
+            if entries:
+                await loop.run_in_executor(self._thread(), self._journal.append, entries)
+        except Exception:
+            self.failures += 1
+            self._log.exception("journal_commit_failed", requests=len(group))
+            for waiting in group:
+                if not waiting.verdict.done():
+                    waiting.verdict.set_exception(NotDurable(self._retry_delay))
+                waiting.done()
+            return
+        self.commits += 1
+        for waiting in group:
+            if not waiting.verdict.done():
+                waiting.verdict.set_result(waiting.answer)
+            waiting.done()
+
+    async def stop(self) -> None:
+        """Commit and answer what waits, then close the journal's connection."""
+        async with self._turn:
+            if self._task is not None:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+                self._task = None
+            await self._commit_group()
+        if self._executor is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._journal.close)
+            self._executor.shutdown(wait=True)
+            self._executor = None

@@ -1,0 +1,119 @@
+"""The journal of --durability ack: group commit, answers after the commit (or a retryable
+refusal), and a checkpoint that replaces exactly the entries it holds."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from otlp_stats.counting.aggregator import LabelTally, WindowSnapshot
+from otlp_stats.counting.queue import Verdict
+from otlp_stats.counting.sketches import DistinctCounter
+from otlp_stats.errors import NotDurable
+from otlp_stats.store.journal import (
+    Committer,
+    JournalEntry,
+    SqliteJournal,
+    decode_batch,
+    encode_batch,
+)
+from otlp_stats.store.periods import parse_retention
+from otlp_stats.store.sqlite import SqliteStore
+
+WINDOW = 10.0
+
+
+class _Log:
+    def exception(self, event: str, **fields: Any) -> None:
+        self.last = event
+
+
+def test_a_batch_survives_its_encoding_hashes_sketches_and_the_missing_value() -> None:
+    sketch = DistinctCounter(12)
+    sketch.update([7, 8])
+    batch = {
+        "checkout": LabelTally(3, [1, -2, 1]),
+        None: LabelTally(2, [], [sketch.serialize()]),
+    }
+    decoded = decode_batch(encode_batch(batch))
+    assert decoded["checkout"] == LabelTally(3, [1, -2, 1])
+    assert decoded[None].records == 2 and decoded[None].sketches == [sketch.serialize()]
+
+
+def _store(path: Path) -> SqliteStore:
+    return SqliteStore(path, ("1d",), parse_retention("window=1h"), WINDOW, first_key="svc")
+
+
+def _entry(seq: int, start: float, records: int) -> JournalEntry:
+    return JournalEntry(
+        seq, "svc", start, start + WINDOW, {"a": LabelTally.of_hashes([seq] * records)}
+    )
+
+
+def test_a_checkpoint_replaces_the_entries_it_holds_and_a_closed_window_takes_its_own(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    store = _store(path)
+    journal = SqliteJournal(path, "normal")
+    journal.append([_entry(1, 0.0, 1), _entry(2, 0.0, 2), _entry(3, 10.0, 3)])
+    # The checkpoint holds requests 1 and 2 (window 0); request 4 comes after it.
+    open_window = WindowSnapshot(0.0, WINDOW, ())
+    store.commit([], [open_window], now=20.0, journal_seq=2)
+    journal.append([_entry(4, 0.0, 4)])
+    entries, last = journal.load()
+    assert [entry.seq for entry in entries] == [3, 4] and last == 4
+    # Window 10 saved as closed: its entries are never replayed into an open window again.
+    store.commit([WindowSnapshot(10.0, 20.0, ())], None, now=20.0)
+    entries, last = journal.load()
+    assert [entry.seq for entry in entries] == [4] and last == 4
+    journal.close()
+    store.close()
+
+
+async def test_requests_are_answered_after_their_group_is_committed(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = _store(path)
+    committer = Committer(SqliteJournal(path), "svc", WINDOW, 0.01, 100, 1.0, _Log())
+    await committer.start()
+    loop = asyncio.get_running_loop()
+    verdicts = [loop.create_future() for _ in range(3)]
+    released: list[int] = []
+    for n, verdict in enumerate(verdicts):
+        batch: dict[str | None, LabelTally] = {"a": LabelTally.of_hashes([n])}
+        committer.acknowledge(
+            verdict, Verdict(1), {0: batch}, functools.partial(released.append, n)
+        )
+    assert not any(verdict.done() for verdict in verdicts)  # nothing answered before the commit
+    assert [await verdict for verdict in verdicts] == [Verdict(1)] * 3
+    assert sorted(released) == [0, 1, 2] and committer.commits == 1
+    await committer.stop()
+    entries, last = SqliteJournal(path).load()
+    assert [entry.seq for entry in entries] == [1, 2, 3] and last == 3
+    store.close()
+
+
+class _BrokenJournal(SqliteJournal):
+    def append(self, entries: Any) -> None:
+        raise OSError("disk full")
+
+
+async def test_a_failed_commit_answers_a_retryable_refusal_never_ok(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    _store(path).close()
+    log = _Log()
+    committer = Committer(_BrokenJournal(path), "svc", WINDOW, 0.01, 1, 1.0, log)
+    await committer.start()
+    verdict: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+    released = asyncio.Event()
+    batch: dict[str | None, LabelTally] = {"a": LabelTally.of_hashes([1])}
+    committer.acknowledge(verdict, Verdict(1), {0: batch}, released.set)
+    with pytest.raises(NotDurable) as refused:
+        await verdict
+    assert refused.value.retryable and released.is_set()
+    assert committer.failures == 1 and log.last == "journal_commit_failed"
+    await committer.stop()
