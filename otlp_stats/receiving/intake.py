@@ -1,12 +1,13 @@
 """The transport-neutral front of the pipeline: stamp arrival, check limits, admit, await.
 
 Both front doors call `Intake.accept`; it puts the request on the queue and awaits its verdict
-from the worker that counts it, or raises an ExportRefused. A request is acknowledged only once
-its records are in the aggregator, so an acknowledged record is never lost to a crash of the
-queue, and what cannot be counted (malformed, too many records, shutting down) is refused to the
-sender that sent it; records rejected as late (event time) are told to it as OTLP partial
-success. Nothing awaits between stamping the arrival time and admitting the request,
-so a window can never close while one of its requests is half-admitted.
+from the worker that counts it (or counts a small one itself, below), or raises an
+ExportRefused. A request is acknowledged only once its records are in the aggregator, so an
+acknowledged record is never lost to a crash of the queue, and what cannot be counted
+(malformed, too many records, shutting down) is refused to the sender that sent it; records
+rejected as late (event time) are told to it as OTLP partial success. Nothing awaits between
+stamping the arrival time and admitting the request, so a window can never close while one of
+its requests is half-admitted.
 
 Admission is cheap (no protobuf is read here), so when the workers fall behind, the queue fills
 and further Exports are refused with a retryable status: the backpressure the senders see.
