@@ -167,6 +167,7 @@ class Service:
             settings.max_recv_size,
             settings.retry_delay,
             RateLimitedLog(self.log),
+            counter=self.workers,
         )
         self.registry.register(
             StateCollector(

@@ -80,6 +80,12 @@ class RequestQueue:
         An empty queue admits any request, so a request larger than max_bytes (but within the
         receive limit) is slow rather than refused forever.
         """
+        self.reserve(item)
+        self._items.put_nowait(item)
+
+    def reserve(self, item: QueuedRequest) -> None:
+        """Admit the request against the bounds as put_nowait does, without queueing it: for a
+        request its caller counts at once, and then releases with done() as a worker does."""
         if self._unfinished_requests >= self.max_requests:
             raise QueueFull("queue_requests")
         if self._unfinished_requests and self._unfinished_bytes + item.size > self.max_bytes:
@@ -88,7 +94,6 @@ class RequestQueue:
         self._unfinished_bytes += item.size
         self._arrivals[item.arrival] += 1
         self._idle.clear()
-        self._items.put_nowait(item)
 
     async def get(self) -> QueuedRequest:
         return await self._items.get()

@@ -1,21 +1,29 @@
 """The transport-neutral front of the pipeline: stamp arrival, check limits, admit, await.
 
 Both front doors call `Intake.accept`; it puts the request on the queue and awaits its verdict
-from the worker that counts it, or raises an ExportRefused. A request is acknowledged only once
-its records are in the aggregator, so an acknowledged record is never lost to a crash of the
-queue, and what cannot be counted (malformed, too many records, shutting down) is refused to the
-sender that sent it; records rejected as late (event time) are told to it as OTLP partial
-success. Nothing awaits between stamping the arrival time and admitting the request,
-so a window can never close while one of its requests is half-admitted.
+from the worker that counts it (or counts a small one itself, below), or raises an
+ExportRefused. A request is acknowledged only once its records are in the aggregator, so an
+acknowledged record is never lost to a crash of the queue, and what cannot be counted
+(malformed, too many records, shutting down) is refused to the sender that sent it; records
+rejected as late (event time) are told to it as OTLP partial success. Nothing awaits between
+stamping the arrival time and admitting the request, so a window can never close while one of
+its requests is half-admitted.
 
 Admission is cheap (no protobuf is read here), so when the workers fall behind, the queue fills
 and further Exports are refused with a retryable status: the backpressure the senders see.
+
+A small request (up to the counter's at_once_bytes) that finds nothing queued and nothing in work
+is counted at once in its handler's turn, admitted against the same bounds: what a worker would
+do, without handing it to a worker task and awaiting the verdict. As soon as anything is queued
+or in work (a large request, a slow count, a burst), new requests queue behind it and a full
+queue refuses them as before. Why this keeps backpressure is in docs/scaling.md (small requests).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Protocol
 
 from otlp_stats.clock import Clock
 from otlp_stats.counting.queue import QueuedRequest, QueueFull, RequestQueue, Verdict
@@ -28,6 +36,19 @@ from otlp_stats.telemetry import Metrics, RateLimitedLog
 Decoder = Callable[[bytes], bytes]
 
 
+class AtOnceCounter(Protocol):
+    """Counts a small admitted request at once: the worker pool, in the service."""
+
+    @property
+    def at_once_bytes(self) -> int:
+        """The largest request counted at once; bigger ones always go through the queue."""
+        ...
+
+    def count_now(self, item: QueuedRequest) -> None:
+        """Count it now and set its verdict; the item is reserved on the queue and released."""
+        ...
+
+
 class Intake:
     def __init__(
         self,
@@ -38,6 +59,7 @@ class Intake:
         max_request_size: int,
         retry_delay: float,
         refusal_log: RateLimitedLog,
+        counter: AtOnceCounter | None = None,
     ) -> None:
         self._queue = queue
         self._health = health
@@ -46,6 +68,8 @@ class Intake:
         self._max_request_size = max_request_size
         self._retry_delay = retry_delay
         self._refusal_log = refusal_log
+        self._counter = counter
+        self._at_once_bytes = counter.at_once_bytes if counter is not None else -1
 
     async def accept(
         self, payload: bytes, transport: str, decoder: Decoder | None = None
@@ -84,8 +108,17 @@ class Intake:
         if not item.wire:
             # OTLP: an empty request is a success; there is nothing to queue.
             return Verdict(0)
+        queue = self._queue
+        if self._counter is not None and item.size <= self._at_once_bytes and not queue.depth:
+            # Nothing queued or in work: nothing this request could overtake, nothing to wait for.
+            queue.reserve(item)
+            self._counter.count_now(item)
+            if item.verdict.done():
+                return item.verdict.result()  # the Verdict, or raises the refusal
+            # --durability ack: answered once the group holding its counts is committed.
+            return await item.verdict
         try:
-            self._queue.put_nowait(item)
+            queue.put_nowait(item)
         except QueueFull as full:
             raise Overloaded(full.reason, self._retry_delay) from None
         # If the sender goes away (cancel, deadline), this await is cancelled and so is the

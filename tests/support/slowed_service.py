@@ -6,6 +6,10 @@ A worker waits SECONDS before it takes each request from the queue (the request 
 in the queue meanwhile), so a tiny queue fills up on demand and throttling tests do not depend on
 how fast this machine happens to be. The wait comes before the take, so a worker cancelled while
 it waits (a shutdown) holds no request that would then go unanswered.
+
+The handlers' own count of a small request when nothing is queued or in work is turned off:
+it would answer every request before the slowed worker could hold one, and the point here is
+a worker that falls behind.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from contextlib import AbstractContextManager
 
 from otlp_stats.cli.serve import main
 from otlp_stats.counting.queue import QueuedRequest, RequestQueue
+from otlp_stats.counting.workers import WorkerPool
 from tests.support.servicetools import ONE_WINDOW, ServiceProcess, running_service
 
 Get = Callable[[RequestQueue], Awaitable[QueuedRequest]]
@@ -50,4 +55,5 @@ def running_slowed_service(
 if __name__ == "__main__":
     # setattr, because mypy (rightly) refuses a plain assignment that replaces a method.
     setattr(RequestQueue, "get", slowed_get(float(sys.argv[1]), RequestQueue.get))  # noqa: B010
+    setattr(WorkerPool, "at_once_bytes", -1)  # noqa: B010
     sys.exit(main(sys.argv[2:]))
