@@ -101,6 +101,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-memory", action="store_true", help="no memory scenarios")
     parser.add_argument(
+        "--skip-side",
+        action="store_true",
+        help="no side benches (durability cost, pattern accuracy and speed; about 3 min)",
+    )
+    parser.add_argument(
         "--skip-replay", action="store_true", help="no otlp-stats replay figures (about 5 min)"
     )
     parser.add_argument(
@@ -235,6 +240,10 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
         rounds=rounds,
     )
     block = render_results(results)
+    if not args.skip_side:
+        sections, side_problems = measure_side_benches(env)
+        block = "\n\n".join([block.rstrip("\n"), *sections]) + "\n"
+        problems += side_problems
     splice_results(args.output, block, DOCUMENT_TEMPLATE)
     print(block)
     runs = [run for server_rounds in rounds.values() for run in server_rounds if run]
@@ -246,6 +255,68 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
     if digest_mismatch:
         _say("the load generator built different requests than the harness")
     return not (failed or digest_mismatch)
+
+
+# Benches of one capability each, run as their own commands so that their figures land in the
+# same run as the rest (the same machine, minutes apart): (title, what it measures, argv).
+SIDE_BENCHES = (
+    (
+        "Durability: `--durability ack` against `checkpoint` (issue 19)",
+        "Server CPU per record at saturation (target: ack at most 1.15x checkpoint) and Export "
+        "p99 at half that rate (target: at most 50 ms), SQLite store, "
+        "`--sqlite-synchronous normal` (the default), interleaved rounds, 16 callers.",
+        ["-m", "bench.durability_cost", "--rounds", "2", "--duration", "8", "--callers", "16",
+         "--synchronous", "normal"],
+    ),
+    (
+        "Patterns: accuracy on Loghub-2k (issue 20)",
+        "Grouping and parsing accuracy of `otlp-stats pattern` on the four shared Loghub-2k "
+        "systems, drain3 beside it (Zhu et al., Loghub, ISSRE 2023; data under its licence).",
+        ["-m", "bench.patterns_accuracy"],
+    ),
+    (
+        "Patterns: CPU per message (issue 20)",
+        "The masker in Python and C, the similarity merge, drain3 beside them; CPU time, "
+        "interleaved rounds.",
+        ["-m", "bench.patterns_speed"],
+    ),
+)  # fmt: skip
+
+
+def measure_side_benches(env: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Each side bench's output as a section of the results block, and what failed."""
+    sections: list[str] = []
+    problems: list[str] = []
+    for title, what, argv in SIDE_BENCHES:
+        command = shlex.join(["python", *argv])
+        _say(f"side bench: {command}")
+        try:
+            done = subprocess.run(
+                [sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True,
+                timeout=900, check=True,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as error:
+            problems.append(f"{command}: {error}")
+            continue
+        sections.append(_side_section(title, what, command, done.stdout))
+    return sections, problems
+
+
+def _side_section(title: str, what: str, command: str, output: str) -> str:
+    # Progress lines (a round's figures) go in a block of their own; tables stay tables.
+    lines = output.strip("\n").splitlines()
+    progress = [line for line in lines if line.startswith("round ")]
+    rest = [line for line in lines if not line.startswith("round ")]
+    parts = [f"### {title}", what, f"`{command}`"]
+    if progress:
+        parts.append("```\n" + "\n".join(progress) + "\n```")
+    spaced: list[str] = []
+    for line in rest:
+        if line.startswith("|") and spaced and spaced[-1] and not spaced[-1].startswith("|"):
+            spaced.append("")  # Markdown needs a blank line before a table
+        spaced.append(line)
+    parts.append("\n".join(spaced).strip("\n"))
+    return "\n\n".join(parts)
 
 
 def median_round(runs: Sequence[ServerRun | None]) -> ServerRun | None:
