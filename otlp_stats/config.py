@@ -129,11 +129,11 @@ class Settings:
 
     @property
     def acks_durably(self) -> bool:
-        """--durability ack in effect: explicitly, or by default with SQLite in one process
-        (several processes leave the store to their supervisor; Redis is not built yet)."""
+        """--durability ack in effect: explicitly, or by default with SQLite or Redis in one
+        process (several processes leave the store to their supervisor)."""
         if self.durability != "auto":
             return self.durability == "ack"
-        return self.store.startswith("sqlite://") and self.processes == 1
+        return self.store.startswith(_DURABLE_STORES) and self.processes == 1
 
     @property
     def attribute_key(self) -> str:
@@ -431,7 +431,7 @@ _OPTIONS: tuple[_Option, ...] = (
         "durability",
         _parse_choice(DURABILITIES),
         "answer an Export once its counts are in the store (ack) or in memory (checkpoint); "
-        "auto: ack with sqlite",
+        "auto: ack with sqlite or redis",
         DURABILITIES,
     ),
     _Option("commit_interval", _parse_positive_float, "ack: longest wait to group commits"),
@@ -748,14 +748,18 @@ def _validate_processes(settings: Settings) -> None:
         )
 
 
+_DURABLE_STORES = ("sqlite://", "redis://", "rediss://")
+
+
 def _validate_durability(settings: Settings) -> None:
-    """Acknowledging once durable needs a store this process writes: SQLite, in one process."""
+    """Acknowledging once durable needs a store this process writes, SQLite or Redis, in one
+    process."""
     if settings.durability != "ack":
         return
-    if not settings.store.startswith("sqlite://"):
+    if not settings.store.startswith(_DURABLE_STORES):
         raise ConfigError(
-            "durability=ack needs store=sqlite:///...: the memory store keeps nothing, and "
-            "acknowledging through Redis is not built yet"
+            "durability=ack needs store=sqlite:///... or redis://...: the memory store keeps "
+            "nothing"
         )
     if settings.processes > 1:
         raise ConfigError("durability=ack needs processes=1: several processes share no journal")

@@ -127,11 +127,7 @@ class Service:
             self.reporter.remove_listener(self.keeper.window_closed)
         self.registry.register(self.keeper.collector())
         # --durability ack: Exports are answered once their counts are in the journal.
-        self.committer = (
-            self.keeper.committer
-            if isinstance(self.keeper, StateKeeper) and not serving_process
-            else None
-        )
+        self.committer = self.keeper.committer if not serving_process else None
         # Late records (event time): merged into their stored window with a store that keeps
         # closed windows, else rejected to their sender (counting/late.py, store/revisions.py).
         self.late: LateRecords = (

@@ -188,8 +188,11 @@ def test_replay_refuses_several_attribute_keys(capsys: pytest.CaptureFixture[str
     assert "not supported yet" in capsys.readouterr().err
 
 
-def test_durability_is_ack_by_default_with_sqlite_in_one_process_only(tmp_path: Path) -> None:
-    store = f"sqlite://{tmp_path}/state.db"
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_durability_is_ack_by_default_with_a_durable_store_in_one_process_only(
+    kind: str, tmp_path: Path
+) -> None:
+    store = f"sqlite://{tmp_path}/state.db" if kind == "sqlite" else "redis://127.0.0.1:6379/0"
     assert load_settings(["--store", store], environ={}, cwd=tmp_path).acks_durably
     assert not load_settings([], environ={}, cwd=tmp_path).acks_durably
     assert not load_settings(
@@ -204,7 +207,6 @@ def test_durability_is_ack_by_default_with_sqlite_in_one_process_only(tmp_path: 
     ("flags", "why"),
     [
         ((), "needs store=sqlite"),
-        (("--store", "redis://127.0.0.1:6379/0"), "needs store=sqlite"),
         (("--store", "sqlite:///tmp/x.db", "--processes", "2"), "needs processes=1"),
     ],
 )

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from otlp_stats.counting.aggregator import LabelTally, ResolvedBatch
 from otlp_stats.counting.queue import Verdict
@@ -77,6 +77,15 @@ def decode_batch(blob: bytes) -> dict[str | None, LabelTally]:
         hashed.frombytes(hashes)
         batch[value] = LabelTally(records, hashed.tolist(), list(sketches))
     return batch
+
+
+class Journal(Protocol):
+    """Where group commits go: the SQLite file, or Redis for replicas (store/redisjournal.py).
+    Called from the committer's one thread."""
+
+    def append(self, entries: Sequence[JournalEntry]) -> None: ...
+    def load(self) -> tuple[list[JournalEntry], int]: ...
+    def close(self) -> None: ...
 
 
 class SqliteJournal:
@@ -154,7 +163,7 @@ class Committer:
 
     def __init__(
         self,
-        journal: SqliteJournal,
+        journal: Journal,
         attribute_key: str,
         window: float,
         interval: float,
@@ -249,6 +258,12 @@ class Committer:
             if not waiting.verdict.done():
                 waiting.verdict.set_result(waiting.answer)
             waiting.done()
+
+    async def drain(self) -> None:
+        """Commit and answer every request counted so far, now (a failed commit refuses
+        them): the replicas flush a window's share only once its journal is complete."""
+        async with self._turn:
+            await self._commit_group()
 
     async def stop(self) -> None:
         """Commit and answer what waits, then close the journal's connection."""

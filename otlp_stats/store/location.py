@@ -13,11 +13,12 @@ from otlp_stats.config import Settings
 from otlp_stats.counting.aggregator import Aggregator
 from otlp_stats.reporting.reporter import Reporter
 from otlp_stats.store.base import StateStore
-from otlp_stats.store.journal import Committer, SqliteJournal
+from otlp_stats.store.journal import Committer, Journal, SqliteJournal
 from otlp_stats.store.keeper import StateKeeper
 from otlp_stats.store.memory import MemoryStore
 from otlp_stats.store.outbox import SqliteOutbox
 from otlp_stats.store.redis import RedisStore
+from otlp_stats.store.redisjournal import RedisJournal
 from otlp_stats.store.replicas import TICK, ReplicaMerger
 from otlp_stats.store.revisions import LateMerge, Reviser
 from otlp_stats.store.sqlite import SqliteStore
@@ -81,6 +82,8 @@ def open_keeper(
             incarnation=incarnation,
             reviser=reviser,
             first_open_index=lambda: aggregator.first_open_index,
+            committer=open_committer(settings, logger, replica),
+            replay=lambda entry: aggregator.replay(aggregator.index_of(entry.start), entry.batch),
         )
         reporter.prints_closed = False
     else:
@@ -97,11 +100,19 @@ def open_keeper(
     return keeper
 
 
-def open_committer(settings: Settings, logger: Any) -> Committer | None:
-    """With --durability ack: the journal in the SQLite store's file, and its group commit."""
-    if not settings.acks_durably or not settings.store.startswith(SQLITE_PREFIX):
+def open_committer(settings: Settings, logger: Any, replica: str = "") -> Committer | None:
+    """With --durability ack: the journal (in the SQLite store's file, or the `replica`'s in
+    Redis), and its group commit."""
+    if not settings.acks_durably:
         return None
-    journal = SqliteJournal(Path(settings.store[len(SQLITE_PREFIX) :]), settings.sqlite_synchronous)
+    journal: Journal
+    if settings.store.startswith(SQLITE_PREFIX):
+        path = Path(settings.store[len(SQLITE_PREFIX) :])
+        journal = SqliteJournal(path, settings.sqlite_synchronous)
+    elif settings.store.startswith(("redis://", "rediss://")):
+        journal = RedisJournal(settings.store, replica)
+    else:
+        return None
     return Committer(
         journal,
         settings.attribute_key,

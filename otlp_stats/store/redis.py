@@ -15,10 +15,14 @@ Each attribute key's windows and periods live under their own prefix, `otlp-stat
 - `w:<start>:late`         set of the late deltas (event time) merged into the window, so each
   is merged once however often its replica retries
 - `w:<start>:revision`     hash, the window's last revision printed (`n`) and when (`at`)
+- `w:<start>:j:<replica>`  list, --durability ack: the replica's journal of the window, one
+  entry per counted request (store/redisjournal.py), appended before the request is answered
+  and deleted by the flush of the replica's share of the window, in the flush's transaction
 Beside them, under `otlp-stats:` alone:
 - `revisions`              sorted set, windows with a revision to print (`<start>:<key>`), by
   when it is due
 - `keys`                   set of the attribute keys merged windows were saved for
+- `j:<replica>`            set of the replica's journal lists, read when it restarts
 Every hash field is an entry key ("<kind>:<value>") -> 8-byte records + compact sketch.
 
 A Redis written before several keys were counted holds its periods right under `otlp-stats:`
@@ -110,6 +114,17 @@ class _Names:
 
     def index(self, resolution: str) -> str:
         return f"{self.prefix}i:{resolution}"
+
+
+def journal_key(attribute_key: str, start: float, replica: str) -> str:
+    """A replica's journal of one key's window (--durability ack): named by the replica, not
+    its incarnation, so the same replica restarted finds it."""
+    return _Names.of(attribute_key).window(start, f"j:{replica}")
+
+
+def journal_index(replica: str) -> str:
+    """The set of a replica's journal lists not deleted yet."""
+    return f"{PREFIX}j:{replica}"
 
 
 # A period a commit adds windows to: its index, start, end, and the windows.
@@ -204,8 +219,13 @@ class RedisStore:
 
     # Replica side: flush, claim, collect.
 
-    def flush(self, share: ShareId, snapshot: WindowSnapshot) -> None:
-        """One process's share of a window; flushing it again replaces it (no double count)."""
+    def flush(self, share: ShareId, snapshot: WindowSnapshot, journal: bool = False) -> None:
+        """One process's share of a window; flushing it again replaces it (no double count).
+
+        `journal` (--durability ack): the share holds every request the replica journaled for
+        the window, so the journal goes in the same transaction: a restart replays a window's
+        journal only when its share was never flushed.
+        """
         names = self._names(snapshot.attribute_key)
         key = names.window(snapshot.start, f"r:{share.member}")
         fields: dict[bytes, bytes] = {
@@ -222,6 +242,12 @@ class RedisStore:
         replicas = names.window(snapshot.start, "replicas")
         pipe.sadd(replicas, share.member)
         pipe.expire(replicas, SHARE_TTL_SECONDS)
+        if journal:
+            journaled = journal_key(
+                self._key(snapshot.attribute_key), snapshot.start, share.replica
+            )
+            pipe.delete(journaled)
+            pipe.srem(journal_index(share.replica), journaled)
         pipe.execute()
 
     def claim(self, attribute_key: str, start: float, replica: str, timeout: float) -> bool:

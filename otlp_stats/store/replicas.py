@@ -29,6 +29,7 @@ from otlp_stats.counting.aggregator import (
     merge_snapshots,
     report_of_snapshot,
 )
+from otlp_stats.store.journal import Committer, JournalEntry
 from otlp_stats.store.redis import SHARE_TTL_SECONDS, ShareId, StoreUnavailable
 from otlp_stats.store.revisions import Reviser
 
@@ -46,7 +47,7 @@ _SIZE_EVERY = 10.0
 class SharedStore(Protocol):
     """What the merger needs of Redis (store/redis.py); every call may raise StoreUnavailable."""
 
-    def flush(self, share: ShareId, snapshot: WindowSnapshot) -> None: ...
+    def flush(self, share: ShareId, snapshot: WindowSnapshot, journal: bool = False) -> None: ...
     def claim(self, attribute_key: str, start: float, replica: str, timeout: float) -> bool: ...
     def is_merged(self, attribute_key: str, start: float) -> bool: ...
     def collect(
@@ -81,8 +82,14 @@ class ReplicaMerger:
         incarnation: str | None = None,
         reviser: Reviser | None = None,
         first_open_index: Callable[[], int] = lambda: 0,
+        committer: Committer | None = None,
+        replay: Callable[[JournalEntry], None] = lambda entry: None,
     ) -> None:
         self.store = store
+        # With --durability ack: this replica's journal in Redis (store/redisjournal.py),
+        # replayed at start by `replay`, and deleted window by window as the shares flush.
+        self.committer = committer
+        self._replay = replay
         # Event time: late records merged into the merged windows, revisions printed once.
         self.reviser = reviser
         self._first_open_index = first_open_index
@@ -110,7 +117,21 @@ class ReplicaMerger:
         self._size_read_at = 0.0
 
     async def restore(self) -> int:
-        return 0
+        """With --durability ack: what this replica journaled for windows whose share it never
+        flushed (it was killed), back into them; the records replayed."""
+        if self.committer is None:
+            return 0
+        records = 0
+        for entry in await self.committer.recover():
+            self._replay(entry)
+            records += sum(tally.records for tally in entry.batch.values())
+        self._log.info("state_restored", windows=0, records=records, journaled_records=records)
+        return records
+
+    async def _flush(self, window: _Window) -> None:
+        await self._call(
+            self.store.flush, self._share, window.report.snapshot, self.committer is not None
+        )
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="replica-merger")
@@ -157,9 +178,12 @@ class ReplicaMerger:
             for window in self._windows:
                 window.flushed = False
         try:
+            if self.committer is not None and self.pending:
+                # The flush deletes the windows' journals: every entry of theirs goes first.
+                await self.committer.drain()
             for window in list(self._windows):
                 if not window.flushed:
-                    await self._call(self.store.flush, self._share, window.report.snapshot)
+                    await self._flush(window)
                     window.flushed = True
             for window in list(self._windows):
                 if window.report.partial:
@@ -190,7 +214,7 @@ class ReplicaMerger:
         if await self._call(self.store.claim, key, start, self.replica, self._claim_timeout):
             # Flushed again (it replaces the earlier flush): if Redis restarted empty between
             # the flush and now without this replica noticing, its share is still merged.
-            await self._call(self.store.flush, self._share, window.report.snapshot)
+            await self._flush(window)
             shares = await self._call(self.store.collect, key, start, end)
             merged = replace(
                 merge_snapshots([share for _, share in shares], self._lg_k), attribute_key=key
@@ -297,7 +321,7 @@ class ReplicaMerger:
         try:
             for window in self._windows:
                 if not window.flushed:
-                    await self._call(self.store.flush, self._share, window.report.snapshot)
+                    await self._flush(window)
                     window.flushed = True
             for window in list(self._windows):
                 if not window.report.partial:
@@ -342,6 +366,17 @@ class ReplicaCollector(Collector):
             "otlp_stats_store_reachable",
             "1 while the shared store (Redis) answers, 0 while reports are local.",
             value=1 if self._merger.reachable else 0,
+        )
+        committer = self._merger.committer
+        yield CounterMetricFamily(
+            "otlp_stats_journal_commits",
+            "Group commits of the journal (--durability ack), each answering its requests.",
+            value=committer.commits if committer is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "otlp_stats_journal_commit_failures",
+            "Group commits of the journal that failed; their requests were refused, retryable.",
+            value=committer.failures if committer is not None else 0,
         )
         yield GaugeMetricFamily(
             "otlp_stats_store_pending_flushes",

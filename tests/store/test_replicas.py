@@ -44,7 +44,7 @@ class FlakyShared:
         if self.down:
             raise redis.ConnectionError("Redis is down")
 
-    def flush(self, share: ShareId, snapshot: WindowSnapshot) -> None:
+    def flush(self, share: ShareId, snapshot: WindowSnapshot, journal: bool = False) -> None:
         self._check()
         self.shares.setdefault(window_of(snapshot), {})[share] = snapshot
 

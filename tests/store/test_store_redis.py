@@ -152,7 +152,11 @@ def test_three_replicas_print_one_global_report_per_window(redis_server: RedisSe
 def test_redis_going_away_leaves_local_reports_and_global_ones_resume(
     redis_server: RedisServer,
 ) -> None:
-    flags = replica_flags(redis_server, "solo", "--window", "1", "--merge-grace", "0.3")
+    # --durability checkpoint: Exports are accepted with Redis down (with ack they are refused,
+    # retryable: tests/store/test_redis_durability.py).
+    flags = replica_flags(
+        redis_server, "solo", "--window", "1", "--merge-grace", "0.3", "--durability", "checkpoint"
+    )
     with running_service(*flags) as service:
         sent_by_window: dict[float, int] = {}
         stop_sending = threading.Event()
