@@ -29,12 +29,16 @@ class RedisTls:
 
 
 class RedisServer:
-    """No persistence: a restart comes back empty, the harshest case for the replicas."""
+    """No persistence by default: a restart comes back empty, the harshest case for the
+    replicas. `appendfsync` ("everysec", "always"): AOF on, as --durability ack wants it."""
 
-    def __init__(self, directory: Path, tls: RedisTls | None = None) -> None:
+    def __init__(
+        self, directory: Path, tls: RedisTls | None = None, appendfsync: str | None = None
+    ) -> None:
         self.port = free_port()
         self._directory = directory
         self._tls = tls
+        self._appendfsync = appendfsync
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,7 +65,11 @@ class RedisServer:
         executable = shutil.which("redis-server")
         assert executable, "redis-server is missing: make system-deps installs it"
         command = [executable, *self._listen_flags(), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no", "--dir", str(self._directory)]
+        command += ["--save", "", "--dir", str(self._directory)]
+        if self._appendfsync is None:
+            command += ["--appendonly", "no"]
+        else:
+            command += ["--appendonly", "yes", "--appendfsync", self._appendfsync]
         self._process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -1,0 +1,189 @@
+"""--durability ack with Redis: three replicas on a real redis-server with AOF on, under load
+from retrying senders, one replica SIGKILLed at a time and restarted with the same
+--replica-id. Every acknowledged message is in its window and its day afterwards, and records
+count more than acknowledged only for the requests a kill caught before their answer."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from otlp_stats.loadgen.driver import LoadSummary
+from otlp_stats.loadgen.workload import Placement, Workload, build_requests
+from tests.store.test_durability_kills import (
+    KEY,
+    RECORDS_PER_REQUEST,
+    WINDOW,
+    RecordingExporter,
+    acknowledged_per_value,
+    day_entries,
+    free_port,
+    load_until,
+    sdk_sender,
+    window_records,
+)
+from tests.store.test_store_redis import send
+from tests.store.test_store_sqlite import day_of, wait_for_window_start
+from tests.support.redistools import RedisServer
+from tests.support.servicetools import ServiceProcess, running_service
+
+REPLICAS = ("r1", "r2", "r3")
+KILLS = 6
+# The load generator's concurrent callers per run, as in test_durability_kills.
+CALLERS = 4
+
+
+@pytest.fixture
+def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path, appendfsync="everysec")
+    server.start()
+    yield server
+    server.stop()
+
+
+def start_replica(url: str, name: str, ports: tuple[int, int, int]) -> ServiceProcess:
+    grpc_port, http_port, admin_port = ports
+    service = ServiceProcess(
+        *("--store", url, "--replica-id", name, "--attribute-key", KEY),
+        *("--window", str(WINDOW), "--merge-grace", "1", "--claim-timeout", "5"),
+        *("--durability", "ack", "--sketch-lg-k", "14"),
+        *("--grpc-listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}"),
+        *("--admin-listen", f"127.0.0.1:{admin_port}"),
+    )
+    service.wait_serving()
+    return service
+
+
+def test_exports_are_refused_retryable_while_redis_is_down(aof_redis: RedisServer) -> None:
+    flags = ("--store", aof_redis.url, "--replica-id", "solo", "--attribute-key", KEY)
+    with running_service(*flags, "--durability", "ack") as service:
+        send(service, ["before"])
+        assert (service.metric("otlp_stats_journal_commits_total") or 0) >= 1
+        aof_redis.stop()
+        with pytest.raises(grpc.RpcError) as refused:
+            send(service, ["during"])
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert (service.metric("otlp_stats_journal_commit_failures_total") or 0) >= 1
+        aof_redis.start()
+        # The same Export, retried once Redis is back: accepted.
+        send(service, ["during"])
+        assert service.stop() == 0
+
+
+def test_replicas_killed_one_at_a_time_lose_nothing_acknowledged(
+    aof_redis: RedisServer,
+) -> None:
+    ports = {name: (free_port(), free_port(), free_port()) for name in REPLICAS}
+    workload = Workload(
+        records_per_request=RECORDS_PER_REQUEST,
+        attributes_per_record=1,
+        repeated_share=0.0,
+        attribute_key=KEY,
+        distinct_values=4,
+        placement=Placement.RECORD,
+        resources_per_request=1,
+        pool_size=3_000,
+    )
+    # Every body is in one request only; each replica's sender gets its own third of them.
+    requests = build_requests(workload)
+    began = wait_for_window_start(window=WINDOW)
+    services = {name: start_replica(aof_redis.url, name, ports[name]) for name in REPLICAS}
+    stop = threading.Event()
+    summaries: dict[str, list[LoadSummary]] = {name: [] for name in REPLICAS}
+    senders = [
+        threading.Thread(
+            target=load_until,
+            args=(
+                f"127.0.0.1:{ports[name][0]}",
+                requests[n :: len(REPLICAS)],
+                stop,
+                summaries[name],
+            ),
+        )
+        for n, name in enumerate(REPLICAS)
+    ]
+    exporter = RecordingExporter(f"127.0.0.1:{ports[REPLICAS[0]][0]}")
+    senders.append(threading.Thread(target=sdk_sender, args=(exporter, stop)))
+    for sender in senders:
+        sender.start()
+    chance = random.Random()
+    journaled: list[int] = []
+    try:
+        for kill in range(KILLS):
+            time.sleep(chance.uniform(0.3, 1.2))
+            name = REPLICAS[kill % len(REPLICAS)]
+            services[name].process.send_signal(signal.SIGKILL)
+            services[name].process.wait(10)
+            services[name] = start_replica(aof_redis.url, name, ports[name])
+            journaled.append(services[name].wait_log("state_restored")["journaled_records"])
+        stop.set()
+        for sender in senders:
+            sender.join(60)
+        assert not any(sender.is_alive() for sender in senders)
+        summary = [chunk for name in REPLICAS for chunk in summaries[name]]
+        acknowledged = sum(chunk.records_acknowledged for chunk in summary)
+        reader = services[REPLICAS[-1]]
+        # Every window the senders fed closes, is merged (or its share added late): poll.
+        deadline = time.monotonic() + 15
+        while True:
+            entries = day_entries(reader, day_of(began))
+            counted = sum(entry["records"] for value, entry in entries.items() if value != "sdk")
+            if counted >= acknowledged or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        sdk_deadline = time.monotonic() + 5
+        while entries.get("sdk", {}).get("records", 0) < len(exporter.acknowledged):
+            assert time.monotonic() < sdk_deadline, "acknowledged SDK records are missing"
+            time.sleep(0.2)
+            entries = day_entries(reader, day_of(began))
+        windows = window_records(reader, began)
+        for service in services.values():
+            assert service.stop() == 0
+    finally:
+        stop.set()
+        for service in services.values():
+            if service.process.poll() is None:
+                service.process.kill()
+    sent = sum(chunk.requests_sent for chunk in summary)
+    assert sum(chunk.requests_ok for chunk in summary) == sent > 0
+    truth = acknowledged_per_value(summary)
+    for value, (records, messages) in truth.items():
+        got = entries[value]
+        assert got["estimated"] is False
+        assert got["distinct_messages"] == messages
+        assert got["records"] >= records
+    # The day is made of its windows: each record in one window, none lost between them, and
+    # no window merged twice.
+    assert windows == {value: entry["records"] for value, entry in entries.items()}
+    sdk_got = entries["sdk"]
+    assert sdk_got["distinct_messages"] >= len(set(exporter.acknowledged))
+    assert sdk_got["distinct_messages"] <= len(set(exporter.acknowledged)) + exporter.unanswered
+    # Beyond the acknowledged: only requests a kill caught between commit and answer, at most
+    # one per caller of the killed replica's sender (and the SDK's one) per kill.
+    extra = sum(entries[value]["records"] for value in truth) - acknowledged
+    assert 0 <= extra <= KILLS * CALLERS * RECORDS_PER_REQUEST
+    sdk_extra = sdk_got["records"] - len(exporter.acknowledged)
+    assert 0 <= sdk_extra <= KILLS
+    # The journal did the work: restarts found acknowledged counts no flushed share held.
+    assert sum(journaled) > 0
+    print(
+        json.dumps(
+            {
+                "replicas": len(REPLICAS),
+                "kills": KILLS,
+                "acknowledged_records": acknowledged + len(exporter.acknowledged),
+                "extra_records": extra + sdk_extra,
+                "retries": sum(chunk.retries for chunk in summary),
+                "journaled_records_at_restart": journaled,
+                "seconds": round(time.time() - began, 1),
+            }
+        )
+    )
