@@ -10,15 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from otlp_stats.counting.aggregator import Added, ResolvedBatch
 from otlp_stats.counting.late import LateRecords, RejectLate
 from otlp_stats.counting.queue import QueuedRequest, RequestQueue, Verdict
 from otlp_stats.counting.resolve import LabelRenderer
-from otlp_stats.counting.scan import EventTime, Scanner, WindowedTally, arrival_ns
+from otlp_stats.counting.scan import (
+    CheckedRequest,
+    EventTime,
+    Scanner,
+    Tally,
+    WindowedTally,
+    arrival_ns,
+)
 from otlp_stats.errors import CountingFailed, ExportRefused, RequestTooLarge, ShuttingDown
 from otlp_stats.telemetry import Metrics
 
@@ -33,6 +40,25 @@ class CountSink(Protocol):
     def add_windows(self, arrival: float, windows: Mapping[int, ResolvedBatch]) -> Added:
         """Event time: the request's records per window; the late ones come back."""
         ...
+
+
+class KeyedCountSink(CountSink, Protocol):
+    """Where counted requests go with several attribute keys (counting.keyed.KeyedAggregator)."""
+
+    def add_keys(self, arrival: float, batches: Sequence[ResolvedBatch]) -> None:
+        """Arrival time: the request's records, once per key, in the keys' order."""
+        ...
+
+    def add_windows_keys(
+        self, arrival: float, windows: Sequence[Mapping[int, ResolvedBatch]]
+    ) -> Added:
+        """Event time: the request's records per window, once per key."""
+        ...
+
+
+# What counting one request gives: per attribute value (and window, with event time), for the
+# one key, or a list of those in the keys' order with several.
+Counted = ResolvedBatch | WindowedTally | list[Tally] | list[WindowedTally]
 
 
 # Requests up to this size are counted on the event loop; bigger ones in a thread. That is about
@@ -78,12 +104,15 @@ class WorkerPool:
         self._queue = queue
         self._sink = sink
         self._scanner = scanner
+        # Several keys: one check (one walk over the bytes) and a tally per key from it.
+        self._several = len(scanner.keys) > 1
         self.labels = labels or LabelRenderer()
         self._workers = workers
         self._metrics = metrics
         # Bound once: labels() costs a lock, a tuple and a dict lookup per call.
         self._adjusted_future = metrics.timestamps_adjusted.labels("future")
         self._adjusted_missing = metrics.timestamps_adjusted.labels("missing")
+        self._scanned = metrics.requests_scanned
         self._logger = logger
         self._max_records = max_records
         self._retry_delay = retry_delay
@@ -117,12 +146,11 @@ class WorkerPool:
             await asyncio.to_thread(self._executor.shutdown, True)
             self._executor = None
 
-    def resolve(
-        self, wire: bytes, arrival: float = 0.0
-    ) -> tuple[int, ResolvedBatch | WindowedTally]:
+    def resolve(self, wire: bytes, arrival: float = 0.0) -> tuple[int, Counted]:
         """The request's record count and its records per attribute value (and window, with
         event time), or a refusal."""
         checked = self._scanner.check(wire)
+        self._scanned.inc()
         if checked.records > self._max_records:
             # Counting holds up to about 60 bytes per record however small the record is on the
             # wire (a record can be 2 bytes), so the record count is bounded as the size is.
@@ -132,6 +160,8 @@ class WorkerPool:
         if checked.records == 0:
             return 0, {}
         try:
+            if self._several:
+                return checked.records, self._tally_keys(checked, arrival)
             if self._event_time is not None:
                 arrival_at = arrival_ns(arrival)
                 return checked.records, self._scanner.tally_windows(
@@ -140,6 +170,13 @@ class WorkerPool:
             return checked.records, self._scanner.tally(checked, self.labels)
         except Exception as error:
             raise _NotCounted(checked.records) from error
+
+    def _tally_keys(
+        self, checked: CheckedRequest, arrival: float
+    ) -> list[Tally] | list[WindowedTally]:
+        if self._event_time is not None:
+            return self._scanner.tally_windows_keys(checked, self.labels, arrival_ns(arrival))
+        return self._scanner.tally_keys(checked, self.labels)
 
     async def _run(self) -> None:
         turn_started = 0.0
@@ -196,15 +233,32 @@ class WorkerPool:
         item.verdict.set_result(verdict)
         self._metrics.records_counted.inc(verdict.counted)
 
-    def _hand_over(
-        self, arrival: float, records: int, batch: ResolvedBatch | WindowedTally
-    ) -> Verdict:
+    def _hand_over(self, arrival: float, records: int, batch: Counted) -> Verdict:
         """Into the aggregator; with event time, the late records to their fate (merged into
         their stored window, or rejected)."""
+        if isinstance(batch, list):
+            return self._hand_over_keys(arrival, records, batch)
         if not isinstance(batch, WindowedTally):
             self._sink.add(arrival, batch)
             return Verdict(records)
         added = self._sink.add_windows(arrival, batch.windows)
+        return self._settle(arrival, batch, added)
+
+    def _hand_over_keys(
+        self, arrival: float, records: int, batches: list[Tally] | list[WindowedTally]
+    ) -> Verdict:
+        # The service hands a KeyedAggregator to a pool whose scanner has several keys.
+        sink = cast(KeyedCountSink, self._sink)
+        first = batches[0]
+        if not isinstance(first, WindowedTally):
+            sink.add_keys(arrival, cast(list[Tally], batches))
+            return Verdict(records)
+        windowed = cast(list[WindowedTally], batches)
+        added = sink.add_windows_keys(arrival, [tally.windows for tally in windowed])
+        # The records are the same under every key: their times were adjusted once.
+        return self._settle(arrival, first, added)
+
+    def _settle(self, arrival: float, batch: WindowedTally, added: Added) -> Verdict:
         if batch.future:
             self._adjusted_future.inc(batch.future)
         if batch.missing:
@@ -213,7 +267,7 @@ class WorkerPool:
             return Verdict(added.counted)
         # Merged late records are counted as on-time ones are: handed over, in memory, to what
         # writes them to their stored window, before the sender hears they were accepted.
-        outcome = self._late.take(arrival, added.late)
+        outcome = self._late.take(arrival, added.late, added.late_by_key)
         return Verdict(added.counted + outcome.merged, outcome.rejected, outcome.message)
 
     def _fail(self, item: QueuedRequest, error: Exception, records: int) -> None:

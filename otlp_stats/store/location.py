@@ -108,6 +108,7 @@ def open_reviser(
         settings.max_values,
         settings.sketch_lg_k,
         incarnation,
+        settings.attribute_key,
     )
     shared = isinstance(store, RedisStore)
     return Reviser(
