@@ -104,7 +104,6 @@ def open_committer(settings: Settings, logger: Any) -> Committer | None:
     journal = SqliteJournal(Path(settings.store[len(SQLITE_PREFIX) :]), settings.sqlite_synchronous)
     return Committer(
         journal,
-        settings.attribute_key,
         settings.window,
         settings.commit_interval,
         settings.commit_max_requests,
@@ -135,6 +134,7 @@ def open_reviser(
         settings.max_values,
         settings.sketch_lg_k,
         incarnation,
+        settings.attribute_key,
     )
     shared = isinstance(store, RedisStore)
     return Reviser(
