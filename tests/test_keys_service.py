@@ -4,7 +4,9 @@ request, over gRPC and OTLP/HTTP, each key found at every level (record, scope, 
 from __future__ import annotations
 
 import random
+import signal
 import urllib.request
+from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -127,6 +129,32 @@ def test_three_keys_with_several_processes_are_merged_per_key(
                 grpc_channels.logs_stub(service.grpc_target).Export(request, timeout=10)
         assert service.stop() == 0
         reports = service.all_reports()
+    assert [report["attribute_key"] for report in reports] == list(KEYS)
+    for report in reports:
+        assert summary_of(report) == expected[report["attribute_key"]].summary()
+
+
+def test_three_keys_acknowledged_survive_a_kill_each_in_its_own_key(
+    grpc_channels: GrpcChannels, tmp_path: Path
+) -> None:
+    """--durability ack journals each key's counts: a SIGKILL right after the answers, before
+    any checkpoint, and the restarted service reports every key whole."""
+    rng = random.Random(19)
+    expected = {key: ExpectedCounts() for key in KEYS}
+    requests = [_request(rng, expected) for _ in range(6)]
+    flags = [*_key_flags(), "--window", ONE_WINDOW, "--store", f"sqlite://{tmp_path}/state.db"]
+    flags += ["--durability", "ack", "--checkpoint-interval", "3600"]
+    with running_service(*flags) as service:
+        for request in requests:
+            grpc_channels.logs_stub(service.grpc_target).Export(request, timeout=10)
+        service.process.send_signal(signal.SIGKILL)
+        service.process.wait(10)
+    with running_service(*flags) as service:
+        restored = service.wait_log("state_restored")
+        assert service.stop() == 0
+        reports = service.all_reports()
+    records = sum(counts.records for counts in expected.values()) // len(KEYS)
+    assert restored["journaled_records"] == records
     assert [report["attribute_key"] for report in reports] == list(KEYS)
     for report in reports:
         assert summary_of(report) == expected[report["attribute_key"]].summary()
