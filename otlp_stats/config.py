@@ -58,7 +58,7 @@ class ListenAddress:
 @dataclass(frozen=True)
 class Settings:
     # The attribute keys counted, each on its own (--attribute-key, repeatable); the first is
-    # the default key of queries. Counting several is not built yet: _validate_keys refuses it.
+    # the default key of queries. Several are resolved in one pass over each request.
     attribute_keys: tuple[str, ...] = ("service.name",)
     window: float = 10.0
     window_time: WindowTime = "arrival"
@@ -673,7 +673,6 @@ def load_settings(
     _reject_unknown_env(dotenv, env_file.name)
     settings = Settings(**values)
     _validate_together(settings)
-    _validate_keys(settings)
     _validate_processes(settings)
     _validate_security(settings)
     _validate_durability(settings)
@@ -725,17 +724,6 @@ def _shown(name: str, raw: str) -> str:
 def _without_passwords(text: str) -> str:
     """URLs' `user:password@` shown as `user:***@`, for log lines and error messages."""
     return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", text)
-
-
-def _validate_keys(settings: Settings) -> None:
-    """Several keys parse (issue 18), but the scanners, the aggregator, the reports, the metrics
-    and the store count one: refused at start rather than counting the first key alone."""
-    if len(settings.attribute_keys) > 1:
-        raise ConfigError(
-            f"attribute_key: {len(settings.attribute_keys)} keys given "
-            f"({', '.join(settings.attribute_keys)}); counting several keys at once is not "
-            "supported yet: give one --attribute-key and run one service per key"
-        )
 
 
 def _validate_processes(settings: Settings) -> None:

@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from otlp_stats.clock import Clock, SystemClock
 from otlp_stats.config import Settings
-from otlp_stats.counting.aggregator import CLOCK_STEPPED_BACK, Aggregator
+from otlp_stats.counting.aggregator import CLOCK_STEPPED_BACK
+from otlp_stats.counting.keyed import aggregator_for
 from otlp_stats.counting.late import LateRecords, RejectLate
 from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.counting.resolve import LabelRenderer
@@ -89,7 +90,8 @@ class Service:
         # Event time waits for disordered records; arrival time has nothing to wait for.
         event_time = settings.window_time == "event"
         lateness = settings.allowed_lateness if event_time else 0.0
-        self.aggregator = Aggregator(
+        self.aggregator = aggregator_for(
+            settings.attribute_keys,
             settings.window,
             self.clock.now(),
             settings.max_values,
@@ -140,7 +142,7 @@ class Service:
         self.event_time = (
             EventTime.of(settings.window, settings.max_clock_skew) if event_time else None
         )
-        self.scanner = default_scanner(settings.attribute_key, self.event_time)
+        self.scanner = default_scanner(settings.attribute_keys, self.event_time)
         self.workers = WorkerPool(
             self.queue,
             self.aggregator,
@@ -169,7 +171,7 @@ class Service:
             StateCollector(
                 self.queue,
                 self.health,
-                lambda: self.reporter.last_report,
+                lambda: self.reporter.last_reports,
                 self._late_records,
                 settings.missing_label,
                 settings.metrics_top_values,
@@ -251,7 +253,7 @@ class Service:
             admin_auth="bearer" if self.settings.admin_auth else "none",
             grpc_health=self.settings.grpc_health,
             grpc_reflection=self.settings.grpc_reflection,
-            attribute_key=self.settings.attribute_key,
+            attribute_key=",".join(self.settings.attribute_keys),
             window_seconds=self.settings.window,
             window_time=self.settings.window_time,
             scanner=self.scanner.name,

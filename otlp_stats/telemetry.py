@@ -55,6 +55,12 @@ class Metrics:
             "Log records counted into a window by the aggregator.",
             registry=registry,
         )
+        self.requests_scanned = Counter(
+            "otlp_stats_requests_scanned",
+            "Requests whose bytes a worker's scanner walked (validated and resolved): one walk "
+            "per request, however many attribute keys it resolves.",
+            registry=registry,
+        )
         self.records_failed = Counter(
             "otlp_stats_records_failed",
             "Records a worker failed to count through a fault of ours; their sender was refused "

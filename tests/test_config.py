@@ -147,11 +147,12 @@ def test_attribute_key_flag_is_repeatable_and_one_key_is_as_before(tmp_path: Pat
         ([], {}, "OTLP_STATS_ATTRIBUTE_KEY=a,b\n"),
     ],
 )
-def test_several_attribute_keys_are_refused_at_start_with_a_clear_error(
+def test_several_attribute_keys_come_from_flags_environment_and_dotenv(
     tmp_path: Path, argv: list[str], env: dict[str, str], dotenv: str
 ) -> None:
-    with pytest.raises(ConfigError, match=r"2 keys given \(a, b\).*not supported yet"):
-        load(argv, env, dotenv, tmp_path)
+    settings = load(argv, env, dotenv, tmp_path)
+    assert settings.attribute_keys == ("a", "b")
+    assert settings.attribute_key == "a"
 
 
 @pytest.mark.parametrize(
@@ -169,23 +170,27 @@ def test_attribute_keys_are_at_most_16_and_none_twice(
         load([], {"OTLP_STATS_ATTRIBUTE_KEY": keys}, tmp=tmp_path)
 
 
-def test_several_attribute_keys_exit_2_with_one_line() -> None:
+def test_a_key_given_twice_exits_2_with_one_line() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "otlp_stats", "--attribute-key", "a", "--attribute-key", "b"],
+        [sys.executable, "-m", "otlp_stats", "--attribute-key", "a", "--attribute-key", "a"],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=60,
     )
     assert result.returncode == 2
-    assert "not supported yet" in result.stderr
+    assert "a key given twice: a" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_replay_refuses_several_attribute_keys(capsys: pytest.CaptureFixture[str]) -> None:
-    status = replay.main(["--attribute-key", "a", "--attribute-key", "b", "-"], stdin=io.BytesIO())
+def test_replay_of_json_lines_refuses_several_attribute_keys(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--input-format", "jsonl", "--value-field", "svc", "--message-field", "msg"]
+    argv += ["--attribute-key", "a", "--attribute-key", "b", "-"]
+    status = replay.main(argv, stdin=io.BytesIO())
     assert status == replay.EXIT_BAD_USAGE
-    assert "not supported yet" in capsys.readouterr().err
+    assert "counts one --value-field" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])

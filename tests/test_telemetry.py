@@ -21,7 +21,7 @@ def scrape(report: WindowReport | None, top_values: int = 100) -> str:
         StateCollector(
             RequestQueue(5, 1000),
             Health(),
-            lambda: report,
+            lambda: {} if report is None else {"service.name": report},
             lambda: {"clock_stepped_back": 3, "window_closed": 0},
             "unknown",
             top_values,
@@ -99,3 +99,40 @@ def test_rate_limited_log_suppresses_within_the_interval_and_says_how_many() -> 
         ("other", {"suppressed": 0}),
         ("refused", {"suppressed": 2, "n": 4}),
     ]
+
+
+def test_each_key_has_its_own_per_value_series() -> None:
+    registry = CollectorRegistry()
+    namespaces = WindowReport(
+        0,
+        10,
+        False,
+        2,
+        DistinctEstimate.exact(2),
+        (ValueReport("prod", DistinctEstimate.exact(2), 2),),
+    )
+    registry.register(
+        StateCollector(
+            RequestQueue(5, 1000),
+            Health(),
+            lambda: {"service.name": report_with(2), "k8s.namespace.name": namespaces},
+            lambda: {},
+            "unknown",
+            100,
+        )
+    )
+    text = generate_latest(registry).decode()
+    by_key = {"key": "k8s.namespace.name", "value": "prod"}
+    assert metric_value(text, "otlp_stats_last_window_records", by_key) == 2
+    assert (
+        metric_value(
+            text, "otlp_stats_last_window_records", {"key": "service.name", "value": "v000"}
+        )
+        == 1
+    )
+    assert (
+        metric_value(
+            text, "otlp_stats_last_window_records", {"key": "k8s.namespace.name", "value": "v000"}
+        )
+        is None
+    )

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from otlp_stats.clock import SystemClock
 from otlp_stats.config import ConfigError, Settings, add_setting_arguments, load_settings
-from otlp_stats.counting.aggregator import Aggregator
+from otlp_stats.counting.keyed import aggregator_for
 from otlp_stats.counting.late import RejectLate
 from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.counting.resolve import LabelRenderer
@@ -146,6 +146,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings_parser = argparse.ArgumentParser(prog="otlp-stats replay", add_help=False)
     add_setting_arguments(settings_parser, only=REPLAY_SETTINGS)
     settings = load_settings(_setting_flags(args), parser=settings_parser, defaults=defaults)
+    if args.input_format == "jsonl" and len(settings.attribute_keys) > 1:
+        # A JSON line's one --value-field is what is counted: there is no second key to read.
+        raise ConfigError(
+            "--input-format jsonl counts one --value-field: give one --attribute-key "
+            f"(not {len(settings.attribute_keys)})"
+        )
     # Replay is event time whatever the environment says: there is no arrival to go by.
     return replace(settings, window_time="event")
 
@@ -222,7 +228,8 @@ def _build_replayer(
     log: object,
     sinks: ReportSinks,
 ) -> Replayer:
-    aggregator = Aggregator(
+    aggregator = aggregator_for(
+        settings.attribute_keys,
         settings.window,
         # Any start: the first windows open as the data reaches them.
         0.0,
@@ -261,7 +268,7 @@ def _build_replayer(
         if reviser is not None
         else RejectLate(settings.window, settings.allowed_lateness),
         clock,
-        settings.attribute_key,
+        settings.attribute_keys,
         LabelRenderer(settings.max_value_length),
         settings.max_recv_size,
         fields,

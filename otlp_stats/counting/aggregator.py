@@ -74,6 +74,8 @@ class Added:
 
     counted: int
     late: Mapping[int, ResolvedBatch] = field(default_factory=dict)
+    # With several keys, `late` under every key (the same records), by key; else empty.
+    late_by_key: Mapping[str, Mapping[int, ResolvedBatch]] = field(default_factory=dict)
 
     @property
     def late_records(self) -> int:
@@ -218,7 +220,7 @@ class WindowCounts:
         overflow = 0 if self.overflow is None else self.overflow.records
         return sum(tally.records for tally in self.values.values()) + overflow
 
-    def snapshot(self, start: float, end: float) -> WindowSnapshot:
+    def snapshot(self, start: float, end: float, attribute_key: str = "") -> WindowSnapshot:
         """The counts as bytes: what a store keeps and replicas merge."""
         tallies = [
             TallySnapshot(value, tally.records, tally.counter.serialize())
@@ -230,7 +232,7 @@ class WindowCounts:
                 TallySnapshot(None, self.overflow.records, self.overflow.counter.serialize(), True)
             )
             overflow_values = self.overflow_values.serialize()
-        return WindowSnapshot(start, end, tuple(tallies), overflow_values)
+        return WindowSnapshot(start, end, tuple(tallies), overflow_values, attribute_key)
 
 
 class Aggregator:
@@ -251,8 +253,11 @@ class Aggregator:
         lg_k: int = DEFAULT_LG_K,
         keep_sketches: bool = False,
         lateness: float = 0.0,
+        attribute_key: str = "",
     ) -> None:
         self.window_seconds = window_seconds
+        # Stamped on every snapshot and report: whose values these counts are.
+        self.attribute_key = attribute_key
         self.keep_sketches = keep_sketches
         self.max_values = max_values
         self.lg_k = lg_k
@@ -292,6 +297,14 @@ class Aggregator:
         the window they were counted in is open again, however old."""
         self._add_to(index, batch)
         self._next_index = min(self._next_index, index)
+
+    def replay_key(self, attribute_key: str, index: int, batch: ResolvedBatch) -> bool:
+        """replay() for the key a journal entry names ("" is the first key's); False for a key
+        no longer counted, whose entries are left out."""
+        if attribute_key not in ("", self.attribute_key):
+            return False
+        self.replay(index, batch)
+        return True
 
     def add_windows(self, arrival: float, windows: Mapping[int, ResolvedBatch]) -> Added:
         """Event time: count each window's batch in that window, unless the window is closed.
@@ -406,7 +419,7 @@ class Aggregator:
         ]
 
     def _snapshot_of(self, index: int, window: WindowCounts) -> WindowSnapshot:
-        return window.snapshot(*self.window_bounds(index))
+        return window.snapshot(*self.window_bounds(index), self.attribute_key)
 
     def restore(self, snapshots: Sequence[WindowSnapshot]) -> None:
         """Resume windows a checkpoint saved, before any batch is added.
@@ -454,6 +467,7 @@ class Aggregator:
             values=tuple(entries),
             overflow_values=overflow_values,
             snapshot=snapshot,
+            attribute_key=self.attribute_key,
         )
 
 
@@ -491,6 +505,7 @@ def report_of_snapshot(
         values=tuple(entries),
         overflow_values=overflow_values,
         snapshot=snapshot,
+        attribute_key=snapshot.attribute_key,
     )
 
 
@@ -519,6 +534,7 @@ def merge_snapshots(
         snapshots[0].end,
         tallies,
         union_serialized(overflow_blobs, lg_k) if overflow_blobs else None,
+        snapshots[0].attribute_key,
     )
 
 

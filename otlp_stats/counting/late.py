@@ -38,9 +38,18 @@ class LateOutcome:
     merged: int = 0
 
 
+# With several attribute keys, a request's late records under each key, by key.
+LateByKey = Mapping[str, Mapping[int, ResolvedBatch]]
+
+
 class LateRecords(Protocol):
-    def take(self, arrival: float, late: Mapping[int, ResolvedBatch]) -> LateOutcome:
-        """Deal with the late records of a request that arrived at `arrival`, per window index."""
+    def take(
+        self, arrival: float, late: Mapping[int, ResolvedBatch], by_key: LateByKey | None = None
+    ) -> LateOutcome:
+        """Deal with the late records of a request that arrived at `arrival`, per window index.
+
+        With several keys, `late` is the first key's and `by_key` holds every key's: the
+        same records, so they are counted (and their fate decided) once."""
         ...
 
     @property
@@ -57,7 +66,9 @@ class RejectLate:
         self._lateness = lateness
         self.records_by_reason = dict.fromkeys(LATE_FATES, 0)
 
-    def take(self, arrival: float, late: Mapping[int, ResolvedBatch]) -> LateOutcome:
+    def take(
+        self, arrival: float, late: Mapping[int, ResolvedBatch], by_key: LateByKey | None = None
+    ) -> LateOutcome:
         rejected = sum(batch_records(batch) for batch in late.values())
         if not rejected:
             return LateOutcome(0)

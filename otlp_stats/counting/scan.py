@@ -104,6 +104,8 @@ class CheckedRequest:
 
 class Scanner(Protocol):
     name: str
+    # The attribute keys it resolves, in order (tally and tally_windows give the first's).
+    keys: tuple[str, ...]
 
     def check(self, wire: bytes) -> CheckedRequest:
         """Validate a serialized ExportLogsServiceRequest; raise MalformedRequest if it is not."""

@@ -10,15 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from otlp_stats.counting.aggregator import Added, ResolvedBatch
 from otlp_stats.counting.late import LateRecords, RejectLate
 from otlp_stats.counting.queue import QueuedRequest, RequestQueue, Verdict
 from otlp_stats.counting.resolve import LabelRenderer
-from otlp_stats.counting.scan import EventTime, Scanner, WindowedTally, arrival_ns
+from otlp_stats.counting.scan import (
+    CheckedRequest,
+    EventTime,
+    Scanner,
+    Tally,
+    WindowedTally,
+    arrival_ns,
+)
 from otlp_stats.errors import CountingFailed, ExportRefused, RequestTooLarge, ShuttingDown
 from otlp_stats.telemetry import Metrics
 
@@ -35,8 +42,28 @@ class CountSink(Protocol):
         ...
 
 
-# A counted request's records per window index, as the aggregator took them.
-Counted = Mapping[int, ResolvedBatch]
+class KeyedCountSink(CountSink, Protocol):
+    """Where counted requests go with several attribute keys (counting.keyed.KeyedAggregator)."""
+
+    def add_keys(self, arrival: float, batches: Sequence[ResolvedBatch]) -> int:
+        """Arrival time: the request's records, once per key, in the keys' order; the index
+        of the window they went to (the same for every key)."""
+        ...
+
+    def add_windows_keys(
+        self, arrival: float, windows: Sequence[Mapping[int, ResolvedBatch]]
+    ) -> Added:
+        """Event time: the request's records per window, once per key."""
+        ...
+
+
+# What counting one request gives: per attribute value (and window, with event time), for the
+# one key, or a list of those in the keys' order with several.
+Counted = ResolvedBatch | WindowedTally | list[Tally] | list[WindowedTally]
+
+# A counted request's records per (attribute key, window index), as the aggregator took them:
+# what --durability ack writes to the journal before answering.
+Journaled = Mapping[tuple[str, int], ResolvedBatch]
 # Releases the request's place in the queue, once it is answered.
 Done = Callable[[], None]
 
@@ -45,7 +72,7 @@ class Acknowledger(Protocol):
     """Answers a counted request: at once (counts in memory), or once its counts are durable."""
 
     def acknowledge(
-        self, verdict: asyncio.Future[Verdict], answer: Verdict, counted: Counted, done: Done
+        self, verdict: asyncio.Future[Verdict], answer: Verdict, counted: Journaled, done: Done
     ) -> None:
         """Give `answer` to `verdict` (or a retryable refusal), then call `done`."""
         ...
@@ -55,7 +82,7 @@ class AnswerAtOnce:
     """The acknowledgement of --durability checkpoint: counted in memory is accepted."""
 
     def acknowledge(
-        self, verdict: asyncio.Future[Verdict], answer: Verdict, counted: Counted, done: Done
+        self, verdict: asyncio.Future[Verdict], answer: Verdict, counted: Journaled, done: Done
     ) -> None:
         if not verdict.done():
             verdict.set_result(answer)
@@ -113,12 +140,16 @@ class WorkerPool:
         self._queue = queue
         self._sink = sink
         self._scanner = scanner
+        # Several keys: one check (one walk over the bytes) and a tally per key from it.
+        self._keys = tuple(scanner.keys)
+        self._several = len(self._keys) > 1
         self.labels = labels or LabelRenderer()
         self._workers = workers
         self._metrics = metrics
         # Bound once: labels() costs a lock, a tuple and a dict lookup per call.
         self._adjusted_future = metrics.timestamps_adjusted.labels("future")
         self._adjusted_missing = metrics.timestamps_adjusted.labels("missing")
+        self._scanned = metrics.requests_scanned
         self._logger = logger
         self._max_records = max_records
         self._retry_delay = retry_delay
@@ -158,12 +189,11 @@ class WorkerPool:
             await asyncio.to_thread(self._executor.shutdown, True)
             self._executor = None
 
-    def resolve(
-        self, wire: bytes, arrival: float = 0.0
-    ) -> tuple[int, ResolvedBatch | WindowedTally]:
+    def resolve(self, wire: bytes, arrival: float = 0.0) -> tuple[int, Counted]:
         """The request's record count and its records per attribute value (and window, with
         event time), or a refusal."""
         checked = self._scanner.check(wire)
+        self._scanned.inc()
         if checked.records > self._max_records:
             # Counting holds up to about 60 bytes per record however small the record is on the
             # wire (a record can be 2 bytes), so the record count is bounded as the size is.
@@ -173,6 +203,8 @@ class WorkerPool:
         if checked.records == 0:
             return 0, {}
         try:
+            if self._several:
+                return checked.records, self._tally_keys(checked, arrival)
             if self._event_time is not None:
                 arrival_at = arrival_ns(arrival)
                 return checked.records, self._scanner.tally_windows(
@@ -181,6 +213,13 @@ class WorkerPool:
             return checked.records, self._scanner.tally(checked, self.labels)
         except Exception as error:
             raise _NotCounted(checked.records) from error
+
+    def _tally_keys(
+        self, checked: CheckedRequest, arrival: float
+    ) -> list[Tally] | list[WindowedTally]:
+        if self._event_time is not None:
+            return self._scanner.tally_windows_keys(checked, self.labels, arrival_ns(arrival))
+        return self._scanner.tally_keys(checked, self.labels)
 
     async def _run(self) -> None:
         turn_started = 0.0
@@ -266,9 +305,7 @@ class WorkerPool:
             return False
         return self._settle(item, records, batch)
 
-    def _settle(
-        self, item: QueuedRequest, records: int, batch: ResolvedBatch | WindowedTally
-    ) -> bool:
+    def _settle(self, item: QueuedRequest, records: int, batch: Counted) -> bool:
         """Hand a resolved request over to the aggregator, and its answer to the acknowledger."""
         try:
             verdict, counted = (
@@ -285,29 +322,55 @@ class WorkerPool:
         )
         return True
 
-    def _hand_over(
-        self, arrival: float, records: int, batch: ResolvedBatch | WindowedTally
-    ) -> tuple[Verdict, Counted]:
+    def _hand_over(self, arrival: float, records: int, batch: Counted) -> tuple[Verdict, Journaled]:
         """Into the aggregator; with event time, the late records to their fate (merged into
         their stored window, or rejected). The verdict, and what the aggregator counted."""
+        if isinstance(batch, list):
+            return self._hand_over_keys(arrival, records, batch)
+        key = self._keys[0]
         if not isinstance(batch, WindowedTally):
             index = self._sink.add(arrival, batch)
-            return Verdict(records), {index: batch}
+            return Verdict(records), {(key, index): batch}
         added = self._sink.add_windows(arrival, batch.windows)
+        counted = {
+            (key, index): tally for index, tally in batch.windows.items() if index not in added.late
+        }
+        return self._judge_late(arrival, batch, added), counted
+
+    def _hand_over_keys(
+        self, arrival: float, records: int, batches: list[Tally] | list[WindowedTally]
+    ) -> tuple[Verdict, Journaled]:
+        # The service hands a KeyedAggregator to a pool whose scanner has several keys.
+        sink = cast(KeyedCountSink, self._sink)
+        first = batches[0]
+        if not isinstance(first, WindowedTally):
+            tallies = cast(list[Tally], batches)
+            index = sink.add_keys(arrival, tallies)
+            return Verdict(records), {
+                (key, index): tally for key, tally in zip(self._keys, tallies, strict=True)
+            }
+        windowed = cast(list[WindowedTally], batches)
+        added = sink.add_windows_keys(arrival, [tally.windows for tally in windowed])
+        counted = {
+            (key, index): tally
+            for key, per_key in zip(self._keys, windowed, strict=True)
+            for index, tally in per_key.windows.items()
+            if index not in added.late
+        }
+        # The records are the same under every key: their times were adjusted once.
+        return self._judge_late(arrival, first, added), counted
+
+    def _judge_late(self, arrival: float, batch: WindowedTally, added: Added) -> Verdict:
         if batch.future:
             self._adjusted_future.inc(batch.future)
         if batch.missing:
             self._adjusted_missing.inc(batch.missing)
-        counted = {
-            index: tally for index, tally in batch.windows.items() if index not in added.late
-        }
         if not added.late:
-            return Verdict(added.counted), counted
+            return Verdict(added.counted)
         # Merged late records are counted as on-time ones are: handed over, in memory, to what
         # writes them to their stored window, before the sender hears they were accepted.
-        outcome = self._late.take(arrival, added.late)
-        verdict = Verdict(added.counted + outcome.merged, outcome.rejected, outcome.message)
-        return verdict, counted
+        outcome = self._late.take(arrival, added.late, added.late_by_key)
+        return Verdict(added.counted + outcome.merged, outcome.rejected, outcome.message)
 
     def _fail(self, item: QueuedRequest, error: Exception, records: int) -> None:
         """A fault of ours: log it, and refuse the request so its sender knows."""

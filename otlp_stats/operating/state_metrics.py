@@ -15,15 +15,16 @@ from otlp_stats.health import Health, HealthState
 class StateCollector(Collector):
     """Gauges that are a snapshot of state, computed at scrape time rather than on every change.
 
-    The last closed window's per-value figures export at most `top_values` series each, plus one
-    `__overflow__` series summing the rest, so label cardinality stays bounded whatever arrives.
+    The last closed window's per-value figures export, per attribute key (label `key`), at most
+    `top_values` series each, plus one `__overflow__` series summing the rest, so label
+    cardinality stays bounded whatever arrives: keys (16 at most) x (top_values + 2).
     """
 
     def __init__(
         self,
         queue: RequestQueue,
         health: Health,
-        last_report: Callable[[], WindowReport | None],
+        last_reports: Callable[[], Mapping[str, WindowReport]],
         late_records: Callable[[], Mapping[str, int]],
         missing_label: str,
         top_values: int,
@@ -33,7 +34,7 @@ class StateCollector(Collector):
     ) -> None:
         self._queue = queue
         self._health = health
-        self._last_report = last_report
+        self._last_reports = last_reports
         self._late_records = late_records
         self._missing_label = missing_label
         self._top_values = top_values
@@ -76,9 +77,9 @@ class StateCollector(Collector):
             "Hash entries held by the open windows' distinct-count sketches, bytes.",
             value=sketch_bytes,
         )
-        report = self._last_report()
-        if report is not None:
-            yield from self._window_metrics(report)
+        reports = self._last_reports()
+        if reports:
+            yield from self._window_metrics(reports)
 
     def _queue_metrics(self) -> Iterator[Metric]:
         for name, help_text, value in (
@@ -101,32 +102,45 @@ class StateCollector(Collector):
             family.add_metric([state.value], 1 if self._health.state is state else 0)
         return family
 
-    def _window_metrics(self, report: WindowReport) -> Iterator[Metric]:
+    def _window_metrics(self, reports: Mapping[str, WindowReport]) -> Iterator[Metric]:
         end = GaugeMetricFamily(
             "otlp_stats_last_window_end_timestamp_seconds",
             "End of the last reported window, Unix seconds.",
-            value=report.end,
+            value=max(report.end for report in reports.values()),
         )
         distinct = GaugeMetricFamily(
             "otlp_stats_last_window_distinct_messages",
-            "Distinct messages per attribute value in the last reported window (top values).",
-            labels=["value", "missing"],
+            "Distinct messages per attribute value in the last reported window (top values), "
+            "per attribute key.",
+            labels=["key", "value", "missing"],
         )
         records = GaugeMetricFamily(
             "otlp_stats_last_window_records",
-            "Records per attribute value in the last reported window (top values).",
-            labels=["value", "missing"],
+            "Records per attribute value in the last reported window (top values), per "
+            "attribute key.",
+            labels=["key", "value", "missing"],
         )
+        for key, report in reports.items():
+            self._add_values(key, report, distinct, records)
+        yield from (end, distinct, records)
+
+    def _add_values(
+        self,
+        key: str,
+        report: WindowReport,
+        distinct: GaugeMetricFamily,
+        records: GaugeMetricFamily,
+    ) -> None:
         shown, rest = report.values[: self._top_values], report.values[self._top_values :]
         for entry in shown:
             if entry.overflow:
                 rest = (*rest, entry)
                 continue
-            labels = [self._missing_label if entry.missing else str(entry.value)]
+            labels = [key, self._missing_label if entry.missing else str(entry.value)]
             labels.append("true" if entry.missing else "false")
             distinct.add_metric(labels, entry.distinct_messages)
             records.add_metric(labels, entry.records)
         if rest:
-            distinct.add_metric([OVERFLOW_LABEL, "false"], sum(e.distinct_messages for e in rest))
-            records.add_metric([OVERFLOW_LABEL, "false"], sum(e.records for e in rest))
-        yield from (end, distinct, records)
+            labels = [key, OVERFLOW_LABEL, "false"]
+            distinct.add_metric(labels, sum(e.distinct_messages for e in rest))
+            records.add_metric(labels, sum(e.records for e in rest))

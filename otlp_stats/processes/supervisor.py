@@ -26,7 +26,8 @@ from prometheus_client.registry import Collector
 
 from otlp_stats.clock import Clock, SystemClock
 from otlp_stats.config import ListenAddress, Settings
-from otlp_stats.counting.aggregator import CLOCK_STEPPED_BACK, Aggregator
+from otlp_stats.counting.aggregator import CLOCK_STEPPED_BACK
+from otlp_stats.counting.keyed import aggregator_for
 from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.health import Health, HealthState
 from otlp_stats.operating.state_metrics import StateCollector
@@ -76,7 +77,8 @@ class Supervisor:
         self.tls = server_tls(settings)
         self.tokens = load_tokens(settings, self.metrics)
         lateness = settings.allowed_lateness if settings.window_time == "event" else 0.0
-        self.aggregator = Aggregator(
+        self.aggregator = aggregator_for(
+            settings.attribute_keys,
             settings.window,
             self.clock.now(),
             settings.max_values,
@@ -113,7 +115,7 @@ class Supervisor:
             StateCollector(
                 RequestQueue(1, 1),
                 self.health,
-                lambda: self.reporter.last_report,
+                lambda: self.reporter.last_reports,
                 lambda: {CLOCK_STEPPED_BACK: 0},
                 settings.missing_label,
                 settings.metrics_top_values,
@@ -179,7 +181,7 @@ class Supervisor:
             admin_port=self.admin.port,
             processes=self.settings.processes,
             pids=[p.pid for p in self.processes.values()],
-            attribute_key=self.settings.attribute_key,
+            attribute_key=",".join(self.settings.attribute_keys),
             window_seconds=self.settings.window,
             window_time=self.settings.window_time,
         )

@@ -14,15 +14,16 @@ of months in a history is not two million heartbeats).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from otlp_stats.clock import Clock
-from otlp_stats.counting.aggregator import Aggregator, WindowReport, WindowSnapshot
+from otlp_stats.counting.aggregator import Added, Aggregator, WindowReport, WindowSnapshot
+from otlp_stats.counting.keyed import KeyedAggregator
 from otlp_stats.counting.late import LateRecords
 from otlp_stats.counting.resolve import LabelRenderer
-from otlp_stats.counting.scan import EventTime, Scanner, Tally, default_scanner
+from otlp_stats.counting.scan import AttributeKeys, EventTime, Scanner, Tally, default_scanner
 from otlp_stats.errors import MalformedRequest
 from otlp_stats.receiving.otlp_json import json_to_wire
 from otlp_stats.replaying.frames import FrameCounter, FrameFields
@@ -87,7 +88,7 @@ class Replayer:
         reporter: Reporter,
         late_records: LateRecords,
         clock: Clock,
-        attribute_key: str,
+        attribute_key: AttributeKeys,
         labels: LabelRenderer,
         limit: int,
         frame_fields: FrameFields | None = None,
@@ -109,6 +110,10 @@ class Replayer:
         self._scanner: Scanner = default_scanner(
             attribute_key, EventTime(window_ns, _NO_SKEW_LIMIT)
         )
+        # Several keys: one walk per request, a tally per key, into a KeyedAggregator.
+        self._keyed = aggregator if isinstance(aggregator, KeyedAggregator) else None
+        if self._keyed is not None and frame_fields is not None:
+            raise ValueError("JSON lines carry one value field: one key")
         self._frames = (
             FrameCounter(frame_fields, window_ns, round(aggregator.lateness * _NS), labels)
             if frame_fields is not None
@@ -154,25 +159,35 @@ class Replayer:
             return
         if not checked.records:
             return
-        tally = self._scanner.tally_windows(checked, self._labels, self._latest_ns)
+        if self._keyed is not None:
+            tallies = self._scanner.tally_windows_keys(checked, self._labels, self._latest_ns)
+            tally = tallies[0]
+            windows: Mapping[int, Tally] | list[dict[int, Tally]] = [t.windows for t in tallies]
+        else:
+            tally = self._scanner.tally_windows(checked, self._labels, self._latest_ns)
+            windows = tally.windows
         self.counts.untimed += tally.missing
         # The latest window's start: the scanner gives windows, not times, so the watermark
         # may lag the data by up to a window more than the lateness, never less.
         latest = max(tally.windows, default=0) * self._window_ns
-        self._count(tally.windows, latest)
+        self._count(windows, latest)
 
     def _count(
-        self, windows: Mapping[int, Tally], latest_ns: int, judged_at_ns: int | None = None
+        self,
+        windows: Mapping[int, Tally] | Sequence[Mapping[int, Tally]],
+        latest_ns: int,
+        judged_at_ns: int | None = None,
     ) -> None:
-        """Count a batch against the latest time before it, then move the watermark on: the
-        records of one request are not late to each other (as when it is sent live)."""
+        """Count a batch (per key, with several) against the latest time before it, then move
+        the watermark on: the records of one request are not late to each other (as when it
+        is sent live)."""
         watermark = (self._latest_ns if judged_at_ns is None else judged_at_ns) / _NS
-        added = self._aggregator.add_windows(watermark, windows)
+        added = self._add(watermark, windows)
         self.counts.records += added.counted
         if added.late:
             # Retention counts from the wall clock (as the store's does): whether a late window
             # still has a place in the store is judged now, not at the data's watermark.
-            outcome = self._late.take(self._clock.now(), added.late)
+            outcome = self._late.take(self._clock.now(), added.late, added.late_by_key)
             self.counts.late += added.late_records
             self.counts.rejected += outcome.rejected
             self.counts.merged += outcome.merged
@@ -183,6 +198,14 @@ class Replayer:
         for report in self._aggregator.close_until(watermark, empty=False):
             self._reporter.publish(report)
 
+    def _add(
+        self, watermark: float, windows: Mapping[int, Tally] | Sequence[Mapping[int, Tally]]
+    ) -> Added:
+        if isinstance(windows, Sequence):
+            assert self._keyed is not None
+            return self._keyed.add_windows_keys(watermark, windows)
+        return self._aggregator.add_windows(watermark, windows)
+
     def _malformed(self, where: str, reason: str) -> None:
         self.counts.malformed += 1
         message = f"{where}: {reason}"
@@ -191,7 +214,9 @@ class Replayer:
         self._on_malformed(message)
 
     def _window_closed(self, report: WindowReport) -> None:
-        self.counts.windows += 1
+        # A window is reported once per key: counted once, as its first key's.
+        if report.attribute_key in ("", self._scanner.keys[0]):
+            self.counts.windows += 1
         if self._store is not None and report.snapshot is not None:
             self._closed.append(report.snapshot)
             if len(self._closed) >= _COMMIT_EVERY:

@@ -237,6 +237,8 @@ class Reporter:
         self._log = logger if logger is not None else structlog.get_logger("otlp_stats")
         self._task: asyncio.Task[None] | None = None
         self.last_report: WindowReport | None = None
+        # The last report of each key (the metrics' per-key figures), in the keys' order.
+        self.last_reports: dict[str, WindowReport] = {}
         # Told of every window closed, after it is printed (the state store saves it).
         self._listeners: list[Callable[[WindowReport], None]] = []
         # False when replicas share a store: a listener prints the merged report instead.
@@ -304,6 +306,7 @@ class Reporter:
     def print_report(self, report: WindowReport) -> None:
         self._write(report)
         self.last_report = report
+        self.last_reports[self._key_of(report)] = report
         self._metrics.windows_reported.labels("true" if report.partial else "false").inc()
         overflow = next((entry for entry in report.values if entry.overflow), None)
         if overflow is not None:
@@ -338,13 +341,18 @@ class Reporter:
         if self._json:
             return _json_line(self._fields_of(report))
         return render_text(
-            report, self._attribute_key, self._missing_label, self._window_time, self._text_top
+            report, self._key_of(report), self._missing_label, self._window_time, self._text_top
         )
 
     def _fields_of(self, report: WindowReport) -> dict[str, Any]:
         return report_to_dict(
-            report, self._attribute_key, self._missing_label, self._window_time, self._json_top
+            report, self._key_of(report), self._missing_label, self._window_time, self._json_top
         )
+
+    def _key_of(self, report: WindowReport) -> str:
+        """The report's own key; a report without one (a window stored before several keys
+        existed) is the first configured key's."""
+        return report.attribute_key or self._attribute_key
 
     def _print(self, rendered: str) -> None:
         self._out.write(rendered)

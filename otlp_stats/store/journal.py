@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from otlp_stats.counting.aggregator import LabelTally, ResolvedBatch
 from otlp_stats.counting.queue import Verdict
-from otlp_stats.counting.workers import Counted, Done
+from otlp_stats.counting.workers import Done, Journaled
 from otlp_stats.errors import NotDurable
 from otlp_stats.store.periods import BASE
 
@@ -146,7 +146,7 @@ class SqliteJournal:
 @dataclass
 class _Waiting:
     seq: int
-    counted: Counted
+    counted: Journaled
     verdict: asyncio.Future[Verdict]
     answer: Verdict
     done: Done
@@ -164,7 +164,6 @@ class Committer:
     def __init__(
         self,
         journal: Journal,
-        attribute_key: str,
         window: float,
         interval: float,
         max_requests: int,
@@ -172,7 +171,6 @@ class Committer:
         logger: Any,
     ) -> None:
         self._journal = journal
-        self._key = attribute_key
         self._window = window
         self._interval = interval
         self._max_requests = max_requests
@@ -192,7 +190,7 @@ class Committer:
         self.failures = 0
 
     def acknowledge(
-        self, verdict: asyncio.Future[Verdict], answer: Verdict, counted: Counted, done: Done
+        self, verdict: asyncio.Future[Verdict], answer: Verdict, counted: Journaled, done: Done
     ) -> None:
         self.position += 1
         if not self._waiting and self._timer is None:
@@ -235,11 +233,9 @@ class Committer:
         if not group:
             return
         entries = [
-            JournalEntry(
-                waiting.seq, self._key, index * self._window, (index + 1) * self._window, batch
-            )
+            JournalEntry(waiting.seq, key, index * self._window, (index + 1) * self._window, batch)
             for waiting in group
-            for index, batch in waiting.counted.items()
+            for (key, index), batch in waiting.counted.items()
         ]
         loop = asyncio.get_running_loop()
         try:

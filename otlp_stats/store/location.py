@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import secrets
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from otlp_stats.config import Settings
 from otlp_stats.counting.aggregator import Aggregator
 from otlp_stats.reporting.reporter import Reporter
 from otlp_stats.store.base import StateStore
-from otlp_stats.store.journal import Committer, Journal, SqliteJournal
+from otlp_stats.store.journal import Committer, Journal, JournalEntry, SqliteJournal
 from otlp_stats.store.keeper import StateKeeper
 from otlp_stats.store.memory import MemoryStore
 from otlp_stats.store.outbox import SqliteOutbox
@@ -83,7 +84,7 @@ def open_keeper(
             reviser=reviser,
             first_open_index=lambda: aggregator.first_open_index,
             committer=open_committer(settings, logger, replica),
-            replay=lambda entry: aggregator.replay(aggregator.index_of(entry.start), entry.batch),
+            replay=replayer(aggregator),
         )
         reporter.prints_closed = False
     else:
@@ -100,6 +101,21 @@ def open_keeper(
     return keeper
 
 
+def replayer(aggregator: Aggregator) -> Callable[[JournalEntry], int]:
+    """A replica's journal entry back into its key's window; the records it adds (the first
+    key's only: several keys journal the same records once per key)."""
+    first = aggregator.attribute_key
+
+    def replay(entry: JournalEntry) -> int:
+        index = aggregator.index_of(entry.start)
+        replayed = aggregator.replay_key(entry.attribute_key, index, entry.batch)
+        if replayed and entry.attribute_key in ("", first):
+            return sum(tally.records for tally in entry.batch.values())
+        return 0
+
+    return replay
+
+
 def open_committer(settings: Settings, logger: Any, replica: str = "") -> Committer | None:
     """With --durability ack: the journal (in the SQLite store's file, or the `replica`'s in
     Redis), and its group commit."""
@@ -110,12 +126,11 @@ def open_committer(settings: Settings, logger: Any, replica: str = "") -> Commit
         path = Path(settings.store[len(SQLITE_PREFIX) :])
         journal = SqliteJournal(path, settings.sqlite_synchronous)
     elif settings.store.startswith(("redis://", "rediss://")):
-        journal = RedisJournal(settings.store, replica)
+        journal = RedisJournal(settings.store, replica, settings.attribute_key)
     else:
         return None
     return Committer(
         journal,
-        settings.attribute_key,
         settings.window,
         settings.commit_interval,
         settings.commit_max_requests,
@@ -146,6 +161,7 @@ def open_reviser(
         settings.max_values,
         settings.sketch_lg_k,
         incarnation,
+        settings.attribute_key,
     )
     shared = isinstance(store, RedisStore)
     return Reviser(

@@ -27,11 +27,13 @@ _SOCKET_TIMEOUT = 2.0
 class RedisJournal:
     """Its own client: a group commit never queues behind the merger's calls."""
 
-    def __init__(self, url: str, replica: str) -> None:
+    def __init__(self, url: str, replica: str, first_key: str) -> None:
+        """`first_key`: the key an entry naming none ("") is, as in RedisStore."""
         self._client: redis.Redis = redis.Redis.from_url(
             url, socket_timeout=_SOCKET_TIMEOUT, socket_connect_timeout=_SOCKET_TIMEOUT
         )
         self._replica = replica
+        self._first_key = first_key
         self._index = journal_index(replica)
 
     def append(self, entries: Sequence[JournalEntry]) -> None:
@@ -39,8 +41,10 @@ class RedisJournal:
         pipe = self._client.pipeline(transaction=True)
         lists: set[str] = set()
         for entry in entries:
-            key = journal_key(entry.attribute_key, entry.start, self._replica)
-            blob = (entry.attribute_key, entry.start, entry.end, encode_batch(entry.batch))
+            # The flush deletes the list under the key's resolved name: the same here.
+            attribute_key = entry.attribute_key or self._first_key
+            key = journal_key(attribute_key, entry.start, self._replica)
+            blob = (attribute_key, entry.start, entry.end, encode_batch(entry.batch))
             pipe.rpush(key, marshal.dumps(blob, _MARSHAL_VERSION))
             lists.add(key)
         for key in lists:

@@ -83,11 +83,12 @@ class ReplicaMerger:
         reviser: Reviser | None = None,
         first_open_index: Callable[[], int] = lambda: 0,
         committer: Committer | None = None,
-        replay: Callable[[JournalEntry], None] = lambda entry: None,
+        replay: Callable[[JournalEntry], int] = lambda entry: 0,
     ) -> None:
         self.store = store
         # With --durability ack: this replica's journal in Redis (store/redisjournal.py),
-        # replayed at start by `replay`, and deleted window by window as the shares flush.
+        # replayed at start by `replay` (it says how many records it added), and deleted
+        # window by window as the shares flush.
         self.committer = committer
         self._replay = replay
         # Event time: late records merged into the merged windows, revisions printed once.
@@ -123,8 +124,7 @@ class ReplicaMerger:
             return 0
         records = 0
         for entry in await self.committer.recover():
-            self._replay(entry)
-            records += sum(tally.records for tally in entry.batch.values())
+            records += self._replay(entry)
         self._log.info("state_restored", windows=0, records=records, journaled_records=records)
         return records
 

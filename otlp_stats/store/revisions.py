@@ -31,6 +31,7 @@ from otlp_stats.counting.late import (
     BEYOND_RETENTION,
     LATE_FATES,
     MERGED,
+    LateByKey,
     LateOutcome,
     batch_records,
     timestamp,
@@ -86,20 +87,27 @@ class LateMerge:
         max_values: int,
         lg_k: int,
         incarnation: str | None = None,
+        attribute_key: str = "",
     ) -> None:
         self._window = window_seconds
+        # The key a one-key service's late records are counted under.
+        self._key = attribute_key
         self._rollups = tuple(rollups)
         self._retention = retention
         self._max_values = max_values
         self._lg_k = lg_k
         self._incarnation = incarnation or secrets.token_hex(8)
         self._sequence = count(1)
-        self._gathering: dict[int, WindowCounts] = {}
+        # Per window index, per attribute key: each key's late records merge into its window.
+        self._gathering: dict[int, dict[str, WindowCounts]] = {}
         self._retrying: list[LateDelta] = []
         self.records_by_reason = dict.fromkeys(LATE_FATES, 0)
         self.deltas_given_up = 0
 
-    def take(self, arrival: float, late: Mapping[int, ResolvedBatch]) -> LateOutcome:
+    def take(
+        self, arrival: float, late: Mapping[int, ResolvedBatch], by_key: LateByKey | None = None
+    ) -> LateOutcome:
+        keyed = by_key or {self._key: late}
         merged = 0
         rejected = dict.fromkeys((BEYOND_RETENTION, BACKLOG_FULL), 0)
         newest: dict[str, int] = {}
@@ -110,10 +118,12 @@ class LateMerge:
                 rejected[reason] += records
                 newest[reason] = max(index, newest.get(reason, index))
                 continue
-            counts = self._gathering.get(index)
-            if counts is None:
-                counts = self._gathering[index] = WindowCounts(self._max_values, self._lg_k)
-            counts.add(batch)
+            gathering = self._gathering.setdefault(index, {})
+            for key, windows in keyed.items():
+                counts = gathering.get(key)
+                if counts is None:
+                    counts = gathering[key] = WindowCounts(self._max_values, self._lg_k)
+                counts.add(windows.get(index, {}))
             merged += records
         self.records_by_reason[MERGED] += merged
         for reason, records in rejected.items():
@@ -166,9 +176,11 @@ class LateMerge:
         deltas, self._retrying = self._retrying, []
         for index in sorted(i for i in self._gathering if i < first_open_index):
             start = index * self._window
-            snapshot = self._gathering.pop(index).snapshot(start, start + self._window)
-            # Sequence first: the incarnation may be a replica's share, "<token>:<replica>".
-            deltas.append(LateDelta(f"L{next(self._sequence)}:{self._incarnation}", snapshot))
+            for key, counts in self._gathering.pop(index).items():
+                snapshot = counts.snapshot(start, start + self._window, key)
+                # Sequence first: the incarnation may be a replica's share, "<token>:<replica>".
+                delta_id = f"L{next(self._sequence)}:{self._incarnation}"
+                deltas.append(LateDelta(delta_id, snapshot))
         return deltas
 
     def has_ready(self, first_open_index: int) -> bool:

@@ -93,3 +93,41 @@ def test_the_c_walk_refuses_more_than_16_keys_and_select_key_checks_its_index() 
         _wire.select_key(scan, 2)
     with pytest.raises(IndexError):
         _wire.select_key(_wire.check(wire, b"a"), 1)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests)
+def test_shared_hash_order_gives_each_key_the_sketch_bytes_of_the_key_alone(
+    request: ExportLogsServiceRequest,
+) -> None:
+    """With several keys the C tally hashes and sorts each request's messages once for all keys;
+    every key's sketches must still be, byte for byte, those of a scan of that key alone."""
+    wire = request.SerializeToString()
+    several = NativeScanner(THREE, EVENT_TIME)
+    checked = several.check(wire)
+    assert checked.scan is not None
+    for index, key in enumerate(THREE):
+        alone = NativeScanner(key, EVENT_TIME).check(wire)
+        assert alone.scan is not None
+        _wire.select_key(checked.scan, index)
+        assert _wire.tally(checked.scan) == _wire.tally(alone.scan), key
+        window = (ARRIVAL_NS, EVENT_TIME.window_ns, EVENT_TIME.max_skew_ns)
+        assert _wire.tally_windows(checked.scan, *window) == _wire.tally_windows(
+            alone.scan, *window
+        ), key
+
+
+def test_shared_hash_order_on_a_large_request_with_repeated_messages() -> None:
+    """Hundreds of records, most repeating a few messages (whole buckets of equal hashes)."""
+    records = [
+        log_record(f"message {n % 7 if n % 3 else n}", k=f"v{n % 5}", other=f"o{n % 2}")
+        for n in range(600)
+    ]
+    wire = export_request(records, resource={"": "r"}).SerializeToString()
+    checked = NativeScanner(THREE).check(wire)
+    assert checked.scan is not None
+    for index, key in enumerate(THREE):
+        alone = NativeScanner(key).check(wire)
+        assert alone.scan is not None
+        _wire.select_key(checked.scan, index)
+        assert _wire.tally(checked.scan) == _wire.tally(alone.scan), key

@@ -141,3 +141,25 @@ def test_replay_takes_report_top(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert [entry["value"] for entry in report["values"]] == ["s9", "s8", "s7"]
     assert report["more_values"] == {"values": 7, "records": sum(range(1, 8))}
     assert report["records"] == len(frames)
+
+
+def test_several_keys_replay_one_report_per_key_per_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "logs"
+    write_proto(path, REQUESTS)
+    argv = ["--window", "3600", "--report-format", "json"]
+    argv += ["--attribute-key", "service.name", "--attribute-key", "k8s.namespace.name"]
+    status, out, err = _replay(capsys, str(path), *argv)
+    assert status == 0, err
+    reports = [json.loads(line) for line in out.splitlines()]
+    # The records are counted once (the summary), and each key's reports hold them all.
+    assert f"{RECORDS} records in {len(reports) // 2} windows" in err
+    services, namespaces = reports[0::2], reports[1::2]
+    assert {r["attribute_key"] for r in services} == {"service.name"}
+    assert {r["attribute_key"] for r in namespaces} == {"k8s.namespace.name"}
+    assert [r["window_start"] for r in services] == [r["window_start"] for r in namespaces]
+    assert sum(r["records"] for r in services) == sum(r["records"] for r in namespaces) == RECORDS
+    # No request names a namespace: every record is in its missing bucket.
+    assert all(v["missing"] for r in namespaces for v in r["values"])
+    assert all(not v["missing"] for r in services for v in r["values"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 
@@ -401,3 +402,23 @@ def test_reporter_lists_what_report_top_says_for_its_format(
         value_lines = [line for line in out.getvalue().splitlines() if line.startswith("  v0")]
         assert len(value_lines) == listed
         assert ("more values" in out.getvalue()) is (listed < 60)
+
+
+def test_each_report_names_its_own_key_and_an_unkeyed_one_is_the_first_keys() -> None:
+    out = io.StringIO()
+    reporter = Reporter(
+        Aggregator(10, T0),
+        RequestQueue(10, 1 << 20),
+        FakeClock(T0),
+        out,
+        Metrics(CollectorRegistry()),
+        "service.name",
+        "unknown",
+        "json",
+    )
+    base = _wide_report(2)
+    for key in ("service.name", "severity_text", ""):
+        reporter.print_report(dataclasses.replace(base, attribute_key=key))
+    keys = [json.loads(line)["attribute_key"] for line in out.getvalue().splitlines()]
+    assert keys == ["service.name", "severity_text", "service.name"]
+    assert list(reporter.last_reports) == ["service.name", "severity_text"]

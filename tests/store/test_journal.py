@@ -78,7 +78,7 @@ def test_a_checkpoint_replaces_the_entries_it_holds_and_a_closed_window_takes_it
 async def test_requests_are_answered_after_their_group_is_committed(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     store = _store(path)
-    committer = Committer(SqliteJournal(path), "svc", WINDOW, 0.01, 100, 1.0, _Log())
+    committer = Committer(SqliteJournal(path), WINDOW, 0.01, 100, 1.0, _Log())
     await committer.start()
     loop = asyncio.get_running_loop()
     verdicts = [loop.create_future() for _ in range(3)]
@@ -86,7 +86,7 @@ async def test_requests_are_answered_after_their_group_is_committed(tmp_path: Pa
     for n, verdict in enumerate(verdicts):
         batch: dict[str | None, LabelTally] = {"a": LabelTally.of_hashes([n])}
         committer.acknowledge(
-            verdict, Verdict(1), {0: batch}, functools.partial(released.append, n)
+            verdict, Verdict(1), {("svc", 0): batch}, functools.partial(released.append, n)
         )
     assert not any(verdict.done() for verdict in verdicts)  # nothing answered before the commit
     assert [await verdict for verdict in verdicts] == [Verdict(1)] * 3
@@ -106,12 +106,12 @@ async def test_a_failed_commit_answers_a_retryable_refusal_never_ok(tmp_path: Pa
     path = tmp_path / "state.db"
     _store(path).close()
     log = _Log()
-    committer = Committer(_BrokenJournal(path), "svc", WINDOW, 0.01, 1, 1.0, log)
+    committer = Committer(_BrokenJournal(path), WINDOW, 0.01, 1, 1.0, log)
     await committer.start()
     verdict: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
     released = asyncio.Event()
     batch: dict[str | None, LabelTally] = {"a": LabelTally.of_hashes([1])}
-    committer.acknowledge(verdict, Verdict(1), {0: batch}, released.set)
+    committer.acknowledge(verdict, Verdict(1), {("svc", 0): batch}, released.set)
     with pytest.raises(NotDurable) as refused:
         await verdict
     assert refused.value.retryable and released.is_set()

@@ -73,6 +73,29 @@ def test_late_windows_waiting_to_merge_are_bounded() -> None:
     assert late.take(T0 + 3600, {FIRST: {"b": hashes(1)}}).merged == 1
 
 
+def test_late_records_of_several_keys_are_counted_once_and_merged_per_key() -> None:
+    late = LateMerge(WINDOW, ROLLUPS, DEFAULT_RETENTION, 100, 12, "run", "service.name")
+    by_key: dict[str, dict[int, ResolvedBatch]] = {
+        "service.name": {FIRST: {"a": hashes(1, 2)}},
+        "severity_text": {FIRST: {"ERROR": hashes(1), None: hashes(2)}},
+    }
+    outcome = late.take(T0 + 60, by_key["service.name"], by_key)
+    assert outcome.merged == 2 and late.records_by_reason[MERGED] == 2
+    deltas = late.ready(FIRST + 1)
+    assert {delta.snapshot.attribute_key: delta.snapshot.records for delta in deltas} == {
+        "service.name": 2,
+        "severity_text": 2,
+    }
+    assert len({delta.id for delta in deltas}) == 2
+
+
+def test_one_keys_late_records_are_merged_under_that_key() -> None:
+    late = LateMerge(WINDOW, ROLLUPS, DEFAULT_RETENTION, 100, 12, "run", "service.name")
+    late.take(T0 + 60, {FIRST: {"a": hashes(1)}})
+    [delta] = late.ready(FIRST + 1)
+    assert delta.snapshot.attribute_key == "service.name"
+
+
 # --- SQLite, through the keeper ---------------------------------------------------------------
 
 
