@@ -123,10 +123,23 @@ class ReplicaMerger:
         if self.committer is None:
             return 0
         records = 0
-        for entry in await self.committer.recover():
+        for entry in await self._recover(self.committer):
             records += self._replay(entry)
         self._log.info("state_restored", windows=0, records=records, journaled_records=records)
         return records
+
+    async def _recover(self, committer: Committer) -> list[JournalEntry]:
+        """The journal, however long Redis takes to answer: counting before it is loaded would
+        let this run's flushes delete entries never replayed (acknowledged, then lost). Probes
+        say "starting" meanwhile; nothing could be acknowledged anyway."""
+        backoff = _BACKOFF_FIRST
+        while True:
+            try:
+                return await committer.recover()
+            except StoreUnavailable as error:
+                self._log.warning("journal_load_waiting", error=str(error), retry_in=backoff)
+                await self._clock.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MOST)
 
     async def _flush(self, window: _Window) -> None:
         await self._call(

@@ -80,6 +80,28 @@ def test_exports_are_refused_retryable_while_redis_is_down(aof_redis: RedisServe
         assert service.stop() == 0
 
 
+def test_a_replica_waits_for_redis_to_load_its_journal_before_serving(
+    aof_redis: RedisServer,
+) -> None:
+    aof_redis.stop()
+    admin = free_port()
+    flags = ("--store", aof_redis.url, "--replica-id", "solo", "--attribute-key", KEY)
+    service = ServiceProcess(*flags, "--durability", "ack", "--admin-listen", f"127.0.0.1:{admin}")
+    try:
+        service.wait_log("journal_load_waiting")
+        # Not ready while the journal waits: the admin port says so, nothing is served.
+        service.ports = {"admin_port": admin}
+        status, _ = service.http_get("/readyz")
+        assert status == 503
+        aof_redis.start()
+        service.wait_serving()
+        send(service, ["after"])
+        assert service.stop() == 0
+    finally:
+        if service.process.poll() is None:
+            service.process.kill()
+
+
 def send_two_keys(service: ServiceProcess, first: int, count: int) -> None:
     """`count` Exports of two records each, every record with both keys, bodies all distinct."""
     with grpc.insecure_channel(service.grpc_target) as channel:
