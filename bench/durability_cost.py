@@ -1,6 +1,6 @@
 """`python -m bench.durability_cost`: what `--durability ack` costs against `checkpoint`.
 
-Both with the SQLite store, on the same requests, in interleaved rounds (checkpoint, ack,
+Both with the SQLite store (or `--redis URL`: one replica on that Redis), on the same requests, in interleaved rounds (checkpoint, ack,
 checkpoint, ...) so a shared machine's drift falls on both alike: the server's CPU per record
 at saturation (target: ack at most 1.15x checkpoint) and the Export p99 at half the saturation
 rate (target: at most 50 ms). Prints a Markdown table.
@@ -34,6 +34,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="records per Export (smaller: more commits per record)",
     )
     parser.add_argument("--synchronous", default="full", help="--sqlite-synchronous with ack")
+    parser.add_argument(
+        "--redis", default=None, help="a Redis URL: measure one replica on it instead of SQLite"
+    )
     return parser.parse_args(argv)
 
 
@@ -53,10 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         directory = Path(scratch)
         for round_number in range(args.rounds):
             for mode in MODES:
-                extra = (
-                    f"--http-listen 127.0.0.1:0 --store sqlite://{directory}/{mode}{round_number}.db"
-                    f" --durability {mode}"
-                    f" --sqlite-synchronous {args.synchronous}"
+                extra = f"--http-listen 127.0.0.1:0 --durability {mode} " + store_flags(
+                    args, directory, f"{mode}{round_number}"
                 )
                 run = measure_server(
                     mode, service_argv(workload, extra), workload, settings,
@@ -71,6 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
     print(render(runs, workload))
     return 0
+
+
+def store_flags(args: argparse.Namespace, directory: Path, name: str) -> str:
+    if args.redis is not None:
+        # Each run its own replica id: a run never replays the journal of the one before.
+        return f"--store {args.redis} --replica-id bench-{name}"
+    return f"--store sqlite://{directory}/{name}.db --sqlite-synchronous {args.synchronous}"
 
 
 def render(runs: dict[str, list[ServerRun]], workload: Workload) -> str:
