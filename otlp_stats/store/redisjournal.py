@@ -38,16 +38,17 @@ class RedisJournal:
 
     def append(self, entries: Sequence[JournalEntry]) -> None:
         """The whole group in one MULTI, one round trip: all of it is written, or none."""
-        pipe = self._client.pipeline(transaction=True)
-        lists: set[str] = set()
+        lists: dict[str, list[bytes]] = {}
         for entry in entries:
             # The flush deletes the list under the key's resolved name: the same here.
             attribute_key = entry.attribute_key or self._first_key
             key = journal_key(attribute_key, entry.start, self._replica)
             blob = (attribute_key, entry.start, entry.end, encode_batch(entry.batch))
-            pipe.rpush(key, marshal.dumps(blob, _MARSHAL_VERSION))
-            lists.add(key)
-        for key in lists:
+            lists.setdefault(key, []).append(marshal.dumps(blob, _MARSHAL_VERSION))
+        pipe = self._client.pipeline(transaction=True)
+        for key, blobs in lists.items():
+            # One RPUSH per window: a group's requests mostly share one.
+            pipe.rpush(key, *blobs)
             # Like the shares: a window nobody flushes (its replica never came back) expires.
             pipe.expire(key, SHARE_TTL_SECONDS)
             pipe.sadd(self._index, key)
