@@ -233,15 +233,9 @@ class WorkerPool:
             try:
                 handed_on = await self._count(item)
             except Exception:
-                # _count refuses what it cannot count; this is for a fault in that itself, so
-                # the worker lives on and the sender still gets an answer.
-                _refuse(item, CountingFailed("the request could not be counted"))
-                with contextlib.suppress(Exception):
-                    self._logger.error("worker_failed", bytes=item.size, exc_info=True)
+                self._fault(item)
             finally:
-                if not handed_on:
-                    self._queue.done(item)
-                self._metrics.worker_duration.observe(time.perf_counter() - started)
+                self._finish(item, handed_on, started)
             if self._queue.waiting and time.perf_counter() - turn_started >= TURN_SECONDS:
                 # get() would not yield while requests wait: let the handlers in, once a turn.
                 await asyncio.sleep(0)
@@ -259,13 +253,22 @@ class WorkerPool:
         try:
             handed_on = self._count_here(item)
         except Exception:
-            _refuse(item, CountingFailed("the request could not be counted"))
-            with contextlib.suppress(Exception):
-                self._logger.error("worker_failed", bytes=item.size, exc_info=True)
+            self._fault(item)
         finally:
-            if not handed_on:
-                self._queue.done(item)
-            self._metrics.worker_duration.observe(time.perf_counter() - started)
+            self._finish(item, handed_on, started)
+
+    def _fault(self, item: QueuedRequest) -> None:
+        # Counting refuses what it cannot count; this is for a fault in that itself, so the
+        # worker lives on and the sender still gets an answer.
+        _refuse(item, CountingFailed("the request could not be counted"))
+        with contextlib.suppress(Exception):
+            self._logger.error("worker_failed", bytes=item.size, exc_info=True)
+
+    def _finish(self, item: QueuedRequest, handed_on: bool, started: float) -> None:
+        """A request's place is released here unless the acknowledger has it to release."""
+        if not handed_on:
+            self._queue.done(item)
+        self._metrics.worker_duration.observe(time.perf_counter() - started)
 
     async def _count(self, item: QueuedRequest) -> bool:
         """Count the request; True once it is handed to the acknowledger, which then answers
