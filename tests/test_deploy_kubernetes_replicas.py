@@ -28,16 +28,18 @@ def test_replica_manifests_validate_against_the_kubernetes_schemas() -> None:
 
 
 def test_three_replicas_share_the_redis_statefulset(tmp_path: Path) -> None:
-    [deployment] = resources("Deployment")
-    assert deployment["spec"]["replicas"] == 3
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    replicas = by_name("StatefulSet", "otlp-stats")
+    assert replicas["spec"]["replicas"] == 3
+    # Stable pod names: a replaced replica replays the journal kept under its name.
+    assert by_name("Service", replicas["spec"]["serviceName"])
+    [container] = replicas["spec"]["template"]["spec"]["containers"]
     [config_ref] = container["envFrom"]
     config = by_name("ConfigMap", config_ref["configMapRef"]["name"])
     settings = load_settings([], environ=config["data"], cwd=tmp_path)
     store = urlparse(settings.store)
     assert store.scheme == "redis"
 
-    [statefulset] = resources("StatefulSet")
+    statefulset = by_name("StatefulSet", "otlp-stats-redis")
     redis_service = by_name("Service", statefulset["spec"]["serviceName"])
     assert store.hostname == redis_service["metadata"]["name"]
     assert store.port == redis_service["spec"]["ports"][0]["port"]
