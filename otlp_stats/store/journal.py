@@ -133,7 +133,9 @@ class SqliteJournal:
             JournalEntry(seq, key, start, end, decode_batch(blob))
             for seq, key, start, end, blob in db.execute(
                 "SELECT seq, attribute_key, start, end, tallies FROM journal WHERE seq > ? "
-                "AND start NOT IN (SELECT start FROM periods WHERE resolution = ?) ORDER BY seq",
+                "AND NOT EXISTS (SELECT 1 FROM periods WHERE resolution = ? "
+                "AND periods.attribute_key = journal.attribute_key "
+                "AND periods.start = journal.start) ORDER BY seq",
                 (covered, BASE),
             )
         ]
@@ -233,7 +235,13 @@ class Committer:
         if not group:
             return
         entries = [
-            JournalEntry(waiting.seq, key, index * self._window, (index + 1) * self._window, batch)
+            JournalEntry(
+                waiting.seq,
+                key,
+                float(index * self._window),
+                float((index + 1) * self._window),
+                batch,
+            )
             for waiting in group
             for (key, index), batch in waiting.counted.items()
         ]

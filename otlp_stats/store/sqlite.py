@@ -59,11 +59,11 @@ def _columns(db: sqlite3.Connection, table: str) -> list[str]:
 def _migrate(db: sqlite3.Connection, first_key: str) -> None:
     """Tables of a file from before several keys get the attribute key column, their rows the
     first configured key, in one transaction: a failure leaves the file as it was."""
-    old = [name for name in _TABLES if (cols := _columns(db, name)) and "attribute_key" not in cols]
-    if not old:
-        return
     db.execute("BEGIN IMMEDIATE")
     try:
+        # Read under the write lock: a second writer opening the same old file waits here and
+        # then finds nothing left to migrate, rather than copying migrated tables again.
+        old = [n for n in _TABLES if (cols := _columns(db, n)) and "attribute_key" not in cols]
         for name in old:
             # The primary key changes, which ALTER TABLE cannot do: copy into a new table.
             columns = ", ".join(_columns(db, name))
