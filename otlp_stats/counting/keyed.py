@@ -65,8 +65,14 @@ class KeyedAggregator(Aggregator):
         if aggregator is None:
             return False
         if aggregator is self:
-            return Aggregator.replay_key(self, attribute_key, index, batch)
-        return aggregator.replay_key(attribute_key, index, batch)
+            Aggregator.replay_key(self, attribute_key, index, batch)
+        else:
+            aggregator.replay_key(attribute_key, index, batch)
+        # The windows close together: a window reopened for one key is every key's next.
+        first = min(a.first_open_index for a in self._every())
+        for each in self._every():
+            each._next_index = first
+        return True
 
     def add_windows_keys(
         self, arrival: float, windows: Sequence[Mapping[int, ResolvedBatch]]

@@ -112,3 +112,21 @@ def test_close_all_reports_every_key_the_current_window_partial() -> None:
     assert [(r.start, r.attribute_key, r.partial) for r in reports] == [
         (T0, key, False) for key in KEYS
     ] + [(T0 + 10, key, True) for key in KEYS]
+
+
+def test_a_journal_replayed_for_one_key_reopens_the_window_for_every_key() -> None:
+    # Started in a later window; then the journal holds an older one for the second key only
+    # (the key was added since): every key's next window to close is that older one.
+    aggregator = aggregator_for(KEYS, 10, T0 + 20, 10, keep_sketches=True)
+    assert isinstance(aggregator, KeyedAggregator)
+    aggregator.add_keys(T0 + 21, [{"a": hashes(1)}, {"prod": hashes(1)}, {"INFO": hashes(1)}])
+    first = int(T0 // 10)
+    assert aggregator.replay_key(KEYS[1], first, {"prod": hashes(9)})
+    assert not aggregator.replay_key("host.name", first, {"x": hashes(9)})  # no longer counted
+    index = aggregator.add_keys(
+        T0 + 22, [{"a": hashes(2)}, {"prod": hashes(2)}, {"INFO": hashes(2)}]
+    )
+    reports = aggregator.close_until(T0 + 30)
+    assert [(r.start, r.attribute_key) for r in reports][:3] == [(T0, key) for key in KEYS]
+    assert [r.records for r in reports[:3]] == [0, 1, 0]
+    assert index == first + 2
