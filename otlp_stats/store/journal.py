@@ -13,11 +13,13 @@ import asyncio
 import marshal
 import sqlite3
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from otlp_stats.counting.aggregator import LabelTally, ResolvedBatch
 from otlp_stats.counting.queue import Verdict
@@ -282,3 +284,18 @@ class Committer:
             await loop.run_in_executor(self._executor, self._journal.close)
             self._executor.shutdown(wait=True)
             self._executor = None
+
+
+def journal_metrics(committer: Committer | None) -> Iterator[Metric]:
+    """otlp_stats_journal_*, for the store keeper's and the replica merger's collectors alike
+    (zero without --durability ack)."""
+    yield CounterMetricFamily(
+        "otlp_stats_journal_commits",
+        "Group commits of the journal (--durability ack), each answering its requests.",
+        value=committer.commits if committer is not None else 0,
+    )
+    yield CounterMetricFamily(
+        "otlp_stats_journal_commit_failures",
+        "Group commits of the journal that failed; their requests were refused, retryable.",
+        value=committer.failures if committer is not None else 0,
+    )

@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from otlp_stats.clock import Clock
 from otlp_stats.counting.aggregator import Aggregator, WindowReport, WindowSnapshot
 from otlp_stats.store.base import StateStore
-from otlp_stats.store.journal import Committer
+from otlp_stats.store.journal import Committer, journal_metrics
 from otlp_stats.store.revisions import LateDelta, Reviser, Revision
 
 # Closed windows waiting for a write that keeps failing; past this the oldest are given up
@@ -302,17 +302,7 @@ class StoreCollector(Collector):
             "Open-window checkpoints written to the store.",
             value=self._keeper.checkpoints,
         )
-        committer = self._keeper.committer
-        yield CounterMetricFamily(
-            "otlp_stats_journal_commits",
-            "Group commits of the journal (--durability ack), each answering its requests.",
-            value=committer.commits if committer is not None else 0,
-        )
-        yield CounterMetricFamily(
-            "otlp_stats_journal_commit_failures",
-            "Group commits of the journal that failed; their requests were refused, retryable.",
-            value=committer.failures if committer is not None else 0,
-        )
+        yield from journal_metrics(self._keeper.committer)
         yield CounterMetricFamily(
             "otlp_stats_store_write_failures",
             "Store writes that failed and will be retried with the next write.",

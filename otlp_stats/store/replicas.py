@@ -29,7 +29,7 @@ from otlp_stats.counting.aggregator import (
     merge_snapshots,
     report_of_snapshot,
 )
-from otlp_stats.store.journal import Committer, JournalEntry
+from otlp_stats.store.journal import Committer, JournalEntry, journal_metrics
 from otlp_stats.store.redis import SHARE_TTL_SECONDS, ShareId, StoreUnavailable
 from otlp_stats.store.revisions import Reviser
 
@@ -380,17 +380,7 @@ class ReplicaCollector(Collector):
             "1 while the shared store (Redis) answers, 0 while reports are local.",
             value=1 if self._merger.reachable else 0,
         )
-        committer = self._merger.committer
-        yield CounterMetricFamily(
-            "otlp_stats_journal_commits",
-            "Group commits of the journal (--durability ack), each answering its requests.",
-            value=committer.commits if committer is not None else 0,
-        )
-        yield CounterMetricFamily(
-            "otlp_stats_journal_commit_failures",
-            "Group commits of the journal that failed; their requests were refused, retryable.",
-            value=committer.failures if committer is not None else 0,
-        )
+        yield from journal_metrics(self._merger.committer)
         yield GaugeMetricFamily(
             "otlp_stats_store_pending_flushes",
             "Closed windows whose share waits to be flushed to the shared store.",
