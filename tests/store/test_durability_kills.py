@@ -170,11 +170,9 @@ def window_records(service: ServiceProcess, began: float) -> dict[str, int]:
     return records
 
 
-def test_twenty_kills_under_retrying_load_lose_nothing_acknowledged(tmp_path: Path) -> None:
-    store = f"sqlite://{tmp_path}/state.db"
-    ports = (free_port(), free_port(), free_port())
-    target = f"127.0.0.1:{ports[0]}"
-    workload = Workload(
+def kill_workload(pool_size: int) -> Workload:
+    """Unique bodies of 4 values on the record, small requests: what the kill loops send."""
+    return Workload(
         records_per_request=RECORDS_PER_REQUEST,
         attributes_per_record=1,
         repeated_share=0.0,
@@ -182,8 +180,15 @@ def test_twenty_kills_under_retrying_load_lose_nothing_acknowledged(tmp_path: Pa
         distinct_values=4,
         placement=Placement.RECORD,
         resources_per_request=1,
-        pool_size=2_000,
+        pool_size=pool_size,
     )
+
+
+def test_twenty_kills_under_retrying_load_lose_nothing_acknowledged(tmp_path: Path) -> None:
+    store = f"sqlite://{tmp_path}/state.db"
+    ports = (free_port(), free_port(), free_port())
+    target = f"127.0.0.1:{ports[0]}"
+    workload = kill_workload(pool_size=2_000)
     # Every body is sent in one request only, and the run sends each request at most once.
     requests = build_requests(workload)
     began = wait_for_window_start(window=WINDOW)

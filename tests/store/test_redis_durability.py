@@ -18,7 +18,7 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
 from otlp_stats.loadgen.driver import LoadSummary
-from otlp_stats.loadgen.workload import Placement, Workload, build_requests
+from otlp_stats.loadgen.workload import build_requests
 from tests.store.test_durability_kills import (
     KEY,
     RECORDS_PER_REQUEST,
@@ -27,6 +27,7 @@ from tests.store.test_durability_kills import (
     acknowledged_per_value,
     day_entries,
     free_port,
+    kill_workload,
     load_until,
     sdk_sender,
     window_records,
@@ -160,16 +161,7 @@ def test_replicas_killed_one_at_a_time_lose_nothing_acknowledged(
     aof_redis: RedisServer,
 ) -> None:
     ports = {name: (free_port(), free_port(), free_port()) for name in REPLICAS}
-    workload = Workload(
-        records_per_request=RECORDS_PER_REQUEST,
-        attributes_per_record=1,
-        repeated_share=0.0,
-        attribute_key=KEY,
-        distinct_values=4,
-        placement=Placement.RECORD,
-        resources_per_request=1,
-        pool_size=3_000,
-    )
+    workload = kill_workload(pool_size=3_000)
     # Every body is in one request only; each replica's sender gets its own third of them.
     requests = build_requests(workload)
     began = wait_for_window_start(window=WINDOW)
