@@ -21,20 +21,23 @@ SHARED = frozenset({"config", "errors", "clock", "telemetry", "health"})
 # What each part may import besides itself, the shared top modules and the generated protos.
 # A part is a subpackage, or a module at the top. Anything not named here is refused.
 MAY_IMPORT: Mapping[str, frozenset[str]] = {
-    "counting": frozenset(),
+    # Counts patterns beside distinct messages: the masker and the pattern tallies.
+    "counting": frozenset({"patterns"}),
     # Log messages -> patterns: pure, so the scanner, the aggregator and reports can use it.
     "patterns": frozenset(),
-    "receiving": frozenset({"counting"}),
-    "reporting": frozenset({"counting"}),
-    "store": frozenset({"counting", "reporting"}),
-    "operating": frozenset({"counting", "reporting", "store"}),
+    "receiving": frozenset({"counting", "patterns"}),
+    "reporting": frozenset({"counting", "patterns"}),
+    "store": frozenset({"counting", "reporting", "patterns"}),
+    "operating": frozenset({"counting", "reporting", "store", "patterns"}),
     # History from files: the same scanners and reporter, OTLP/JSON and decompression from
     # receiving, the store the windows land in.
-    "replaying": frozenset({"counting", "receiving", "reporting", "store"}),
-    "service": frozenset({"receiving", "counting", "reporting", "store", "operating"}),
+    "replaying": frozenset({"counting", "receiving", "reporting", "store", "patterns"}),
+    "service": frozenset({"receiving", "counting", "reporting", "store", "operating", "patterns"}),
     # The supervisor and its serving processes: each child runs the service; the parent wires
     # the stages that see the merged windows (reporting, store, operating).
-    "processes": frozenset({"service", "receiving", "counting", "reporting", "store", "operating"}),
+    "processes": frozenset(
+        {"service", "receiving", "counting", "reporting", "store", "operating", "patterns"}
+    ),
     "cli": frozenset(
         {
             *("service", "processes", "receiving", "counting", "reporting", "store"),

@@ -24,6 +24,7 @@ from otlp_stats.counting.sketches import (
     union_estimate,
     union_serialized,
 )
+from otlp_stats.patterns.tally import PatternCount
 
 # How the entry of values past --max-values is labelled, in reports, metrics and queries.
 OVERFLOW_LABEL = "__overflow__"
@@ -88,6 +89,10 @@ class ValueReport:
     distinct: DistinctEstimate
     records: int
     overflow: bool = False
+    # Patterns counted: how many after the similarity merge, and the top ones by records
+    # (patterns/tally.py reported_patterns); 0 and empty when patterns are not counted.
+    distinct_patterns: int = 0
+    top_patterns: tuple[PatternCount, ...] = ()
 
     @property
     def missing(self) -> bool:
@@ -106,6 +111,8 @@ class TallySnapshot:
     records: int
     sketch: bytes
     overflow: bool = False
+    # The value's patterns (patterns/tally.py), most records first; empty when not counted.
+    patterns: tuple[PatternCount, ...] = ()
 
 
 @dataclass(frozen=True)
