@@ -41,6 +41,9 @@ class LabelTally:
     records: int = 0
     hashes: list[int] = field(default_factory=list)
     sketches: list[bytes] = field(default_factory=list)
+    # The records' patterns (patterns/tally.py): each pattern once, with its records and the
+    # smallest of its messages as example; empty when the scanner does not count patterns.
+    patterns: list[PatternCount] = field(default_factory=list)
 
     @classmethod
     def of_hashes(cls, hashes: list[int]) -> LabelTally:
@@ -51,6 +54,7 @@ class LabelTally:
         self.records += other.records
         self.hashes += other.hashes
         self.sketches += other.sketches
+        self.patterns += other.patterns
 
 
 # Attribute value label -> its records in one request; None is the bucket of records without
