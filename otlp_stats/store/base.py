@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from otlp_stats.counting.aggregator import TallySnapshot, WindowSnapshot
 from otlp_stats.counting.sketches import DEFAULT_LG_K, union_serialized
+from otlp_stats.patterns.tally import DEFAULT_MAX_PATTERNS, PatternCount, merge_counts
 from otlp_stats.store.periods import BASE, period_bounds
 
 # An entry of a period is identified by its kind and its value ("" for missing and overflow):
@@ -33,10 +34,21 @@ def attribute_key_of(snapshot: WindowSnapshot, first_key: str) -> str:
 
 
 @dataclass(frozen=True)
+class EntryCounts:
+    """One value's counts in a stored window or period: its records, the sketch of its
+    messages, and its pattern table (patterns/tally.py; empty if stored before patterns)."""
+
+    records: int
+    sketch: bytes
+    patterns: tuple[PatternCount, ...] = ()
+
+
+@dataclass(frozen=True)
 class PeriodEntry:
     key: EntryKey
     records: int
     sketch: bytes
+    patterns: tuple[PatternCount, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,10 +117,51 @@ def rollup_targets(
 
 
 def merge_entry(
-    existing: tuple[int, bytes] | None, tally: TallySnapshot, lg_k: int = DEFAULT_LG_K
-) -> tuple[int, bytes]:
-    """Records add up; messages are unioned, so one seen in two windows counts once."""
+    existing: EntryCounts | None,
+    tally: TallySnapshot,
+    lg_k: int = DEFAULT_LG_K,
+    max_patterns: int = DEFAULT_MAX_PATTERNS,
+) -> EntryCounts:
+    """Records add up; messages are unioned, so one seen in two windows counts once; pattern
+    tables merge (records added, the smallest example kept), bounded by `max_patterns`."""
     if existing is None:
-        return tally.records, tally.sketch
-    records, sketch = existing
-    return records + tally.records, union_serialized((sketch, tally.sketch), lg_k)
+        return EntryCounts(
+            tally.records, tally.sketch, merge_pattern_tables((tally.patterns,), max_patterns)
+        )
+    return EntryCounts(
+        existing.records + tally.records,
+        union_serialized((existing.sketch, tally.sketch), lg_k),
+        merge_pattern_tables((existing.patterns, tally.patterns), max_patterns),
+    )
+
+
+def merge_pattern_tables(
+    tables: Sequence[tuple[PatternCount, ...]], max_patterns: int = DEFAULT_MAX_PATTERNS
+) -> tuple[PatternCount, ...]:
+    """The tables of one value as one; nothing to merge (values counted before patterns, or
+    without them) stays empty without building a table."""
+    tables = [table for table in tables if table]
+    if not tables:
+        return ()
+    return merge_counts(tables, max_patterns)
+
+
+def merge_share_patterns(
+    merged: WindowSnapshot,
+    shares: Sequence[WindowSnapshot],
+    max_patterns: int = DEFAULT_MAX_PATTERNS,
+) -> WindowSnapshot:
+    """`merged` (the shares of one window merged) with each value's patterns those of all the
+    shares merged: what one node that saw all the traffic holds. Each table is rebuilt from
+    the shares, not added to what `merged` carries, so it is right either way."""
+    by_entry: dict[EntryKey, list[tuple[PatternCount, ...]]] = {}
+    for share in shares:
+        for tally in share.tallies:
+            by_entry.setdefault(entry_key(tally), []).append(tally.patterns)
+    tallies = tuple(
+        replace(
+            tally, patterns=merge_pattern_tables(by_entry.get(entry_key(tally), []), max_patterns)
+        )
+        for tally in merged.tallies
+    )
+    return replace(merged, tallies=tallies)

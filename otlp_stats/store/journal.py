@@ -25,6 +25,7 @@ from otlp_stats.counting.aggregator import LabelTally, ResolvedBatch
 from otlp_stats.counting.queue import Verdict
 from otlp_stats.counting.workers import Done, Journaled
 from otlp_stats.errors import NotDurable
+from otlp_stats.patterns.tally import PatternCount
 from otlp_stats.store.periods import BASE
 
 JOURNAL_SCHEMA = """
@@ -61,23 +62,31 @@ class JournalEntry:
 
 
 def encode_batch(batch: ResolvedBatch) -> bytes:
-    """Per value: its records, its message hashes (8 bytes each), and the compact sketches a
-    big request was tallied into."""
+    """Per value: its records, its message hashes (8 bytes each), the compact sketches a big
+    request was tallied into, and its patterns as (pattern, records, example) triples."""
     rows = [
-        (value, tally.records, array("q", tally.hashes).tobytes(), tuple(tally.sketches))
+        (
+            value,
+            tally.records,
+            array("q", tally.hashes).tobytes(),
+            tuple(tally.sketches),
+            tuple((count.pattern, count.records, count.example) for count in tally.patterns),
+        )
         for value, tally in batch.items()
     ]
     return marshal.dumps(rows, _MARSHAL_VERSION)
 
 
 def decode_batch(blob: bytes) -> dict[str | None, LabelTally]:
+    """encode_batch's rows back; rows journaled before patterns (four items) have none."""
     batch: dict[str | None, LabelTally] = {}
-    for value, records, hashes, sketches in marshal.loads(blob):
+    for value, records, hashes, sketches, *rest in marshal.loads(blob):
         if not (value is None or isinstance(value, str)) or not isinstance(records, int):
             raise ValueError("a journal entry that is not ours")
         hashed = array("q")
         hashed.frombytes(hashes)
-        batch[value] = LabelTally(records, hashed.tolist(), list(sketches))
+        patterns = [PatternCount(p, n, e) for p, n, e in rest[0]] if rest else []
+        batch[value] = LabelTally(records, hashed.tolist(), list(sketches), patterns)
     return batch
 
 

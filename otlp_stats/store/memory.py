@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 from otlp_stats.counting.aggregator import WindowSnapshot
 from otlp_stats.counting.sketches import DEFAULT_LG_K
+from otlp_stats.patterns.tally import DEFAULT_MAX_PATTERNS
 from otlp_stats.store.base import (
+    EntryCounts,
     EntryKey,
     PeriodEntry,
     StoredPeriod,
@@ -24,7 +26,7 @@ from otlp_stats.store.periods import BASE, Retention
 class _Period:
     end: float
     windows: int = 0
-    entries: dict[EntryKey, tuple[int, bytes]] = field(default_factory=dict)
+    entries: dict[EntryKey, EntryCounts] = field(default_factory=dict)
 
 
 class MemoryStore:
@@ -36,9 +38,12 @@ class MemoryStore:
         lg_k: int = DEFAULT_LG_K,
         *,
         first_key: str,
+        max_patterns: int = DEFAULT_MAX_PATTERNS,
     ) -> None:
-        """`first_key`: the first configured attribute key, whose a snapshot naming none is."""
+        """`first_key`: the first configured attribute key, whose a snapshot naming none is;
+        `max_patterns`: the bound of each value's merged pattern table."""
         self._first_key = first_key
+        self._max_patterns = max_patterns
         self._rollups = tuple(rollups)
         self._retention = retention
         self._window = window
@@ -75,7 +80,7 @@ class MemoryStore:
                     for tally in snapshot.tallies:
                         key = entry_key(tally)
                         period.entries[key] = merge_entry(
-                            period.entries.get(key), tally, self._lg_k
+                            period.entries.get(key), tally, self._lg_k, self._max_patterns
                         )
             self._expire(now)
 
@@ -106,8 +111,8 @@ class MemoryStore:
                     period.end,
                     period.windows,
                     tuple(
-                        PeriodEntry(k, records, sketch)
-                        for k, (records, sketch) in period.entries.items()
+                        PeriodEntry(k, counts.records, counts.sketch, counts.patterns)
+                        for k, counts in period.entries.items()
                         if key is None or k == key
                     ),
                 )
@@ -121,9 +126,9 @@ class MemoryStore:
     def stored_bytes(self) -> int:
         with self._lock:
             return sum(
-                len(sketch)
+                len(counts.sketch)
                 for period in self._periods.values()
-                for _, sketch in period.entries.values()
+                for counts in period.entries.values()
             )
 
     def close(self) -> None:

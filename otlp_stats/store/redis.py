@@ -23,7 +23,11 @@ Beside them, under `otlp-stats:` alone:
   when it is due
 - `keys`                   set of the attribute keys merged windows were saved for
 - `j:<replica>`            set of the replica's journal lists, read when it restarts
-Every hash field is an entry key ("<kind>:<value>") -> 8-byte records + compact sketch.
+Every hash field is an entry key ("<kind>:<value>") -> 8-byte records + compact sketch, beside
+it `~p:<kind>:<value>` -> the value's pattern table (patterns/tally.py encode_counts; absent
+when it has none, as in what was written before patterns). Both are read and written in the
+same WATCH/MULTI transaction as the rest of the hash, so patterns merge as atomically as
+sketches.
 
 A Redis written before several keys were counted holds its periods right under `otlp-stats:`
 (`p:...`, `i:...`): they are the first configured key's, answered together with what is saved
@@ -43,14 +47,22 @@ from redis.client import Pipeline
 
 from otlp_stats.counting.aggregator import TallySnapshot, WindowSnapshot
 from otlp_stats.counting.sketches import DEFAULT_LG_K, union_serialized
+from otlp_stats.patterns.tally import (
+    DEFAULT_MAX_PATTERNS,
+    PatternCount,
+    decode_counts,
+    encode_counts,
+)
 from otlp_stats.store.base import (
     KIND_MISSING,
     KIND_OVERFLOW,
+    EntryCounts,
     EntryKey,
     PeriodEntry,
     StoredPeriod,
     entry_key,
     merge_entry,
+    merge_pattern_tables,
     rollup_targets,
 )
 from otlp_stats.store.periods import BASE, RESOLUTIONS, Retention
@@ -62,6 +74,9 @@ _RECORDS = struct.Struct(">q")
 _END = b"~end"
 _WINDOWS = b"~windows"
 _OVERFLOW_VALUES = b"~overflow_values"
+# Before an entry field: the field of its patterns. "~" first, so that what reads entries
+# (here, and versions from before patterns) skips it as it skips the other "~" fields.
+_PATTERNS = b"~p:"
 # Replica flushes are only needed until the window is merged; they expire on their own. A
 # replica gives up merging a window this long after its end: its share could be gone.
 SHARE_TTL_SECONDS = 3600
@@ -156,20 +171,38 @@ def _unpack(blob: bytes) -> tuple[int, bytes]:
     return _RECORDS.unpack_from(blob)[0], blob[_RECORDS.size :]
 
 
+def _entries(fields: Mapping[bytes, bytes]) -> dict[bytes, EntryCounts]:
+    """Each entry field of a hash with its counts, patterns included."""
+    return {field: _entry_of(fields, field) for field in fields if not field.startswith(b"~")}
+
+
+def _entry_of(fields: Mapping[bytes, bytes], field: bytes) -> EntryCounts:
+    records, sketch = _unpack(fields[field])
+    return EntryCounts(records, sketch, decode_counts(fields.get(_PATTERNS + field)))
+
+
+def _entry_fields(field: bytes, counts: EntryCounts) -> dict[bytes, bytes]:
+    """The hash fields of one entry; a table with no patterns writes none. (A stored table
+    never empties: merging only adds to it, so no field of patterns is left to delete.)"""
+    written = {field: _pack(counts.records, counts.sketch)}
+    if counts.patterns:
+        written[_PATTERNS + field] = encode_counts(counts.patterns)
+    return written
+
+
 def _snapshot_of(
     start: float, end: float, fields: Mapping[bytes, bytes], attribute_key: str
 ) -> WindowSnapshot:
     tallies = []
-    for field, blob in fields.items():
-        if field.startswith(b"~"):
-            continue
-        (kind, value), (records, sketch) = _key_of(field), _unpack(blob)
+    for field, counts in _entries(fields).items():
+        kind, value = _key_of(field)
         tallies.append(
             TallySnapshot(
                 None if kind in (KIND_MISSING, KIND_OVERFLOW) else value,
-                records,
-                sketch,
+                counts.records,
+                counts.sketch,
                 overflow=kind == KIND_OVERFLOW,
+                patterns=counts.patterns,
             )
         )
     return WindowSnapshot(start, end, tuple(tallies), fields.get(_OVERFLOW_VALUES), attribute_key)
@@ -185,10 +218,13 @@ class RedisStore:
         lg_k: int = DEFAULT_LG_K,
         *,
         first_key: str,
+        max_patterns: int = DEFAULT_MAX_PATTERNS,
     ) -> None:
         """`first_key`: the first configured attribute key, whose a snapshot naming none is,
-        and the periods saved before several keys were counted."""
+        and the periods saved before several keys were counted; `max_patterns`: the bound of
+        each value's merged pattern table."""
         self._first_key = first_key
+        self._max_patterns = max_patterns
         self._rollups = tuple(rollups)
         self._retention = retention
         self._window = window
@@ -228,10 +264,10 @@ class RedisStore:
         """
         names = self._names(snapshot.attribute_key)
         key = names.window(snapshot.start, f"r:{share.member}")
-        fields: dict[bytes, bytes] = {
-            _field(entry_key(tally)): _pack(tally.records, tally.sketch)
-            for tally in snapshot.tallies
-        }
+        fields: dict[bytes, bytes] = {}
+        for tally in snapshot.tallies:
+            counts = EntryCounts(tally.records, tally.sketch, tally.patterns)
+            fields.update(_entry_fields(_field(entry_key(tally)), counts))
         if snapshot.overflow_values is not None:
             fields[_OVERFLOW_VALUES] = snapshot.overflow_values
         fields[_END] = repr(snapshot.end).encode()
@@ -318,7 +354,7 @@ class RedisStore:
             for (_, _, end), key, fields in zip(targets, keys, current, strict=True):
                 # A period retention already deleted is not brought back by a late share.
                 if fields:
-                    merged = _merged_fields(fields, snapshot, end, self._lg_k, new_window=False)  # type: ignore[arg-type]
+                    merged = self._merged_fields(fields, snapshot, end, new_window=False)  # type: ignore[arg-type]
                     pipe.hset(key, mapping=merged)  # type: ignore[arg-type]
             pipe.sadd(marker, share.member)
             pipe.expire(marker, MERGED_TTL_SECONDS)
@@ -388,7 +424,7 @@ class RedisStore:
                 pipe.sadd(marker, "")
                 pipe.expire(marker, MERGED_TTL_SECONDS)
             for key, (index, start, end, snapshots) in periods.items():
-                update = _merged_fields_of(current[key], snapshots, end, self._lg_k)
+                update = self._merged_fields_of(current[key], snapshots, end)
                 pipe.hset(key, mapping=update)  # type: ignore[arg-type]
                 pipe.zadd(index, {repr(start): start})
             pipe.sadd(_KEYS, *attribute_keys)
@@ -414,7 +450,7 @@ class RedisStore:
             current = [pipe.hgetall(key) for key in keys]
             pipe.multi()
             for (resolution, start, end), key, fields in zip(targets, keys, current, strict=True):
-                pipe.hset(key, mapping=_merged_fields(fields, snapshot, end, self._lg_k))  # type: ignore[arg-type]
+                pipe.hset(key, mapping=self._merged_fields(fields, snapshot, end))  # type: ignore[arg-type]
                 pipe.zadd(names.index(resolution), {repr(start): start})
             # "" keeps the marker a set even when no share is named (a plain commit).
             pipe.sadd(marker, "", *(share.member for share in shares))
@@ -468,7 +504,7 @@ class RedisStore:
             ):
                 # A period retention already deleted is not brought back by late records.
                 if start >= oldest and (fields or new_window):
-                    update = _merged_fields(fields, snapshot, end, self._lg_k, new_window)
+                    update = self._merged_fields(fields, snapshot, end, new_window)
                     pipe.hset(key, mapping=update)  # type: ignore[arg-type]
                     pipe.zadd(names.index(name), {repr(start): start})
             if new_window:
@@ -567,7 +603,7 @@ class RedisStore:
             # Saved before several keys were counted: the first key's too.
             legacy = self._query(_LEGACY, resolution, first, last, key)
             if legacy:
-                answer = _union_periods([*legacy, *answer], self._lg_k)
+                answer = _union_periods([*legacy, *answer], self._lg_k, self._max_patterns)
         return answer
 
     def _query(
@@ -584,9 +620,9 @@ class RedisStore:
             if not fields:
                 continue
             entries = tuple(
-                PeriodEntry(_key_of(field), *_unpack(blob))
-                for field, blob in fields.items()
-                if not field.startswith(b"~") and (key is None or _key_of(field) == key)
+                PeriodEntry(_key_of(field), counts.records, counts.sketch, counts.patterns)
+                for field, counts in _entries(fields).items()
+                if key is None or _key_of(field) == key
             )
             answer.append(
                 StoredPeriod(
@@ -618,6 +654,49 @@ class RedisStore:
     def close(self) -> None:
         self._client.close()
 
+    def _merged_fields_of(
+        self, fields: Mapping[bytes, bytes], snapshots: Sequence[WindowSnapshot], end: float
+    ) -> dict[bytes, bytes]:
+        """The period with several new windows unioned in at once."""
+        windows = int(fields.get(_WINDOWS, b"0")) + len(snapshots)
+        merged: dict[bytes, bytes] = {_END: repr(end).encode(), _WINDOWS: str(windows).encode()}
+        grouped: dict[bytes, tuple[int, list[bytes], list[tuple[PatternCount, ...]]]] = {}
+        for snapshot in snapshots:
+            for tally in snapshot.tallies:
+                field = _field(entry_key(tally))
+                records, sketches, tables = grouped.get(field, (0, [], []))
+                sketches.append(tally.sketch)
+                tables.append(tally.patterns)
+                grouped[field] = (records + tally.records, sketches, tables)
+        for field, (records, sketches, tables) in grouped.items():
+            if field in fields:
+                stored = _entry_of(fields, field)
+                records += stored.records
+                sketches = [stored.sketch, *sketches]
+                tables = [stored.patterns, *tables]
+            sketch = sketches[0] if len(sketches) == 1 else union_serialized(sketches, self._lg_k)
+            patterns = merge_pattern_tables(tables, self._max_patterns)
+            merged.update(_entry_fields(field, EntryCounts(records, sketch, patterns)))
+        return merged
+
+    def _merged_fields(
+        self,
+        fields: Mapping[bytes, bytes],
+        snapshot: WindowSnapshot,
+        end: float,
+        new_window: bool = True,
+    ) -> dict[bytes, bytes]:
+        """The period with the snapshot unioned in; a late share adds to a window already
+        counted."""
+        windows = int(fields.get(_WINDOWS, b"0")) + (1 if new_window else 0)
+        merged: dict[bytes, bytes] = {_END: repr(end).encode(), _WINDOWS: str(windows).encode()}
+        for tally in snapshot.tallies:
+            field = _field(entry_key(tally))
+            existing = _entry_of(fields, field) if field in fields else None
+            counts = merge_entry(existing, tally, self._lg_k, self._max_patterns)
+            merged.update(_entry_fields(field, counts))
+        return merged
+
 
 _REVISIONS = f"{PREFIX}revisions"
 
@@ -627,24 +706,29 @@ def _due_member(start: float, attribute_key: str) -> str:
     return f"{start!r}:{attribute_key}"
 
 
-def _union_periods(periods: Sequence[StoredPeriod], lg_k: int) -> list[StoredPeriod]:
-    """Periods of the same start as one: windows and records added, sketches unioned."""
+def _union_periods(
+    periods: Sequence[StoredPeriod], lg_k: int, max_patterns: int
+) -> list[StoredPeriod]:
+    """Periods of the same start as one: windows and records added, sketches unioned, pattern
+    tables merged."""
     by_start: dict[float, list[StoredPeriod]] = {}
     for period in periods:
         by_start.setdefault(period.start, []).append(period)
     answer = []
     for start in sorted(by_start):
         group = by_start[start]
-        merged: dict[EntryKey, tuple[int, bytes]] = {}
+        merged: dict[EntryKey, PeriodEntry] = {}
         for period in group:
             for entry in period.entries:
                 before = merged.get(entry.key)
                 merged[entry.key] = (
-                    (entry.records, entry.sketch)
+                    entry
                     if before is None
-                    else (
-                        before[0] + entry.records,
-                        union_serialized((before[1], entry.sketch), lg_k),
+                    else PeriodEntry(
+                        entry.key,
+                        before.records + entry.records,
+                        union_serialized((before.sketch, entry.sketch), lg_k),
+                        merge_pattern_tables((before.patterns, entry.patterns), max_patterns),
                     )
                 )
         answer.append(
@@ -653,7 +737,7 @@ def _union_periods(periods: Sequence[StoredPeriod], lg_k: int) -> list[StoredPer
                 start,
                 group[0].end,
                 sum(period.windows for period in group),
-                tuple(PeriodEntry(key, *value) for key, value in merged.items()),
+                tuple(merged.values()),
             )
         )
     return answer
@@ -667,43 +751,3 @@ def _replicas_of(members: Sequence[str]) -> tuple[str, ...]:
         share = member.partition(":")[2] if member.startswith("L") else member
         names.add(ShareId.of_member(share).replica)
     return tuple(sorted(names))
-
-
-def _merged_fields_of(
-    fields: Mapping[bytes, bytes], snapshots: Sequence[WindowSnapshot], end: float, lg_k: int
-) -> dict[bytes, bytes]:
-    """The period with several new windows unioned in at once."""
-    windows = int(fields.get(_WINDOWS, b"0")) + len(snapshots)
-    merged: dict[bytes, bytes] = {_END: repr(end).encode(), _WINDOWS: str(windows).encode()}
-    grouped: dict[bytes, tuple[int, list[bytes]]] = {}
-    for snapshot in snapshots:
-        for tally in snapshot.tallies:
-            field = _field(entry_key(tally))
-            records, sketches = grouped.get(field, (0, []))
-            sketches.append(tally.sketch)
-            grouped[field] = (records + tally.records, sketches)
-    for field, (records, sketches) in grouped.items():
-        if field in fields:
-            stored_records, stored_sketch = _unpack(fields[field])
-            records += stored_records
-            sketches = [stored_sketch, *sketches]
-        sketch = sketches[0] if len(sketches) == 1 else union_serialized(sketches, lg_k)
-        merged[field] = _pack(records, sketch)
-    return merged
-
-
-def _merged_fields(
-    fields: Mapping[bytes, bytes],
-    snapshot: WindowSnapshot,
-    end: float,
-    lg_k: int,
-    new_window: bool = True,
-) -> dict[bytes, bytes]:
-    """The period with the snapshot unioned in; a late share adds to a window already counted."""
-    windows = int(fields.get(_WINDOWS, b"0")) + (1 if new_window else 0)
-    merged: dict[bytes, bytes] = {_END: repr(end).encode(), _WINDOWS: str(windows).encode()}
-    for tally in snapshot.tallies:
-        field = _field(entry_key(tally))
-        existing = _unpack(fields[field]) if field in fields else None
-        merged[field] = _pack(*merge_entry(existing, tally, lg_k))
-    return merged

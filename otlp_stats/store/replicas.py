@@ -29,6 +29,8 @@ from otlp_stats.counting.aggregator import (
     merge_snapshots,
     report_of_snapshot,
 )
+from otlp_stats.patterns.tally import DEFAULT_MAX_PATTERNS
+from otlp_stats.store.base import merge_share_patterns
 from otlp_stats.store.journal import Committer, JournalEntry, journal_metrics
 from otlp_stats.store.redis import SHARE_TTL_SECONDS, ShareId, StoreUnavailable
 from otlp_stats.store.revisions import Reviser
@@ -84,8 +86,11 @@ class ReplicaMerger:
         first_open_index: Callable[[], int] = lambda: 0,
         committer: Committer | None = None,
         replay: Callable[[JournalEntry], int] = lambda entry: 0,
+        max_patterns: int = DEFAULT_MAX_PATTERNS,
     ) -> None:
         self.store = store
+        # The bound of each value's pattern table in a window merged from the shares.
+        self._max_patterns = max_patterns
         # With --durability ack: this replica's journal in Redis (store/redisjournal.py),
         # replayed at start by `replay` (it says how many records it added), and deleted
         # window by window as the shares flush.
@@ -229,8 +234,10 @@ class ReplicaMerger:
             # the flush and now without this replica noticing, its share is still merged.
             await self._flush(window)
             shares = await self._call(self.store.collect, key, start, end)
+            parts = [share for _, share in shares]
             merged = replace(
-                merge_snapshots([share for _, share in shares], self._lg_k), attribute_key=key
+                merge_share_patterns(merge_snapshots(parts, self._lg_k), parts, self._max_patterns),
+                attribute_key=key,
             )
             held = [share_id for share_id, _ in shares]
             if await self._call(self.store.save_merged, merged, held, now):

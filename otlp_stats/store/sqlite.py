@@ -8,6 +8,12 @@ from pathlib import Path
 
 from otlp_stats.counting.aggregator import TallySnapshot, WindowSnapshot
 from otlp_stats.counting.sketches import DEFAULT_LG_K, union_serialized
+from otlp_stats.patterns.tally import (
+    DEFAULT_MAX_PATTERNS,
+    PatternCount,
+    decode_counts,
+    encode_counts,
+)
 from otlp_stats.store.base import (
     KIND_MISSING,
     KIND_OVERFLOW,
@@ -16,6 +22,7 @@ from otlp_stats.store.base import (
     StoredPeriod,
     attribute_key_of,
     entry_key,
+    merge_pattern_tables,
     rollup_targets,
 )
 from otlp_stats.store.journal import JOURNAL_SCHEMA
@@ -27,7 +34,9 @@ from otlp_stats.store.revisions import LateDelta, Revision
 # resolution and start) still range over the index rather than scan the table (first, it
 # made a replay's commits 40% dearer). Files written before several keys were counted have
 # the same tables without the column; opening one for writing migrates it (_migrate), its
-# rows becoming the first key's.
+# rows becoming the first key's. Each value's entry keeps its pattern table (patterns/tally.py
+# encode_counts; NULL: none, as in the rows of files from before patterns, which _migrate gives
+# the column).
 _TABLES = {
     "periods": """CREATE TABLE IF NOT EXISTS periods (
     attribute_key TEXT NOT NULL, resolution TEXT NOT NULL, start REAL NOT NULL,
@@ -36,13 +45,13 @@ _TABLES = {
     "entries": """CREATE TABLE IF NOT EXISTS entries (
     attribute_key TEXT NOT NULL, resolution TEXT NOT NULL, start REAL NOT NULL,
     kind INTEGER NOT NULL, value TEXT NOT NULL, records INTEGER NOT NULL, sketch BLOB NOT NULL,
-    PRIMARY KEY (resolution, start, attribute_key, kind, value))""",
+    patterns BLOB, PRIMARY KEY (resolution, start, attribute_key, kind, value))""",
     "open_windows": """CREATE TABLE IF NOT EXISTS open_windows (
     attribute_key TEXT NOT NULL, start REAL NOT NULL, end REAL NOT NULL, overflow_values BLOB,
     PRIMARY KEY (start, attribute_key))""",
     "open_entries": """CREATE TABLE IF NOT EXISTS open_entries (
     attribute_key TEXT NOT NULL, start REAL NOT NULL, kind INTEGER NOT NULL, value TEXT NOT NULL,
-    records INTEGER NOT NULL, sketch BLOB NOT NULL,
+    records INTEGER NOT NULL, sketch BLOB NOT NULL, patterns BLOB,
     PRIMARY KEY (start, attribute_key, kind, value))""",
     # Base windows that late records have revised: the last revision printed (1: the first
     # report), when, and when the next is due (NULL: none pending).
@@ -56,51 +65,84 @@ def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
 
 
+# The tables whose rows are a value's entry, and so hold its patterns.
+_WITH_PATTERNS = ("entries", "open_entries")
+
+
 def _migrate(db: sqlite3.Connection, first_key: str) -> None:
     """Tables of a file from before several keys get the attribute key column, their rows the
-    first configured key, in one transaction: a failure leaves the file as it was."""
+    first configured key; entries from before patterns get the patterns column, their rows
+    none (NULL). In one transaction: a failure leaves the file as it was."""
     db.execute("BEGIN IMMEDIATE")
     try:
         # Read under the write lock: a second writer opening the same old file waits here and
         # then finds nothing left to migrate, rather than copying migrated tables again.
-        old = [n for n in _TABLES if (cols := _columns(db, n)) and "attribute_key" not in cols]
-        for name in old:
-            # The primary key changes, which ALTER TABLE cannot do: copy into a new table.
-            columns = ", ".join(_columns(db, name))
-            db.execute(f"ALTER TABLE {name} RENAME TO {name}_before_keys")
-            db.execute(_TABLES[name])
-            db.execute(
-                f"INSERT INTO {name} (attribute_key, {columns}) "
-                f"SELECT ?, {columns} FROM {name}_before_keys",
-                (first_key,),
-            )
-            db.execute(f"DROP TABLE {name}_before_keys")
+        _add_attribute_key(db, first_key)
+        for name in _WITH_PATTERNS:
+            columns = _columns(db, name)
+            if columns and "patterns" not in columns:
+                # A nullable column at the end: ALTER TABLE adds it without copying the rows.
+                db.execute(f"ALTER TABLE {name} ADD COLUMN patterns BLOB")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
 
 
+def _add_attribute_key(db: sqlite3.Connection, first_key: str) -> None:
+    old = [n for n in _TABLES if (cols := _columns(db, n)) and "attribute_key" not in cols]
+    for name in old:
+        # The primary key changes, which ALTER TABLE cannot do: copy into a new table (whose
+        # patterns column, when the old one has none, stays NULL).
+        columns = ", ".join(_columns(db, name))
+        db.execute(f"ALTER TABLE {name} RENAME TO {name}_before_keys")
+        db.execute(_TABLES[name])
+        db.execute(
+            f"INSERT INTO {name} (attribute_key, {columns}) "
+            f"SELECT ?, {columns} FROM {name}_before_keys",
+            (first_key,),
+        )
+        db.execute(f"DROP TABLE {name}_before_keys")
+
+
 # (attribute key, resolution, start): one stored period.
 _PeriodId = tuple[str, str, float]
 
 
+class _EntryMerge:
+    """What the windows of one commit add to one value's entry: records, the sketches to union
+    and the pattern tables to merge."""
+
+    __slots__ = ("patterns", "records", "sketches")
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.sketches: list[bytes] = []
+        self.patterns: list[tuple[PatternCount, ...]] = []
+
+    def add(self, tally: TallySnapshot) -> None:
+        self.records += tally.records
+        self.sketches.append(tally.sketch)
+        if tally.patterns:
+            self.patterns.append(tally.patterns)
+
+
 class _PeriodMerge:
-    """What the windows of one commit add to one period: their count, and per entry the records
-    and the sketches to union."""
+    """What the windows of one commit add to one period: their count, and each value's entry."""
 
     def __init__(self, end: float) -> None:
         self.end = end
         self.windows = 0
-        self.entries: dict[EntryKey, tuple[int, list[bytes]]] = {}
+        self.entries: dict[EntryKey, _EntryMerge] = {}
 
     def add(self, snapshot: WindowSnapshot) -> None:
         self.windows += 1
         for tally in snapshot.tallies:
             key = entry_key(tally)
-            records, sketches = self.entries.get(key, (0, []))
-            sketches.append(tally.sketch)
-            self.entries[key] = (records + tally.records, sketches)
+            merge = self.entries.get(key)
+            if merge is None:
+                merge = self.entries[key] = _EntryMerge()
+            merge.add(tally)
 
 
 class StoreMissing(Exception):
@@ -134,12 +176,15 @@ class SqliteStore:
         read_only: bool = False,
         *,
         first_key: str,
+        max_patterns: int = DEFAULT_MAX_PATTERNS,
     ) -> None:
         """Open the file, creating it and its schema (migrating a file from before several
-        keys: its rows are `first_key`'s); `read_only` (to query) creates and migrates nothing,
-        answers an old file's rows as `first_key`'s, and raises StoreMissing if there is no
-        store there."""
+        keys: its rows are `first_key`'s; from before patterns: its rows have none);
+        `read_only` (to query) creates and migrates nothing, answers an old file's rows as
+        `first_key`'s, and raises StoreMissing if there is no store there. `max_patterns`:
+        the bound of each value's merged pattern table."""
         self._path = path
+        self._max_patterns = max_patterns
         self._first_key = first_key
         self._rollups = tuple(rollups)
         self._retention = retention
@@ -156,6 +201,8 @@ class SqliteStore:
             self._db.executescript(JOURNAL_SCHEMA)
         # Only a file opened read-only can still be of the old schema (one key, no column).
         self._one_key = "attribute_key" not in _columns(self._db, "periods")
+        # And only such a file can have entries without patterns: they are read as none.
+        self._patterns = "patterns" if "patterns" in _columns(self._db, "entries") else "NULL"
         self._bytes = self._measure()
 
     @property
@@ -174,13 +221,11 @@ class SqliteStore:
         snapshots = []
         for attribute_key, start, end, overflow_values in windows:
             rows = self._db.execute(
-                "SELECT kind, value, records, sketch FROM open_entries "
+                "SELECT kind, value, records, sketch, patterns FROM open_entries "
                 "WHERE attribute_key = ? AND start = ?",
                 (attribute_key, start),
             ).fetchall()
-            tallies = tuple(
-                _tally(kind, value, records, sketch) for kind, value, records, sketch in rows
-            )
+            tallies = tuple(_tally(*row) for row in rows)
             snapshots.append(WindowSnapshot(start, end, tallies, overflow_values, attribute_key))
         return snapshots
 
@@ -254,25 +299,26 @@ class SqliteStore:
         merge.add(snapshot)
         self._merge_tallies(period, merge.entries)
 
-    def _merge_tallies(
-        self, period: _PeriodId, entries: dict[EntryKey, tuple[int, list[bytes]]]
-    ) -> None:
+    def _merge_tallies(self, period: _PeriodId, entries: dict[EntryKey, _EntryMerge]) -> None:
         """Records add up; messages are unioned (with what is stored), so one seen in two
-        windows counts once."""
+        windows counts once; pattern tables merge, bounded by --max-patterns."""
         db = self._db
-        for (kind, value), (records, sketches) in entries.items():
+        for (kind, value), merge in entries.items():
+            records, sketches, tables = merge.records, merge.sketches, merge.patterns
             row = db.execute(
-                "SELECT records, sketch FROM entries WHERE attribute_key = ? "
+                "SELECT records, sketch, patterns FROM entries WHERE attribute_key = ? "
                 "AND resolution = ? AND start = ? AND kind = ? AND value = ?",
                 (*period, kind, value),
             ).fetchone()
             if row is not None:
                 records += row[0]
                 sketches = [row[1], *sketches]
+                tables = [decode_counts(row[2]), *tables]
             sketch = sketches[0] if len(sketches) == 1 else union_serialized(sketches, self._lg_k)
+            patterns = merge_pattern_tables(tables, self._max_patterns)
             db.execute(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*period, kind, value, records, sketch),
+                f"INSERT OR REPLACE INTO entries ({_ENTRY_COLUMNS}) VALUES ({_ENTRY_VALUES})",
+                (*period, kind, value, records, sketch, _blob(patterns)),
             )
 
     # Late records and revisions (store/revisions.py): the RevisionStore side.
@@ -374,7 +420,7 @@ class SqliteStore:
             if period is None:
                 continue
             rows = db.execute(
-                "SELECT kind, value, records, sketch FROM entries "
+                "SELECT kind, value, records, sketch, patterns FROM entries "
                 "WHERE attribute_key = ? AND resolution = ? AND start = ?",
                 window,
             ).fetchall()
@@ -395,9 +441,17 @@ class SqliteStore:
                 (attribute_key, snapshot.start, snapshot.end, snapshot.overflow_values),
             )
             db.executemany(
-                "INSERT INTO open_entries VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO open_entries (attribute_key, start, kind, value, records, sketch, "
+                "patterns) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (attribute_key, snapshot.start, *entry_key(tally), tally.records, tally.sketch)
+                    (
+                        attribute_key,
+                        snapshot.start,
+                        *entry_key(tally),
+                        tally.records,
+                        tally.sketch,
+                        _blob(tally.patterns),
+                    )
                     for tally in snapshot.tallies
                 ],
             )
@@ -440,16 +494,16 @@ class SqliteStore:
             answer = []
             for start, end, windows in periods:
                 sql = (
-                    f"SELECT kind, value, records, sketch FROM entries WHERE {where}"
-                    "resolution = ? AND start = ?"
+                    f"SELECT kind, value, records, sketch, {self._patterns} FROM entries "
+                    f"WHERE {where}resolution = ? AND start = ?"
                 )
                 params: tuple[object, ...] = (*args, resolution, start)
                 if key is not None:
                     sql += " AND kind = ? AND value = ?"
                     params += key
                 entries = tuple(
-                    PeriodEntry((kind, value), records, sketch)
-                    for kind, value, records, sketch in reader.execute(sql, params)
+                    PeriodEntry((kind, value), records, sketch, decode_counts(patterns))
+                    for kind, value, records, sketch, patterns in reader.execute(sql, params)
                 )
                 answer.append(StoredPeriod(resolution, start, end, windows, entries))
             return answer
@@ -494,10 +548,24 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     return connection
 
 
-def _tally(kind: int, value: str, records: int, sketch: bytes) -> TallySnapshot:
+def _tally(
+    kind: int, value: str, records: int, sketch: bytes, patterns: bytes | None
+) -> TallySnapshot:
     return TallySnapshot(
         None if kind in (KIND_MISSING, KIND_OVERFLOW) else value,
         records,
         sketch,
         overflow=kind == KIND_OVERFLOW,
+        patterns=decode_counts(patterns),
     )
+
+
+# Named, not by position: a migrated file has the patterns column last, a new one too, but
+# an INSERT that names them does not depend on it.
+_ENTRY_COLUMNS = "attribute_key, resolution, start, kind, value, records, sketch, patterns"
+_ENTRY_VALUES = ", ".join("?" * 8)
+
+
+def _blob(patterns: tuple[PatternCount, ...]) -> bytes | None:
+    """A pattern table as stored: NULL when empty, as rows from before patterns are."""
+    return encode_counts(patterns) if patterns else None
