@@ -25,9 +25,15 @@ from otlp_stats.counting.scan import EventTime, default_scanner
 from otlp_stats.counting.workers import WorkerPool
 from otlp_stats.errors import Unauthenticated
 from otlp_stats.health import Health, HealthState
-from otlp_stats.operating.admin import add_distinct_route, add_ready_detail, build_admin_app
+from otlp_stats.operating.admin import (
+    add_distinct_route,
+    add_patterns_route,
+    add_ready_detail,
+    build_admin_app,
+)
 from otlp_stats.operating.health_publisher import SERVICE_NAME as HEALTH_SERVICE_NAME
 from otlp_stats.operating.health_publisher import HealthPublisher
+from otlp_stats.operating.pattern_query import PatternQueries
 from otlp_stats.operating.query import DistinctQueries, answer_without_history, query_scope
 from otlp_stats.operating.state_metrics import StateCollector
 from otlp_stats.receiving.auth import BearerTokens, CredentialsError
@@ -365,12 +371,13 @@ def build_admin_site(
 ) -> HttpSite:
     """The admin port: /metrics, the probes, the query API, behind the token if asked."""
     admin_app = build_admin_app(registry, health)
-    add_distinct_route(
-        admin_app,
-        DistinctQueries(store, query_scope(settings), clock).answer
-        if settings.store != "memory"
-        else answer_without_history,
-    )
+    if settings.store != "memory":
+        scope = query_scope(settings)
+        add_distinct_route(admin_app, DistinctQueries(store, scope, clock).answer)
+        add_patterns_route(admin_app, PatternQueries(store, scope, clock).answer)
+    else:
+        add_distinct_route(admin_app, answer_without_history)
+        add_patterns_route(admin_app, answer_without_history)
     if isinstance(keeper, ReplicaMerger):
         add_ready_detail(admin_app, keeper.readiness_detail)
     if settings.admin_auth and tokens is not None:

@@ -13,7 +13,7 @@ from otlp_stats.config import ENV_PREFIX, add_setting_arguments
 # Each command's name and what it does, as --help lists them.
 COMMANDS = (
     ("serve", "receive OTLP logs, count them per window, print each window's report (default)"),
-    ("query", "distinct messages per period and value, read from the store (--store)"),
+    ("query", "distinct messages (or --patterns) per period and value, from the store (--store)"),
     ("replay", "count history from files or stdin in event time, into the same store"),
     ("pattern", "print each log line's pattern (variable parts masked), or --summary counts"),
 )

@@ -1,4 +1,5 @@
-"""`otlp-stats query`: the /v1/distinct answer on the command line, read from the store itself."""
+"""`otlp-stats query`: the /v1/distinct answer (or /v1/patterns', with --patterns) on the command
+line, read from the store itself."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from collections.abc import Sequence
 
 from otlp_stats.clock import SystemClock
 from otlp_stats.config import ConfigError, Settings, load_settings
+from otlp_stats.operating.pattern_query import (
+    answer_patterns,
+    parse_pattern_query,
+    render_patterns_table,
+)
 from otlp_stats.operating.query import (
     QueryError,
     answer_query,
@@ -32,7 +38,8 @@ EXIT_UNAVAILABLE = 3
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="otlp-stats query",
-        description="Distinct messages per period and value, from the store (--store ...). "
+        description="Distinct messages per period and value, or with --patterns each value's "
+        "top patterns over the periods, from the store (--store ...). "
         "Other service flags (--store, --rollups, --retention, --window, --attribute-key) "
         "apply as when serving.",
     )
@@ -52,6 +59,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "held by the store (default: the first --attribute-key, or the store's only key)",
     )
     parser.add_argument("--value", help="one attribute value only")
+    parser.add_argument(
+        "--patterns",
+        action="store_true",
+        help="each value's patterns over all the periods asked for: how many, and the top ones "
+        "with their records and an example",
+    )
+    parser.add_argument(
+        "--top",
+        metavar="N|all",
+        help="with --patterns: how many patterns of each value to list (default: 3; 0: none)",
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON answer")
     return parser
 
@@ -77,6 +95,11 @@ def main(argv: Sequence[str]) -> int:
         params["value"] = args.value
     if args.key:
         params["key"] = args.key
+    if args.top is not None:
+        if not args.patterns:
+            print("otlp-stats query: --top goes with --patterns", file=sys.stderr)
+            return EXIT_BAD_QUERY
+        params["top"] = args.top
     try:
         # Read-only: a mistyped path must not leave an empty database (and its directory).
         store = open_store(settings, read_only=True)
@@ -84,7 +107,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"otlp-stats query: {error}", file=sys.stderr)
         return EXIT_NOT_FOUND
     try:
-        return _answer(store, settings, params, args.json)
+        return _answer(store, settings, params, args.json, args.patterns)
     except QueryError as error:
         print(f"otlp-stats query: {error}", file=sys.stderr)
         return EXIT_NOT_FOUND if error.status == 404 else EXIT_BAD_QUERY
@@ -98,7 +121,9 @@ def main(argv: Sequence[str]) -> int:
         store.close()
 
 
-def _answer(store: StateStore, settings: Settings, params: dict[str, str], as_json: bool) -> int:
+def _answer(
+    store: StateStore, settings: Settings, params: dict[str, str], as_json: bool, patterns: bool
+) -> int:
     """The command line may run without the service's settings: it answers for the configured
     keys and for every key the store holds; the first configured one is the default unless
     the store holds only other keys (stored_key_default)."""
@@ -107,7 +132,11 @@ def _answer(store: StateStore, settings: Settings, params: dict[str, str], as_js
     if "key" not in params:
         params = {**params, "key": stored_key_default(settings.attribute_keys, held)}
     now = SystemClock().now()
-    query = parse_query(params, scope, now)
-    answer = answer_query(store, query, scope, now)
-    sys.stdout.write(json.dumps(answer, indent=2) + "\n" if as_json else render_table(answer))
+    if patterns:
+        answer = answer_patterns(store, parse_pattern_query(params, scope, now), scope, now)
+        table = render_patterns_table
+    else:
+        answer = answer_query(store, parse_query(params, scope, now), scope, now)
+        table = render_table
+    sys.stdout.write(json.dumps(answer, indent=2) + "\n" if as_json else table(answer))
     return EXIT_OK

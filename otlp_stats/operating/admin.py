@@ -42,14 +42,23 @@ def add_ready_detail(app: web.Application, detail: ReadyDetail) -> None:
     app[_READY_DETAIL] = detail
 
 
-DistinctAnswer = Callable[[Mapping[str, str]], Awaitable[tuple[int, dict[str, Any]]]]
+QueryAnswer = Callable[[Mapping[str, str]], Awaitable[tuple[int, dict[str, Any]]]]
+DistinctAnswer = QueryAnswer
 
 
-def add_distinct_route(app: web.Application, answer: DistinctAnswer) -> None:
+def add_distinct_route(app: web.Application, answer: QueryAnswer) -> None:
     """GET /v1/distinct: stored distinct counts per period (the logic lives in query.py)."""
+    _add_query_route(app, "/v1/distinct", answer)
 
-    async def distinct(request: web.Request) -> web.Response:
+
+def add_patterns_route(app: web.Application, answer: QueryAnswer) -> None:
+    """GET /v1/patterns: each value's top patterns over stored periods (pattern_query.py)."""
+    _add_query_route(app, "/v1/patterns", answer)
+
+
+def _add_query_route(app: web.Application, path: str, answer: QueryAnswer) -> None:
+    async def query(request: web.Request) -> web.Response:
         status, body = await answer(request.query)
         return web.json_response(body, status=status)
 
-    app.router.add_get("/v1/distinct", distinct)
+    app.router.add_get(path, query)

@@ -17,6 +17,7 @@ from otlp_stats.counting.sketches import (
     estimate_serialized,
     union_serialized,
 )
+from otlp_stats.patterns.tally import DEFAULT_MAX_PATTERNS
 from otlp_stats.reporting.reporter import format_timestamp
 from otlp_stats.store.base import (
     KIND_MISSING,
@@ -48,6 +49,8 @@ class QueryScope:
     missing_label: str
     lg_k: int = DEFAULT_LG_K
     attribute_keys: tuple[str, ...] = ("service.name",)
+    # The bound of a value's pattern table merged over the periods asked for, as in the store.
+    max_patterns: int = DEFAULT_MAX_PATTERNS
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,7 @@ def answer_query(
 def _period_to_dict(period: StoredPeriod, scope: QueryScope, now: float) -> dict[str, Any]:
     values = [
         {
-            "value": _label(kind, value, scope.missing_label),
+            "value": entry_label(kind, value, scope.missing_label),
             "missing": kind == KIND_MISSING,
             "overflow": kind == KIND_OVERFLOW,
             **_distinct_fields(estimate_serialized(entry.sketch)),
@@ -193,7 +196,8 @@ def _period_to_dict(period: StoredPeriod, scope: QueryScope, now: float) -> dict
     }
 
 
-def _label(kind: int, value: str, missing_label: str) -> str:
+def entry_label(kind: int, value: str, missing_label: str) -> str:
+    """How answers name an entry's value: the missing label, __overflow__, or itself."""
     if kind == KIND_MISSING:
         return missing_label
     if kind == KIND_OVERFLOW:

@@ -204,6 +204,14 @@ def test_query_cli_answers_from_the_same_file(store_url: str, bodies: list[str])
         future = service.http_get("/v1/distinct?from=2099-01-01")
         expired = service.http_get("/v1/distinct?from=2020-01-01&resolution=1d")
         assert future[0] == 400 and "future" in json.loads(future[1])["error"]
+        # The patterns route is served from the same store (its values' patterns are the
+        # scanners' to count).
+        status, patterns = service.http_get(f"/v1/patterns?from={day}&resolution=1mo")
+        assert status == 200
+        assert {v["value"]: v["records"] for v in json.loads(patterns)["values"]} == {
+            "checkout": 10,
+            "search": 3,
+        }
         assert expired[0] == 404 and "kept for 60d" in json.loads(expired[1])["error"]
         service.stop()
     command = [sys.executable, "-m", "otlp_stats", "query", "--store", store_url]
@@ -254,8 +262,10 @@ def test_query_cli_refuses_a_missing_file_and_creates_nothing(tmp_path: Path) ->
 def test_the_memory_store_says_it_keeps_no_history() -> None:
     with running_service() as service:
         status, body = service.http_get(f"/v1/distinct?from={day_of(time.time())}")
+        patterns = service.http_get(f"/v1/patterns?from={day_of(time.time())}")
         service.stop()
     assert status == 404 and "--store sqlite" in json.loads(body)["error"]
+    assert patterns[0] == 404 and "--store sqlite" in json.loads(patterns[1])["error"]
 
 
 def test_store_that_cannot_be_opened_stops_the_start_with_one_line_and_exit_1() -> None:
