@@ -176,14 +176,18 @@ def _entries(fields: Mapping[bytes, bytes]) -> dict[bytes, EntryCounts]:
     return {field: _entry_of(fields, field) for field in fields if not field.startswith(b"~")}
 
 
-def _entry_of(fields: Mapping[bytes, bytes], field: bytes) -> EntryCounts:
+def _entry_of(
+    fields: Mapping[bytes, bytes], field: bytes, with_patterns: bool = True
+) -> EntryCounts:
     records, sketch = _unpack(fields[field])
+    if not with_patterns:
+        return EntryCounts(records, sketch)
     return EntryCounts(records, sketch, decode_counts(fields.get(_PATTERNS + field)))
 
 
 def _entry_fields(field: bytes, counts: EntryCounts) -> dict[bytes, bytes]:
-    """The hash fields of one entry; a table with no patterns writes none. (A stored table
-    never empties: merging only adds to it, so no field of patterns is left to delete.)"""
+    """The hash fields of one entry to write; a table with no patterns writes none, so a
+    stored one is left as it is (merging never empties a table: nothing is left to delete)."""
     written = {field: _pack(counts.records, counts.sketch)}
     if counts.patterns:
         written[_PATTERNS + field] = encode_counts(counts.patterns)
@@ -670,7 +674,8 @@ class RedisStore:
                 grouped[field] = (records + tally.records, sketches, tables)
         for field, (records, sketches, tables) in grouped.items():
             if field in fields:
-                stored = _entry_of(fields, field)
+                # Without new patterns the stored ones are not read: their field stays as is.
+                stored = _entry_of(fields, field, with_patterns=any(tables))
                 records += stored.records
                 sketches = [stored.sketch, *sketches]
                 tables = [stored.patterns, *tables]
@@ -692,7 +697,10 @@ class RedisStore:
         merged: dict[bytes, bytes] = {_END: repr(end).encode(), _WINDOWS: str(windows).encode()}
         for tally in snapshot.tallies:
             field = _field(entry_key(tally))
-            existing = _entry_of(fields, field) if field in fields else None
+            existing = None
+            if field in fields:
+                # Without new patterns the stored ones are not read: their field stays as is.
+                existing = _entry_of(fields, field, with_patterns=bool(tally.patterns))
             counts = merge_entry(existing, tally, self._lg_k, self._max_patterns)
             merged.update(_entry_fields(field, counts))
         return merged

@@ -304,22 +304,30 @@ class SqliteStore:
         windows counts once; pattern tables merge, bounded by --max-patterns."""
         db = self._db
         for (kind, value), merge in entries.items():
-            records, sketches, tables = merge.records, merge.sketches, merge.patterns
+            records, sketches = merge.records, merge.sketches
             row = db.execute(
                 "SELECT records, sketch, patterns FROM entries WHERE attribute_key = ? "
                 "AND resolution = ? AND start = ? AND kind = ? AND value = ?",
                 (*period, kind, value),
             ).fetchone()
+            stored_patterns: bytes | None = None
             if row is not None:
                 records += row[0]
                 sketches = [row[1], *sketches]
-                tables = [decode_counts(row[2]), *tables]
+                stored_patterns = row[2]
             sketch = sketches[0] if len(sketches) == 1 else union_serialized(sketches, self._lg_k)
-            patterns = merge_pattern_tables(tables, self._max_patterns)
             db.execute(
                 f"INSERT OR REPLACE INTO entries ({_ENTRY_COLUMNS}) VALUES ({_ENTRY_VALUES})",
-                (*period, kind, value, records, sketch, _blob(patterns)),
+                (*period, kind, value, records, sketch, self._merged(stored_patterns, merge)),
             )
+
+    def _merged(self, stored: bytes | None, merge: _EntryMerge) -> bytes | None:
+        """The stored table with the new ones merged in; left as stored (not decoded and
+        encoded again) when the windows bring none."""
+        if not merge.patterns:
+            return stored
+        tables = [decode_counts(stored), *merge.patterns]
+        return _blob(merge_pattern_tables(tables, self._max_patterns))
 
     # Late records and revisions (store/revisions.py): the RevisionStore side.
 

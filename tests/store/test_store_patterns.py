@@ -203,6 +203,11 @@ def test_values_without_patterns_stay_without(open_store: StoreOpener) -> None:
     with_patterns = window(T0 + WINDOW, {"checkout": counts(("a <*>", 2, "a 1"))})
     store.commit([with_patterns], None, T0)
     assert stored_patterns(store, "1d") == [counts(("a <*>", 2, "a 1"))]
+    # A window without patterns after one with: the day's table is kept as it was.
+    store.commit([window(T0 + 2 * WINDOW, {"checkout": ()})], None, T0)
+    assert stored_patterns(store, "1d") == [counts(("a <*>", 2, "a 1"))]
+    [day] = store.query(KEY, "1d", 0, 4e9, CHECKOUT)
+    assert (day.windows, day.entries[0].records) == (3, 2)
 
 
 # The memory store takes no late records (they stay rejected with it).
@@ -432,6 +437,10 @@ def test_a_share_flushed_and_collected_keeps_its_patterns_and_a_late_one_adds_it
     late = window(T0, {"checkout": counts(("a <*>", 1, "a 3"))})
     assert store.add_late(ShareId("r2", "run"), late, T0 + WINDOW)
     expected = [counts(("a <*>", 3, "a 3"))]
+    assert stored_patterns(store, BASE) == expected
+    assert stored_patterns(store, "1d") == expected
+    # A late share without patterns adds its records and leaves the tables as they were.
+    assert store.add_late(ShareId("r3", "run"), window(T0, {"checkout": ()}), T0 + WINDOW)
     assert stored_patterns(store, BASE) == expected
     assert stored_patterns(store, "1d") == expected
     store.close()
