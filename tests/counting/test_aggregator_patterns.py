@@ -4,6 +4,7 @@ split (replicas, restarts), bounded by --max-patterns, reported with their top o
 from __future__ import annotations
 
 import itertools
+import pickle
 
 from otlp_stats.counting.aggregator import (
     Aggregator,
@@ -110,6 +111,19 @@ def test_traffic_split_across_two_replicas_and_merged_equals_one_node() -> None:
         for snapshot in theirs.snapshot():
             assert mine.merge(snapshot)
         assert one_window(mine).values == one_node.values
+
+
+def test_closed_shares_sent_between_processes_merge_to_one_nodes_report() -> None:
+    # --processes: each serving process's closed window goes, pickled, to the supervisor.
+    one_node = counted(BATCHES)
+    supervisor = Aggregator(10, T0)
+    for batch in BATCHES:
+        process = Aggregator(10, T0, keep_sketches=True)
+        process.add(T0 + 1, batch)
+        share = one_window(process).snapshot
+        assert share is not None
+        assert supervisor.merge(pickle.loads(pickle.dumps(share, pickle.HIGHEST_PROTOCOL)))
+    assert one_window(supervisor).values == one_node.values
 
 
 def test_merged_snapshots_report_what_one_node_reports() -> None:
