@@ -575,9 +575,9 @@ def _value_of_snapshot(tally: TallySnapshot, top_patterns: int) -> ValueReport:
 
 
 def _reported(counts: tuple[PatternCount, ...], top: int) -> ReportedPatterns:
-    # Most values of most windows have few patterns or none (not counted): skip the merge.
-    if not counts:
-        return ReportedPatterns(0, ())
+    # Many values of a window have no pattern (not counted) or one: nothing to merge then.
+    if len(counts) < 2:
+        return ReportedPatterns(len(counts), counts[: max(0, top)])
     return reported_patterns(counts, top)
 
 

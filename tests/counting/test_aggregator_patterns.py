@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import pickle
 
+import pytest
+
 from otlp_stats.counting.aggregator import (
     Aggregator,
     LabelTally,
@@ -15,7 +17,7 @@ from otlp_stats.counting.aggregator import (
     report_of_snapshot,
 )
 from otlp_stats.counting.keyed import aggregator_for
-from otlp_stats.patterns.tally import OVERFLOW_PATTERN, PatternCount
+from otlp_stats.patterns.tally import OVERFLOW_PATTERN, PatternCount, reported_patterns
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -87,6 +89,21 @@ def test_top_patterns_lists_at_most_that_many_and_zero_only_counts_them() -> Non
     none = next(e for e in counted(BATCHES, top_patterns=0).values if e.value == "checkout")
     assert none.top_patterns == ()
     assert none.distinct_patterns == 2
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [(), (PatternCount("a <*>", 2, "a 1"),), (PatternCount(OVERFLOW_PATTERN, 3, ""),)],
+)
+@pytest.mark.parametrize("top", [0, 1, 3])
+def test_a_value_of_one_pattern_or_none_reports_what_the_merge_would(
+    counts: tuple[PatternCount, ...], top: int
+) -> None:
+    aggregator = Aggregator(10, T0, top_patterns=top)
+    aggregator.add(T0 + 1, {"v": LabelTally(5, [1], [], list(counts))})
+    [entry] = one_window(aggregator).values
+    expected = reported_patterns(counts, top)
+    assert (entry.distinct_patterns, entry.top_patterns) == (expected.distinct, expected.top)
 
 
 def test_values_without_patterns_report_none() -> None:
