@@ -17,6 +17,15 @@ from typing import Any, Literal
 
 from dotenv import dotenv_values
 
+from otlp_stats.patterns.masker import (
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MAX_TOKENS,
+    MASK,
+    Masker,
+    PatternRule,
+)
+from otlp_stats.patterns.rules import PatternRulesError, load_rules
+from otlp_stats.patterns.tally import DEFAULT_MAX_PATTERNS, DEFAULT_TOP_PATTERNS
 from otlp_stats.processes.cores import available_cores
 from otlp_stats.reporting.sinks.uri import (
     check_redis_tls_files,
@@ -53,6 +62,17 @@ class ListenAddress:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PatternRules:
+    """A --pattern-rules file and its rules, read and checked once when settings are loaded."""
+
+    path: Path
+    rules: tuple[PatternRule, ...]
+
+    def __str__(self) -> str:
+        return str(self.path)
 
 
 @dataclass(frozen=True)
@@ -96,6 +116,19 @@ class Settings:
     max_values: int = 10_000
     max_value_length: int = 1024
     sketch_lg_k: int = 12
+    # Message patterns (docs/patterns.md): counted per value, or not at all (no masking cost,
+    # no pattern memory, reports as before patterns existed).
+    count_patterns: bool = True
+    # Top patterns a report names per value (0: only their number), and patterns tracked per
+    # value and window (the rest's records in one overflow pattern).
+    top_patterns: int = DEFAULT_TOP_PATTERNS
+    max_patterns: int = DEFAULT_MAX_PATTERNS
+    # The masker's own bounds, and a team's masks applied before the built-in ones.
+    max_pattern_tokens: int = DEFAULT_MAX_TOKENS
+    max_pattern_length: int = DEFAULT_MAX_LENGTH
+    pattern_rules: PatternRules | None = None
+    # The text report lists each value's top patterns under it (JSON always carries them).
+    report_patterns: bool = False
     retry_delay: float = 1.0
     shutdown_grace: float = 15.0
     # Transport security and authentication (docs/security.md).
@@ -139,6 +172,14 @@ class Settings:
     def attribute_key(self) -> str:
         """The first key counted: the only one until several are counted in one pass."""
         return self.attribute_keys[0]
+
+    def masker(self) -> Masker | None:
+        """The masker every scanner shares (stateless, so one is enough), or None when
+        patterns are not counted."""
+        if not self.count_patterns:
+            return None
+        rules = () if self.pattern_rules is None else self.pattern_rules.rules
+        return Masker(rules, self.max_pattern_tokens, self.max_pattern_length)
 
 
 @dataclass(frozen=True)
@@ -223,6 +264,33 @@ def _parse_positive_int(text: str) -> int:
     if value < 1:
         raise ValueError("must be a positive integer")
     return value
+
+
+def _parse_count(text: str) -> int:
+    value = int(text, 10)
+    if value < 0:
+        raise ValueError("must be zero or a positive integer")
+    return value
+
+
+def _parse_pattern_length(text: str) -> int:
+    value = int(text, 10)
+    if value < len(MASK):
+        raise ValueError(f"must be at least {len(MASK)} bytes (one {MASK})")
+    return value
+
+
+def _parse_pattern_rules(text: str) -> PatternRules | None:
+    """The rule file read and every rule compiled now, so a bad one stops the start."""
+    if not text.strip():
+        return None
+    path = Path(text.strip())
+    try:
+        rules = load_rules(path)
+    except PatternRulesError as error:
+        # The error names the file first; the flag's own message names it already.
+        raise ValueError(str(error).removeprefix(f"{path}: ")) from None
+    return PatternRules(path, tuple(rules))
 
 
 _SIZE_SUFFIXES = {"": 1, "b": 1, "kib": 1024, "k": 1024, "mib": MiB, "m": MiB, "gib": 1024 * MiB}
@@ -405,6 +473,17 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("max_values", _parse_positive_int, "attribute values tracked per window"),
     _Option("max_value_length", _parse_positive_int, "longest value label in characters"),
     _Option("sketch_lg_k", _parse_lg_k, "log2 of the sketch's k (exact below k messages)"),
+    _Option("count_patterns", _parse_bool, "count message patterns per value (docs/patterns.md)"),
+    _Option("top_patterns", _parse_count, "top patterns a report names per value (0: none)"),
+    _Option("max_patterns", _parse_positive_int, "patterns tracked per value and window"),
+    _Option("max_pattern_tokens", _parse_positive_int, "tokens of a message masked, the rest <*>"),
+    _Option("max_pattern_length", _parse_pattern_length, "longest pattern in UTF-8 bytes"),
+    _Option(
+        "pattern_rules",
+        _parse_pattern_rules,
+        "TOML file of extra masks ([rules] name = 'regex'), applied first",
+    ),
+    _Option("report_patterns", _parse_bool, "text report: top patterns under each value"),
     _Option("retry_delay", _parse_non_negative_float, "retry delay told to throttled senders"),
     _Option("shutdown_grace", _parse_positive_float, "longest drain on shutdown"),
     _Option("tls_cert_file", _parse_optional_path, "PEM certificate chain: TLS on gRPC and HTTP"),
@@ -499,9 +578,24 @@ SETTING_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "max_values",
             "max_value_length",
             "sketch_lg_k",
+            "count_patterns",
+            "max_patterns",
+            "max_pattern_tokens",
+            "max_pattern_length",
+            "pattern_rules",
         ),
     ),
-    ("reporting", ("report_format", "report_top", "report_sink", "sink_queue_size")),
+    (
+        "reporting",
+        (
+            "report_format",
+            "report_top",
+            "top_patterns",
+            "report_patterns",
+            "report_sink",
+            "sink_queue_size",
+        ),
+    ),
     (
         "storage",
         (
@@ -549,6 +643,9 @@ _METAVARS: Mapping[Callable[[str], Any], str] = {
     _parse_positive_float: "SECONDS",
     _parse_non_negative_float: "SECONDS",
     _parse_positive_int: "N",
+    _parse_count: "N",
+    _parse_pattern_length: "BYTES",
+    _parse_pattern_rules: "FILE",
     _parse_processes: "{N,auto}",
     _parse_lg_k: "N",
     _parse_bool: "{true,false}",

@@ -44,7 +44,7 @@ from otlp_stats.receiving.http_receiver import build_otlp_http_site
 from otlp_stats.receiving.http_site import HttpSite
 from otlp_stats.receiving.intake import Intake
 from otlp_stats.receiving.tls import ServerTls, server_tls
-from otlp_stats.reporting.reporter import Reporter
+from otlp_stats.reporting.reporter import Reporter, patterns_shown
 from otlp_stats.reporting.sinks.base import ReportSinks
 from otlp_stats.reporting.sinks.build import open_sinks
 from otlp_stats.store.base import StateStore
@@ -106,6 +106,8 @@ class Service:
             # memory store is today's behaviour, without that per-window serialization.
             keep_sketches=settings.store != "memory" or serving_process,
             lateness=lateness,
+            max_patterns=settings.max_patterns,
+            top_patterns=settings.top_patterns,
         )
         # A serving process of several has none: its supervisor reports.
         self.sinks = open_report_sinks(settings, self.log, enabled=not serving_process)
@@ -123,6 +125,9 @@ class Service:
             window_time=settings.window_time,
             sinks=self.sinks,
             report_top=settings.report_top,
+            patterns=patterns_shown(
+                settings.count_patterns, settings.top_patterns, settings.report_patterns
+            ),
         )
         # Counting state beyond this process (docs/storage.md).
         self.store = open_store(settings)
@@ -184,6 +189,7 @@ class Service:
                 lambda: (self.aggregator.tracked_values, self.aggregator.sketch_bytes),
                 lambda: self.workers.labels.truncated,
                 self.reporter.watermark_lag,
+                (lambda: self.aggregator.tracked_patterns) if settings.count_patterns else None,
             )
         )
         # A serving process of several (--processes) leaves the admin port to its supervisor.

@@ -86,6 +86,12 @@ class Metrics:
             "report's __overflow__ entry.",
             registry=registry,
         )
+        self.pattern_overflow_records = Counter(
+            "otlp_stats_pattern_overflow_records",
+            "Records of message patterns past --max-patterns of their value and window, counted "
+            "in the value's __overflow__ pattern.",
+            registry=registry,
+        )
         self.windows_reported = Counter(
             "otlp_stats_windows_reported",
             "Window reports printed; partial ones come from shutdown.",

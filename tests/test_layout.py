@@ -52,7 +52,14 @@ MAY_IMPORT: Mapping[str, frozenset[str]] = {
 TOP_MAY_IMPORT: Mapping[str, frozenset[str]] = {
     # --rollups and --retention are parsed with the period grammar that lives with the periods.
     # --report-sink URIs are checked at start by the sinks' own pure parser.
-    "config": frozenset({"store.periods", "processes.cores", "reporting.sinks.uri"}),
+    # --pattern-rules is read and checked at start by the patterns' own rule reader, and
+    # Settings builds the one masker the scanners share.
+    "config": frozenset(
+        {
+            *("store.periods", "processes.cores", "reporting.sinks.uri"),
+            *("patterns.masker", "patterns.rules", "patterns.tally"),
+        }
+    ),
     # A serving process applies the same malloc settings and event loop as `serve` does.
     "processes": frozenset({"cli.allocator", "cli.event_loop"}),
 }

@@ -136,3 +136,44 @@ def test_each_key_has_its_own_per_value_series() -> None:
         )
         is None
     )
+
+
+def scrape_patterns(report: WindowReport, tracked: int | None, top_values: int = 100) -> str:
+    registry = CollectorRegistry()
+    registry.register(
+        StateCollector(
+            RequestQueue(5, 1000),
+            Health(),
+            lambda: {"service.name": report},
+            lambda: {},
+            "unknown",
+            top_values,
+            tracked_patterns=None if tracked is None else (lambda: tracked),
+        )
+    )
+    return generate_latest(registry).decode()
+
+
+def with_patterns(values: int) -> WindowReport:
+    entries = tuple(
+        ValueReport(f"v{n:03d}", DistinctEstimate.exact(values - n), 1, distinct_patterns=n + 1)
+        for n in range(values)
+    )
+    return WindowReport(0, 10, False, values, DistinctEstimate.exact(values), entries)
+
+
+def test_distinct_patterns_per_top_value_with_the_rest_in_one_series() -> None:
+    text = scrape_patterns(with_patterns(5), tracked=42, top_values=3)
+    name = "otlp_stats_last_window_distinct_patterns"
+    series = [line for line in text.splitlines() if line.startswith(name + "{")]
+    assert len(series) == 3 + 1
+    assert metric_value(text, name, {"key": "service.name", "value": "v000"}) == 1
+    assert metric_value(text, name, {"value": "v002"}) == 3
+    assert metric_value(text, name, {"value": "__overflow__"}) == 4 + 5
+    assert metric_value(text, "otlp_stats_tracked_patterns", {}) == 42
+
+
+def test_no_pattern_series_when_patterns_are_not_counted() -> None:
+    text = scrape_patterns(with_patterns(2), tracked=None)
+    assert "pattern" not in text
+    assert metric_value(text, "otlp_stats_last_window_distinct_messages", {"value": "v000"}) == 2

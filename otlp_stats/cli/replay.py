@@ -38,7 +38,7 @@ from otlp_stats.replaying.inputs import (
 )
 from otlp_stats.replaying.progress import Progress
 from otlp_stats.replaying.replayer import Replayer, StopReplay
-from otlp_stats.reporting.reporter import Reporter
+from otlp_stats.reporting.reporter import Reporter, patterns_shown
 from otlp_stats.reporting.sinks.base import ReportSinks
 from otlp_stats.reporting.sinks.build import open_sinks
 from otlp_stats.store.base import StateStore
@@ -56,6 +56,8 @@ REPLAY_SETTINGS = (
     *("attribute_key", "window", "allowed_lateness", "missing_label", "max_values"),
     *("max_value_length", "sketch_lg_k", "max_recv_size", "report_format", "store", "rollups"),
     *("report_top", "retention", "log_format", "log_level", "report_sink", "sink_queue_size"),
+    *("count_patterns", "top_patterns", "max_patterns", "max_pattern_tokens"),
+    *("max_pattern_length", "pattern_rules", "report_patterns"),
 )
 # How long the sinks may take to deliver the last reports once the replay is done.
 SINK_GRACE = 15.0
@@ -237,6 +239,8 @@ def _build_replayer(
         settings.sketch_lg_k,
         keep_sketches=store is not None,
         lateness=settings.allowed_lateness,
+        max_patterns=settings.max_patterns,
+        top_patterns=settings.top_patterns,
     )
     reporter = Reporter(
         aggregator,
@@ -251,6 +255,9 @@ def _build_replayer(
         window_time="event",
         sinks=sinks,
         report_top=settings.report_top,
+        patterns=patterns_shown(
+            settings.count_patterns, settings.top_patterns, settings.report_patterns
+        ),
     )
     # Late records: merged into their stored windows with a store that keeps them, as live.
     # Revisions are not spaced out by the clock: replay's merges come in batches already.

@@ -24,7 +24,15 @@ from otlp_stats.counting.sketches import (
     union_estimate,
     union_serialized,
 )
-from otlp_stats.patterns.tally import PatternCount
+from otlp_stats.patterns.tally import (
+    DEFAULT_MAX_PATTERNS,
+    DEFAULT_TOP_PATTERNS,
+    PatternCount,
+    PatternTable,
+    ReportedPatterns,
+    merge_counts,
+    reported_patterns,
+)
 
 # How the entry of values past --max-values is labelled, in reports, metrics and queries.
 OVERFLOW_LABEL = "__overflow__"
@@ -97,6 +105,8 @@ class ValueReport:
     # (patterns/tally.py reported_patterns); 0 and empty when patterns are not counted.
     distinct_patterns: int = 0
     top_patterns: tuple[PatternCount, ...] = ()
+    # Records of the value's patterns past --max-patterns, in its overflow pattern.
+    pattern_overflow_records: int = 0
 
     @property
     def missing(self) -> bool:
@@ -166,7 +176,21 @@ class WindowReport:
 @dataclass
 class _Tally:
     counter: DistinctCounter
+    patterns: PatternTable
     records: int = 0
+
+    def report(self, value: str | None, top_patterns: int, overflow: bool = False) -> ValueReport:
+        """The value's line in its window's report."""
+        patterns = _reported(self.patterns.counts(), top_patterns)
+        return ValueReport(
+            value,
+            self.counter.estimate(),
+            self.records,
+            overflow,
+            patterns.distinct,
+            patterns.top,
+            self.patterns.overflow_records,
+        )
 
 
 @dataclass
@@ -177,6 +201,7 @@ class WindowCounts:
 
     max_values: int
     lg_k: int
+    max_patterns: int = DEFAULT_MAX_PATTERNS
     values: dict[str | None, _Tally] = field(default_factory=dict)
     overflow: _Tally | None = None
     overflow_values: DistinctCounter | None = None
@@ -189,6 +214,8 @@ class WindowCounts:
                 tally.counter.update(counted.hashes)
             for sketch in counted.sketches:
                 tally.counter.merge(sketch)
+            if counted.patterns:
+                tally.patterns.merge(counted.patterns)
 
     def _tally_for(self, value: str | None) -> _Tally:
         tally = self.values.get(value)
@@ -196,7 +223,7 @@ class WindowCounts:
             return tally
         tracked = len(self.values) - (None in self.values)
         if value is None or tracked < self.max_values:
-            tally = self.values[value] = _Tally(DistinctCounter(self.lg_k))
+            tally = self.values[value] = self.new_tally()
             return tally
         return self._overflow(value)
 
@@ -219,12 +246,23 @@ class WindowCounts:
                 mine = self._tally_for(tally.value)
             mine.records += tally.records
             mine.counter.merge(tally.sketch)
+            mine.patterns.merge(tally.patterns)
 
     def _overflow_tally(self) -> _Tally:
         if self.overflow is None or self.overflow_values is None:
-            self.overflow = _Tally(DistinctCounter(self.lg_k))
+            self.overflow = self.new_tally()
             self.overflow_values = DistinctCounter(self.lg_k)
         return self.overflow
+
+    def new_tally(self, sketch: bytes | None = None, records: int = 0) -> _Tally:
+        """A value's tally, empty or restored from a snapshot's sketch."""
+        return _Tally(DistinctCounter(self.lg_k, sketch), PatternTable(self.max_patterns), records)
+
+    @property
+    def tracked_patterns(self) -> int:
+        """Patterns tracked across the window's values (the overflow entry's included)."""
+        overflow = 0 if self.overflow is None else len(self.overflow.patterns)
+        return sum(len(tally.patterns) for tally in self.values.values()) + overflow
 
     @property
     def records(self) -> int:
@@ -233,17 +271,18 @@ class WindowCounts:
 
     def snapshot(self, start: float, end: float, attribute_key: str = "") -> WindowSnapshot:
         """The counts as bytes: what a store keeps and replicas merge."""
-        tallies = [
-            TallySnapshot(value, tally.records, tally.counter.serialize())
-            for value, tally in self.values.items()
-        ]
+        tallies = [_tally_snapshot(value, tally) for value, tally in self.values.items()]
         overflow_values = None
         if self.overflow is not None and self.overflow_values is not None:
-            tallies.append(
-                TallySnapshot(None, self.overflow.records, self.overflow.counter.serialize(), True)
-            )
+            tallies.append(_tally_snapshot(None, self.overflow, overflow=True))
             overflow_values = self.overflow_values.serialize()
         return WindowSnapshot(start, end, tuple(tallies), overflow_values, attribute_key)
+
+
+def _tally_snapshot(value: str | None, tally: _Tally, overflow: bool = False) -> TallySnapshot:
+    return TallySnapshot(
+        value, tally.records, tally.counter.serialize(), overflow, tally.patterns.counts()
+    )
 
 
 class Aggregator:
@@ -265,6 +304,8 @@ class Aggregator:
         keep_sketches: bool = False,
         lateness: float = 0.0,
         attribute_key: str = "",
+        max_patterns: int = DEFAULT_MAX_PATTERNS,
+        top_patterns: int = DEFAULT_TOP_PATTERNS,
     ) -> None:
         self.window_seconds = window_seconds
         # Stamped on every snapshot and report: whose values these counts are.
@@ -273,6 +314,10 @@ class Aggregator:
         self.max_values = max_values
         self.lg_k = lg_k
         self.lateness = lateness
+        # Patterns tracked per value and window (the rest in an overflow pattern), and how many
+        # of them a report names (0: only their number).
+        self.max_patterns = max_patterns
+        self.top_patterns = top_patterns
         # The windows a record arriving now may still land in are open from the start; any
         # older one closed before this process ran.
         self._next_index = self._index(start_time - lateness)
@@ -362,7 +407,7 @@ class Aggregator:
         window.add(batch)
 
     def _new_window(self) -> WindowCounts:
-        return WindowCounts(self.max_values, self.lg_k)
+        return WindowCounts(self.max_values, self.lg_k, self.max_patterns)
 
     @property
     def tracked_values(self) -> int:
@@ -376,6 +421,11 @@ class Aggregator:
             for window in self._windows.values()
             for tally in window.values.values()
         )
+
+    @property
+    def tracked_patterns(self) -> int:
+        """Patterns tracked across open windows (bounded by --max-patterns per value)."""
+        return sum(window.tracked_patterns for window in self._windows.values())
 
     @property
     def first_open_index(self) -> int:
@@ -442,7 +492,8 @@ class Aggregator:
             index = self._index(snapshot.start)
             window = self._windows.setdefault(index, self._new_window())
             for tally in snapshot.tallies:
-                restored = _Tally(DistinctCounter(self.lg_k, tally.sketch), tally.records)
+                restored = window.new_tally(tally.sketch, tally.records)
+                restored.patterns.merge(tally.patterns)
                 if tally.overflow:
                     window.overflow = restored
                     window.overflow_values = DistinctCounter(self.lg_k, snapshot.overflow_values)
@@ -454,17 +505,12 @@ class Aggregator:
         window = self._windows.pop(index, None) or self._new_window()
         start, end = self.window_bounds(index)
         snapshot = self._snapshot_of(index, window) if self.keep_sketches else None
-        entries = [
-            ValueReport(value, tally.counter.estimate(), tally.records)
-            for value, tally in window.values.items()
-        ]
+        entries = [tally.report(value, self.top_patterns) for value, tally in window.values.items()]
         overflow_values = 0
         tallies = list(window.values.values())
         if window.overflow is not None and window.overflow_values is not None:
             overflow = window.overflow
-            entries.append(
-                ValueReport(None, overflow.counter.estimate(), overflow.records, overflow=True)
-            )
+            entries.append(overflow.report(None, self.top_patterns, overflow=True))
             overflow_values = window.overflow_values.estimate().value
             self.overflow_records += overflow.records
             tallies.append(overflow)
@@ -483,18 +529,13 @@ class Aggregator:
 
 
 def report_of_snapshot(
-    snapshot: WindowSnapshot, partial: bool, lg_k: int = DEFAULT_LG_K
+    snapshot: WindowSnapshot,
+    partial: bool,
+    lg_k: int = DEFAULT_LG_K,
+    top_patterns: int = DEFAULT_TOP_PATTERNS,
 ) -> WindowReport:
     """The report of a window known only by its bytes (merged from replicas or from a store)."""
-    entries = [
-        ValueReport(
-            None if tally.overflow else tally.value,
-            estimate_serialized(tally.sketch),
-            tally.records,
-            overflow=tally.overflow,
-        )
-        for tally in snapshot.tallies
-    ]
+    entries = [_value_of_snapshot(tally, top_patterns) for tally in snapshot.tallies]
     entries.sort(key=_report_order)
     sketches = [tally.sketch for tally in snapshot.tallies]
     distinct = (
@@ -520,10 +561,33 @@ def report_of_snapshot(
     )
 
 
+def _value_of_snapshot(tally: TallySnapshot, top_patterns: int) -> ValueReport:
+    patterns = _reported(tally.patterns, top_patterns)
+    return ValueReport(
+        None if tally.overflow else tally.value,
+        estimate_serialized(tally.sketch),
+        tally.records,
+        tally.overflow,
+        patterns.distinct,
+        patterns.top,
+        sum(count.records for count in tally.patterns if count.overflow),
+    )
+
+
+def _reported(counts: tuple[PatternCount, ...], top: int) -> ReportedPatterns:
+    # Many values of a window have no pattern (not counted) or one: nothing to merge then.
+    if len(counts) < 2:
+        return ReportedPatterns(len(counts), counts[: max(0, top)])
+    return reported_patterns(counts, top)
+
+
 def merge_snapshots(
-    snapshots: Sequence[WindowSnapshot], lg_k: int = DEFAULT_LG_K
+    snapshots: Sequence[WindowSnapshot],
+    lg_k: int = DEFAULT_LG_K,
+    max_patterns: int = DEFAULT_MAX_PATTERNS,
 ) -> WindowSnapshot:
-    """One window's snapshots from several replicas as one: sketches unioned, records summed."""
+    """One window's snapshots from several replicas as one: sketches unioned, records summed,
+    pattern tables merged."""
     by_key: dict[tuple[bool, str | None], list[TallySnapshot]] = {}
     for snapshot in snapshots:
         for tally in snapshot.tallies:
@@ -536,6 +600,9 @@ def merge_snapshots(
             if len(group) == 1
             else union_serialized((t.sketch for t in group), lg_k),
             overflow,
+            group[0].patterns
+            if len(group) == 1
+            else merge_counts((t.patterns for t in group), max_patterns),
         )
         for (overflow, value), group in by_key.items()
     )

@@ -18,6 +18,7 @@ from otlp_stats.counting.aggregator import (
     WindowSnapshot,
 )
 from otlp_stats.counting.sketches import DEFAULT_LG_K
+from otlp_stats.patterns.tally import DEFAULT_MAX_PATTERNS, DEFAULT_TOP_PATTERNS
 
 
 class KeyedAggregator(Aggregator):
@@ -38,14 +39,16 @@ class KeyedAggregator(Aggregator):
         lg_k: int = DEFAULT_LG_K,
         keep_sketches: bool = False,
         lateness: float = 0.0,
+        max_patterns: int = DEFAULT_MAX_PATTERNS,
+        top_patterns: int = DEFAULT_TOP_PATTERNS,
     ) -> None:
         if not keys:
             raise ValueError("at least one attribute key")
         first, *others = keys
         options = (window_seconds, start_time, max_values, lg_k, keep_sketches, lateness)
-        super().__init__(*options, attribute_key=first)
+        super().__init__(*options, first, max_patterns, top_patterns)
         self.keys = tuple(keys)
-        self._others = [Aggregator(*options, attribute_key=key) for key in others]
+        self._others = [Aggregator(*options, key, max_patterns, top_patterns) for key in others]
 
     def _every(self) -> list[Aggregator]:
         # Aggregator methods called unbound on self, so the first key's are the base class's.
@@ -157,6 +160,14 @@ class KeyedAggregator(Aggregator):
             for tally in window.values.values()
         )
 
+    @property
+    def tracked_patterns(self) -> int:
+        return sum(
+            window.tracked_patterns
+            for aggregator in self._every()
+            for window in aggregator._windows.values()
+        )
+
 
 def _start(item: WindowSnapshot | WindowReport) -> float:
     return item.start
@@ -176,12 +187,11 @@ def aggregator_for(
     lg_k: int = DEFAULT_LG_K,
     keep_sketches: bool = False,
     lateness: float = 0.0,
+    max_patterns: int = DEFAULT_MAX_PATTERNS,
+    top_patterns: int = DEFAULT_TOP_PATTERNS,
 ) -> Aggregator:
     """The aggregator for the configured keys: one key keeps the plain Aggregator's path."""
+    options = (window_seconds, start_time, max_values, lg_k, keep_sketches, lateness)
     if len(keys) == 1:
-        return Aggregator(
-            window_seconds, start_time, max_values, lg_k, keep_sketches, lateness, keys[0]
-        )
-    return KeyedAggregator(
-        keys, window_seconds, start_time, max_values, lg_k, keep_sketches, lateness
-    )
+        return Aggregator(*options, keys[0], max_patterns, top_patterns)
+    return KeyedAggregator(keys, *options, max_patterns, top_patterns)

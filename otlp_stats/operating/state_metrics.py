@@ -31,7 +31,10 @@ class StateCollector(Collector):
         window_state: Callable[[], tuple[int, int]] = lambda: (0, 0),
         values_truncated: Callable[[], int] = lambda: 0,
         watermark_lag: Callable[[], float] = lambda: 0.0,
+        tracked_patterns: Callable[[], int] | None = None,
     ) -> None:
+        """`tracked_patterns`: patterns tracked in open windows; None when patterns are not
+        counted, and then no pattern series at all."""
         self._queue = queue
         self._health = health
         self._last_reports = last_reports
@@ -41,6 +44,7 @@ class StateCollector(Collector):
         self._window_state = window_state
         self._values_truncated = values_truncated
         self._watermark_lag = watermark_lag
+        self._tracked_patterns = tracked_patterns
 
     def collect(self) -> Iterator[Metric]:
         yield from self._queue_metrics()
@@ -77,6 +81,13 @@ class StateCollector(Collector):
             "Hash entries held by the open windows' distinct-count sketches, bytes.",
             value=sketch_bytes,
         )
+        if self._tracked_patterns is not None:
+            yield GaugeMetricFamily(
+                "otlp_stats_tracked_patterns",
+                "Message patterns tracked in open windows (bounded by --max-patterns per value "
+                "and window).",
+                value=self._tracked_patterns(),
+            )
         reports = self._last_reports()
         if reports:
             yield from self._window_metrics(reports)
@@ -120,17 +131,23 @@ class StateCollector(Collector):
             "attribute key.",
             labels=["key", "value", "missing"],
         )
+        patterns = GaugeMetricFamily(
+            "otlp_stats_last_window_distinct_patterns",
+            "Distinct message patterns per attribute value in the last reported window (top "
+            "values), per attribute key.",
+            labels=["key", "value", "missing"],
+        )
+        families = [distinct, records]
+        if self._tracked_patterns is not None:
+            families.append(patterns)
         for key, report in reports.items():
-            self._add_values(key, report, distinct, records)
-        yield from (end, distinct, records)
+            self._add_values(key, report, families)
+        yield from (end, *families)
 
     def _add_values(
-        self,
-        key: str,
-        report: WindowReport,
-        distinct: GaugeMetricFamily,
-        records: GaugeMetricFamily,
+        self, key: str, report: WindowReport, families: list[GaugeMetricFamily]
     ) -> None:
+        """Per value: distinct messages, records and (if counted) distinct patterns."""
         shown, rest = report.values[: self._top_values], report.values[self._top_values :]
         for entry in shown:
             if entry.overflow:
@@ -138,9 +155,15 @@ class StateCollector(Collector):
                 continue
             labels = [key, self._missing_label if entry.missing else str(entry.value)]
             labels.append("true" if entry.missing else "false")
-            distinct.add_metric(labels, entry.distinct_messages)
-            records.add_metric(labels, entry.records)
+            figures = (entry.distinct_messages, entry.records, entry.distinct_patterns)
+            for family, figure in zip(families, figures, strict=False):
+                family.add_metric(labels, figure)
         if rest:
             labels = [key, OVERFLOW_LABEL, "false"]
-            distinct.add_metric(labels, sum(e.distinct_messages for e in rest))
-            records.add_metric(labels, sum(e.records for e in rest))
+            sums = (
+                sum(e.distinct_messages for e in rest),
+                sum(e.records for e in rest),
+                sum(e.distinct_patterns for e in rest),
+            )
+            for family, figure in zip(families, sums, strict=False):
+                family.add_metric(labels, figure)

@@ -21,6 +21,7 @@ SUPERVISOR_FAMILIES = (
     "otlp_stats_windows_reported",
     "otlp_stats_revisions",
     "otlp_stats_overflow_records",
+    "otlp_stats_pattern_overflow_records",
     "otlp_stats_last_window_",
     "otlp_stats_health_state",
     "otlp_stats_watermark_lag_seconds",

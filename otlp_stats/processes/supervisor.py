@@ -35,7 +35,7 @@ from otlp_stats.processes.link import Share
 from otlp_stats.processes.merged_metrics import MergedMetrics
 from otlp_stats.processes.serving import Handlers, ServingProcess
 from otlp_stats.receiving.tls import server_tls
-from otlp_stats.reporting.reporter import Reporter
+from otlp_stats.reporting.reporter import Reporter, patterns_shown
 from otlp_stats.service import build_admin_site, load_tokens, open_report_sinks, sink_grace
 from otlp_stats.store.location import open_keeper, open_store
 from otlp_stats.telemetry import Metrics
@@ -85,6 +85,8 @@ class Supervisor:
             settings.sketch_lg_k,
             keep_sketches=settings.store != "memory",
             lateness=lateness,
+            max_patterns=settings.max_patterns,
+            top_patterns=settings.top_patterns,
         )
         # The sinks live here: the supervisor owns the one reporter of the service.
         self.sinks = open_report_sinks(settings, self.log)
@@ -105,6 +107,9 @@ class Supervisor:
             promised=self._promised,
             sinks=self.sinks,
             report_top=settings.report_top,
+            patterns=patterns_shown(
+                settings.count_patterns, settings.top_patterns, settings.report_patterns
+            ),
         )
         self.store = open_store(settings)
         self.keeper = open_keeper(
@@ -122,6 +127,8 @@ class Supervisor:
                 lambda: (0, 0),
                 lambda: 0,
                 self.reporter.watermark_lag,
+                # Its processes track the patterns; their gauges are summed (merged_metrics).
+                (lambda: 0) if settings.count_patterns else None,
             )
         )
         self.merged = MergedMetrics(self.own_registry)

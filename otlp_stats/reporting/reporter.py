@@ -16,6 +16,7 @@ from otlp_stats.clock import Clock
 from otlp_stats.counting.aggregator import OVERFLOW_LABEL, Aggregator, ValueReport, WindowReport
 from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.counting.sketches import DistinctEstimate
+from otlp_stats.patterns.tally import PatternCount
 from otlp_stats.reporting.sinks.base import ReportSinks, SinkReport
 from otlp_stats.telemetry import Metrics
 
@@ -45,7 +46,29 @@ def _distinct_fields(distinct: DistinctEstimate) -> dict[str, Any]:
     return fields
 
 
-def _value_to_dict(entry: ValueReport, missing_label: str, overflow_values: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PatternsShown:
+    """What reports say of patterns when they are counted (without: nothing, so reports stay
+    as they were before patterns): each value's distinct patterns always, its top patterns in
+    JSON unless --top-patterns is 0, and under each value of the text report if asked."""
+
+    json_top: bool = True
+    text_top: bool = False
+
+
+def patterns_shown(count: bool, top: int, text: bool) -> PatternsShown | None:
+    """From --count-patterns, --top-patterns and --report-patterns."""
+    if not count:
+        return None
+    return PatternsShown(json_top=top > 0, text_top=text and top > 0)
+
+
+def _value_to_dict(
+    entry: ValueReport,
+    missing_label: str,
+    overflow_values: int,
+    patterns: PatternsShown | None = None,
+) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "value": _value_label(entry, missing_label),
         "missing": entry.missing,
@@ -55,7 +78,16 @@ def _value_to_dict(entry: ValueReport, missing_label: str, overflow_values: int)
     }
     if entry.overflow:
         fields["distinct_values"] = overflow_values
+    # After every field a report had before patterns, so a reader of those finds them as were.
+    if patterns is not None:
+        fields["distinct_patterns"] = entry.distinct_patterns
+        if patterns.json_top:
+            fields["top_patterns"] = [_pattern_to_dict(count) for count in entry.top_patterns]
     return fields
+
+
+def _pattern_to_dict(count: PatternCount) -> dict[str, Any]:
+    return {"pattern": count.pattern, "records": count.records, "example": count.example}
 
 
 @dataclass(frozen=True)
@@ -103,6 +135,7 @@ def report_to_dict(
     missing_label: str,
     window_time: str = "arrival",
     top: int | None = None,
+    patterns: PatternsShown | None = None,
 ) -> dict[str, Any]:
     selection = select_top(report, top)
     fields = {
@@ -117,7 +150,7 @@ def report_to_dict(
         "records": report.records,
         **_distinct_fields(report.distinct),
         "values": [
-            _value_to_dict(entry, missing_label, report.overflow_values)
+            _value_to_dict(entry, missing_label, report.overflow_values, patterns)
             for entry in selection.shown
         ],
     }
@@ -143,8 +176,11 @@ def render_json(
     missing_label: str,
     window_time: str = "arrival",
     top: int | None = None,
+    patterns: PatternsShown | None = None,
 ) -> str:
-    return _json_line(report_to_dict(report, attribute_key, missing_label, window_time, top))
+    return _json_line(
+        report_to_dict(report, attribute_key, missing_label, window_time, top, patterns)
+    )
 
 
 def _json_line(fields: dict[str, Any]) -> str:
@@ -157,6 +193,7 @@ def render_text(
     missing_label: str,
     window_time: str = "arrival",
     top: int | None = None,
+    patterns: PatternsShown | None = None,
 ) -> str:
     title = f"window {format_timestamp(report.start)} .. {format_timestamp(report.end)}"
     if report.revision > 1:
@@ -169,10 +206,17 @@ def render_text(
     selection = select_top(report, top)
     labels = [_printable(_value_label(entry, missing_label)) for entry in selection.shown]
     width = max([len(label) for label in labels] + [len("total")])
-    lines.append(f"  {'value':<{width}}  {'distinct':>10}  {'records':>10}")
+    header = f"  {'value':<{width}}  {'distinct':>10}  {'records':>10}"
+    lines.append(header if patterns is None else f"{header}  {'patterns':>10}")
     for label, entry in zip(labels, selection.shown, strict=True):
         distinct = _text_distinct(entry.distinct)
-        lines.append(f"  {label:<{width}}  {distinct:>10}  {entry.records:>10}")
+        line = f"  {label:<{width}}  {distinct:>10}  {entry.records:>10}"
+        if patterns is None:
+            lines.append(line)
+            continue
+        lines.append(f"{line}  {entry.distinct_patterns:>10}")
+        if patterns.text_top:
+            lines += _text_top_patterns(entry.top_patterns, width)
     if selection.more_values:
         lines.append(
             f"  … {selection.more_values:,} more values: {selection.more_records:,} records"
@@ -184,6 +228,13 @@ def render_text(
             f"  ({OVERFLOW_LABEL}: ~{report.overflow_values} values past the per-window cap)"
         )
     return "\n".join(lines) + "\n\n"
+
+
+def _text_top_patterns(counts: tuple[PatternCount, ...], width: int) -> list[str]:
+    """A value's top patterns under it: each one's records in the records column, then the
+    pattern (the JSON report has an example of each too)."""
+    indent = " " * (2 + width + 2 + 10 + 2)
+    return [f"{indent}{count.records:>10}  {_printable(count.pattern)}" for count in counts]
 
 
 def _text_distinct(distinct: DistinctEstimate) -> str:
@@ -219,6 +270,7 @@ class Reporter:
         window_time: str = "arrival",
         sinks: ReportSinks | None = None,
         report_top: int | None = None,
+        patterns: PatternsShown | None = None,
     ) -> None:
         self._aggregator = aggregator
         self._queue = queue
@@ -230,6 +282,8 @@ class Reporter:
         self._json = report_format == "json"
         # --report-top as each format reads it; the sinks' JSON follows the JSON report's.
         self._text_top, self._json_top = report_tops(report_top)
+        # None: patterns are not counted, and reports say nothing of them.
+        self._patterns = patterns
         self._tick = tick
         self._window_time = window_time
         # None: stdout only, as before sinks existed.
@@ -308,6 +362,9 @@ class Reporter:
         self.last_report = report
         self.last_reports[self._key_of(report)] = report
         self._metrics.windows_reported.labels("true" if report.partial else "false").inc()
+        past_max_patterns = sum(entry.pattern_overflow_records for entry in report.values)
+        if past_max_patterns:
+            self._metrics.pattern_overflow_records.inc(past_max_patterns)
         overflow = next((entry for entry in report.values if entry.overflow), None)
         if overflow is not None:
             self._metrics.overflow_records.inc(overflow.records)
@@ -341,12 +398,22 @@ class Reporter:
         if self._json:
             return _json_line(self._fields_of(report))
         return render_text(
-            report, self._key_of(report), self._missing_label, self._window_time, self._text_top
+            report,
+            self._key_of(report),
+            self._missing_label,
+            self._window_time,
+            self._text_top,
+            self._patterns,
         )
 
     def _fields_of(self, report: WindowReport) -> dict[str, Any]:
         return report_to_dict(
-            report, self._key_of(report), self._missing_label, self._window_time, self._json_top
+            report,
+            self._key_of(report),
+            self._missing_label,
+            self._window_time,
+            self._json_top,
+            self._patterns,
         )
 
     def _key_of(self, report: WindowReport) -> str:

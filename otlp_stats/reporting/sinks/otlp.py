@@ -1,5 +1,6 @@
 """otlp+grpc:// and otlp+http://: each report as OTLP metrics, per value a gauge of distinct
-messages and a delta sum of records over the window."""
+messages, a delta sum of records over the window, and a gauge of distinct patterns when they
+are counted."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from otlp_stats.reporting.sinks.webhook import post_once
 SERVICE_NAME = "otlp-stats"
 DISTINCT_METRIC = "otlp_stats.distinct_messages"
 RECORDS_METRIC = "otlp_stats.records"
+PATTERNS_METRIC = "otlp_stats.distinct_patterns"
 # The OTLP exporter specification's retryable gRPC codes.
 _RETRYABLE = frozenset(
     {
@@ -45,7 +47,7 @@ def _attribute(key: str, value: str | bool) -> common_pb2.KeyValue:
 def build_request(
     item: SinkReport, replica: str
 ) -> metrics_service_pb2.ExportMetricsServiceRequest:
-    """One request per report: both metrics, one point each per value of the window."""
+    """One request per report: each metric, one point each per value of the window."""
     fields = item.fields
     # OTLP sinks keep nothing in the outbox, so their reports are never read back without one.
     assert item.report is not None, "an OTLP sink got a kept report"
@@ -55,6 +57,7 @@ def build_request(
     records = metrics_pb2.Sum(
         aggregation_temporality=metrics_pb2.AGGREGATION_TEMPORALITY_DELTA, is_monotonic=True
     )
+    patterns = metrics_pb2.Gauge()
     for entry in fields["values"]:
         attributes = _point_attributes(fields["attribute_key"], entry)
         distinct.data_points.append(
@@ -73,6 +76,39 @@ def build_request(
                 as_int=entry["records"],
             )
         )
+        # In the report's values only when patterns are counted (--count-patterns).
+        if "distinct_patterns" in entry:
+            patterns.data_points.append(
+                metrics_pb2.NumberDataPoint(
+                    attributes=attributes,
+                    start_time_unix_nano=start,
+                    time_unix_nano=end,
+                    as_int=entry["distinct_patterns"],
+                )
+            )
+    metrics = [
+        metrics_pb2.Metric(
+            name=DISTINCT_METRIC,
+            description="Distinct log messages in the window.",
+            unit="{message}",
+            gauge=distinct,
+        ),
+        metrics_pb2.Metric(
+            name=RECORDS_METRIC,
+            description="Log records in the window.",
+            unit="{record}",
+            sum=records,
+        ),
+    ]
+    if patterns.data_points:
+        metrics.append(
+            metrics_pb2.Metric(
+                name=PATTERNS_METRIC,
+                description="Distinct message patterns in the window.",
+                unit="{pattern}",
+                gauge=patterns,
+            )
+        )
     resource = [_attribute("service.name", SERVICE_NAME)]
     if replica:
         resource.append(_attribute("service.instance.id", replica))
@@ -83,20 +119,7 @@ def build_request(
                 scope_metrics=[
                     metrics_pb2.ScopeMetrics(
                         scope=common_pb2.InstrumentationScope(name=SERVICE_NAME),
-                        metrics=[
-                            metrics_pb2.Metric(
-                                name=DISTINCT_METRIC,
-                                description="Distinct log messages in the window.",
-                                unit="{message}",
-                                gauge=distinct,
-                            ),
-                            metrics_pb2.Metric(
-                                name=RECORDS_METRIC,
-                                description="Log records in the window.",
-                                unit="{record}",
-                                sum=records,
-                            ),
-                        ],
+                        metrics=metrics,
                     )
                 ],
             )
