@@ -25,6 +25,8 @@ TARGET_HALF_RATE_P99_MS = 50.0
 TARGET_JSON_TO_PROTOBUF_HTTP = 3.0
 # Issue 15: windows by the records' own time against windows by arrival, server CPU per record.
 TARGET_EVENT_TO_ARRIVAL = 1.15
+# Issue 20: counting message patterns adds at most 25% to the CPU per record.
+TARGET_PATTERNS_TO_NONE = 1.25
 # Issue 16, replay: protobuf replay against the live service less its transport, OTLP/JSON
 # replay against orjson alone, JSON frames per core, and memory over two years.
 TARGET_REPLAY_TO_LIVE = 1.2
@@ -72,6 +74,8 @@ class BenchResults:
     http_cost: HttpCost | None = None
     # The service with --window-time event, its median round.
     service_event: ServerRun | None = None
+    # The service with --count-patterns false, its median round.
+    service_no_patterns: ServerRun | None = None
     # otlp-stats replay run for real (bench/replay_cost.py).
     replay: ReplayCost | None = None
     # Issue 17: 1- and 10-record requests, service, baseline and bare handlers.
@@ -94,6 +98,7 @@ def render_results(results: BenchResults) -> str:
         *_figure_lines(results),
         *_target_lines(results),
         *_event_time_lines(results),
+        *_pattern_cost_lines(results),
         *_json_lines(results),
         *_replay_lines(results),
         *(render_small_requests(results.small_requests) if results.small_requests else []),
@@ -181,7 +186,13 @@ def _figure_lines(results: BenchResults) -> list[str]:
     floor_request_ms = floor * results.workload.records_per_request / 1000
     servers = [
         run
-        for run in (baseline, results.transport, results.service, results.service_event)
+        for run in (
+            baseline,
+            results.transport,
+            results.service,
+            results.service_event,
+            results.service_no_patterns,
+        )
         if run is not None
     ]
     figures: list[tuple[str, Callable[[ServerRun], float], str, float | None]] = [
@@ -253,6 +264,32 @@ def _event_time_lines(results: BenchResults) -> list[str]:
         f"arrival time: {event.cpu_us_per_record:.2f} against {arrival.cpu_us_per_record:.2f} "
         f"µs, {ratio:.2f}x, {_verdict(ratio <= TARGET_EVENT_TO_ARRIVAL)} (round by round: "
         f"{paired}). The same requests, stamped at the start of each event-time round.",
+        "",
+    ]
+
+
+def _pattern_cost_lines(results: BenchResults) -> list[str]:
+    """Issue 20: what counting message patterns costs, against the same service without."""
+    counted, uncounted = results.service, results.service_no_patterns
+    if counted is None or uncounted is None:
+        return []
+    ratio = counted.cpu_us_per_record / uncounted.cpu_us_per_record
+    paired = " / ".join(
+        _ratio(_divide(c.cpu_us_per_record, u.cpu_us_per_record) if c and u else None)
+        for c, u in zip(
+            results.rounds.get("service", []),
+            results.rounds.get(uncounted.name, []),
+            strict=False,
+        )
+    )
+    return [
+        "### Message patterns (issue 20)",
+        "",
+        f"- Counting patterns adds at most {TARGET_PATTERNS_TO_NONE - 1:.0%} to the CPU per "
+        f"record (the service as configured by default, against `--count-patterns false`): "
+        f"{counted.cpu_us_per_record:.2f} against {uncounted.cpu_us_per_record:.2f} µs, "
+        f"{ratio:.2f}x, {_verdict(ratio <= TARGET_PATTERNS_TO_NONE)} (round by round: "
+        f"{paired}).",
         "",
     ]
 

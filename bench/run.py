@@ -43,6 +43,9 @@ REPO = Path(__file__).resolve().parent.parent
 # window the records are stamped in open for all of it.
 EVENT = "service, event time"
 EVENT_FLAGS = "--window-time event --allowed-lateness 60"
+# Issue 20: the same service with message patterns not counted, for what counting them costs.
+NO_PATTERNS = "service, no patterns"
+NO_PATTERNS_FLAGS = "--count-patterns false"
 
 DOCUMENT_TEMPLATE = """# Benchmarks
 
@@ -189,6 +192,9 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
         else:
             servers["service"] = service_argv(workload, args.service_args)
             servers[EVENT] = service_argv(workload, f"{args.service_args} {EVENT_FLAGS}")
+            servers[NO_PATTERNS] = service_argv(
+                workload, f"{args.service_args} {NO_PATTERNS_FLAGS}"
+            )
         # Interleaved, so that the machine's drift over the minutes falls on every server alike.
         # A failed round stays in place as None, so that rounds pair up by their number.
         rounds: dict[str, list[ServerRun | None]] = {name: [] for name in servers}
@@ -216,6 +222,7 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
     transport = median_round(rounds.get("transport", []))
     service = median_round(rounds.get("service", []))
     service_event = median_round(rounds.get(EVENT, []))
+    service_no_patterns = median_round(rounds.get(NO_PATTERNS, []))
     results = BenchResults(
         started_at=started_at,
         command=command,
@@ -234,6 +241,7 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
         baseline=baseline,
         service=service,
         service_event=service_event,
+        service_no_patterns=service_no_patterns,
         transport=transport,
         problems=problems,
         notes=notes,
