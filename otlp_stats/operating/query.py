@@ -281,4 +281,5 @@ def query_scope(settings: Settings, held: Sequence[str] = ()) -> QueryScope:
         settings.missing_label,
         settings.sketch_lg_k,
         tuple(dict.fromkeys((*settings.attribute_keys, *held))),
+        settings.max_patterns,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from otlp_stats.counting.aggregator import TallySnapshot, WindowSnapshot
@@ -144,24 +144,3 @@ def merge_pattern_tables(
     if not tables:
         return ()
     return merge_counts(tables, max_patterns)
-
-
-def merge_share_patterns(
-    merged: WindowSnapshot,
-    shares: Sequence[WindowSnapshot],
-    max_patterns: int = DEFAULT_MAX_PATTERNS,
-) -> WindowSnapshot:
-    """`merged` (the shares of one window merged) with each value's patterns those of all the
-    shares merged: what one node that saw all the traffic holds. Each table is rebuilt from
-    the shares, not added to what `merged` carries, so it is right either way."""
-    by_entry: dict[EntryKey, list[tuple[PatternCount, ...]]] = {}
-    for share in shares:
-        for tally in share.tallies:
-            by_entry.setdefault(entry_key(tally), []).append(tally.patterns)
-    tallies = tuple(
-        replace(
-            tally, patterns=merge_pattern_tables(by_entry.get(entry_key(tally), []), max_patterns)
-        )
-        for tally in merged.tallies
-    )
-    return replace(merged, tallies=tallies)

@@ -35,12 +35,15 @@ def open_store(settings: Settings, read_only: bool = False) -> StateStore:
     """
     common = (settings.rollups, settings.retention, settings.window, settings.sketch_lg_k)
     first_key = settings.attribute_key
+    max_patterns = settings.max_patterns
     if settings.store.startswith(SQLITE_PREFIX):
         path = Path(settings.store[len(SQLITE_PREFIX) :])
-        return SqliteStore(path, *common, read_only=read_only, first_key=first_key)
+        return SqliteStore(
+            path, *common, read_only=read_only, first_key=first_key, max_patterns=max_patterns
+        )
     if settings.store.startswith(("redis://", "rediss://")):
-        return RedisStore(settings.store, *common, first_key=first_key)
-    return MemoryStore(*common, first_key=first_key)
+        return RedisStore(settings.store, *common, first_key=first_key, max_patterns=max_patterns)
+    return MemoryStore(*common, first_key=first_key, max_patterns=max_patterns)
 
 
 def open_outbox(settings: Settings) -> SqliteOutbox | None:
@@ -85,6 +88,8 @@ def open_keeper(
             first_open_index=lambda: aggregator.first_open_index,
             committer=open_committer(settings, logger, replica),
             replay=replayer(aggregator),
+            max_patterns=settings.max_patterns,
+            top_patterns=settings.top_patterns,
         )
         reporter.prints_closed = False
     else:
@@ -162,6 +167,7 @@ def open_reviser(
         settings.sketch_lg_k,
         incarnation,
         settings.attribute_key,
+        max_patterns=settings.max_patterns,
     )
     shared = isinstance(store, RedisStore)
     return Reviser(
@@ -170,6 +176,7 @@ def open_reviser(
         reporter.print_revision,
         spacing=settings.window if spacing is None else spacing,
         lg_k=settings.sketch_lg_k,
+        top_patterns=settings.top_patterns,
         # Replicas schedule revisions for one another: look for them at every merger step.
         poll_every=TICK if shared else math.inf,
         scope="global" if shared else None,

@@ -29,8 +29,7 @@ from otlp_stats.counting.aggregator import (
     merge_snapshots,
     report_of_snapshot,
 )
-from otlp_stats.patterns.tally import DEFAULT_MAX_PATTERNS
-from otlp_stats.store.base import merge_share_patterns
+from otlp_stats.patterns.tally import DEFAULT_MAX_PATTERNS, DEFAULT_TOP_PATTERNS
 from otlp_stats.store.journal import Committer, JournalEntry, journal_metrics
 from otlp_stats.store.redis import SHARE_TTL_SECONDS, ShareId, StoreUnavailable
 from otlp_stats.store.revisions import Reviser
@@ -87,8 +86,10 @@ class ReplicaMerger:
         committer: Committer | None = None,
         replay: Callable[[JournalEntry], int] = lambda entry: 0,
         max_patterns: int = DEFAULT_MAX_PATTERNS,
+        top_patterns: int = DEFAULT_TOP_PATTERNS,
     ) -> None:
         self.store = store
+        self._top_patterns = top_patterns
         # The bound of each value's pattern table in a window merged from the shares.
         self._max_patterns = max_patterns
         # With --durability ack: this replica's journal in Redis (store/redisjournal.py),
@@ -236,13 +237,15 @@ class ReplicaMerger:
             shares = await self._call(self.store.collect, key, start, end)
             parts = [share for _, share in shares]
             merged = replace(
-                merge_share_patterns(merge_snapshots(parts, self._lg_k), parts, self._max_patterns),
+                merge_snapshots(parts, self._lg_k, self._max_patterns),
                 attribute_key=key,
             )
             held = [share_id for share_id, _ in shares]
             if await self._call(self.store.save_merged, merged, held, now):
                 report = replace(
-                    report_of_snapshot(merged, partial=False, lg_k=self._lg_k),
+                    report_of_snapshot(
+                        merged, partial=False, lg_k=self._lg_k, top_patterns=self._top_patterns
+                    ),
                     scope="global",
                     replicas=tuple(sorted({share_id.replica for share_id in held})),
                     attribute_key=window.report.attribute_key,

@@ -36,6 +36,7 @@ from otlp_stats.counting.late import (
     batch_records,
     timestamp,
 )
+from otlp_stats.patterns.tally import DEFAULT_MAX_PATTERNS, DEFAULT_TOP_PATTERNS
 from otlp_stats.store.periods import BASE, Retention, period_bounds
 
 # Late windows waiting for their merge (gathering, or kept after a failed write); past this a
@@ -88,8 +89,10 @@ class LateMerge:
         lg_k: int,
         incarnation: str | None = None,
         attribute_key: str = "",
+        max_patterns: int = DEFAULT_MAX_PATTERNS,
     ) -> None:
         self._window = window_seconds
+        self._max_patterns = max_patterns
         # The key a one-key service's late records are counted under.
         self._key = attribute_key
         self._rollups = tuple(rollups)
@@ -122,7 +125,9 @@ class LateMerge:
             for key, windows in keyed.items():
                 counts = gathering.get(key)
                 if counts is None:
-                    counts = gathering[key] = WindowCounts(self._max_values, self._lg_k)
+                    counts = gathering[key] = WindowCounts(
+                        self._max_values, self._lg_k, self._max_patterns
+                    )
                 counts.add(windows.get(index, {}))
             merged += records
         self.records_by_reason[MERGED] += merged
@@ -209,8 +214,10 @@ class Reviser:
         lg_k: int,
         poll_every: float = math.inf,
         scope: str | None = None,
+        top_patterns: int = DEFAULT_TOP_PATTERNS,
     ) -> None:
         self.late = late
+        self._top_patterns = top_patterns
         self._store = store
         self._print = print_revision
         self._spacing = spacing
@@ -242,7 +249,12 @@ class Reviser:
         self._next_poll = min(math.inf if next_due is None else next_due, now + self._poll_every)
         for revision in revisions:
             report = replace(
-                report_of_snapshot(revision.snapshot, partial=False, lg_k=self._lg_k),
+                report_of_snapshot(
+                    revision.snapshot,
+                    partial=False,
+                    lg_k=self._lg_k,
+                    top_patterns=self._top_patterns,
+                ),
                 revision=revision.revision,
                 # The stored window names its key; report_of_snapshot knows only its counts.
                 attribute_key=revision.snapshot.attribute_key,
