@@ -16,6 +16,7 @@ from array import array
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from otlp_stats.counting.aggregator import LabelTally, ResolvedBatch
 from otlp_stats.counting.queue import Verdict
-from otlp_stats.counting.workers import Done, Journaled
+from otlp_stats.counting.workers import Done, Journaled, Stored
 from otlp_stats.errors import NotDurable
 from otlp_stats.store.periods import BASE
 
@@ -147,13 +148,15 @@ class SqliteJournal:
         self._db.close()
 
 
-@dataclass
+@dataclass(eq=False)
 class _Waiting:
     seq: int
     counted: Journaled
     verdict: asyncio.Future[Verdict]
     answer: Verdict
     done: Done
+    # Merged late records: the request is answered once they are in the store too.
+    stored: Stored = None
 
 
 class Committer:
@@ -162,7 +165,8 @@ class Committer:
 
     The workers' Acknowledger with --durability ack. A failed commit answers its requests
     with a retryable refusal: their counts stay in memory (and in the next checkpoint), so a
-    retry may count their records twice, never a message (docs/storage.md).
+    retry may count their records twice, never a message (docs/storage.md). A request whose
+    late records were merged into their stored windows is answered once those are written too.
     """
 
     def __init__(
@@ -181,6 +185,8 @@ class Committer:
         self._retry_delay = retry_delay
         self._log = logger
         self._waiting: list[_Waiting] = []
+        # Committed, their late records' merge not done yet.
+        self._storing: set[_Waiting] = set()
         # Set when a group is due: `interval` after its first request, or once it is full.
         self._due = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
@@ -194,13 +200,21 @@ class Committer:
         self.failures = 0
 
     def acknowledge(
-        self, verdict: asyncio.Future[Verdict], answer: Verdict, counted: Journaled, done: Done
+        self,
+        verdict: asyncio.Future[Verdict],
+        answer: Verdict,
+        counted: Journaled,
+        done: Done,
+        stored: Stored = None,
     ) -> None:
         self.position += 1
         if not self._waiting and self._timer is None:
             # A timer handle, not wait_for: that would cost a task per group.
             self._timer = asyncio.get_running_loop().call_later(self._interval, self._due.set)
-        self._waiting.append(_Waiting(self.position, counted, verdict, answer, done))
+        if stored is not None:
+            # Its failure is read here whoever ends up answering (a failed commit may first).
+            stored.add_done_callback(_retrieve)
+        self._waiting.append(_Waiting(self.position, counted, verdict, answer, done, stored))
         if len(self._waiting) >= self._max_requests:
             self._due.set()
 
@@ -236,6 +250,18 @@ class Committer:
             self._timer = None
         if not group:
             return
+        committed = False
+        try:
+            await self._append(group)
+            committed = True
+        except Exception:
+            self._log.exception("journal_commit_failed", requests=len(group))
+        finally:
+            # However the commit ended (written, failed, or cancelled mid-await), every request
+            # of the group is answered: accepted, or refused and retryable.
+            self._answer_group(group, committed)
+
+    async def _append(self, group: Sequence[_Waiting]) -> None:
         entries = [
             JournalEntry(
                 waiting.seq,
@@ -247,23 +273,44 @@ class Committer:
             for waiting in group
             for (key, index), batch in waiting.counted.items()
         ]
-        loop = asyncio.get_running_loop()
-        try:
-            if entries:
-                await loop.run_in_executor(self._thread(), self._journal.append, entries)
-        except Exception:
+        if entries:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._thread(), self._journal.append, entries)
+
+    def _answer_group(self, group: Sequence[_Waiting], committed: bool) -> None:
+        if not committed:
             self.failures += 1
-            self._log.exception("journal_commit_failed", requests=len(group))
             for waiting in group:
-                if not waiting.verdict.done():
-                    waiting.verdict.set_exception(NotDurable(self._retry_delay))
-                waiting.done()
+                self._refuse(waiting)
             return
         self.commits += 1
         for waiting in group:
-            if not waiting.verdict.done():
-                waiting.verdict.set_result(waiting.answer)
-            waiting.done()
+            stored = waiting.stored
+            if stored is None or stored.done():
+                self._answer(waiting)
+            else:
+                self._storing.add(waiting)
+                stored.add_done_callback(partial(self._merged, waiting))
+
+    def _merged(self, waiting: _Waiting, _: asyncio.Future[None]) -> None:
+        if waiting in self._storing:
+            self._storing.discard(waiting)
+            self._answer(waiting)
+
+    def _answer(self, waiting: _Waiting) -> None:
+        """Committed: accepted, unless its late records failed to reach the store."""
+        stored = waiting.stored
+        if stored is not None and (stored.cancelled() or stored.exception() is not None):
+            self._refuse(waiting)
+            return
+        if not waiting.verdict.done():
+            waiting.verdict.set_result(waiting.answer)
+        waiting.done()
+
+    def _refuse(self, waiting: _Waiting) -> None:
+        if not waiting.verdict.done():
+            waiting.verdict.set_exception(NotDurable(self._retry_delay))
+        waiting.done()
 
     async def drain(self) -> None:
         """Commit and answer every request counted so far, now (a failed commit refuses
@@ -279,11 +326,23 @@ class Committer:
                 await asyncio.gather(self._task, return_exceptions=True)
                 self._task = None
             await self._commit_group()
+        # Late records whose merge is still under way at the end: refused, retryable (their
+        # merge may still go through at the keeper's stop; a retry counts their records twice,
+        # never a message).
+        for waiting in list(self._storing):
+            self._storing.discard(waiting)
+            self._refuse(waiting)
         if self._executor is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self._journal.close)
             self._executor.shutdown(wait=True)
             self._executor = None
+
+
+def _retrieve(stored: asyncio.Future[None]) -> None:
+    """Read a failed merge's exception, so asyncio does not log it as never retrieved."""
+    if not stored.cancelled():
+        stored.exception()
 
 
 def journal_metrics(committer: Committer | None) -> Iterator[Metric]:

@@ -162,6 +162,8 @@ def open_reviser(
         settings.sketch_lg_k,
         incarnation,
         settings.attribute_key,
+        # --durability ack: an Export of merged late records is answered once they are stored.
+        wait_stored=settings.acks_durably,
     )
     shared = isinstance(store, RedisStore)
     return Reviser(
