@@ -87,6 +87,11 @@ class Journal(Protocol):
     Called from the committer's one thread."""
 
     def append(self, entries: Sequence[JournalEntry]) -> None: ...
+    def compact(self) -> int:
+        """After a group is answered: bound what the appends left (entries folded into one);
+        the number of folds."""
+        ...
+
     def load(self) -> tuple[list[JournalEntry], int]: ...
     def close(self) -> None: ...
 
@@ -124,6 +129,10 @@ class SqliteJournal:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def compact(self) -> int:
+        """Nothing to fold: every checkpoint deletes the entries it holds."""
+        return 0
 
     def load(self) -> tuple[list[JournalEntry], int]:
         """The entries after the checkpoint's mark, of windows not saved as closed, oldest
@@ -198,6 +207,7 @@ class Committer:
         self.position = 0
         self.commits = 0
         self.failures = 0
+        self.compactions = 0
 
     def acknowledge(
         self,
@@ -260,6 +270,17 @@ class Committer:
             # However the commit ended (written, failed, or cancelled mid-await), every request
             # of the group is answered: accepted, or refused and retryable.
             self._answer_group(group, committed)
+        if committed:
+            await self._compact()
+
+    async def _compact(self) -> None:
+        """After the answers, so they never wait for it; a failure only leaves the entries
+        unfolded until the next attempt."""
+        loop = asyncio.get_running_loop()
+        try:
+            self.compactions += await loop.run_in_executor(self._thread(), self._journal.compact)
+        except Exception:
+            self._log.exception("journal_compaction_failed")
 
     async def _append(self, group: Sequence[_Waiting]) -> None:
         entries = [
@@ -357,4 +378,9 @@ def journal_metrics(committer: Committer | None) -> Iterator[Metric]:
         "otlp_stats_journal_commit_failures",
         "Group commits of the journal that failed; their requests were refused, retryable.",
         value=committer.failures if committer is not None else 0,
+    )
+    yield CounterMetricFamily(
+        "otlp_stats_journal_compactions",
+        "Journal lists folded into one entry (Redis: once a window's list holds 256 entries).",
+        value=committer.compactions if committer is not None else 0,
     )

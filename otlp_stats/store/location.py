@@ -126,7 +126,9 @@ def open_committer(settings: Settings, logger: Any, replica: str = "") -> Commit
         path = Path(settings.store[len(SQLITE_PREFIX) :])
         journal = SqliteJournal(path, settings.sqlite_synchronous)
     elif settings.store.startswith(("redis://", "rediss://")):
-        journal = RedisJournal(settings.store, replica, settings.attribute_key)
+        journal = RedisJournal(
+            settings.store, replica, settings.attribute_key, settings.sketch_lg_k
+        )
     else:
         return None
     return Committer(
