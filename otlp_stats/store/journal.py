@@ -20,12 +20,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from otlp_stats.counting.aggregator import LabelTally, ResolvedBatch
 from otlp_stats.counting.queue import Verdict
 from otlp_stats.counting.workers import Done, Journaled, Stored
 from otlp_stats.errors import NotDurable
+from otlp_stats.health import Health
 from otlp_stats.store.periods import BASE
 
 JOURNAL_SCHEMA = """
@@ -48,6 +49,11 @@ CREATE TABLE IF NOT EXISTS journal_mark (
 _MARSHAL_VERSION = 4
 
 SYNCHRONOUS = ("normal", "full")
+
+# After a failed commit, how often the journal is tried again while Exports are refused.
+PROBE_EVERY = 1.0
+# What /readyz says while the journal cannot be written.
+UNWRITABLE = "the journal cannot be written (the store is unreachable or failing)"
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,11 @@ class Journal(Protocol):
         the number of folds."""
         ...
 
+    def probe(self) -> None:
+        """Raise if the journal cannot be written now (after a failed commit, to know when
+        Exports can be taken again)."""
+        ...
+
     def load(self) -> tuple[list[JournalEntry], int]: ...
     def close(self) -> None: ...
 
@@ -133,6 +144,12 @@ class SqliteJournal:
     def compact(self) -> int:
         """Nothing to fold: every checkpoint deletes the entries it holds."""
         return 0
+
+    def probe(self) -> None:
+        """The write lock taken and an empty transaction committed: the file is there and
+        writable by this process (a disk still full fails the next commit again)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("COMMIT")
 
     def load(self) -> tuple[list[JournalEntry], int]:
         """The entries after the checkpoint's mark, of windows not saved as closed, oldest
@@ -186,8 +203,14 @@ class Committer:
         max_requests: int,
         retry_delay: float,
         logger: Any,
+        probe_every: float = PROBE_EVERY,
     ) -> None:
         self._journal = journal
+        # Told when the journal cannot be written, and when it can again (report_to).
+        self._health: Health | None = None
+        self._probe_every = probe_every
+        self._probe: asyncio.Task[None] | None = None
+        self.writable = True
         self._window = window
         self._interval = interval
         self._max_requests = max_requests
@@ -208,6 +231,11 @@ class Committer:
         self.commits = 0
         self.failures = 0
         self.compactions = 0
+
+    def report_to(self, health: Health) -> None:
+        """While the journal cannot be written the service is not ready, and Exports are
+        refused before they are counted (docs/reliability.md)."""
+        self._health = health
 
     def acknowledge(
         self,
@@ -266,12 +294,44 @@ class Committer:
             committed = True
         except Exception:
             self._log.exception("journal_commit_failed", requests=len(group))
+            self._unwritable()
         finally:
             # However the commit ended (written, failed, or cancelled mid-await), every request
             # of the group is answered: accepted, or refused and retryable.
             self._answer_group(group, committed)
         if committed:
+            self._writable_again()
             await self._compact()
+
+    def _unwritable(self) -> None:
+        if not self.writable:
+            return
+        self.writable = False
+        if self._health is not None:
+            self._health.set_unavailable(UNWRITABLE)
+        self._log.warning("journal_unwritable", probe_every=self._probe_every)
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_until_writable(), name="journal-probe")
+
+    def _writable_again(self) -> None:
+        if self.writable:
+            return
+        self.writable = True
+        if self._health is not None:
+            self._health.set_unavailable(None)
+        self._log.info("journal_writable_again")
+
+    async def _probe_until_writable(self) -> None:
+        """While Exports are refused no commit comes to say the store is back: try it."""
+        loop = asyncio.get_running_loop()
+        while not self.writable:
+            await asyncio.sleep(self._probe_every)
+            try:
+                await loop.run_in_executor(self._thread(), self._journal.probe)
+            except Exception as error:
+                self._log.debug("journal_probe_failed", error=str(error))
+                continue
+            self._writable_again()
 
     async def _compact(self) -> None:
         """After the answers, so they never wait for it; a failure only leaves the entries
@@ -342,10 +402,11 @@ class Committer:
     async def stop(self) -> None:
         """Commit and answer what waits, then close the journal's connection."""
         async with self._turn:
-            if self._task is not None:
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
-                self._task = None
+            for task in (self._task, self._probe):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            self._task = self._probe = None
             await self._commit_group()
         # Late records whose merge is still under way at the end: refused, retryable (their
         # merge may still go through at the keeper's stop; a retry counts their records twice,
@@ -378,6 +439,12 @@ def journal_metrics(committer: Committer | None) -> Iterator[Metric]:
         "otlp_stats_journal_commit_failures",
         "Group commits of the journal that failed; their requests were refused, retryable.",
         value=committer.failures if committer is not None else 0,
+    )
+    yield GaugeMetricFamily(
+        "otlp_stats_journal_writable",
+        "1 while the journal can be written; 0 after a failed commit until a probe succeeds "
+        "(Exports refused and the service not ready meanwhile).",
+        value=int(committer is None or committer.writable),
     )
     yield CounterMetricFamily(
         "otlp_stats_journal_compactions",

@@ -116,6 +116,9 @@ class RedisJournal:
         self._client.transaction(fold, key)
         return done
 
+    def probe(self) -> None:
+        self._client.ping()
+
     def load(self) -> tuple[list[JournalEntry], int]:
         """Every entry of this replica's windows not flushed; numbering restarts at 0 (the
         windows' lists, not sequence numbers, say what a flush covers)."""

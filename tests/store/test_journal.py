@@ -15,6 +15,7 @@ from otlp_stats.counting.aggregator import LabelTally, WindowSnapshot
 from otlp_stats.counting.queue import Verdict
 from otlp_stats.counting.sketches import DistinctCounter
 from otlp_stats.errors import NotDurable
+from otlp_stats.health import Health, HealthState
 from otlp_stats.store.journal import (
     Committer,
     JournalEntry,
@@ -31,6 +32,15 @@ WINDOW = 10.0
 class _Log:
     def exception(self, event: str, **fields: Any) -> None:
         self.last = event
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.warned = event
+
+    def info(self, event: str, **fields: Any) -> None:
+        pass
+
+    def debug(self, event: str, **fields: Any) -> None:
+        pass
 
 
 def test_a_batch_survives_its_encoding_hashes_sketches_and_the_missing_value() -> None:
@@ -202,3 +212,52 @@ async def test_a_request_with_merged_late_records_is_answered_once_they_are_stor
     with pytest.raises(NotDurable):
         verdicts[2].result()
     assert sorted(released) == [0, 1, 2]
+
+
+class _FlakyJournal(SqliteJournal):
+    """Fails every write, the probe too, while `broken`."""
+
+    broken = True
+
+    def append(self, entries: Any) -> None:
+        if self.broken:
+            raise OSError("store unreachable")
+        super().append(entries)
+
+    def probe(self) -> None:
+        if self.broken:
+            raise OSError("store unreachable")
+        super().probe()
+
+
+async def test_a_failed_commit_makes_the_service_not_ready_until_a_probe_succeeds(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    _store(path).close()
+    journal = _FlakyJournal(path)
+    committer = Committer(journal, WINDOW, 60.0, 100, 1.0, _Log(), probe_every=0.01)
+    health = Health()
+    health.move_to(HealthState.SERVING)
+    committer.report_to(health)
+    [verdict], _ = _acknowledge(committer, 1)
+    await committer.drain()
+    with pytest.raises(NotDurable):
+        verdict.result()
+    assert not health.ready and health.unavailable is not None and not committer.writable
+    assert health.state is HealthState.SERVING  # not draining: it comes back
+    ready_again = asyncio.Event()
+
+    def note(_: HealthState) -> None:
+        if health.ready:
+            ready_again.set()
+
+    health.subscribe(note)
+    assert not ready_again.is_set()
+    journal.broken = False
+    await asyncio.wait_for(ready_again.wait(), 5)
+    assert health.unavailable is None and committer.writable
+    [verdict], _ = _acknowledge(committer, 1)
+    await committer.drain()
+    assert verdict.result() == Verdict(1)
+    await committer.stop()
