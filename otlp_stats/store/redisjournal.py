@@ -145,6 +145,8 @@ def fold_batches(batches: Iterable[ResolvedBatch], lg_k: int) -> dict[str | None
     """Several requests' tallies of one window as one: per value, the records summed and the
     messages in one compact sketch, as the window itself holds them (so replaying the fold
     gives the window the same counts as replaying each entry)."""
+    # Every field encode_batch keeps is folded here: one added there must be folded too, or a
+    # fold would drop it (test_redis_journal.py replays a fold against its entries).
     records: dict[str | None, int] = {}
     counters: dict[str | None, DistinctCounter] = {}
     for batch in batches:
