@@ -30,6 +30,7 @@ class Health:
     def __init__(self) -> None:
         self._state = HealthState.STARTING
         self._listeners: list[Listener] = []
+        self._unavailable: str | None = None
 
     @property
     def state(self) -> HealthState:
@@ -41,7 +42,22 @@ class Health:
 
     @property
     def ready(self) -> bool:
-        return self._state is HealthState.SERVING
+        """Serving, and able to accept an Export (the journal can be written)."""
+        return self._state is HealthState.SERVING and self._unavailable is None
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why Exports are refused while serving (--durability ack: the journal cannot be
+        written), or None."""
+        return self._unavailable
+
+    def set_unavailable(self, reason: str | None) -> None:
+        """Not ready while `reason` holds (None: ready again); the state does not change."""
+        if reason == self._unavailable:
+            return
+        self._unavailable = reason
+        for listener in self._listeners:
+            listener(self._state)
 
     @property
     def accepting(self) -> bool:

@@ -141,6 +141,8 @@ class Service:
         self.registry.register(self.keeper.collector())
         # --durability ack: Exports are answered once their counts are in the journal.
         self.committer = self.keeper.committer if not serving_process else None
+        if self.committer is not None:
+            self.committer.report_to(self.health)
         # Late records (event time): merged into their stored window with a store that keeps
         # closed windows, else rejected to their sender (counting/late.py, store/revisions.py).
         self.late: LateRecords = (

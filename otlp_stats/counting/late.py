@@ -9,6 +9,7 @@ only what no resolution keeps any more.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,9 @@ class LateOutcome:
     rejected: int
     message: str = ""
     merged: int = 0
+    # With --durability ack, when records were merged: done once every one of them is in the
+    # store (an exception if that failed); their Export is answered only then.
+    stored: asyncio.Future[None] | None = None
 
 
 # With several attribute keys, a request's late records under each key, by key.

@@ -66,23 +66,38 @@ Counted = ResolvedBatch | WindowedTally | list[Tally] | list[WindowedTally]
 Journaled = Mapping[tuple[str, int], ResolvedBatch]
 # Releases the request's place in the queue, once it is answered.
 Done = Callable[[], None]
+# With --durability ack, for a request whose late records were merged: done once they are in
+# their stored windows (counting/late.py).
+Stored = asyncio.Future[None] | None
 
 
 class Acknowledger(Protocol):
     """Answers a counted request: at once (counts in memory), or once its counts are durable."""
 
     def acknowledge(
-        self, verdict: asyncio.Future[Verdict], answer: Verdict, counted: Journaled, done: Done
+        self,
+        verdict: asyncio.Future[Verdict],
+        answer: Verdict,
+        counted: Journaled,
+        done: Done,
+        stored: Stored = None,
     ) -> None:
-        """Give `answer` to `verdict` (or a retryable refusal), then call `done`."""
+        """Give `answer` to `verdict` (or a retryable refusal), then call `done`; with
+        `stored`, only once it is done too."""
         ...
 
 
 class AnswerAtOnce:
-    """The acknowledgement of --durability checkpoint: counted in memory is accepted."""
+    """The acknowledgement of --durability checkpoint: counted in memory is accepted (merged
+    late records too: no one waits for their merge, so `stored` is always None here)."""
 
     def acknowledge(
-        self, verdict: asyncio.Future[Verdict], answer: Verdict, counted: Journaled, done: Done
+        self,
+        verdict: asyncio.Future[Verdict],
+        answer: Verdict,
+        counted: Journaled,
+        done: Done,
+        stored: Stored = None,
     ) -> None:
         if not verdict.done():
             verdict.set_result(answer)
@@ -311,8 +326,8 @@ class WorkerPool:
     def _settle(self, item: QueuedRequest, records: int, batch: Counted) -> bool:
         """Hand a resolved request over to the aggregator, and its answer to the acknowledger."""
         try:
-            verdict, counted = (
-                self._hand_over(item.arrival, records, batch) if records else (Verdict(0), {})
+            verdict, counted, stored = (
+                self._hand_over(item.arrival, records, batch) if records else (Verdict(0), {}, None)
             )
         except Exception as error:
             self._fail(item, error, records)
@@ -321,37 +336,43 @@ class WorkerPool:
         # Once counted, nothing may turn the answer into a refusal but the acknowledger's
         # failing to make it durable.
         self._acknowledger.acknowledge(
-            item.verdict, verdict, counted, lambda: self._queue.done(item)
+            item.verdict, verdict, counted, lambda: self._queue.done(item), stored
         )
         return True
 
-    def _hand_over(self, arrival: float, records: int, batch: Counted) -> tuple[Verdict, Journaled]:
+    def _hand_over(
+        self, arrival: float, records: int, batch: Counted
+    ) -> tuple[Verdict, Journaled, Stored]:
         """Into the aggregator; with event time, the late records to their fate (merged into
-        their stored window, or rejected). The verdict, and what the aggregator counted."""
+        their stored window, or rejected). The verdict, what the aggregator counted, and what
+        says when the merged late records are stored."""
         if isinstance(batch, list):
             return self._hand_over_keys(arrival, records, batch)
         key = self._keys[0]
         if not isinstance(batch, WindowedTally):
             index = self._sink.add(arrival, batch)
-            return Verdict(records), {(key, index): batch}
+            return Verdict(records), {(key, index): batch}, None
         added = self._sink.add_windows(arrival, batch.windows)
         counted = {
             (key, index): tally for index, tally in batch.windows.items() if index not in added.late
         }
-        return self._judge_late(arrival, batch, added), counted
+        verdict, stored = self._judge_late(arrival, batch, added)
+        return verdict, counted, stored
 
     def _hand_over_keys(
         self, arrival: float, records: int, batches: list[Tally] | list[WindowedTally]
-    ) -> tuple[Verdict, Journaled]:
+    ) -> tuple[Verdict, Journaled, Stored]:
         # The service hands a KeyedAggregator to a pool whose scanner has several keys.
         sink = cast(KeyedCountSink, self._sink)
         first = batches[0]
         if not isinstance(first, WindowedTally):
             tallies = cast(list[Tally], batches)
             index = sink.add_keys(arrival, tallies)
-            return Verdict(records), {
-                (key, index): tally for key, tally in zip(self._keys, tallies, strict=True)
-            }
+            return (
+                Verdict(records),
+                {(key, index): tally for key, tally in zip(self._keys, tallies, strict=True)},
+                None,
+            )
         windowed = cast(list[WindowedTally], batches)
         added = sink.add_windows_keys(arrival, [tally.windows for tally in windowed])
         counted = {
@@ -361,19 +382,24 @@ class WorkerPool:
             if index not in added.late
         }
         # The records are the same under every key: their times were adjusted once.
-        return self._judge_late(arrival, first, added), counted
+        verdict, stored = self._judge_late(arrival, first, added)
+        return verdict, counted, stored
 
-    def _judge_late(self, arrival: float, batch: WindowedTally, added: Added) -> Verdict:
+    def _judge_late(
+        self, arrival: float, batch: WindowedTally, added: Added
+    ) -> tuple[Verdict, Stored]:
         if batch.future:
             self._adjusted_future.inc(batch.future)
         if batch.missing:
             self._adjusted_missing.inc(batch.missing)
         if not added.late:
-            return Verdict(added.counted)
+            return Verdict(added.counted), None
         # Merged late records are counted as on-time ones are: handed over, in memory, to what
-        # writes them to their stored window, before the sender hears they were accepted.
+        # writes them to their stored window, before the sender hears they were accepted (with
+        # --durability ack, only once they are written: outcome.stored).
         outcome = self._late.take(arrival, added.late, added.late_by_key)
-        return Verdict(added.counted + outcome.merged, outcome.rejected, outcome.message)
+        verdict = Verdict(added.counted + outcome.merged, outcome.rejected, outcome.message)
+        return verdict, outcome.stored
 
     def _fail(self, item: QueuedRequest, error: Exception, records: int) -> None:
         """A fault of ours: log it, and refuse the request so its sender knows."""

@@ -27,6 +27,8 @@ def build_admin_app(registry: CollectorRegistry, health: Health) -> web.Applicat
         status = 200 if health.ready else 503
         detail = request.app.get(_READY_DETAIL)
         body = {"status": health.state.value, **(detail() if detail else {})}
+        if health.unavailable is not None:
+            body["exports"] = f"refused: {health.unavailable}"
         return web.json_response(body, status=status)
 
     app = web.Application()

@@ -55,9 +55,11 @@ class HealthPublisher:
             await self._publish(await self._changes.get())
 
     async def _publish(self, state: HealthState) -> None:
+        # Ready, not only serving: a journal that cannot be written refuses every Export.
+        serving = state is HealthState.SERVING and self._health.unavailable is None
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if state is HealthState.SERVING
+            if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for name in self._names:

@@ -27,7 +27,13 @@ from typing import Protocol
 
 from otlp_stats.clock import Clock
 from otlp_stats.counting.queue import QueuedRequest, QueueFull, RequestQueue, Verdict
-from otlp_stats.errors import ExportRefused, Overloaded, RequestTooLarge, ShuttingDown
+from otlp_stats.errors import (
+    ExportRefused,
+    NotDurable,
+    Overloaded,
+    RequestTooLarge,
+    ShuttingDown,
+)
 from otlp_stats.health import Health
 from otlp_stats.telemetry import Metrics, RateLimitedLog
 
@@ -97,6 +103,10 @@ class Intake:
         arrival = self._clock.now()
         if not self._health.accepting:
             raise ShuttingDown(self._retry_delay)
+        if self._health.unavailable is not None:
+            # --durability ack, the journal cannot be written: refused before it is counted,
+            # so the sender's retries do not count its records again and again meanwhile.
+            raise NotDurable(self._retry_delay)
         if len(payload) > self._max_request_size:
             raise RequestTooLarge(
                 f"request of {len(payload)} bytes exceeds the limit of {self._max_request_size}"

@@ -16,15 +16,17 @@ from array import array
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from otlp_stats.counting.aggregator import LabelTally, ResolvedBatch
 from otlp_stats.counting.queue import Verdict
-from otlp_stats.counting.workers import Done, Journaled
+from otlp_stats.counting.workers import Done, Journaled, Stored
 from otlp_stats.errors import NotDurable
+from otlp_stats.health import Health
 from otlp_stats.patterns.tally import PatternCount
 from otlp_stats.store.periods import BASE
 
@@ -48,6 +50,11 @@ CREATE TABLE IF NOT EXISTS journal_mark (
 _MARSHAL_VERSION = 4
 
 SYNCHRONOUS = ("normal", "full")
+
+# After a failed commit, how often the journal is tried again while Exports are refused.
+PROBE_EVERY = 1.0
+# What /readyz says while the journal cannot be written.
+UNWRITABLE = "the journal cannot be written (the store is unreachable or failing)"
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,16 @@ class Journal(Protocol):
     Called from the committer's one thread."""
 
     def append(self, entries: Sequence[JournalEntry]) -> None: ...
+    def compact(self) -> int:
+        """After a group is answered: bound what the appends left (entries folded into one);
+        the number of folds."""
+        ...
+
+    def probe(self) -> None:
+        """Raise if the journal cannot be written now (after a failed commit, to know when
+        Exports can be taken again)."""
+        ...
+
     def load(self) -> tuple[list[JournalEntry], int]: ...
     def close(self) -> None: ...
 
@@ -133,6 +150,16 @@ class SqliteJournal:
             db.execute("ROLLBACK")
             raise
 
+    def compact(self) -> int:
+        """Nothing to fold: every checkpoint deletes the entries it holds."""
+        return 0
+
+    def probe(self) -> None:
+        """The write lock taken and an empty transaction committed: the file is there and
+        writable by this process (a disk still full fails the next commit again)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("COMMIT")
+
     def load(self) -> tuple[list[JournalEntry], int]:
         """The entries after the checkpoint's mark, of windows not saved as closed, oldest
         first; and the last sequence number used (the next run numbers on from it)."""
@@ -156,13 +183,15 @@ class SqliteJournal:
         self._db.close()
 
 
-@dataclass
+@dataclass(eq=False)
 class _Waiting:
     seq: int
     counted: Journaled
     verdict: asyncio.Future[Verdict]
     answer: Verdict
     done: Done
+    # Merged late records: the request is answered once they are in the store too.
+    stored: Stored = None
 
 
 class Committer:
@@ -171,7 +200,8 @@ class Committer:
 
     The workers' Acknowledger with --durability ack. A failed commit answers its requests
     with a retryable refusal: their counts stay in memory (and in the next checkpoint), so a
-    retry may count their records twice, never a message (docs/storage.md).
+    retry may count their records twice, never a message (docs/storage.md). A request whose
+    late records were merged into their stored windows is answered once those are written too.
     """
 
     def __init__(
@@ -182,14 +212,22 @@ class Committer:
         max_requests: int,
         retry_delay: float,
         logger: Any,
+        probe_every: float = PROBE_EVERY,
     ) -> None:
         self._journal = journal
+        # Told when the journal cannot be written, and when it can again (report_to).
+        self._health: Health | None = None
+        self._probe_every = probe_every
+        self._probe: asyncio.Task[None] | None = None
+        self.writable = True
         self._window = window
         self._interval = interval
         self._max_requests = max_requests
         self._retry_delay = retry_delay
         self._log = logger
         self._waiting: list[_Waiting] = []
+        # Committed, their late records' merge not done yet.
+        self._storing: set[_Waiting] = set()
         # Set when a group is due: `interval` after its first request, or once it is full.
         self._due = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
@@ -201,15 +239,29 @@ class Committer:
         self.position = 0
         self.commits = 0
         self.failures = 0
+        self.compactions = 0
+
+    def report_to(self, health: Health) -> None:
+        """While the journal cannot be written the service is not ready, and Exports are
+        refused before they are counted (docs/reliability.md)."""
+        self._health = health
 
     def acknowledge(
-        self, verdict: asyncio.Future[Verdict], answer: Verdict, counted: Journaled, done: Done
+        self,
+        verdict: asyncio.Future[Verdict],
+        answer: Verdict,
+        counted: Journaled,
+        done: Done,
+        stored: Stored = None,
     ) -> None:
         self.position += 1
         if not self._waiting and self._timer is None:
             # A timer handle, not wait_for: that would cost a task per group.
             self._timer = asyncio.get_running_loop().call_later(self._interval, self._due.set)
-        self._waiting.append(_Waiting(self.position, counted, verdict, answer, done))
+        if stored is not None:
+            # Its failure is read here whoever ends up answering (a failed commit may first).
+            stored.add_done_callback(_retrieve)
+        self._waiting.append(_Waiting(self.position, counted, verdict, answer, done, stored))
         if len(self._waiting) >= self._max_requests:
             self._due.set()
 
@@ -245,6 +297,61 @@ class Committer:
             self._timer = None
         if not group:
             return
+        committed = False
+        try:
+            await self._append(group)
+            committed = True
+        except Exception:
+            self._log.exception("journal_commit_failed", requests=len(group))
+            self._unwritable()
+        finally:
+            # However the commit ended (written, failed, or cancelled mid-await), every request
+            # of the group is answered: accepted, or refused and retryable.
+            self._answer_group(group, committed)
+        if committed:
+            self._writable_again()
+            await self._compact()
+
+    def _unwritable(self) -> None:
+        if not self.writable:
+            return
+        self.writable = False
+        if self._health is not None:
+            self._health.set_unavailable(UNWRITABLE)
+        self._log.warning("journal_unwritable", probe_every=self._probe_every)
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_until_writable(), name="journal-probe")
+
+    def _writable_again(self) -> None:
+        if self.writable:
+            return
+        self.writable = True
+        if self._health is not None:
+            self._health.set_unavailable(None)
+        self._log.info("journal_writable_again")
+
+    async def _probe_until_writable(self) -> None:
+        """While Exports are refused no commit comes to say the store is back: try it."""
+        loop = asyncio.get_running_loop()
+        while not self.writable:
+            await asyncio.sleep(self._probe_every)
+            try:
+                await loop.run_in_executor(self._thread(), self._journal.probe)
+            except Exception as error:
+                self._log.debug("journal_probe_failed", error=str(error))
+                continue
+            self._writable_again()
+
+    async def _compact(self) -> None:
+        """After the answers, so they never wait for it; a failure only leaves the entries
+        unfolded until the next attempt."""
+        loop = asyncio.get_running_loop()
+        try:
+            self.compactions += await loop.run_in_executor(self._thread(), self._journal.compact)
+        except Exception:
+            self._log.exception("journal_compaction_failed")
+
+    async def _append(self, group: Sequence[_Waiting]) -> None:
         entries = [
             JournalEntry(
                 waiting.seq,
@@ -256,23 +363,44 @@ class Committer:
             for waiting in group
             for (key, index), batch in waiting.counted.items()
         ]
-        loop = asyncio.get_running_loop()
-        try:
-            if entries:
-                await loop.run_in_executor(self._thread(), self._journal.append, entries)
-        except Exception:
+        if entries:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._thread(), self._journal.append, entries)
+
+    def _answer_group(self, group: Sequence[_Waiting], committed: bool) -> None:
+        if not committed:
             self.failures += 1
-            self._log.exception("journal_commit_failed", requests=len(group))
             for waiting in group:
-                if not waiting.verdict.done():
-                    waiting.verdict.set_exception(NotDurable(self._retry_delay))
-                waiting.done()
+                self._refuse(waiting)
             return
         self.commits += 1
         for waiting in group:
-            if not waiting.verdict.done():
-                waiting.verdict.set_result(waiting.answer)
-            waiting.done()
+            stored = waiting.stored
+            if stored is None or stored.done():
+                self._answer(waiting)
+            else:
+                self._storing.add(waiting)
+                stored.add_done_callback(partial(self._merged, waiting))
+
+    def _merged(self, waiting: _Waiting, _: asyncio.Future[None]) -> None:
+        if waiting in self._storing:
+            self._storing.discard(waiting)
+            self._answer(waiting)
+
+    def _answer(self, waiting: _Waiting) -> None:
+        """Committed: accepted, unless its late records failed to reach the store."""
+        stored = waiting.stored
+        if stored is not None and (stored.cancelled() or stored.exception() is not None):
+            self._refuse(waiting)
+            return
+        if not waiting.verdict.done():
+            waiting.verdict.set_result(waiting.answer)
+        waiting.done()
+
+    def _refuse(self, waiting: _Waiting) -> None:
+        if not waiting.verdict.done():
+            waiting.verdict.set_exception(NotDurable(self._retry_delay))
+        waiting.done()
 
     async def drain(self) -> None:
         """Commit and answer every request counted so far, now (a failed commit refuses
@@ -283,16 +411,29 @@ class Committer:
     async def stop(self) -> None:
         """Commit and answer what waits, then close the journal's connection."""
         async with self._turn:
-            if self._task is not None:
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
-                self._task = None
+            for task in (self._task, self._probe):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            self._task = self._probe = None
             await self._commit_group()
+        # Late records whose merge is still under way at the end: refused, retryable (their
+        # merge may still go through at the keeper's stop; a retry counts their records twice,
+        # never a message).
+        for waiting in list(self._storing):
+            self._storing.discard(waiting)
+            self._refuse(waiting)
         if self._executor is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self._journal.close)
             self._executor.shutdown(wait=True)
             self._executor = None
+
+
+def _retrieve(stored: asyncio.Future[None]) -> None:
+    """Read a failed merge's exception, so asyncio does not log it as never retrieved."""
+    if not stored.cancelled():
+        stored.exception()
 
 
 def journal_metrics(committer: Committer | None) -> Iterator[Metric]:
@@ -307,4 +448,15 @@ def journal_metrics(committer: Committer | None) -> Iterator[Metric]:
         "otlp_stats_journal_commit_failures",
         "Group commits of the journal that failed; their requests were refused, retryable.",
         value=committer.failures if committer is not None else 0,
+    )
+    yield GaugeMetricFamily(
+        "otlp_stats_journal_writable",
+        "1 while the journal can be written; 0 after a failed commit until a probe succeeds "
+        "(Exports refused and the service not ready meanwhile).",
+        value=int(committer is None or committer.writable),
+    )
+    yield CounterMetricFamily(
+        "otlp_stats_journal_compactions",
+        "Journal lists folded into one entry (Redis: once a window's list holds 256 entries).",
+        value=committer.compactions if committer is not None else 0,
     )

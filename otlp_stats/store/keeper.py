@@ -209,6 +209,7 @@ class StateKeeper:
                 self._log.exception("late_merge_failed", late_windows=len(deltas))
                 return
         reviser.late.retry(waiting)
+        reviser.settle(deltas, waiting)
         reviser.publish(revisions, next_due, now)
 
     def _merge_late(
@@ -274,13 +275,15 @@ class StateKeeper:
         now = self._clock.now()
         loop = asyncio.get_running_loop()
         try:
-            _, revisions, next_due = await loop.run_in_executor(
+            waiting, revisions, next_due = await loop.run_in_executor(
                 self._writer(), self._merge_late, reviser, [], deltas, now
             )
         except Exception:
+            reviser.failed(deltas)
             self.write_failures += 1
             self._log.exception("final_late_merge_failed", late_windows=len(deltas))
             return
+        reviser.settle(deltas, waiting)
         reviser.publish(revisions, next_due, now)
 
 

@@ -131,7 +131,9 @@ def open_committer(settings: Settings, logger: Any, replica: str = "") -> Commit
         path = Path(settings.store[len(SQLITE_PREFIX) :])
         journal = SqliteJournal(path, settings.sqlite_synchronous)
     elif settings.store.startswith(("redis://", "rediss://")):
-        journal = RedisJournal(settings.store, replica, settings.attribute_key)
+        journal = RedisJournal(
+            settings.store, replica, settings.attribute_key, settings.sketch_lg_k
+        )
     else:
         return None
     return Committer(
@@ -168,6 +170,8 @@ def open_reviser(
         incarnation,
         settings.attribute_key,
         max_patterns=settings.max_patterns,
+        # --durability ack: an Export of merged late records is answered once they are stored.
+        wait_stored=settings.acks_durably,
     )
     shared = isinstance(store, RedisStore)
     return Reviser(

@@ -276,6 +276,7 @@ class ReplicaMerger:
             # Retried whole: a delta merged already is recognised by its id, never added twice.
             reviser.failed(deltas)
             raise
+        reviser.settle(deltas, waiting)
         for delta in waiting:
             # Not merged yet: wait for the replicas' merge, as long as their shares live.
             if now > delta.snapshot.end + SHARE_TTL_SECONDS:

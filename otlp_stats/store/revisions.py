@@ -12,10 +12,11 @@ backlog, is still rejected to the sender.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from itertools import count
 from typing import Protocol
 
@@ -77,8 +78,30 @@ class RevisionStore(Protocol):
         ...
 
 
+@dataclass(eq=False)
+class _StoredWaiter:
+    """One request's merged late records, waited for (--durability ack): its future is done
+    once each window it touched is merged, `windows` counting those still to go."""
+
+    future: asyncio.Future[None]
+    windows: int
+
+
+@dataclass(eq=False)
+class _MergeGroup:
+    """The deltas one late window became (one per attribute key), and who waits for them."""
+
+    waiters: list[_StoredWaiter]
+    deltas: int
+    merged: set[str] = field(default_factory=set)
+
+
 class LateMerge:
-    """The fate of late records with a store that keeps closed windows (a LateRecords)."""
+    """The fate of late records with a store that keeps closed windows (a LateRecords).
+
+    With `wait_stored` (--durability ack), each request whose records were merged gets a
+    future in its outcome, done once they are all in the store: its Export is answered then,
+    so a kill after the answer loses none of them (store/journal.py)."""
 
     def __init__(
         self,
@@ -90,9 +113,15 @@ class LateMerge:
         incarnation: str | None = None,
         attribute_key: str = "",
         max_patterns: int = DEFAULT_MAX_PATTERNS,
+        wait_stored: bool = False,
     ) -> None:
         self._window = window_seconds
         self._max_patterns = max_patterns
+        self._wait_stored = wait_stored
+        # Per late window index gathering, the requests waiting for its merge; once its deltas
+        # are made, the same waiters by delta id.
+        self._waiters: dict[int, list[_StoredWaiter]] = {}
+        self._groups: dict[str, _MergeGroup] = {}
         # The key a one-key service's late records are counted under.
         self._key = attribute_key
         self._rollups = tuple(rollups)
@@ -114,6 +143,7 @@ class LateMerge:
         merged = 0
         rejected = dict.fromkeys((BEYOND_RETENTION, BACKLOG_FULL), 0)
         newest: dict[str, int] = {}
+        gathered: list[int] = []
         for index, batch in late.items():
             records = batch_records(batch)
             reason = self._refusal(index, arrival)
@@ -130,10 +160,23 @@ class LateMerge:
                     )
                 counts.add(windows.get(index, {}))
             merged += records
+            gathered.append(index)
         self.records_by_reason[MERGED] += merged
         for reason, records in rejected.items():
             self.records_by_reason[reason] += records
-        return LateOutcome(sum(rejected.values()), self._message(rejected, newest), merged=merged)
+        return LateOutcome(
+            sum(rejected.values()),
+            self._message(rejected, newest),
+            merged=merged,
+            stored=self._wait_for(gathered) if self._wait_stored and gathered else None,
+        )
+
+    def _wait_for(self, indexes: Sequence[int]) -> asyncio.Future[None]:
+        """A future done once the late windows `indexes` are merged into the store."""
+        waiter = _StoredWaiter(asyncio.get_running_loop().create_future(), len(indexes))
+        for index in indexes:
+            self._waiters.setdefault(index, []).append(waiter)
+        return waiter.future
 
     def _refusal(self, index: int, arrival: float) -> str | None:
         if not self.keeps(index * self._window, arrival):
@@ -181,12 +224,45 @@ class LateMerge:
         deltas, self._retrying = self._retrying, []
         for index in sorted(i for i in self._gathering if i < first_open_index):
             start = index * self._window
-            for key, counts in self._gathering.pop(index).items():
+            gathering = self._gathering.pop(index)
+            waiters = self._waiters.pop(index, None)
+            group = _MergeGroup(waiters, len(gathering)) if waiters else None
+            for key, counts in gathering.items():
                 snapshot = counts.snapshot(start, start + self._window, key)
                 # Sequence first: the incarnation may be a replica's share, "<token>:<replica>".
                 delta_id = f"L{next(self._sequence)}:{self._incarnation}"
                 deltas.append(LateDelta(delta_id, snapshot))
+                if group is not None:
+                    self._groups[delta_id] = group
         return deltas
+
+    def stored(self, deltas: Iterable[LateDelta]) -> None:
+        """On the loop: these deltas are merged into the store. A request waiting for them is
+        answered once every window of its late records is (each of its keys' deltas)."""
+        for delta in deltas:
+            group = self._groups.pop(delta.id, None)
+            if group is None:
+                continue
+            group.merged.add(delta.id)
+            if len(group.merged) < group.deltas:
+                continue
+            for waiter in group.waiters:
+                waiter.windows -= 1
+                if waiter.windows == 0 and not waiter.future.done():
+                    waiter.future.set_result(None)
+
+    def not_stored(self, deltas: Iterable[LateDelta], error: Exception) -> None:
+        """On the loop: merging these deltas failed (they may be retried): whoever waits for
+        them is refused now, retryable, rather than kept waiting for a store that fails."""
+        for delta in deltas:
+            group = self._groups.get(delta.id)
+            if group is None:
+                continue
+            for waiter in group.waiters:
+                if not waiter.future.done():
+                    waiter.future.set_exception(error)
+            # A later merge of the delta answers nobody: they were refused.
+            group.waiters = []
 
     def has_ready(self, first_open_index: int) -> bool:
         return bool(self._retrying) or any(i < first_open_index for i in self._gathering)
@@ -197,6 +273,12 @@ class LateMerge:
 
     def give_up(self, delta: LateDelta) -> None:
         self.deltas_given_up += 1
+        self.not_stored([delta], LateNotStored("late records given up"))
+        self._groups.pop(delta.id, None)
+
+
+class LateNotStored(Exception):
+    """Merged late records that did not reach the store: their request is refused, retryable."""
 
 
 class Reviser:
@@ -264,7 +346,14 @@ class Reviser:
             self._print(report)
             self.revisions_printed += 1
 
+    def settle(self, deltas: Sequence[LateDelta], waiting: Sequence[LateDelta]) -> None:
+        """On the loop, after `merge`: the deltas it merged are in the store (their requests
+        may be answered); `waiting`, those it could not merge yet, are tried again later."""
+        held = {delta.id for delta in waiting}
+        self.late.stored(delta for delta in deltas if delta.id not in held)
+
     def failed(self, deltas: Sequence[LateDelta]) -> None:
         """The store failed: keep the deltas for the next attempt."""
+        self.late.not_stored(deltas, LateNotStored("the store failed to merge late records"))
         self.late.retry(deltas)
         self._next_poll = -math.inf

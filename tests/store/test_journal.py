@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from otlp_stats.counting.aggregator import LabelTally, WindowSnapshot
 from otlp_stats.counting.queue import Verdict
 from otlp_stats.counting.sketches import DistinctCounter
 from otlp_stats.errors import NotDurable
+from otlp_stats.health import Health, HealthState
 from otlp_stats.store.journal import (
     Committer,
     JournalEntry,
@@ -30,6 +32,15 @@ WINDOW = 10.0
 class _Log:
     def exception(self, event: str, **fields: Any) -> None:
         self.last = event
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.warned = event
+
+    def info(self, event: str, **fields: Any) -> None:
+        pass
+
+    def debug(self, event: str, **fields: Any) -> None:
+        pass
 
 
 def test_a_batch_survives_its_encoding_hashes_sketches_and_the_missing_value() -> None:
@@ -116,4 +127,137 @@ async def test_a_failed_commit_answers_a_retryable_refusal_never_ok(tmp_path: Pa
         await verdict
     assert refused.value.retryable and released.is_set()
     assert committer.failures == 1 and log.last == "journal_commit_failed"
+    await committer.stop()
+
+
+class _HeldJournal(SqliteJournal):
+    """A journal whose append waits, in the committer's thread, until the test lets it go."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def append(self, entries: Any) -> None:
+        self.entered.set()
+        self.release.wait(10)
+        super().append(entries)
+
+
+def _acknowledge(
+    committer: Committer, requests: int
+) -> tuple[list[asyncio.Future[Verdict]], list[int]]:
+    loop = asyncio.get_running_loop()
+    verdicts: list[asyncio.Future[Verdict]] = [loop.create_future() for _ in range(requests)]
+    released: list[int] = []
+    for n, verdict in enumerate(verdicts):
+        batch: dict[str | None, LabelTally] = {"a": LabelTally.of_hashes([n])}
+        committer.acknowledge(
+            verdict, Verdict(1), {("svc", 0): batch}, functools.partial(released.append, n)
+        )
+    return verdicts, released
+
+
+async def test_a_commit_cancelled_mid_write_refuses_its_whole_group_retryable(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    _store(path).close()
+    journal = _HeldJournal(path)
+    # The group waits for drain(), as the replica merger's does before a flush; the merger's
+    # stop cancels it wherever it is.
+    committer = Committer(journal, WINDOW, 60.0, 100, 1.0, _Log())
+    verdicts, released = _acknowledge(committer, 3)
+    drain = asyncio.create_task(committer.drain())
+    await asyncio.to_thread(journal.entered.wait, 10)
+    drain.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await drain
+    # Every request of the group has its answer and its place back, none left waiting.
+    for verdict in verdicts:
+        with pytest.raises(NotDurable) as refused:
+            verdict.result()
+        assert refused.value.retryable
+    assert sorted(released) == [0, 1, 2]
+    assert committer.failures == 1 and committer.commits == 0
+    journal.release.set()
+    await committer.stop()
+
+
+async def test_a_request_with_merged_late_records_is_answered_once_they_are_stored(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    _store(path).close()
+    # Committed when the test says so (drain), not on a timer.
+    committer = Committer(SqliteJournal(path), WINDOW, 60.0, 100, 1.0, _Log())
+    loop = asyncio.get_running_loop()
+    stored: list[asyncio.Future[None]] = [loop.create_future() for _ in range(3)]
+    verdicts: list[asyncio.Future[Verdict]] = [loop.create_future() for _ in range(3)]
+    released: list[int] = []
+    for n in range(3):
+        committer.acknowledge(
+            verdicts[n], Verdict(2), {}, functools.partial(released.append, n), stored[n]
+        )
+    stored[0].set_result(None)  # merged before the group's commit
+    await committer.drain()
+    assert verdicts[0].result() == Verdict(2) and committer.commits == 1
+    # Committed, but the late records of the others are not in the store yet: no answer.
+    assert not verdicts[1].done() and not verdicts[2].done() and released == [0]
+    stored[1].set_exception(OSError("the store failed"))
+    with pytest.raises(NotDurable):
+        await verdicts[1]
+    # Still waiting at stop: refused, retryable, never left unanswered.
+    await committer.stop()
+    with pytest.raises(NotDurable):
+        verdicts[2].result()
+    assert sorted(released) == [0, 1, 2]
+
+
+class _FlakyJournal(SqliteJournal):
+    """Fails every write, the probe too, while `broken`."""
+
+    broken = True
+
+    def append(self, entries: Any) -> None:
+        if self.broken:
+            raise OSError("store unreachable")
+        super().append(entries)
+
+    def probe(self) -> None:
+        if self.broken:
+            raise OSError("store unreachable")
+        super().probe()
+
+
+async def test_a_failed_commit_makes_the_service_not_ready_until_a_probe_succeeds(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    _store(path).close()
+    journal = _FlakyJournal(path)
+    committer = Committer(journal, WINDOW, 60.0, 100, 1.0, _Log(), probe_every=0.01)
+    health = Health()
+    health.move_to(HealthState.SERVING)
+    committer.report_to(health)
+    [verdict], _ = _acknowledge(committer, 1)
+    await committer.drain()
+    with pytest.raises(NotDurable):
+        verdict.result()
+    assert not health.ready and health.unavailable is not None and not committer.writable
+    assert health.state is HealthState.SERVING  # not draining: it comes back
+    ready_again = asyncio.Event()
+
+    def note(_: HealthState) -> None:
+        if health.ready:
+            ready_again.set()
+
+    health.subscribe(note)
+    assert not ready_again.is_set()
+    journal.broken = False
+    await asyncio.wait_for(ready_again.wait(), 5)
+    assert health.unavailable is None and committer.writable
+    [verdict], _ = _acknowledge(committer, 1)
+    await committer.drain()
+    assert verdict.result() == Verdict(1)
     await committer.stop()

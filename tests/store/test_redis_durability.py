@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
 from otlp_stats.loadgen.driver import LoadSummary
@@ -65,19 +66,53 @@ def start_replica(url: str, name: str, ports: tuple[int, int, int]) -> ServicePr
     return service
 
 
-def test_exports_are_refused_retryable_while_redis_is_down(aof_redis: RedisServer) -> None:
+def grpc_health(service: ServiceProcess) -> int:
+    with grpc.insecure_channel(service.grpc_target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    return int(answer.status)
+
+
+def refused(service: ServiceProcess, bodies: list[str]) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as refusal:
+        send(service, bodies)
+    code: grpc.StatusCode = refusal.value.code()
+    return code
+
+
+def test_a_replica_is_not_ready_while_redis_is_down_and_refuses_before_counting(
+    aof_redis: RedisServer,
+) -> None:
     flags = ("--store", aof_redis.url, "--replica-id", "solo", "--attribute-key", KEY)
     with running_service(*flags, "--durability", "ack") as service:
         send(service, ["before"])
         assert (service.metric("otlp_stats_journal_commits_total") or 0) >= 1
+        assert service.http_get("/readyz")[0] == 200
         aof_redis.stop()
-        with pytest.raises(grpc.RpcError) as refused:
-            send(service, ["during"])
-        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        # The Export that finds Redis gone: counted, its commit fails, refused retryable.
+        assert refused(service, ["during"]) is grpc.StatusCode.UNAVAILABLE
         assert (service.metric("otlp_stats_journal_commit_failures_total") or 0) >= 1
+        # Not ready from then on, saying why, on the admin port and the gRPC health service.
+        status, body = service.http_get("/readyz")
+        assert status == 503
+        assert "journal cannot be written" in json.loads(body)["exports"]
+        assert grpc_health(service) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert service.metric("otlp_stats_journal_writable") == 0
+        # Retries meanwhile are refused before they are counted: they add no record.
+        counted = service.metric("otlp_stats_records_counted_total")
+        for _ in range(3):
+            assert refused(service, ["during"]) is grpc.StatusCode.UNAVAILABLE
+        assert service.metric("otlp_stats_records_counted_total") == counted
         aof_redis.start()
+        # Ready again once the journal's probe reaches Redis (every second).
+        deadline = time.monotonic() + 10
+        while service.http_get("/readyz")[0] != 200:
+            assert time.monotonic() < deadline, "not ready again after Redis came back"
+            time.sleep(0.1)
+        assert grpc_health(service) == health_pb2.HealthCheckResponse.SERVING
         # The same Export, retried once Redis is back: accepted.
         send(service, ["during"])
+        assert service.metric("otlp_stats_journal_writable") == 1
         assert service.stop() == 0
 
 

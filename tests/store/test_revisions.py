@@ -96,6 +96,46 @@ def test_one_keys_late_records_are_merged_under_that_key() -> None:
     assert delta.snapshot.attribute_key == "service.name"
 
 
+async def test_with_acks_on_store_a_request_waits_for_every_window_and_key_it_merged() -> None:
+    late = LateMerge(
+        WINDOW, ROLLUPS, DEFAULT_RETENTION, 100, 12, "run", "service.name", wait_stored=True
+    )
+    by_key: dict[str, dict[int, ResolvedBatch]] = {
+        "service.name": {FIRST: {"a": hashes(1)}, FIRST + 1: {"a": hashes(2)}},
+        "severity_text": {FIRST: {"ERROR": hashes(1)}, FIRST + 1: {"ERROR": hashes(2)}},
+    }
+    both = late.take(T0 + 60, by_key["service.name"], by_key).stored
+    only_first = late.take(T0 + 60, {FIRST: {"b": hashes(3)}}).stored
+    assert both is not None and only_first is not None
+    deltas = late.ready(FIRST + 2)
+    assert len(deltas) == 4  # two windows, two keys
+    first_window = [delta for delta in deltas if delta.snapshot.start == T0]
+    # One key of the first window merged: nobody's records are all stored yet.
+    late.stored(first_window[:1])
+    assert not only_first.done() and not both.done()
+    late.stored(first_window[1:])
+    assert only_first.done() and not both.done()
+    late.stored(delta for delta in deltas if delta.snapshot.start != T0)
+    assert both.done() and both.exception() is None
+
+
+async def test_with_acks_on_store_a_failed_merge_refuses_who_waits_for_it() -> None:
+    late = LateMerge(WINDOW, ROLLUPS, DEFAULT_RETENTION, 100, 12, "run", wait_stored=True)
+    stored = late.take(T0 + 60, {FIRST: {"a": hashes(1)}}).stored
+    assert stored is not None
+    deltas = late.ready(FIRST + 1)
+    late.not_stored(deltas, OSError("disk full"))
+    assert isinstance(stored.exception(), OSError)
+    # Retried and merged later: counted, and nobody is answered twice.
+    late.retry(deltas)
+    late.stored(late.ready(FIRST + 1))
+    assert late.waiting == 0
+
+
+def test_without_acks_on_store_nobody_waits_for_late_records() -> None:
+    assert late_merge().take(T0 + 60, {FIRST: {"a": hashes(1)}}).stored is None
+
+
 # --- SQLite, through the keeper ---------------------------------------------------------------
 
 
