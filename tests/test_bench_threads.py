@@ -1,4 +1,4 @@
-"""The per-thread and perf counts of bench/small_threads.py, per request."""
+"""The per-thread and perf counts of bench/small_threads.py, and bench/path_cpu.py's timers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
+
+from bench.path_cpu import PathTimer, _timed_sync
 from bench.small_threads import ThreadSample, perf_line, sample_threads, thread_lines
 
 
@@ -56,3 +59,20 @@ def test_perf_counts_are_divided_by_the_answers_sent(tmp_path: Path) -> None:
     line = perf_line(output)
     assert "(5,000 requests)" in line and "CPU 400 µs" in line
     assert "context-switches 10.00" in line and "cycles" not in line
+
+
+def test_a_timed_part_counts_its_calls_and_cpu_and_passes_results_and_errors_through() -> None:
+    timer = PathTimer()
+
+    def spin(n: int) -> int:
+        if n < 0:
+            raise ValueError(f"negative: {n}")
+        return sum(range(n))
+
+    timed = _timed_sync(timer, "spin", spin)
+    assert timed(200_000) == sum(range(200_000))
+    with pytest.raises(ValueError, match="negative"):
+        timed(-1)
+    calls, microseconds = timer.per_call_us()["spin"]
+    assert calls == 2
+    assert microseconds > 0  # summing 200,000 numbers takes CPU on any machine
