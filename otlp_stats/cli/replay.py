@@ -261,7 +261,11 @@ def _build_replayer(
     )
     # Late records: merged into their stored windows with a store that keeps them, as live.
     # Revisions are not spaced out by the clock: replay's merges come in batches already.
-    reviser = open_reviser(settings, store, reporter, spacing=0.0) if store is not None else None
+    reviser = (
+        open_reviser(settings, store, reporter, spacing=0.0, acknowledges=False)
+        if store is not None
+        else None
+    )
     fields = (
         FrameFields(args.time_field, args.value_field, args.message_field, args.time_unit)
         if args.input_format == "jsonl"

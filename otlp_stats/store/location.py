@@ -152,12 +152,14 @@ def open_reviser(
     reporter: Reporter,
     incarnation: str | None = None,
     spacing: float | None = None,
+    acknowledges: bool = True,
 ) -> Reviser | None:
     """With event time and a store that keeps closed windows: late records merged into them.
 
     The memory store keeps nothing across a restart and nothing another replica shares, so
     with it late records stay rejected (counting/late.py). A window's revisions are printed at
-    most once per `spacing` seconds of the clock (default: a window length).
+    most once per `spacing` seconds of the clock (default: a window length). `acknowledges`:
+    whether senders wait for an answer (the service); replay answers no one.
     """
     if settings.window_time != "event" or not isinstance(store, SqliteStore | RedisStore):
         return None
@@ -171,7 +173,7 @@ def open_reviser(
         settings.attribute_key,
         max_patterns=settings.max_patterns,
         # --durability ack: an Export of merged late records is answered once they are stored.
-        wait_stored=settings.acks_durably,
+        wait_stored=acknowledges and settings.acks_durably,
     )
     shared = isinstance(store, RedisStore)
     return Reviser(
