@@ -1280,12 +1280,14 @@ static PyObject *compact_sketch_bytes(const uint64_t *hashes, size_t n) {
 /* A request's patterns: every distinct one once, in `bytes`, and each record's. */
 typedef struct {
     uint32_t *pattern_of; /* per record: index into spans, or NO_PATTERN */
+    uint32_t *text_at;    /* per record with a pattern: where its text starts in the wire */
     Buf bytes;            /* the patterns, back to back */
     Spans spans;          /* per pattern, where it is in bytes */
 } Patterns;
 
 static void patterns_free(Patterns *patterns) {
     free(patterns->pattern_of);
+    free(patterns->text_at);
     free(patterns->bytes.data);
     free(patterns->spans.items);
     *patterns = (Patterns){0};
@@ -1296,8 +1298,7 @@ static void patterns_free(Patterns *patterns) {
  * Python scanner's record_patterns.string_text has it; 0 for any other body (structured, empty,
  * trailing fields, invalid UTF-8), which Python patterns instead.
  */
-static int plain_text(const uint8_t *body, size_t size, const uint8_t **text, size_t *length,
-                      int check_utf8) {
+static int plain_text(const uint8_t *body, size_t size, const uint8_t **text, size_t *length) {
     if (!plain_body(body, size)) return 0;
     uint64_t n = 0;
     size_t at = 1;
@@ -1306,7 +1307,7 @@ static int plain_text(const uint8_t *body, size_t size, const uint8_t **text, si
         n |= (uint64_t)(byte & 0x7F) << shift;
         if (!(byte & 0x80)) {
             if (n != size - at) return 0;
-            if (check_utf8 && !valid_utf8(body + at, body + size)) return 0;
+            if (!valid_utf8(body + at, body + size)) return 0;
             *text = body + at;
             *length = (size_t)n;
             return 1;
@@ -1351,15 +1352,19 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
     uint32_t *messages = malloc(slots * sizeof(uint32_t)); /* record index by message hash */
     uint32_t *patterns = malloc(slots * sizeof(uint32_t)); /* pattern index by pattern */
     out->pattern_of = malloc((count ? count : 1) * sizeof(uint32_t));
+    out->text_at = malloc((count ? count : 1) * sizeof(uint32_t));
     MaskScratch scratch = {0};
     int status = -1;
-    if (messages == NULL || patterns == NULL || out->pattern_of == NULL) goto done;
+    uint32_t last = NO_PATTERN; /* the last pattern found: distinct messages often share it */
+    if (messages == NULL || patterns == NULL || out->pattern_of == NULL || out->text_at == NULL)
+        goto done;
     memset(messages, 0xFF, slots * sizeof(uint32_t));
     memset(patterns, 0xFF, slots * sizeof(uint32_t));
     for (size_t i = 0; i < count; i++) {
         const Record *record = &records[i];
         const uint8_t *body = wire + record->body_at;
         out->pattern_of[i] = NO_PATTERN;
+        out->text_at[i] = 0; /* read only for records with a pattern */
         if (!plain_body(body, record->body_size)) continue;
         /* Mixed with the secret seed: a sender can choose bodies whose XXH3 share low bits. */
         size_t slot = (size_t)fmix64(record->hash ^ table_seed) & (slots - 1);
@@ -1369,6 +1374,8 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
             if (other->hash == record->hash && other->body_size == record->body_size &&
                 memcmp(wire + other->body_at, body, record->body_size) == 0) {
                 out->pattern_of[i] = out->pattern_of[messages[slot]];
+                /* The same bytes: the text as far into the body as in the other's. */
+                out->text_at[i] = record->body_at + (out->text_at[messages[slot]] - other->body_at);
                 seen = 1;
                 break;
             }
@@ -1378,7 +1385,7 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
         messages[slot] = (uint32_t)i;
         const uint8_t *text;
         size_t length;
-        if (!plain_text(body, record->body_size, &text, &length, 1)) continue;
+        if (!plain_text(body, record->body_size, &text, &length)) continue;
         const char *pattern = (const char *)text;
         size_t pattern_length = length;
         if (!verbatim) {
@@ -1390,23 +1397,22 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
                 pattern_length = sizeof EMPTY_PATTERN - 1;
             }
         }
-        int64_t index = pattern_index(out, patterns, slots, pattern, pattern_length);
+        int64_t index = last;
+        Span known = last == NO_PATTERN ? (Span){0, 0} : out->spans.items[last];
+        if (last == NO_PATTERN || known.len != pattern_length ||
+            memcmp(out->bytes.data + known.off, pattern, pattern_length) != 0)
+            index = pattern_index(out, patterns, slots, pattern, pattern_length);
         if (index < 0) goto done;
+        last = (uint32_t)index;
         out->pattern_of[i] = (uint32_t)index;
+        out->text_at[i] = (uint32_t)(text - wire);
         mask_scratch_trim(&scratch);
     }
     status = 0;
 done:
     free(messages);
     free(patterns);
-    free(scratch.toks.data);
-    free(scratch.pieces.data);
-    free(scratch.masked.data);
-    free(scratch.pattern.data);
-    free(scratch.as_mask.data);
-    free(scratch.spans.items);
-    free(scratch.piece_spans.items);
-    free(scratch.masked_spans.items);
+    mask_scratch_free(&scratch);
     return status;
 }
 
@@ -1423,20 +1429,28 @@ typedef struct {
     size_t count;
 } PatternEntries;
 
+/* A record's text (one with a pattern), from where mask_records found it. */
+static inline const uint8_t *record_text(const uint8_t *wire, const Record *records,
+                                         const Patterns *patterns, size_t i, size_t *length) {
+    *length = records[i].body_at + records[i].body_size - patterns->text_at[i];
+    return wire + patterns->text_at[i];
+}
+
 /* Memory order, as the Python side compares examples by their UTF-8 bytes. */
-static int text_before(const uint8_t *wire, const Record *a, const Record *b) {
-    const uint8_t *ta = wire, *tb = wire;
-    size_t la = 0, lb = 0;
-    plain_text(wire + a->body_at, a->body_size, &ta, &la, 0);
-    plain_text(wire + b->body_at, b->body_size, &tb, &lb, 0);
+static int text_before(const uint8_t *wire, const Record *records, const Patterns *patterns,
+                       size_t a, size_t b) {
+    size_t la, lb;
+    const uint8_t *ta = record_text(wire, records, patterns, a, &la);
+    const uint8_t *tb = record_text(wire, records, patterns, b, &lb);
     int order = memcmp(ta, tb, la < lb ? la : lb);
     return order < 0 || (order == 0 && la < lb);
 }
 
 /* Per (group, pattern), in the order each first occurs: records and smallest example. */
 static int group_patterns(const uint8_t *wire, const Record *records, size_t count,
-                          const uint32_t *pattern_of, const Grouped *grouped,
+                          const Patterns *patterns, const Grouped *grouped,
                           PatternEntries *out) {
+    const uint32_t *pattern_of = patterns->pattern_of;
     size_t slots = table_slots(count);
     size_t *table = malloc(slots * sizeof(size_t));
     out->entries = malloc((count ? count : 1) * sizeof(PatternEntry));
@@ -1468,7 +1482,7 @@ static int group_patterns(const uint8_t *wire, const Record *records, size_t cou
         }
         PatternEntry *found = &out->entries[entry];
         found->records++;
-        if (found->example != i && text_before(wire, &records[i], &records[found->example]))
+        if (found->example != i && text_before(wire, records, patterns, i, found->example))
             found->example = i;
     }
     free(table);
@@ -1741,10 +1755,9 @@ static PyObject *pattern_tuples(const Scan *scan, const PatternEntries *entries)
                 PyUnicode_DecodeUTF8(patterns->bytes.data + span.off, (Py_ssize_t)span.len, NULL);
             if (texts[entry->pattern] == NULL) goto done;
         }
-        const Record *example = &scan->records[entry->example];
-        const uint8_t *text = wire;
-        size_t length = 0;
-        plain_text(wire + example->body_at, example->body_size, &text, &length, 0);
+        size_t length;
+        const uint8_t *text =
+            record_text(wire, scan->records, &scan->patterns, entry->example, &length);
         PyObject *group = PyLong_FromSize_t(entry->group);
         PyObject *records = PyLong_FromSize_t(entry->records);
         PyObject *message = PyUnicode_DecodeUTF8((const char *)text, (Py_ssize_t)length, NULL);
@@ -1834,8 +1847,7 @@ done:
 static int scan_patterns(const Scan *scan, const uint8_t *wire, Grouped *grouped,
                          PatternEntries *entries) {
     if (!scan->has_patterns) return 0;
-    if (group_patterns(wire, scan->records, scan->count, scan->patterns.pattern_of, grouped,
-                       entries) < 0)
+    if (group_patterns(wire, scan->records, scan->count, &scan->patterns, grouped, entries) < 0)
         return -1;
     return unmasked_bodies(wire, scan->records, scan->count, scan->patterns.pattern_of, grouped);
 }
