@@ -155,7 +155,7 @@ class Service:
         self.event_time = (
             EventTime.of(settings.window, settings.max_clock_skew) if event_time else None
         )
-        self.scanner = default_scanner(settings.attribute_keys, self.event_time)
+        self.scanner = default_scanner(settings.attribute_keys, self.event_time, settings.masker())
         self.workers = WorkerPool(
             self.queue,
             self.aggregator,

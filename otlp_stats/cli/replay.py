@@ -286,6 +286,7 @@ def _build_replayer(
         store,
         on_malformed=lambda message: print(f"otlp-stats replay: {message}", file=sys.stderr),
         strict=args.strict,
+        masker=settings.masker(),
         reviser=reviser,
     )
 

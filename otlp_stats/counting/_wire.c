@@ -25,6 +25,13 @@
  * (see "Theta sketches" below) rather than as one Python int per record. Bodies that are not
  * plain strings go back to Python to be hashed canonically.
  *
+ * Asked to count patterns, check() also masks each distinct plain string body (one string field
+ * of valid UTF-8) with the masker's C rules (patterns/masker_core.h) in the same release of the
+ * GIL, once per distinct body of the request (records with the same message hash and bytes share
+ * the first's pattern); tally() then gives each (value, pattern)'s records and smallest message,
+ * so Python builds objects per distinct (value, pattern), not per record. Other bodies go back to
+ * Python, once per (value, body) with their record count.
+ *
  * check() accepts exactly what upb's decode of the view accepts (tests/counting/test_wire.py
  * checks this against upb on random and mutated inputs): tags of at most 5 bytes and 32 bits,
  * field number 0 refused outside unknown groups, a field of a known number with another wire type
@@ -42,6 +49,10 @@
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
+
+/* The masker's built-in rules (patterns/masker_core.h), pure C: each plain string body is
+ * masked in the same pass, with the GIL released. */
+#include "../patterns/masker_core.h"
 
 /* XXH3's output is stable from xxHash 0.8.0 on; an older header would hash differently from
  * the xxhash Python package, and counts made by the two scanners would not merge. */
@@ -798,7 +809,21 @@ typedef struct {
     uint64_t *hashes; /* theta hashes, per group (theta_hashes) */
     size_t *structured; /* records with other bodies, one per distinct (group, body) */
     size_t structured_count;
+    /* Patterns counted: the records whose pattern Python works out, one per distinct (group,
+     * body), and how many records each stands for. */
+    size_t *unmasked;
+    size_t *unmasked_records;
+    size_t unmasked_count;
 } Grouped;
+
+static void grouped_free(Grouped *grouped) {
+    free(grouped->groups);
+    free(grouped->group_of);
+    free(grouped->hashes);
+    free(grouped->structured);
+    free(grouped->unmasked);
+    free(grouped->unmasked_records);
+}
 
 /* Assigns each record its group, by raw value and, when `windows` is given, by window; returns
  * -1 when out of memory. Inlined into its two callers, so that arrival time's (windows NULL)
@@ -868,48 +893,78 @@ static int group_records_in_windows(const uint8_t *wire, const Record *records,
 }
 
 /*
- * The records whose body is not a plain string, one per distinct (group, body): Python hashes
- * those bodies, and a request of records without a body (an empty one) would otherwise cost a
- * Python object per record. Returns -1 when out of memory.
+ * One record per distinct (group, body) among the records selected: those whose body is not a
+ * plain string (`pattern_of` NULL), or those without a pattern from C (pattern_of[i] is
+ * NO_PATTERN); with `counts`, how many records each stands for. Returns -1 when out of memory.
  */
-static int structured_bodies(const uint8_t *wire, const Record *records, size_t count,
-                             Grouped *grouped) {
+#define NO_PATTERN UINT32_MAX
+
+static inline __attribute__((always_inline)) int distinct_bodies(
+    const uint8_t *wire, const Record *records, size_t count, const size_t *group_of,
+    const uint32_t *pattern_of, size_t **out, size_t **counts, size_t *kept_count) {
+#define SELECTED(i) \
+    (pattern_of == NULL ? !record_is_plain(wire, &records[i]) : pattern_of[i] == NO_PATTERN)
     size_t others = 0;
-    for (size_t i = 0; i < count; i++) others += (size_t)!record_is_plain(wire, &records[i]);
+    for (size_t i = 0; i < count; i++) others += (size_t)SELECTED(i);
     size_t slots = 16;
     while (slots < others * 2) slots *= 2;
     size_t *table = malloc(slots * sizeof(size_t));
-    size_t *structured = malloc((others ? others : 1) * sizeof(size_t));
-    if (table == NULL || structured == NULL) {
+    size_t *kept_records = malloc((others ? others : 1) * sizeof(size_t));
+    size_t *kept_counts = counts == NULL ? NULL : malloc((others ? others : 1) * sizeof(size_t));
+    if (table == NULL || kept_records == NULL || (counts != NULL && kept_counts == NULL)) {
         free(table);
-        free(structured);
+        free(kept_records);
+        free(kept_counts);
         return -1;
     }
     for (size_t i = 0; i < slots; i++) table[i] = SIZE_MAX;
     size_t kept = 0;
     for (size_t i = 0; i < count && others > 0; i++) {
-        if (record_is_plain(wire, &records[i])) continue;
+        if (!SELECTED(i)) continue;
         Slice body = {wire + records[i].body_at, records[i].body_size};
-        size_t group = grouped->group_of[i];
+        size_t group = group_of[i];
         size_t slot = (size_t)(slice_hash(body) ^ (group * 0x9E3779B97F4A7C15ull)) & (slots - 1);
         int seen = 0;
         while (table[slot] != SIZE_MAX) {
-            size_t other = table[slot];
+            size_t other = kept_records[table[slot]];
             Slice other_body = {wire + records[other].body_at, records[other].body_size};
-            if (grouped->group_of[other] == group && same(other_body, body)) {
+            if (group_of[other] == group && same(other_body, body)) {
                 seen = 1;
                 break;
             }
             slot = (slot + 1) & (slots - 1);
         }
-        if (seen) continue;
-        table[slot] = i;
-        structured[kept++] = i;
+        if (seen) {
+            if (kept_counts != NULL) kept_counts[table[slot]]++;
+            continue;
+        }
+        table[slot] = kept;
+        if (kept_counts != NULL) kept_counts[kept] = 1;
+        kept_records[kept++] = i;
     }
+#undef SELECTED
     free(table);
-    grouped->structured = structured;
-    grouped->structured_count = kept;
+    *out = kept_records;
+    if (counts != NULL) *counts = kept_counts;
+    *kept_count = kept;
     return 0;
+}
+
+/* The records whose body is not a plain string, one per distinct (group, body): Python hashes
+ * those bodies, and a request of records without a body (an empty one) would otherwise cost a
+ * Python object per record. */
+static int structured_bodies(const uint8_t *wire, const Record *records, size_t count,
+                             Grouped *grouped) {
+    return distinct_bodies(wire, records, count, grouped->group_of, NULL, &grouped->structured,
+                           NULL, &grouped->structured_count);
+}
+
+/* The records without a pattern from C, one per distinct (group, body), with their counts. */
+static int unmasked_bodies(const uint8_t *wire, const Record *records, size_t count,
+                           const uint32_t *pattern_of, Grouped *grouped) {
+    return distinct_bodies(wire, records, count, grouped->group_of, pattern_of,
+                           &grouped->unmasked, &grouped->unmasked_records,
+                           &grouped->unmasked_count);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1216,6 +1271,226 @@ static PyObject *compact_sketch_bytes(const uint64_t *hashes, size_t n) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Patterns (GIL released): each record's body masked by the masker's C rules, once per
+ * distinct message of the request.                                                           */
+
+/* What a plain string body that masks to nothing (empty, or blanks only) counts as. */
+#define EMPTY_PATTERN "<empty>"
+
+/* A request's patterns: every distinct one once, in `bytes`, and each record's. */
+typedef struct {
+    uint32_t *pattern_of; /* per record: index into spans, or NO_PATTERN */
+    uint32_t *text_at;    /* per record with a pattern: where its text starts in the wire */
+    Buf bytes;            /* the patterns, back to back */
+    Spans spans;          /* per pattern, where it is in bytes */
+} Patterns;
+
+static void patterns_free(Patterns *patterns) {
+    free(patterns->pattern_of);
+    free(patterns->text_at);
+    free(patterns->bytes.data);
+    free(patterns->spans.items);
+    *patterns = (Patterns){0};
+}
+
+/*
+ * The text of a body that is exactly one string_value field holding valid UTF-8, as the
+ * Python scanner's record_patterns.string_text has it; 0 for any other body (structured, empty,
+ * trailing fields, invalid UTF-8), which Python patterns instead.
+ */
+static int plain_text(const uint8_t *body, size_t size, const uint8_t **text, size_t *length) {
+    if (!plain_body(body, size)) return 0;
+    uint64_t n = 0;
+    size_t at = 1;
+    for (int shift = 0; at < size && at <= 10; shift += 7) {
+        uint8_t byte = body[at++];
+        n |= (uint64_t)(byte & 0x7F) << shift;
+        if (!(byte & 0x80)) {
+            if (n != size - at) return 0;
+            if (!valid_utf8(body + at, body + size)) return 0;
+            *text = body + at;
+            *length = (size_t)n;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Slots of an open-addressing table for up to `count` entries: a power of two, twice it. */
+static inline size_t table_slots(size_t count) {
+    size_t slots = 16;
+    while (slots < count * 2) slots *= 2;
+    return slots;
+}
+
+/* The index of `pattern` among the request's patterns, added if new; -1 out of memory. */
+static int64_t pattern_index(Patterns *patterns, uint32_t *table, size_t slots, const char *text,
+                             size_t length) {
+    size_t slot = (size_t)XXH3_64bits_withSeed(text, length, table_seed) & (slots - 1);
+    while (table[slot] != NO_PATTERN) {
+        Span known = patterns->spans.items[table[slot]];
+        if (known.len == length && memcmp(patterns->bytes.data + known.off, text, length) == 0)
+            return table[slot];
+        slot = (slot + 1) & (slots - 1);
+    }
+    size_t off = patterns->bytes.len;
+    if (buf_put(&patterns->bytes, text, length) || spans_push(&patterns->spans, off, length))
+        return -1;
+    table[slot] = (uint32_t)(patterns->spans.len - 1);
+    return table[slot];
+}
+
+/*
+ * Every record's pattern: a plain string body's text masked by the built-in rules within the
+ * bounds (or, `verbatim`, the text itself, for Python to mask with a team's rules first), once
+ * per distinct body: records with the same message hash and the same bytes share the first's.
+ * Returns -1 when out of memory.
+ */
+static int mask_records(const uint8_t *wire, const Record *records, size_t count,
+                        size_t max_tokens, size_t max_length, int verbatim, Patterns *out) {
+    size_t slots = table_slots(count);
+    uint32_t *messages = malloc(slots * sizeof(uint32_t)); /* record index by message hash */
+    uint32_t *patterns = malloc(slots * sizeof(uint32_t)); /* pattern index by pattern */
+    out->pattern_of = malloc((count ? count : 1) * sizeof(uint32_t));
+    out->text_at = malloc((count ? count : 1) * sizeof(uint32_t));
+    MaskScratch scratch = {0};
+    int status = -1;
+    uint32_t last = NO_PATTERN; /* the last pattern found: distinct messages often share it */
+    if (messages == NULL || patterns == NULL || out->pattern_of == NULL || out->text_at == NULL)
+        goto done;
+    memset(messages, 0xFF, slots * sizeof(uint32_t));
+    memset(patterns, 0xFF, slots * sizeof(uint32_t));
+    for (size_t i = 0; i < count; i++) {
+        const Record *record = &records[i];
+        const uint8_t *body = wire + record->body_at;
+        out->pattern_of[i] = NO_PATTERN;
+        out->text_at[i] = 0; /* read only for records with a pattern */
+        if (!plain_body(body, record->body_size)) continue;
+        /* Mixed with the secret seed: a sender can choose bodies whose XXH3 share low bits. */
+        size_t slot = (size_t)fmix64(record->hash ^ table_seed) & (slots - 1);
+        int seen = 0;
+        while (messages[slot] != NO_PATTERN) {
+            const Record *other = &records[messages[slot]];
+            if (other->hash == record->hash && other->body_size == record->body_size &&
+                memcmp(wire + other->body_at, body, record->body_size) == 0) {
+                out->pattern_of[i] = out->pattern_of[messages[slot]];
+                /* The same bytes: the text as far into the body as in the other's. */
+                out->text_at[i] = record->body_at + (out->text_at[messages[slot]] - other->body_at);
+                seen = 1;
+                break;
+            }
+            slot = (slot + 1) & (slots - 1);
+        }
+        if (seen) continue;
+        messages[slot] = (uint32_t)i;
+        const uint8_t *text;
+        size_t length;
+        if (!plain_text(body, record->body_size, &text, &length)) continue;
+        const char *pattern = (const char *)text;
+        size_t pattern_length = length;
+        if (!verbatim) {
+            if (pattern_mask(&scratch, (const char *)text, length, max_tokens, max_length,
+                             &pattern, &pattern_length))
+                goto done;
+            if (pattern_length == 0) {
+                pattern = EMPTY_PATTERN;
+                pattern_length = sizeof EMPTY_PATTERN - 1;
+            }
+        }
+        int64_t index = last;
+        Span known = last == NO_PATTERN ? (Span){0, 0} : out->spans.items[last];
+        if (last == NO_PATTERN || known.len != pattern_length ||
+            memcmp(out->bytes.data + known.off, pattern, pattern_length) != 0)
+            index = pattern_index(out, patterns, slots, pattern, pattern_length);
+        if (index < 0) goto done;
+        last = (uint32_t)index;
+        out->pattern_of[i] = (uint32_t)index;
+        out->text_at[i] = (uint32_t)(text - wire);
+        mask_scratch_trim(&scratch);
+    }
+    status = 0;
+done:
+    free(messages);
+    free(patterns);
+    mask_scratch_free(&scratch);
+    return status;
+}
+
+/* One (group, pattern) of a tally: its records and the record whose text is the smallest. */
+typedef struct {
+    size_t group;
+    uint32_t pattern;
+    size_t records;
+    size_t example; /* a record index */
+} PatternEntry;
+
+typedef struct {
+    PatternEntry *entries;
+    size_t count;
+} PatternEntries;
+
+/* A record's text (one with a pattern), from where mask_records found it. */
+static inline const uint8_t *record_text(const uint8_t *wire, const Record *records,
+                                         const Patterns *patterns, size_t i, size_t *length) {
+    *length = records[i].body_at + records[i].body_size - patterns->text_at[i];
+    return wire + patterns->text_at[i];
+}
+
+/* Memory order, as the Python side compares examples by their UTF-8 bytes. */
+static int text_before(const uint8_t *wire, const Record *records, const Patterns *patterns,
+                       size_t a, size_t b) {
+    size_t la, lb;
+    const uint8_t *ta = record_text(wire, records, patterns, a, &la);
+    const uint8_t *tb = record_text(wire, records, patterns, b, &lb);
+    int order = memcmp(ta, tb, la < lb ? la : lb);
+    return order < 0 || (order == 0 && la < lb);
+}
+
+/* Per (group, pattern), in the order each first occurs: records and smallest example. */
+static int group_patterns(const uint8_t *wire, const Record *records, size_t count,
+                          const Patterns *patterns, const Grouped *grouped,
+                          PatternEntries *out) {
+    const uint32_t *pattern_of = patterns->pattern_of;
+    size_t slots = table_slots(count);
+    size_t *table = malloc(slots * sizeof(size_t));
+    out->entries = malloc((count ? count : 1) * sizeof(PatternEntry));
+    if (table == NULL || out->entries == NULL) {
+        free(table);
+        return -1;
+    }
+    for (size_t i = 0; i < slots; i++) table[i] = SIZE_MAX;
+    size_t last = SIZE_MAX; /* consecutive records often repeat a (group, pattern) */
+    for (size_t i = 0; i < count; i++) {
+        uint32_t pattern = pattern_of[i];
+        if (pattern == NO_PATTERN) continue;
+        size_t group = grouped->group_of[i];
+        size_t entry;
+        if (last != SIZE_MAX && out->entries[last].group == group &&
+            out->entries[last].pattern == pattern) {
+            entry = last;
+        } else {
+            size_t slot = (size_t)fmix64(((uint64_t)group << 32 ^ pattern) ^ table_seed) &
+                          (slots - 1);
+            while (table[slot] != SIZE_MAX && !(out->entries[table[slot]].group == group &&
+                                                out->entries[table[slot]].pattern == pattern))
+                slot = (slot + 1) & (slots - 1);
+            if (table[slot] == SIZE_MAX) {
+                table[slot] = out->count;
+                out->entries[out->count++] = (PatternEntry){group, pattern, 0, i};
+            }
+            entry = last = table[slot];
+        }
+        PatternEntry *found = &out->entries[entry];
+        found->records++;
+        if (found->example != i && text_before(wire, records, patterns, i, found->example))
+            found->example = i;
+    }
+    free(table);
+    return 0;
+}
+
+
+/* ------------------------------------------------------------------------------------------ */
 /* Python entry points.                                                                        */
 
 static PyObject *MalformedWire;
@@ -1232,6 +1507,9 @@ typedef struct {
     /* Several keys: the plain records' theta hashes, sorted, made by the first tally and
      * shared by every key's (ThetaOrder); NULL until then, and always with one key. */
     ThetaOrder *order;
+    /* Patterns, when check() was asked to count them (has_patterns); made in its walk. */
+    int has_patterns;
+    Patterns patterns;
 } Scan;
 
 static void scan_dealloc(Scan *self) {
@@ -1240,6 +1518,7 @@ static void scan_dealloc(Scan *self) {
     free(self->records);
     free(self->values);
     free(self->times);
+    patterns_free(&self->patterns);
     Py_XDECREF(self->wire);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -1265,14 +1544,18 @@ static PyTypeObject ScanType = {
 };
 
 PyDoc_STRVAR(check_doc,
-             "check(wire: bytes, key: bytes | tuple[bytes, ...], times: bool = False) -> Scan\n\n"
+             "check(wire: bytes, key: bytes | tuple[bytes, ...], times: bool = False,\n"
+             "      patterns: tuple[int, int, bool] | None = None) -> Scan\n\n"
              "Validate a serialized ExportLogsServiceRequest as the view's decode would, raising\n"
              "MalformedWire if it is malformed, and note per log record the raw value of\n"
              "attribute `key` (record > scope > resource) and its body, with the XXH3-64 of a\n"
              "plain string body: everything tally() needs, in one walk over the bytes. With\n"
              "`times`, also each record's time for tally_windows(). With a tuple of keys (at\n"
              "most 16, distinct), every key's value in the same walk; tally() counts by the\n"
-             "first until select_key() picks another.");
+             "first until select_key() picks another. With `patterns` (max_tokens, max_length,\n"
+             "verbatim), also each plain string body's pattern, masked by the masker's C rules\n"
+             "within those bounds (verbatim: its text as it is, for Python to mask), once per\n"
+             "distinct body; tally() then gives each value's patterns.");
 
 /* The key or keys check() was given, into the walk; -1 with an exception set if unfit. */
 static int take_keys(Walk *walk, PyObject *keys) {
@@ -1301,14 +1584,46 @@ static int take_keys(Walk *walk, PyObject *keys) {
     return 0;
 }
 
+/* check()'s `patterns` argument: None, or (max_tokens, max_length, verbatim). 0: not counted,
+ * 1: counted, -1 with an exception set. */
+typedef struct {
+    size_t max_tokens, max_length;
+    int verbatim;
+} MaskBounds;
+
+static int take_mask_bounds(PyObject *arg, MaskBounds *bounds) {
+    if (arg == Py_None) return 0;
+    if (!PyTuple_Check(arg) || PyTuple_GET_SIZE(arg) != 3) {
+        PyErr_SetString(PyExc_TypeError,
+                        "check() patterns must be None or (max_tokens, max_length, verbatim)");
+        return -1;
+    }
+    Py_ssize_t tokens = PyLong_AsSsize_t(PyTuple_GET_ITEM(arg, 0));
+    Py_ssize_t length = PyLong_AsSsize_t(PyTuple_GET_ITEM(arg, 1));
+    int verbatim = PyObject_IsTrue(PyTuple_GET_ITEM(arg, 2));
+    if (PyErr_Occurred() || verbatim < 0) return -1;
+    if (tokens < 1 || length < MASK_LEN) {
+        PyErr_SetString(PyExc_ValueError, "max_tokens must be at least 1 and max_length at least 3");
+        return -1;
+    }
+    bounds->max_tokens = (size_t)tokens;
+    bounds->max_length = (size_t)length;
+    bounds->verbatim = verbatim;
+    return 1;
+}
+
 static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs < 2 || nargs > 3 || !PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "check() takes (wire: bytes, key: bytes, times: bool)");
+    if (nargs < 2 || nargs > 4 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "check() takes (wire: bytes, key: bytes, times: bool, patterns)");
         return NULL;
     }
-    int timed = nargs == 3 ? PyObject_IsTrue(args[2]) : 0;
+    int timed = nargs >= 3 ? PyObject_IsTrue(args[2]) : 0;
     if (timed < 0) return NULL;
+    MaskBounds bounds = {0};
+    int patterned = nargs == 4 ? take_mask_bounds(args[3], &bounds) : 0;
+    if (patterned < 0) return NULL;
     PyObject *wire = args[0];
     Py_ssize_t size = PyBytes_GET_SIZE(wire);
     if ((uint64_t)size > UINT32_MAX) {
@@ -1319,15 +1634,20 @@ static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     walk.wire = (const uint8_t *)PyBytes_AS_STRING(wire);
     if (take_keys(&walk, args[1]) < 0) return NULL;
     walk.timed = timed;
-    int status;
+    Patterns patterns = {0};
+    int status, masked = 0;
     Py_BEGIN_ALLOW_THREADS
     status = walk_request(&walk, walk.wire, size);
+    if (status == 0 && patterned)
+        masked = mask_records(walk.wire, walk.records, walk.count, bounds.max_tokens,
+                              bounds.max_length, bounds.verbatim, &patterns);
     Py_END_ALLOW_THREADS
-    if (status < 0) {
+    if (status < 0 || masked < 0) {
         free(walk.records);
         free(walk.times);
         free(walk.values);
-        if (walk.out_of_memory) return PyErr_NoMemory();
+        patterns_free(&patterns);
+        if (walk.out_of_memory || masked < 0) return PyErr_NoMemory();
         PyErr_SetString(MalformedWire, walk.error ? walk.error : "malformed");
         return NULL;
     }
@@ -1337,6 +1657,7 @@ static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         free(walk.records);
         free(walk.times);
         free(walk.values);
+        patterns_free(&patterns);
         Py_XDECREF(scan);
         return scan == NULL ? NULL : PyErr_NoMemory();
     }
@@ -1347,6 +1668,8 @@ static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     scan->values = walk.values;
     scan->nkeys = walk.nkeys;
     scan->order = NULL;
+    scan->has_patterns = patterned;
+    scan->patterns = patterns;
     return (PyObject *)scan;
 }
 
@@ -1415,13 +1738,77 @@ static PyObject *group_tuple(const Group *group, const uint64_t *hashes, int tim
     return tuple;
 }
 
+/* The pattern entries as (group index, pattern, records, example): one str per distinct
+ * pattern, shared by its entries; examples decoded strictly (C patterns only valid UTF-8). */
+static PyObject *pattern_tuples(const Scan *scan, const PatternEntries *entries) {
+    const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
+    const Patterns *patterns = &scan->patterns;
+    PyObject *list = PyList_New((Py_ssize_t)entries->count);
+    PyObject **texts = calloc(patterns->spans.len ? patterns->spans.len : 1, sizeof(PyObject *));
+    PyObject *result = NULL;
+    if (list == NULL || texts == NULL) goto done;
+    for (size_t k = 0; k < entries->count; k++) {
+        const PatternEntry *entry = &entries->entries[k];
+        if (texts[entry->pattern] == NULL) {
+            Span span = patterns->spans.items[entry->pattern];
+            texts[entry->pattern] =
+                PyUnicode_DecodeUTF8(patterns->bytes.data + span.off, (Py_ssize_t)span.len, NULL);
+            if (texts[entry->pattern] == NULL) goto done;
+        }
+        size_t length;
+        const uint8_t *text =
+            record_text(wire, scan->records, &scan->patterns, entry->example, &length);
+        PyObject *group = PyLong_FromSize_t(entry->group);
+        PyObject *records = PyLong_FromSize_t(entry->records);
+        PyObject *message = PyUnicode_DecodeUTF8((const char *)text, (Py_ssize_t)length, NULL);
+        PyObject *tuple = group && records && message
+                              ? PyTuple_Pack(4, group, texts[entry->pattern], records, message)
+                              : NULL;
+        Py_XDECREF(group);
+        Py_XDECREF(records);
+        Py_XDECREF(message);
+        if (tuple == NULL) goto done;
+        PyList_SET_ITEM(list, (Py_ssize_t)k, tuple);
+    }
+    result = Py_NewRef(list);
+done:
+    if (texts != NULL)
+        for (size_t p = 0; p < patterns->spans.len; p++) Py_XDECREF(texts[p]);
+    free(texts);
+    Py_XDECREF(list);
+    return result;
+}
+
+/* The records Python patterns, one per distinct (group, body): (group index, body, records). */
+static PyObject *unmasked_tuples(const Scan *scan, const Grouped *grouped) {
+    const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
+    PyObject *list = PyList_New((Py_ssize_t)grouped->unmasked_count);
+    if (list == NULL) return NULL;
+    for (size_t k = 0; k < grouped->unmasked_count; k++) {
+        const Record *record = &scan->records[grouped->unmasked[k]];
+        PyObject *tuple = Py_BuildValue(
+            "(ny#n)", (Py_ssize_t)grouped->group_of[grouped->unmasked[k]],
+            (const char *)wire + record->body_at, (Py_ssize_t)record->body_size,
+            (Py_ssize_t)grouped->unmasked_records[k]);
+        if (tuple == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)k, tuple);
+    }
+    return list;
+}
+
 /* Per group: (raw value or None, records, compact theta sketch of its plain string bodies'
- * message hashes or None); and the other bodies, once per group they occur in: (index of the
- * group in the first list, raw body). */
-static PyObject *build_result(const Scan *scan, const Grouped *grouped, int timed) {
+ * message hashes or None); the other bodies, once per group they occur in: (index of the
+ * group in the first list, raw body); and, patterns counted, pattern_tuples and
+ * unmasked_tuples (two empty lists when not). */
+static PyObject *build_result(const Scan *scan, const Grouped *grouped,
+                              const PatternEntries *entries, int timed) {
     const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
     PyObject *groups = PyList_New((Py_ssize_t)grouped->group_count);
     PyObject *structured = PyList_New(0);
+    PyObject *patterned = NULL, *unmasked = NULL;
     PyObject *result = NULL;
     if (groups == NULL || structured == NULL) goto done;
     for (size_t g = 0; g < grouped->group_count; g++) {
@@ -1443,21 +1830,41 @@ static PyObject *build_result(const Scan *scan, const Grouped *grouped, int time
         Py_DECREF(pair);
         if (appended < 0) goto done;
     }
-    result = PyTuple_Pack(2, groups, structured);
+    patterned = scan->has_patterns ? pattern_tuples(scan, entries) : PyList_New(0);
+    unmasked = scan->has_patterns ? unmasked_tuples(scan, grouped) : PyList_New(0);
+    if (patterned == NULL || unmasked == NULL) goto done;
+    result = PyTuple_Pack(4, groups, structured, patterned, unmasked);
 done:
     Py_XDECREF(groups);
     Py_XDECREF(structured);
+    Py_XDECREF(patterned);
+    Py_XDECREF(unmasked);
     return result;
+}
+
+/* Patterns counted: each (group, pattern)'s records and example, and the records Python
+ * patterns; nothing when not. -1 when out of memory. */
+static int scan_patterns(const Scan *scan, const uint8_t *wire, Grouped *grouped,
+                         PatternEntries *entries) {
+    if (!scan->has_patterns) return 0;
+    if (group_patterns(wire, scan->records, scan->count, &scan->patterns, grouped, entries) < 0)
+        return -1;
+    return unmasked_bodies(wire, scan->records, scan->count, scan->patterns.pattern_of, grouped);
 }
 
 PyDoc_STRVAR(tally_doc,
              "tally(scan: Scan) -> tuple[list[tuple[bytes | None, int, bytes | None]],\n"
-             "                           list[tuple[int, bytes]]]\n\n"
+             "                           list[tuple[int, bytes]],\n"
+             "                           list[tuple[int, str, int, str]],\n"
+             "                           list[tuple[int, bytes, int]]]\n\n"
              "Group a checked request's records by the raw value of its attribute: per value,\n"
              "its record count and a serialized compact theta sketch of the message hashes\n"
              "(signed XXH3-64) of its plain string bodies, or None if it has none; and every\n"
              "other body, once per value it occurs under, as (index of the value's group, raw\n"
-             "body), for the caller to hash.");
+             "body), for the caller to hash. Then, for a Scan checked with patterns, per\n"
+             "(value, pattern) (group index, pattern, records, smallest message), and the\n"
+             "bodies C gave no pattern (not one string field of valid UTF-8), once per (value,\n"
+             "body) with their records: (group index, raw body, records); else two empty lists.");
 
 static PyObject *tally(PyObject *module, PyObject *arg) {
     (void)module;
@@ -1468,6 +1875,7 @@ static PyObject *tally(PyObject *module, PyObject *arg) {
     Scan *scan = (Scan *)arg;
     const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
     Grouped grouped = {0};
+    PatternEntries entries = {0};
     int status;
     /* Grouping and hashing in one release of the GIL: each release is a chance for another
      * thread to take it, and getting it back a wait. */
@@ -1475,12 +1883,11 @@ static PyObject *tally(PyObject *module, PyObject *arg) {
     status = group_records(wire, scan->records, scan->count, &grouped);
     if (status == 0) status = scan_theta_hashes(scan, wire, &grouped);
     if (status == 0) status = structured_bodies(wire, scan->records, scan->count, &grouped);
+    if (status == 0) status = scan_patterns(scan, wire, &grouped, &entries);
     Py_END_ALLOW_THREADS
-    PyObject *result = status == 0 ? build_result(scan, &grouped, 0) : PyErr_NoMemory();
-    free(grouped.groups);
-    free(grouped.group_of);
-    free(grouped.hashes);
-    free(grouped.structured);
+    PyObject *result = status == 0 ? build_result(scan, &grouped, &entries, 0) : PyErr_NoMemory();
+    grouped_free(&grouped);
+    free(entries.entries);
     return result;
 }
 
@@ -1516,12 +1923,14 @@ static void window_of_records(const uint64_t *times, size_t count, uint64_t arri
 PyDoc_STRVAR(tally_windows_doc,
              "tally_windows(scan: Scan, arrival_ns: int, window_ns: int, max_skew_ns: int)\n"
              "    -> tuple[list[tuple[int, bytes | None, int, bytes | None]],\n"
-             "             list[tuple[int, bytes]], int, int]\n\n"
+             "             list[tuple[int, bytes]], int, int,\n"
+             "             list[tuple[int, str, int, str]], list[tuple[int, bytes, int]]]\n\n"
              "tally() by (window, raw value) for a Scan checked with times: each record's\n"
              "window is its time (else the arrival; also the arrival when the time is more than\n"
              "max_skew_ns ahead of it) // window_ns. Groups are (window, raw value, records,\n"
              "sketch); then the other bodies as tally() gives them, and how many records were\n"
-             "put at arrival for a time too far ahead, and for no time at all.");
+             "put at arrival for a time too far ahead, and for no time at all; then the\n"
+             "patterns as tally() gives them.");
 
 static PyObject *tally_windows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
@@ -1544,6 +1953,7 @@ static PyObject *tally_windows(PyObject *module, PyObject *const *args, Py_ssize
     }
     const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
     Grouped grouped = {0};
+    PatternEntries entries = {0};
     size_t future = 0, missing = 0;
     uint64_t *windows = malloc((scan->count ? scan->count : 1) * sizeof(uint64_t));
     if (windows == NULL) return PyErr_NoMemory();
@@ -1554,24 +1964,24 @@ static PyObject *tally_windows(PyObject *module, PyObject *const *args, Py_ssize
     status = group_records_in_windows(wire, scan->records, windows, scan->count, &grouped);
     if (status == 0) status = scan_theta_hashes(scan, wire, &grouped);
     if (status == 0) status = structured_bodies(wire, scan->records, scan->count, &grouped);
+    if (status == 0) status = scan_patterns(scan, wire, &grouped, &entries);
     Py_END_ALLOW_THREADS
     free(windows);
     PyObject *result = NULL;
     if (status < 0) {
         PyErr_NoMemory();
     } else {
-        PyObject *tallied = build_result(scan, &grouped, 1);
+        PyObject *tallied = build_result(scan, &grouped, &entries, 1);
         if (tallied != NULL) {
-            result = Py_BuildValue("(OOnn)", PyTuple_GET_ITEM(tallied, 0),
+            result = Py_BuildValue("(OOnnOO)", PyTuple_GET_ITEM(tallied, 0),
                                    PyTuple_GET_ITEM(tallied, 1), (Py_ssize_t)future,
-                                   (Py_ssize_t)missing);
+                                   (Py_ssize_t)missing, PyTuple_GET_ITEM(tallied, 2),
+                                   PyTuple_GET_ITEM(tallied, 3));
             Py_DECREF(tallied);
         }
     }
-    free(grouped.groups);
-    free(grouped.group_of);
-    free(grouped.hashes);
-    free(grouped.structured);
+    grouped_free(&grouped);
+    free(entries.entries);
     return result;
 }
 
@@ -1603,6 +2013,7 @@ static int seed_tables(void) {
 }
 
 PyMODINIT_FUNC PyInit__wire(void) {
+    masker_init();
     if (seed_tables() < 0 || PyType_Ready(&ScanType) < 0) return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) return NULL;

@@ -9,13 +9,29 @@ class Scan:
     @property
     def records(self) -> int: ...
 
-def check(wire: bytes, key: bytes | tuple[bytes, ...], times: bool = False, /) -> Scan: ...
+def check(
+    wire: bytes,
+    key: bytes | tuple[bytes, ...],
+    times: bool = False,
+    patterns: tuple[int, int, bool] | None = None,
+    /,
+) -> Scan: ...
 def select_key(scan: Scan, index: int, /) -> None: ...
 def tally(
     scan: Scan, /
-) -> tuple[list[tuple[bytes | None, int, bytes | None]], list[tuple[int, bytes]]]: ...
+) -> tuple[
+    list[tuple[bytes | None, int, bytes | None]],
+    list[tuple[int, bytes]],
+    list[tuple[int, str, int, str]],
+    list[tuple[int, bytes, int]],
+]: ...
 def tally_windows(
     scan: Scan, arrival_ns: int, window_ns: int, max_skew_ns: int, /
 ) -> tuple[
-    list[tuple[int, bytes | None, int, bytes | None]], list[tuple[int, bytes]], int, int
+    list[tuple[int, bytes | None, int, bytes | None]],
+    list[tuple[int, bytes]],
+    int,
+    int,
+    list[tuple[int, str, int, str]],
+    list[tuple[int, bytes, int]],
 ]: ...

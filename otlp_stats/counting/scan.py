@@ -22,18 +22,33 @@ tally_windows groups by (window, label) in the same pass, putting a record witho
 dated more than the allowed clock skew ahead of its request's arrival, at that arrival. The C
 scanner hands most hashes over already made into a compact theta sketch (sketches.py), one per
 value per request, so that no Python int is made and no sketch update is called per record.
+
+Made with a Masker, both also count patterns (record_patterns.py): each LabelTally's `patterns`
+holds its records' patterns, each once, with its records and smallest message. The C scanner
+masks each distinct plain string body of the request once, in check()'s pass without the GIL,
+with the masker's C rules, and builds Python objects per distinct (value, pattern) only; bodies
+that are not one string field of valid UTF-8 go to Python. With a team's rules (Python regexes,
+which run before the built-in rules), C hands each distinct text over and Python masks it:
+slower, by the rules' cost per distinct message. Without a masker nothing of this runs.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from xxhash import xxh3_64_intdigest
 
 from otlp_stats.counting.aggregator import LabelTally
 from otlp_stats.counting.messages import SIGNED_OFFSET, STRING_TAG, body_hash
+from otlp_stats.counting.record_patterns import (
+    EMPTY_PATTERN,
+    PatternGroups,
+    body_pattern,
+    count_patterns,
+)
 from otlp_stats.counting.resolve import LabelRenderer
 from otlp_stats.counting.view import (
     ExportLogsRequestView,
@@ -42,6 +57,8 @@ from otlp_stats.counting.view import (
     key_may_be_on_records,
 )
 from otlp_stats.errors import MalformedRequest
+from otlp_stats.patterns.masker import Masker
+from otlp_stats.patterns.tally import PatternCount
 
 try:
     from otlp_stats.counting import _wire
@@ -53,6 +70,8 @@ NATIVE_AVAILABLE = _wire is not None
 
 # Per label (None: key absent), what its records are.
 Tally = dict[str | None, LabelTally]
+
+K = TypeVar("K", bound=Hashable)
 
 _NS = 1_000_000_000
 _MAX_NS = 2**64 - 1
@@ -142,7 +161,12 @@ def _as_keys(keys: AttributeKeys) -> tuple[str, ...]:
 class NativeScanner:
     name = "native"
 
-    def __init__(self, attribute_key: AttributeKeys, event_time: EventTime | None = None) -> None:
+    def __init__(
+        self,
+        attribute_key: AttributeKeys,
+        event_time: EventTime | None = None,
+        masker: Masker | None = None,
+    ) -> None:
         if _wire is None:
             raise RuntimeError("the C wire scanner (otlp_stats.counting._wire) was not built")
         self.keys = _as_keys(attribute_key)
@@ -153,22 +177,32 @@ class NativeScanner:
             else tuple(key.encode() for key in self.keys)
         )
         self._event_time = event_time
+        self._masker = masker
+        # What check() masks with: the built-in rules within the masker's bounds, or, when the
+        # masker has a team's rules (Python regexes, which must run first), nothing: C hands
+        # the distinct texts over as they are and Python masks them.
+        self._mask_bounds = (
+            None if masker is None else (masker.max_tokens, masker.max_length, masker.has_rules)
+        )
 
     def check(self, wire: bytes) -> CheckedRequest:
         assert _wire is not None
         try:
-            scan = _wire.check(wire, self._key, self._event_time is not None)
+            scan = _wire.check(wire, self._key, self._event_time is not None, self._mask_bounds)
         except _wire.MalformedWire as error:
             raise MalformedRequest(f"cannot decode ExportLogsServiceRequest: {error}") from None
         return CheckedRequest(wire, scan.records, scan)
 
     def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
         assert _wire is not None and request.scan is not None
-        grouped, structured = _wire.tally(request.scan)
+        grouped, structured, patterned, unmasked = _wire.tally(request.scan)
         by_raw = {
             raw: LabelTally(records, [], [] if sketch is None else [sketch])
             for raw, records, sketch in grouped
         }
+        if self._masker is not None:
+            tallies = [by_raw[raw] for raw, _, _ in grouped]
+            _attach_native_patterns(tallies, patterned, unmasked, self._masker)
         # Bodies that are not plain strings are hashed canonically, as body_hash does, once per
         # distinct body: records without a body (an empty one) can be a whole request.
         digests: dict[bytes, int] = {}
@@ -183,13 +217,16 @@ class NativeScanner:
         self, request: CheckedRequest, labels: LabelRenderer, arrival: int
     ) -> WindowedTally:
         assert _wire is not None and request.scan is not None and self._event_time is not None
-        grouped, structured, future, missing = _wire.tally_windows(
+        grouped, structured, future, missing, patterned, unmasked = _wire.tally_windows(
             request.scan, arrival, self._event_time.window_ns, self._event_time.max_skew_ns
         )
         by_key = {
             (window, raw): LabelTally(records, [], [] if sketch is None else [sketch])
             for window, raw, records, sketch in grouped
         }
+        if self._masker is not None:
+            tallies = [by_key[window, raw] for window, raw, _, _ in grouped]
+            _attach_native_patterns(tallies, patterned, unmasked, self._masker)
         digests: dict[bytes, int] = {}
         for group, body in structured:
             digest = digests.get(body)
@@ -223,10 +260,16 @@ class NativeScanner:
 class ViewScanner:
     name = "python"
 
-    def __init__(self, attribute_key: AttributeKeys, event_time: EventTime | None = None) -> None:
+    def __init__(
+        self,
+        attribute_key: AttributeKeys,
+        event_time: EventTime | None = None,
+        masker: Masker | None = None,
+    ) -> None:
         self.keys = _as_keys(attribute_key)
         self._key = self.keys[0]
         self._event_time = event_time
+        self._masker = masker
 
     def check(self, wire: bytes) -> CheckedRequest:
         view = decode_view(wire)
@@ -241,7 +284,7 @@ class ViewScanner:
 
     def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
         view = request.view if request.view is not None else decode_view(request.wire)
-        return tally_view(view, self._key, labels, request.key_on_records)
+        return tally_view(view, self._key, labels, request.key_on_records, self._masker)
 
     def tally_windows(
         self, request: CheckedRequest, labels: LabelRenderer, arrival: int
@@ -249,7 +292,7 @@ class ViewScanner:
         assert self._event_time is not None
         view = request.view if request.view is not None else decode_view(request.wire)
         return tally_view_windows(
-            view, self._key, labels, arrival, self._event_time, request.key_on_records
+            view, self._key, labels, arrival, self._event_time, request.key_on_records, self._masker
         )
 
     def tally_keys(self, request: CheckedRequest, labels: LabelRenderer) -> list[Tally]:
@@ -262,7 +305,14 @@ class ViewScanner:
             xxh3_64_intdigest(body) - SIGNED_OFFSET if body[:1] == STRING_TAG else body_hash(body)
             for body in bodies
         ]
-        return [by_label(_group(raws, hashes), labels) for raws in columns.raws]
+        cache: dict[bytes, tuple[str, str]] = {}  # one body's pattern, whatever the key
+        tallies = []
+        for raws in columns.raws:
+            groups = _group(raws, hashes)
+            if self._masker is not None:
+                _attach_patterns(groups, raws, bodies, self._masker, cache)
+            tallies.append(by_label(groups, labels))
+        return tallies
 
     def tally_windows_keys(
         self, request: CheckedRequest, labels: LabelRenderer, arrival: int
@@ -272,9 +322,17 @@ class ViewScanner:
         assert self._event_time is not None
         view = request.view if request.view is not None else decode_view(request.wire)
         columns = _key_columns(view, self.keys, _on_records(request, self.keys), times=True)
+        cache: dict[bytes, tuple[str, str]] = {}
         return [
             _windowed_columns(
-                raws, columns.bodies, columns.times, labels, arrival, self._event_time
+                raws,
+                columns.bodies,
+                columns.times,
+                labels,
+                arrival,
+                self._event_time,
+                self._masker,
+                cache,
             )
             for raws in columns.raws
         ]
@@ -284,11 +342,16 @@ def _on_records(request: CheckedRequest, keys: tuple[str, ...]) -> tuple[bool, .
     return request.keys_on_records or (True,) * len(keys)
 
 
-def default_scanner(attribute_key: AttributeKeys, event_time: EventTime | None = None) -> Scanner:
-    """The C scanner when it was built, else the Python one."""
+def default_scanner(
+    attribute_key: AttributeKeys,
+    event_time: EventTime | None = None,
+    masker: Masker | None = None,
+) -> Scanner:
+    """The C scanner when it was built, else the Python one; with a masker, both count each
+    value's patterns (LabelTally.patterns)."""
     if NATIVE_AVAILABLE:
-        return NativeScanner(attribute_key, event_time)
-    return ViewScanner(attribute_key, event_time)
+        return NativeScanner(attribute_key, event_time, masker)
+    return ViewScanner(attribute_key, event_time, masker)
 
 
 def tally_view(
@@ -296,6 +359,7 @@ def tally_view(
     key: str,
     labels: LabelRenderer,
     key_on_records: bool = True,
+    masker: Masker | None = None,
 ) -> Tally:
     """Per attribute value label, the message hash of each record of one request.
 
@@ -310,7 +374,10 @@ def tally_view(
         xxh3_64_intdigest(body) - SIGNED_OFFSET if body[:1] == STRING_TAG else body_hash(body)
         for body in bodies
     ]
-    return by_label(_group(raws, hashes), labels)
+    groups = _group(raws, hashes)
+    if masker is not None:
+        _attach_patterns(groups, raws, bodies, masker, {})
+    return by_label(groups, labels)
 
 
 def tally_view_windows(
@@ -320,10 +387,11 @@ def tally_view_windows(
     arrival: int,
     event_time: EventTime,
     key_on_records: bool = True,
+    masker: Masker | None = None,
 ) -> WindowedTally:
     """tally_view by (window, label): each record's window from its time, as _wire.c does."""
     raws, bodies, times = _columns(request, key, key_on_records, times=True)
-    return _windowed_columns(raws, bodies, times, labels, arrival, event_time)
+    return _windowed_columns(raws, bodies, times, labels, arrival, event_time, masker, {})
 
 
 def _windowed_columns(
@@ -333,10 +401,13 @@ def _windowed_columns(
     labels: LabelRenderer,
     arrival: int,
     event_time: EventTime,
+    masker: Masker | None,
+    cache: dict[bytes, tuple[str, str]],
 ) -> WindowedTally:
     latest = arrival + event_time.max_skew_ns
     future = missing = 0
     by_key: dict[tuple[int, bytes | None], LabelTally] = {}
+    keys: list[tuple[int, bytes | None]] = []
     for raw, body, time in zip(raws, bodies, times, strict=True):
         if time == 0:
             time = arrival
@@ -351,6 +422,10 @@ def _windowed_columns(
             xxh3_64_intdigest(body) - SIGNED_OFFSET if body[:1] == STRING_TAG else body_hash(body)
         )
         group.records += 1
+        if masker is not None:
+            keys.append((time // event_time.window_ns, raw))
+    if masker is not None:
+        _attach_patterns(by_key, keys, bodies, masker, cache)
     return _windowed(by_key, labels, future, missing)
 
 
@@ -426,6 +501,51 @@ def _windowed(
         by_window.setdefault(window, {})[raw] = counted
     windows = {window: by_label(by_raw, labels) for window, by_raw in by_window.items()}
     return WindowedTally(windows, future, missing)
+
+
+def _attach_patterns(
+    tallies: Mapping[K, LabelTally],
+    keys: Iterable[K],
+    bodies: Iterable[bytes],
+    masker: Masker,
+    cache: dict[bytes, tuple[str, str]],
+) -> None:
+    """The view scanner's patterns: each record's group key and body, in step."""
+    groups = count_patterns(keys, bodies, masker, cache)
+    for key in groups:
+        tallies[key].patterns += groups.counts(key)
+
+
+def _attach_native_patterns(
+    tallies: list[LabelTally],
+    patterned: list[tuple[int, str, int, str]],
+    unmasked: list[tuple[int, bytes, int]],
+    masker: Masker,
+) -> None:
+    """The C scanner's patterns onto its groups' tallies (by group index). Its entries are one
+    per (group, pattern) already, unless a team's rules must mask their texts first or some
+    records' bodies were left to Python (structured, not UTF-8): then they are merged here."""
+    if not unmasked and not masker.has_rules:
+        for group, pattern, records, example in patterned:
+            tallies[group].patterns.append(PatternCount(pattern, records, example))
+        return
+    groups: PatternGroups[int] = PatternGroups()
+    masked: dict[str, str] = {}
+    for group, pattern, records, example in patterned:
+        if masker.has_rules:  # the C scanner gave the text itself
+            final = masked.get(pattern)
+            if final is None:
+                final = masked[pattern] = masker.mask(pattern) or EMPTY_PATTERN
+            pattern = final
+        groups.add(group, pattern, records, example)
+    cache: dict[bytes, tuple[str, str]] = {}
+    for group, body, records in unmasked:
+        found = cache.get(body)
+        if found is None:
+            found = cache[body] = body_pattern(body, masker)
+        groups.add(group, found[0], records, found[1])
+    for group in groups:
+        tallies[group].patterns += groups.counts(group)
 
 
 def _group(raws: list[bytes | None], hashes: list[int]) -> dict[bytes | None, LabelTally]:

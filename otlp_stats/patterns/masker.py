@@ -79,6 +79,19 @@ class Masker:
         self._max_tokens = max_tokens
         self._max_length = max_length
 
+    @property
+    def has_rules(self) -> bool:
+        """True with a team's rules: those run in Python, so the C scanner cannot mask alone."""
+        return bool(self._rules)
+
+    @property
+    def max_tokens(self) -> int:
+        return self._max_tokens
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
     def mask(self, message: str) -> str:
         """The message's pattern: its tokens, variable parts masked, joined by one space."""
         for rule in self._rules:

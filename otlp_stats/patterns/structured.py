@@ -22,6 +22,10 @@ _SCALARS = {
 }
 
 
+# The shape of an AnyValue that holds nothing (a record without a body, a null in a kvlist).
+NULL_PATTERN = "<null>"
+
+
 def value_pattern(value: AnyValue, masker: Masker) -> str:
     """The body's pattern: a string's masked text, else its shape."""
     if value.WhichOneof("value") == "string_value":
@@ -36,7 +40,7 @@ def _shape(value: AnyValue, masker: Masker, depth: int) -> str:
     if kind in _SCALARS:
         return _SCALARS[kind]
     if kind is None:
-        return "<null>"
+        return NULL_PATTERN
     if depth >= MAX_DEPTH:
         return MASK
     if kind == "array_value":

@@ -10,7 +10,8 @@ by line, to name each malformed line and count the others.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import accumulate
@@ -20,8 +21,11 @@ import orjson
 
 from otlp_stats.counting.aggregator import LabelTally
 from otlp_stats.counting.messages import body_hash, string_body, string_body_hashes
+from otlp_stats.counting.record_patterns import EMPTY_PATTERN, PatternGroups
 from otlp_stats.counting.resolve import LabelRenderer, render_double
 from otlp_stats.counting.scan import Tally
+from otlp_stats.patterns.masker import Masker
+from otlp_stats.patterns.structured import NULL_PATTERN
 
 TimeUnit = Literal["auto", "s", "ms", "us", "ns"]
 TIME_UNITS: tuple[TimeUnit, ...] = ("auto", "s", "ms", "us", "ns")
@@ -77,9 +81,16 @@ class FrameCounter:
     """Tallies batches of JSON lines by (window, value) with the scanners' hashes and labels."""
 
     def __init__(
-        self, fields: FrameFields, window_ns: int, lateness_ns: int, labels: LabelRenderer
+        self,
+        fields: FrameFields,
+        window_ns: int,
+        lateness_ns: int,
+        labels: LabelRenderer,
+        masker: Masker | None = None,
     ) -> None:
         self._fields = fields
+        # With a masker, each (window, value) also gets its messages' patterns.
+        self._masker = masker
         self._time = field_reader(fields.time)
         self._value = field_reader(fields.value)
         self._message = field_reader(fields.message)
@@ -199,6 +210,11 @@ class FrameCounter:
         else:
             late = [False] * len(windows)
         groups: dict[tuple[bool, int, str | None], list[int]] = {}
+        patterns = (
+            self._patterns(zip(late, windows, values, strict=True), texts)
+            if self._masker is not None
+            else None
+        )
         for is_late, window, value, digest in zip(late, windows, values, hashes, strict=True):
             key = (is_late, window, value)
             group = groups.get(key)
@@ -211,12 +227,45 @@ class FrameCounter:
             target = batch.late_windows if is_late else batch.windows
             tally = target.setdefault(window, {})
             counted = LabelTally.of_hashes(digests)
+            if patterns is not None:
+                counted.patterns = patterns.counts((is_late, window, value))
             if label in tally:
                 tally[label].add(counted)
             else:
                 tally[label] = counted
         batch.records += len(docs)
         batch.latest_ns = max(batch.latest_ns, max(times))
+
+    def _patterns(
+        self, keys: Iterable[tuple[bool, int, str | None]], texts: list[Any]
+    ) -> PatternGroups[tuple[bool, int, str | None]]:
+        """Per group, its messages' patterns: a frame's message is masked as a string body is
+        (a non-string one as its label text; a frame without one is `<null>`, as a record
+        without a body)."""
+        assert self._masker is not None
+        masker = self._masker
+        cache: dict[str | None, tuple[str, str]] = {}
+        groups: PatternGroups[tuple[bool, int, str | None]] = PatternGroups()
+        messages = (
+            texts if all(type(t) is str for t in texts) else [_frame_message(t) for t in texts]
+        )
+        # Frames repeat: each distinct (group, message) is masked and added once.
+        for (key, message), records in Counter(zip(keys, messages, strict=True)).items():
+            found = cache.get(message)
+            if found is None:
+                found = cache[message] = _frame_pattern(message, masker)
+            groups.add(key, found[0], records, found[1])
+        return groups
+
+
+def _frame_message(value: Any) -> str | None:
+    return value if type(value) is str else _as_label_text(value)
+
+
+def _frame_pattern(message: str | None, masker: Masker) -> tuple[str, str]:
+    if message is None:
+        return NULL_PATTERN, ""
+    return masker.mask(message) or EMPTY_PATTERN, message
 
 
 def _unit_of(value: float) -> str:

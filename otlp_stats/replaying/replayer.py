@@ -25,6 +25,7 @@ from otlp_stats.counting.late import LateRecords
 from otlp_stats.counting.resolve import LabelRenderer
 from otlp_stats.counting.scan import AttributeKeys, EventTime, Scanner, Tally, default_scanner
 from otlp_stats.errors import MalformedRequest
+from otlp_stats.patterns.masker import Masker
 from otlp_stats.receiving.otlp_json import json_to_wire
 from otlp_stats.replaying.frames import FrameCounter, FrameFields
 from otlp_stats.replaying.framing import Frame, line_batches, otlp_frames, unwrap_message
@@ -96,6 +97,7 @@ class Replayer:
         on_malformed: Callable[[str], None] = lambda message: None,
         strict: bool = False,
         reviser: Reviser | None = None,
+        masker: Masker | None = None,
     ) -> None:
         """`late_records` decides the fate of late records; with a `reviser` (a store that
         keeps closed windows) it is the reviser's LateMerge, whose merges this replayer drives
@@ -108,14 +110,14 @@ class Replayer:
         self._limit = limit
         self._window_ns = window_ns = max(1, round(aggregator.window_seconds * _NS))
         self._scanner: Scanner = default_scanner(
-            attribute_key, EventTime(window_ns, _NO_SKEW_LIMIT)
+            attribute_key, EventTime(window_ns, _NO_SKEW_LIMIT), masker
         )
         # Several keys: one walk per request, a tally per key, into a KeyedAggregator.
         self._keyed = aggregator if isinstance(aggregator, KeyedAggregator) else None
         if self._keyed is not None and frame_fields is not None:
             raise ValueError("JSON lines carry one value field: one key")
         self._frames = (
-            FrameCounter(frame_fields, window_ns, round(aggregator.lateness * _NS), labels)
+            FrameCounter(frame_fields, window_ns, round(aggregator.lateness * _NS), labels, masker)
             if frame_fields is not None
             else None
         )

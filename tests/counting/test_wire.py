@@ -176,7 +176,7 @@ def test_each_value_s_sketch_is_what_datasketches_serializes_for_the_same_hashes
     bodies: list[str],
 ) -> None:
     wire = export_request([log_record(body, **{KEY: "v"}) for body in bodies]).SerializeToString()
-    [(raw, records, sketch)], structured = _wire.tally(_wire.check(wire, KEY.encode()))
+    [(raw, records, sketch)], structured, *_ = _wire.tally(_wire.check(wire, KEY.encode()))
     assert raw == AnyValue(string_value="v").SerializeToString()
     assert (records, structured) == (len(bodies), [])
     hashes = [body_hash(AnyValue(string_value=body).SerializeToString()) for body in bodies]
@@ -188,7 +188,7 @@ def test_the_c_sketch_of_known_string_bodies_is_pinned_byte_for_byte() -> None:
     # messages.py: its bytes are pinned too, to what tests/test_messages.py pins for Python.
     bodies = ["one", "two", "one"]
     wire = export_request([log_record(body, **{KEY: "v"}) for body in bodies]).SerializeToString()
-    [(_, records, sketch)], _ = _wire.tally(_wire.check(wire, KEY.encode()))
+    [(_, records, sketch)], *_ = _wire.tally(_wire.check(wire, KEY.encode()))
     assert records == 3
     assert sketch is not None
     assert sketch.hex() == "02030300001acc930200000000000000bcffc621d582a905ce6558e097d58d68"
@@ -201,7 +201,7 @@ def test_other_bodies_come_back_once_per_value_they_occur_under_and_make_no_sket
         if body is None:
             record.ClearField("body")  # no body at all: the view has it empty
     scan = _wire.check(export_request(records).SerializeToString(), KEY.encode())
-    groups, structured = _wire.tally(scan)
+    groups, structured, *_ = _wire.tally(scan)
     assert [(records, sketch) for _, records, sketch in groups] == [(3, None), (3, None)]
     seven, eight = (AnyValue(int_value=n).SerializeToString() for n in (7, 8))
     assert sorted(structured) == [(0, seven), (0, eight), (1, b""), (1, seven)]

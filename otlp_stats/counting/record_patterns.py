@@ -1,0 +1,107 @@
+"""A record's pattern from its raw body, and a request's patterns per value: what both scanners
+count when they are given a Masker (scan.py).
+
+A body that is exactly one string field is its text, masked (invalid UTF-8 read as U+FFFD, so
+patterns and examples are always valid str), with the text as example; one that masks to
+nothing (empty, or only blanks) is `<empty>`. Any other body has its shape as pattern
+(structured.value_pattern: a record without a body is `<null>`) and its rendering as a label
+(resolve.render_value: compact JSON for kvlists and arrays) as example; bytes that are not an
+AnyValue at all are `<undecodable>`, with an empty example.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Iterable, Iterator
+from typing import Generic, TypeVar
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from otlp_stats.counting.messages import STRING_TAG
+from otlp_stats.counting.resolve import render_value
+from otlp_stats.patterns.masker import Masker
+from otlp_stats.patterns.structured import value_pattern
+from otlp_stats.patterns.tally import PatternCount
+
+EMPTY_PATTERN = "<empty>"
+UNDECODABLE_PATTERN = "<undecodable>"
+
+K = TypeVar("K", bound=Hashable)
+
+
+def string_text(raw: bytes) -> bytes | None:
+    """The text of a body that is exactly one string_value field (tag, length, text), else None.
+
+    The C scanner masks these itself (when the text is valid UTF-8); the rest come here."""
+    if raw[:1] != STRING_TAG:
+        return None
+    length, shift, at = 0, 0, 1
+    while at < len(raw) and at <= 10:
+        byte = raw[at]
+        at += 1
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return raw[at:] if length == len(raw) - at else None
+        shift += 7
+    return None
+
+
+def body_pattern(raw: bytes, masker: Masker) -> tuple[str, str]:
+    """(pattern, example) of a record's body, given as its raw AnyValue bytes."""
+    text = string_text(raw)
+    if text is not None:
+        message = text.decode("utf-8", "replace")
+        return masker.mask(message) or EMPTY_PATTERN, message
+    try:
+        value = AnyValue.FromString(raw)
+    except DecodeError:
+        return UNDECODABLE_PATTERN, ""
+    return value_pattern(value, masker) or EMPTY_PATTERN, render_value(value)
+
+
+class PatternGroups(Generic[K]):
+    """Per group (a value, or a (window, value)), its patterns: records add up, and the example
+    kept is the smallest by UTF-8 bytes, as patterns/tally.py merges them."""
+
+    def __init__(self) -> None:
+        self._groups: dict[K, dict[str, list[int | str]]] = {}
+
+    def add(self, key: K, pattern: str, records: int, example: str) -> None:
+        patterns = self._groups.get(key)
+        if patterns is None:
+            patterns = self._groups[key] = {}
+        known = patterns.get(pattern)
+        if known is None:
+            patterns[pattern] = [records, example]
+            return
+        known[0] = int(known[0]) + records
+        if _before(example, str(known[1])):
+            known[1] = example
+
+    def counts(self, key: K) -> list[PatternCount]:
+        patterns = self._groups.get(key, {})
+        return [PatternCount(p, int(records), str(ex)) for p, (records, ex) in patterns.items()]
+
+    def __iter__(self) -> Iterator[K]:
+        """The groups, in the order their first pattern came."""
+        return iter(self._groups)
+
+
+def count_patterns(
+    keys: Iterable[K], bodies: Iterable[bytes], masker: Masker, cache: dict[bytes, tuple[str, str]]
+) -> PatternGroups[K]:
+    """Per key, the patterns of its records (key and raw body per record, in step); `cache`
+    keeps each distinct body's (pattern, example), and may be shared by several calls."""
+    groups: PatternGroups[K] = PatternGroups()
+    for (key, body), records in Counter(zip(keys, bodies, strict=True)).items():
+        found = cache.get(body)
+        if found is None:
+            found = cache[body] = body_pattern(body, masker)
+        groups.add(key, found[0], records, found[1])
+    return groups
+
+
+def _before(a: str, b: str) -> bool:
+    # As patterns/tally.py compares examples: by UTF-8 bytes (surrogates must not raise).
+    return a.encode("utf-8", "surrogatepass") < b.encode("utf-8", "surrogatepass")
