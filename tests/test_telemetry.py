@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from otlp_stats.counting.aggregator import ValueReport, WindowReport
 from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.counting.sketches import DistinctEstimate
 from otlp_stats.health import Health
 from otlp_stats.operating.state_metrics import StateCollector
-from otlp_stats.telemetry import RateLimitedLog
+from otlp_stats.telemetry import Metrics, RateLimitedLog
 from tests.support.servicetools import metric_value
 
 
@@ -177,3 +177,66 @@ def test_no_pattern_series_when_patterns_are_not_counted() -> None:
     text = scrape_patterns(with_patterns(2), tracked=None)
     assert "pattern" not in text
     assert metric_value(text, "otlp_stats_last_window_distinct_messages", {"value": "v000"}) == 2
+
+
+def test_hot_metrics_expose_what_prometheus_counters_and_histograms_would() -> None:
+    """The plain-number metrics read at scrape time give the exposition a Counter and a
+    Histogram fed the same values give: names, labels, `le` buckets (a value equal to a bound
+    is in its bucket), count and sum."""
+    metrics = Metrics(CollectorRegistry())
+    door = metrics.door("grpc")
+    metrics.door("http")  # used, nothing counted yet: its series are there, at zero
+    reference = CollectorRegistry()
+    requests = Counter("otlp_stats_export_requests", "x", ["transport"], registry=reference)
+    accepted = Counter("otlp_stats_records_accepted", "x", ["transport"], registry=reference)
+    duration = Histogram(
+        "otlp_stats_export_duration_seconds",
+        "x",
+        ["transport"],
+        buckets=door.export_duration.bounds,
+        registry=reference,
+    )
+    for transport in ("grpc", "http"):
+        requests.labels(transport)
+        accepted.labels(transport)
+        duration.labels(transport)
+    for seconds in (0.0001, 0.0005, 0.003, 0.003, 1.0, 7.0):
+        door.export_requests += 1
+        door.records_accepted += 10
+        door.export_duration.observe(seconds)
+        requests.labels("grpc").inc()
+        accepted.labels("grpc").inc(10)
+        duration.labels("grpc").observe(seconds)
+    assert _samples(metrics.registry, "otlp_stats_export_") == _samples(
+        reference, "otlp_stats_export_"
+    )
+    assert _samples(metrics.registry, "otlp_stats_records_accepted") == _samples(
+        reference, "otlp_stats_records_accepted"
+    )
+
+
+def test_worker_figures_are_read_at_scrape_time() -> None:
+    metrics = Metrics(CollectorRegistry())
+    metrics.hot.records_counted += 7
+    metrics.hot.requests_scanned += 2
+    metrics.hot.worker_duration.observe(0.002)
+    metrics.hot.worker_duration.observe(20.0)
+    registry = metrics.registry
+    assert registry.get_sample_value("otlp_stats_records_counted_total") == 7
+    assert registry.get_sample_value("otlp_stats_requests_scanned_total") == 2
+    bucket = "otlp_stats_worker_processing_seconds_bucket"
+    assert registry.get_sample_value(bucket, {"le": "0.0025"}) == 1
+    assert registry.get_sample_value(bucket, {"le": "10.0"}) == 1
+    assert registry.get_sample_value(bucket, {"le": "30.0"}) == 2
+    assert registry.get_sample_value(bucket, {"le": "+Inf"}) == 2
+    assert registry.get_sample_value("otlp_stats_worker_processing_seconds_count") == 2
+    assert registry.get_sample_value("otlp_stats_worker_processing_seconds_sum") == 20.002
+
+
+def _samples(registry: CollectorRegistry, prefix: str) -> dict[tuple[str, str], float]:
+    return {
+        (sample.name, repr(sorted(sample.labels.items()))): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name.startswith(prefix)
+    }

@@ -33,6 +33,16 @@ class Verdict:
     message: str = ""
 
 
+# The verdicts of small requests counted whole, made once: a frozen dataclass costs a few calls
+# to build, and small requests are the ones whose every µs shows.
+_ALL_COUNTED = tuple(Verdict(counted) for counted in range(256))
+
+
+def all_counted(records: int) -> Verdict:
+    """The verdict of a request whose `records` were all counted."""
+    return _ALL_COUNTED[records] if records < len(_ALL_COUNTED) else Verdict(records)
+
+
 @dataclass(frozen=True, eq=False)
 class QueuedRequest:
     """An admitted Export: its protobuf bytes, not yet checked, and the verdict its handler
@@ -86,13 +96,17 @@ class RequestQueue:
     def reserve(self, item: QueuedRequest) -> None:
         """Admit the request against the bounds as put_nowait does, without queueing it: for a
         request its caller counts at once, and then releases with done() as a worker does."""
+        self.hold(item.arrival, item.size)
+
+    def hold(self, arrival: float, size: int) -> None:
+        """reserve() by arrival and size; released with release(arrival, size)."""
         if self._unfinished_requests >= self.max_requests:
             raise QueueFull("queue_requests")
-        if self._unfinished_requests and self._unfinished_bytes + item.size > self.max_bytes:
+        if self._unfinished_requests and self._unfinished_bytes + size > self.max_bytes:
             raise QueueFull("queue_bytes")
         self._unfinished_requests += 1
-        self._unfinished_bytes += item.size
-        self._arrivals[item.arrival] += 1
+        self._unfinished_bytes += size
+        self._arrivals[arrival] += 1
         self._idle.clear()
 
     async def get(self) -> QueuedRequest:
@@ -107,11 +121,15 @@ class RequestQueue:
 
     def done(self, item: QueuedRequest) -> None:
         """The item's counts are in the aggregator (or it failed); release its capacity."""
+        self.release(item.arrival, item.size)
+
+    def release(self, arrival: float, size: int) -> None:
+        """done() for what hold() admitted."""
         self._unfinished_requests -= 1
-        self._unfinished_bytes -= item.size
-        self._arrivals[item.arrival] -= 1
-        if not self._arrivals[item.arrival]:
-            del self._arrivals[item.arrival]
+        self._unfinished_bytes -= size
+        self._arrivals[arrival] -= 1
+        if not self._arrivals[arrival]:
+            del self._arrivals[arrival]
         if not self._unfinished_requests:
             self._idle.set()
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol, cast
 
 from otlp_stats.counting.aggregator import Added, ResolvedBatch
 from otlp_stats.counting.late import LateRecords, RejectLate
-from otlp_stats.counting.queue import QueuedRequest, RequestQueue, Verdict
+from otlp_stats.counting.queue import QueuedRequest, RequestQueue, Verdict, all_counted
 from otlp_stats.counting.resolve import LabelRenderer
 from otlp_stats.counting.scan import (
     CheckedRequest,
@@ -164,7 +164,7 @@ class WorkerPool:
         # Bound once: labels() costs a lock, a tuple and a dict lookup per call.
         self._adjusted_future = metrics.timestamps_adjusted.labels("future")
         self._adjusted_missing = metrics.timestamps_adjusted.labels("missing")
-        self._scanned = metrics.requests_scanned
+        self._hot = metrics.hot
         self._logger = logger
         self._max_records = max_records
         self._retry_delay = retry_delay
@@ -172,6 +172,10 @@ class WorkerPool:
         self._event_time = event_time
         self._late = late or RejectLate(0.0, 0.0)
         self._acknowledger = acknowledger or AnswerAtOnce()
+        # What count_at_once may do without a future: answer a request counted in memory.
+        self.answers_at_once = isinstance(self._acknowledger, AnswerAtOnce)
+        # One key, arrival time: the request's records go to one window in one call.
+        self._one_window = not self._several and event_time is None
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -206,9 +210,17 @@ class WorkerPool:
 
     def resolve(self, wire: bytes, arrival: float = 0.0) -> tuple[int, Counted]:
         """The request's record count and its records per attribute value (and window, with
-        event time), or a refusal."""
+        event time), or a refusal. On the loop: counted as scanned once checked."""
         checked = self._scanner.check(wire)
-        self._scanned.inc()
+        self._hot.requests_scanned += 1
+        return self._resolve_checked(checked, arrival)
+
+    def _resolve_off_loop(self, wire: bytes, arrival: float) -> tuple[int, Counted]:
+        """resolve() in a worker thread: the loop counts it as scanned (see _count), so the
+        metric's plain number is only ever changed by one thread."""
+        return self._resolve_checked(self._scanner.check(wire), arrival)
+
+    def _resolve_checked(self, checked: CheckedRequest, arrival: float) -> tuple[int, Counted]:
         if checked.records > self._max_records:
             # Counting holds up to about 60 bytes per record however small the record is on the
             # wire (a record can be 2 bytes), so the record count is bounded as the size is.
@@ -256,6 +268,45 @@ class WorkerPool:
                 await asyncio.sleep(0)
                 turn_started = 0.0
 
+    def count_at_once(self, arrival: float, wire: bytes) -> Verdict:
+        """count_now without a queued item or a future, when the acknowledgement is at once
+        (answers_at_once): the verdict, or raises the refusal. The straight path of a small
+        request: nothing is reserved on the queue, as nothing can look at it before this
+        returns (no await), and an empty queue admits any request."""
+        started = time.perf_counter()
+        try:
+            return self._count_answered(arrival, wire)
+        except ExportRefused:
+            raise
+        except Exception:
+            # A fault in handling a fault (_failed): the sender still gets an answer.
+            with contextlib.suppress(Exception):
+                self._logger.error("worker_failed", bytes=len(wire), exc_info=True)
+            raise CountingFailed("the request could not be counted") from None
+        finally:
+            self._hot.worker_duration.observe(time.perf_counter() - started)
+
+    def _count_answered(self, arrival: float, wire: bytes) -> Verdict:
+        try:
+            records, batch = self.resolve(wire, arrival)
+        except ExportRefused:
+            raise
+        except Exception as error:
+            counted = error.records if isinstance(error, _NotCounted) else 0
+            raise self._failed(len(wire), error, counted) from None
+        if not records:
+            return all_counted(0)
+        try:
+            if self._one_window:
+                self._sink.add(arrival, cast(ResolvedBatch, batch))
+                verdict = all_counted(records)
+            else:
+                verdict = self._hand_over(arrival, records, batch)[0]
+        except Exception as error:
+            raise self._failed(len(wire), error, records) from None
+        self._hot.records_counted += verdict.counted
+        return verdict
+
     def count_now(self, item: QueuedRequest) -> None:
         """Count a request of at most at_once_bytes in the caller's turn of the loop, as a worker
         would. For the Export handler when nothing is queued or in work: it saves the hand-over
@@ -283,7 +334,7 @@ class WorkerPool:
         """A request's place is released here unless the acknowledger has it to release."""
         if not handed_on:
             self._queue.done(item)
-        self._metrics.worker_duration.observe(time.perf_counter() - started)
+        self._hot.worker_duration.observe(time.perf_counter() - started)
 
     async def _count(self, item: QueuedRequest) -> bool:
         """Count the request; True once it is handed to the acknowledger, which then answers
@@ -296,17 +347,21 @@ class WorkerPool:
         try:
             loop = asyncio.get_running_loop()
             records, batch = await loop.run_in_executor(
-                self._executor, self.resolve, item.wire, item.arrival
+                self._executor, self._resolve_off_loop, item.wire, item.arrival
             )
         except ExportRefused as refusal:
+            self._hot.requests_scanned += isinstance(refusal, RequestTooLarge)
             _refuse(item, refusal)
             return False
         except asyncio.CancelledError:
             _refuse(item, ShuttingDown(self._retry_delay))
             raise
         except Exception as error:
+            # Checked, then its tally failed (_NotCounted): it was scanned.
+            self._hot.requests_scanned += isinstance(error, _NotCounted)
             self._fail(item, error, error.records if isinstance(error, _NotCounted) else 0)
             return False
+        self._hot.requests_scanned += 1
         if item.verdict.done():
             return False  # the sender gave up while a thread counted it: it will retry
         return self._settle(item, records, batch)
@@ -327,12 +382,14 @@ class WorkerPool:
         """Hand a resolved request over to the aggregator, and its answer to the acknowledger."""
         try:
             verdict, counted, stored = (
-                self._hand_over(item.arrival, records, batch) if records else (Verdict(0), {}, None)
+                self._hand_over(item.arrival, records, batch)
+                if records
+                else (all_counted(0), {}, None)
             )
         except Exception as error:
             self._fail(item, error, records)
             return False
-        self._metrics.records_counted.inc(verdict.counted)
+        self._hot.records_counted += verdict.counted
         # Once counted, nothing may turn the answer into a refusal but the acknowledger's
         # failing to make it durable.
         self._acknowledger.acknowledge(
@@ -351,7 +408,7 @@ class WorkerPool:
         key = self._keys[0]
         if not isinstance(batch, WindowedTally):
             index = self._sink.add(arrival, batch)
-            return Verdict(records), {(key, index): batch}, None
+            return all_counted(records), {(key, index): batch}, None
         added = self._sink.add_windows(arrival, batch.windows)
         counted = {
             (key, index): tally for index, tally in batch.windows.items() if index not in added.late
@@ -403,9 +460,13 @@ class WorkerPool:
 
     def _fail(self, item: QueuedRequest, error: Exception, records: int) -> None:
         """A fault of ours: log it, and refuse the request so its sender knows."""
-        self._logger.error("worker_failed", bytes=item.size, records=records, exc_info=error)
+        _refuse(item, self._failed(item.size, error, records))
+
+    def _failed(self, size: int, error: Exception, records: int) -> CountingFailed:
+        """Log and count a fault of ours; the refusal its sender gets."""
+        self._logger.error("worker_failed", bytes=size, records=records, exc_info=error)
         self._metrics.records_failed.inc(records)
-        _refuse(item, CountingFailed("the request could not be counted"))
+        return CountingFailed("the request could not be counted")
 
 
 class _NotCounted(Exception):

@@ -17,6 +17,10 @@ is counted at once in its handler's turn, admitted against the same bounds: what
 do, without handing it to a worker task and awaiting the verdict. As soon as anything is queued
 or in work (a large request, a slow count, a burst), new requests queue behind it and a full
 queue refuses them as before. Why this keeps backpressure is in docs/scaling.md (small requests).
+When the acknowledgement is at once (--durability checkpoint), that count is one straight call
+returning the verdict: no queued item, no future, no place reserved on the queue (nothing can
+look at it before the call returns); with --durability ack it reserves its place and awaits the
+commit as a queued request does.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from otlp_stats.clock import Clock
-from otlp_stats.counting.queue import QueuedRequest, QueueFull, RequestQueue, Verdict
+from otlp_stats.counting.queue import QueuedRequest, QueueFull, RequestQueue, Verdict, all_counted
 from otlp_stats.errors import (
     ExportRefused,
     NotDurable,
@@ -50,8 +54,17 @@ class AtOnceCounter(Protocol):
         """The largest request counted at once; bigger ones always go through the queue."""
         ...
 
+    @property
+    def answers_at_once(self) -> bool:
+        """True if a counted request is answered at once, so count_at_once may be used."""
+        ...
+
     def count_now(self, item: QueuedRequest) -> None:
         """Count it now and set its verdict; the item is reserved on the queue and released."""
+        ...
+
+    def count_at_once(self, arrival: float, wire: bytes) -> Verdict:
+        """Count it now, unqueued; its verdict, or raises the refusal."""
         ...
 
 
@@ -76,6 +89,7 @@ class Intake:
         self._refusal_log = refusal_log
         self._counter = counter
         self._at_once_bytes = counter.at_once_bytes if counter is not None else -1
+        self._answers_at_once = counter is not None and counter.answers_at_once
 
     async def accept(
         self, payload: bytes, transport: str, decoder: Decoder | None = None
@@ -87,20 +101,31 @@ class Intake:
         edge to translate into its transport's status.
         """
         door = self._metrics.door(transport)
-        door.export_requests.inc()
+        door.export_requests += 1
         try:
-            verdict = await self._admit(self._request(payload, transport, decoder))
+            arrival = self._clock.now()
+            wire = self._admissible(payload, decoder)
+            if (
+                self._answers_at_once
+                and 0 < len(wire) <= self._at_once_bytes
+                and not self._queue.depth
+            ):
+                # The straight path: nothing queued or in work, answered when counted.
+                assert self._counter is not None  # answers_at_once says there is one
+                verdict = self._counter.count_at_once(arrival, wire)
+            else:
+                verdict = await self._admit(self._queued(arrival, wire, transport))
         except ExportRefused as refusal:
             self._metrics.requests_refused.labels(transport, refusal.reason).inc()
             self._refusal_log.warning(
                 "export_refused", transport=transport, reason=refusal.reason, detail=str(refusal)
             )
             raise
-        door.records_accepted.inc(verdict.counted)
+        door.records_accepted += verdict.counted
         return verdict
 
-    def _request(self, payload: bytes, transport: str, decoder: Decoder | None) -> QueuedRequest:
-        arrival = self._clock.now()
+    def _admissible(self, payload: bytes, decoder: Decoder | None) -> bytes:
+        """The request's protobuf bytes, or the refusal that stops it before it is admitted."""
         if not self._health.accepting:
             raise ShuttingDown(self._retry_delay)
         if self._health.unavailable is not None:
@@ -111,13 +136,16 @@ class Intake:
             raise RequestTooLarge(
                 f"request of {len(payload)} bytes exceeds the limit of {self._max_request_size}"
             )
-        wire = payload if decoder is None else decoder(payload)
+        return payload if decoder is None else decoder(payload)
+
+    @staticmethod
+    def _queued(arrival: float, wire: bytes, transport: str) -> QueuedRequest:
         return QueuedRequest(arrival, wire, transport, asyncio.get_running_loop().create_future())
 
     async def _admit(self, item: QueuedRequest) -> Verdict:
         if not item.wire:
             # OTLP: an empty request is a success; there is nothing to queue.
-            return Verdict(0)
+            return all_counted(0)
         queue = self._queue
         if self._counter is not None and item.size <= self._at_once_bytes and not queue.depth:
             # Nothing queued or in work: nothing this request could overtake, nothing to wait for.

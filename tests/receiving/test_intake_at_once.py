@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from otlp_stats.clock import SystemClock
 from otlp_stats.counting.queue import QueuedRequest, Verdict
-from otlp_stats.counting.workers import AT_ONCE_BYTES
-from otlp_stats.errors import MalformedRequest, Overloaded
+from otlp_stats.counting.workers import AT_ONCE_BYTES, Done, Journaled, Stored, WorkerPool
+from otlp_stats.errors import CountingFailed, MalformedRequest, Overloaded
 from otlp_stats.health import Health, HealthState
 from otlp_stats.receiving.intake import Intake
 from otlp_stats.telemetry import Metrics, RateLimitedLog
@@ -39,12 +39,18 @@ class Front:
 @pytest.fixture
 async def front() -> AsyncIterator[Front]:
     metrics = Metrics(CollectorRegistry())
-    health = Health()
-    health.move_to(HealthState.SERVING)
     queue = GatedQueue(max_requests=3, max_bytes=1 << 20)
     workers, counted = worker_pool(queue, metrics)
     await workers.start()
-    intake = Intake(
+    yield Front(_intake(queue, metrics, workers), queue, counted, metrics)
+    queue.open_gate()
+    await workers.stop()
+
+
+def _intake(queue: GatedQueue, metrics: Metrics, workers: WorkerPool) -> Intake:
+    health = Health()
+    health.move_to(HealthState.SERVING)
+    return Intake(
         queue,
         health,
         SystemClock(),
@@ -54,9 +60,6 @@ async def front() -> AsyncIterator[Front]:
         RateLimitedLog(structlog.get_logger("test")),
         counter=workers,
     )
-    yield Front(intake, queue, counted, metrics)
-    queue.open_gate()
-    await workers.stop()
 
 
 async def test_a_small_request_is_counted_at_once_when_nothing_is_queued_or_in_work(
@@ -116,6 +119,67 @@ async def test_a_malformed_small_request_is_refused_and_releases_its_place(front
         "otlp_stats_export_refused_total", {"transport": "http", "reason": "malformed"}
     )
     assert refused == 1
+
+
+async def test_a_fault_in_the_at_once_count_refuses_the_request_and_is_a_metric(
+    front: Front,
+) -> None:
+    def broken(arrival: float, batch: object) -> int:
+        raise RuntimeError("a bug")
+
+    front.counted.add = broken  # type: ignore[method-assign]
+    with pytest.raises(CountingFailed):
+        await front.intake.accept(SMALL, "grpc")
+    registry = front.metrics.registry
+    assert registry.get_sample_value("otlp_stats_records_failed_total") == 2
+    assert registry.get_sample_value("otlp_stats_records_counted_total") == 0
+    refused = {"transport": "grpc", "reason": "internal"}
+    assert registry.get_sample_value("otlp_stats_export_refused_total", refused) == 1
+    assert front.queue.depth == 0
+
+
+class HeldAnswers:
+    """An acknowledger that answers when told, as --durability ack does once committed."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[asyncio.Future[Verdict], Verdict, Done]] = []
+
+    def acknowledge(
+        self,
+        verdict: asyncio.Future[Verdict],
+        answer: Verdict,
+        counted: Journaled,
+        done: Done,
+        stored: Stored = None,
+    ) -> None:
+        self.waiting.append((verdict, answer, done))
+
+    def answer_all(self) -> None:
+        for verdict, answer, done in self.waiting:
+            verdict.set_result(answer)
+            done()
+
+
+async def test_an_acknowledgement_that_waits_keeps_the_small_requests_place_until_answered() -> (
+    None
+):
+    """With --durability ack the small request counted at once is answered only once its
+    counts are committed, and holds its place in the queue (and its window open) until then."""
+    metrics = Metrics(CollectorRegistry())
+    queue = GatedQueue(max_requests=3, max_bytes=1 << 20)
+    held = HeldAnswers()
+    workers, counted = worker_pool(queue, metrics, acknowledger=held)
+    assert not workers.answers_at_once
+    queue.close_gate()  # no worker can answer it: the handler's own count does
+    accepting = asyncio.create_task(_intake(queue, metrics, workers).accept(SMALL, "grpc"))
+    await _until(lambda: bool(held.waiting))
+    assert len(counted.batches) == 1
+    assert not accepting.done()
+    assert queue.depth == 1 and queue.oldest_arrival() is not None
+    held.answer_all()
+    assert await accepting == Verdict(2)
+    assert queue.depth == 0 and queue.oldest_arrival() is None
+    assert queue.taken == []
 
 
 def _queued() -> QueuedRequest:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from otlp_stats.counting.aggregator import Added, ResolvedBatch
 from otlp_stats.counting.queue import QueuedRequest, RequestQueue
 from otlp_stats.counting.scan import default_scanner
-from otlp_stats.counting.workers import WorkerPool
+from otlp_stats.counting.workers import Acknowledger, WorkerPool
 from otlp_stats.telemetry import Metrics
 
 
@@ -87,6 +87,7 @@ def worker_pool(
     max_records: int = 100_000,
     key: str = "foo",
     logger: Any = None,
+    acknowledger: Acknowledger | None = None,
 ) -> tuple[WorkerPool, CountedBatches]:
     counted = CountedBatches()
     pool = WorkerPool(
@@ -98,6 +99,7 @@ def worker_pool(
         logger or _NullLogger(),
         max_records,
         retry_delay=2.5,
+        acknowledger=acknowledger,
     )
     return pool, counted
 
