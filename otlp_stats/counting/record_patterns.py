@@ -76,7 +76,8 @@ class PatternGroups(Generic[K]):
             patterns[pattern] = [records, example]
             return
         known[0] = int(known[0]) + records
-        if _before(example, str(known[1])):
+        # Valid str compare in the order of their UTF-8 bytes (patterns/tally.py).
+        if example < str(known[1]):
             known[1] = example
 
     def counts(self, key: K) -> list[PatternCount]:
@@ -100,8 +101,3 @@ def count_patterns(
             found = cache[body] = body_pattern(body, masker)
         groups.add(key, found[0], records, found[1])
     return groups
-
-
-def _before(a: str, b: str) -> bool:
-    # As patterns/tally.py compares examples: by UTF-8 bytes (surrogates must not raise).
-    return a.encode("utf-8", "surrogatepass") < b.encode("utf-8", "surrogatepass")

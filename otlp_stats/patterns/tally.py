@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -27,9 +28,9 @@ DEFAULT_MAX_PATTERNS = 1_000
 DEFAULT_TOP_PATTERNS = 3
 
 
-@dataclass(frozen=True, slots=True)
-class PatternCount:
-    """A pattern, its records, and one message it came from."""
+class PatternCount(NamedTuple):
+    """A pattern, its records, and one message it came from (a tuple: one is made per pattern
+    per value per request, so it must be cheap to build)."""
 
     pattern: str
     records: int
@@ -58,24 +59,23 @@ class PatternTable:
 
     def add(self, pattern: str, records: int, example: str) -> None:
         """`records` more records of `pattern`, one of which was `example`."""
-        if pattern == OVERFLOW_PATTERN:
-            self.overflow_records += records
-            return
         known = self._records.get(pattern)
-        if known is None:
-            if len(self._records) >= self.max_patterns:
-                self.overflow_records += records
-                return
+        if known is not None:
+            self._records[pattern] = known + records
+            # Patterns and examples are valid str (never lone surrogates), and for those the
+            # order of code points is the order of their UTF-8 bytes, which C compares.
+            if example < self._examples[pattern]:
+                self._examples[pattern] = example
+        elif pattern == OVERFLOW_PATTERN or len(self._records) >= self.max_patterns:
+            self.overflow_records += records
+        else:
             self._records[pattern] = records
-            self._examples[pattern] = example
-            return
-        self._records[pattern] = known + records
-        if _before(example, self._examples[pattern]):
             self._examples[pattern] = example
 
     def merge(self, counts: Iterable[PatternCount]) -> None:
-        for count in counts:
-            self.add(count.pattern, count.records, count.example)
+        add = self.add
+        for pattern, records, example in counts:
+            add(pattern, records, example)
 
     def __len__(self) -> int:
         """Patterns tracked (the overflow entry not included)."""
@@ -145,9 +145,3 @@ def decode_counts(blob: bytes | str | None) -> tuple[PatternCount, ...]:
     if not blob:
         return ()
     return tuple(PatternCount(str(p), int(r), str(e)) for p, r, e in orjson.loads(blob))
-
-
-def _before(a: str, b: str) -> bool:
-    # By UTF-8 bytes, not code points, so that C (memcmp) and Python pick the same example;
-    # surrogates (invalid UTF-8 kept by surrogateescape) must not raise.
-    return a.encode("utf-8", "surrogatepass") < b.encode("utf-8", "surrogatepass")
