@@ -15,9 +15,11 @@
  * one request may feed many windows in the same single pass. Arrival time notes no time.
  *
  * With a tuple of keys (at most 16), check() resolves every key in the same walk, each with the
- * same precedence, and notes each record's value for each; select_key() makes tally() and
- * tally_windows() count by one of them, so several keys cost one walk over the bytes and one
- * tally per key over the noted records. One key keeps its own walk, unchanged.
+ * same precedence, and notes each record's value for each; tally_keys() then tallies every key
+ * in one call (one release of the GIL, the theta hashes made and sorted once for all keys), so
+ * several keys cost one walk over the bytes and one grouping per key over the noted records.
+ * select_key() makes tally() and tally_windows() count by one of them. One key keeps its own
+ * walk, unchanged.
  *
  * tally() then works from the Scan without walking the bytes again: it groups the records by
  * raw attribute value, so Python renders one label per distinct value rather than one per
@@ -51,6 +53,9 @@
 
 /* Keys one check() resolves in its one walk (config.MAX_ATTRIBUTE_KEYS). */
 #define MAX_KEYS 16
+
+/* Key lengths told apart by a table lookup (on_attribute_keys); longer keys share one entry. */
+#define KEY_LENGTHS 64
 
 /* upb's default decode depth limit, as the Python protobuf runtime uses it. */
 #define MAX_DEPTH 100
@@ -100,11 +105,46 @@ typedef struct {
     size_t nkeys; /* 1, or up to MAX_KEYS, resolved in the same walk */
     const uint8_t *keys[MAX_KEYS];
     size_t key_lens[MAX_KEYS];
+    /* Per key length below KEY_LENGTHS, a bit per key of that length; longer keys' bits in
+     * long_keys: most attributes then compare with no key at all. */
+    uint16_t keys_of_length[KEY_LENGTHS];
+    uint16_t long_keys;
 } Walk;
 
 /* A plain string body (AnyValue.string_value alone) is hashed from its bytes in place. */
 static inline int plain_body(const uint8_t *body, size_t size) {
     return size > 0 && body[0] == 0x0A;
+}
+
+/*
+ * Whether n bytes at a and b are equal, for the short strings attribute keys and values are:
+ * two overlapping loads of 8 (or 4) bytes each, all within the n bytes, where a call to
+ * memcmp cost more than the comparing it does.
+ */
+static inline int equal_bytes(const uint8_t *a, const uint8_t *b, size_t n) {
+    if (n >= 8 && n <= 16) {
+        uint64_t a0, a1, b0, b1;
+        memcpy(&a0, a, 8);
+        memcpy(&b0, b, 8);
+        memcpy(&a1, a + n - 8, 8);
+        memcpy(&b1, b + n - 8, 8);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    if (n >= 4 && n < 8) {
+        uint32_t a0, a1, b0, b1;
+        memcpy(&a0, a, 4);
+        memcpy(&b0, b, 4);
+        memcpy(&a1, a + n - 4, 4);
+        memcpy(&b1, b + n - 4, 4);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    if (n < 4) {
+        for (size_t i = 0; i < n; i++) {
+            if (a[i] != b[i]) return 0;
+        }
+        return 1;
+    }
+    return memcmp(a, b, n) == 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -579,9 +619,12 @@ static int on_attribute_keys(Walk *walk, uint32_t field, const uint8_t *p, const
         }
     }
     if (unknown) return 0;
-    for (size_t i = 0; i < walk->nkeys; i++) {
-        if ((size_t)key.size == walk->key_lens[i] &&
-            memcmp(key.data, walk->keys[i], walk->key_lens[i]) == 0) {
+    size_t length = (size_t)key.size;
+    unsigned candidates = length < KEY_LENGTHS ? walk->keys_of_length[length] : walk->long_keys;
+    while (candidates != 0) {
+        size_t i = (size_t)__builtin_ctz(candidates);
+        candidates &= candidates - 1;
+        if (length == walk->key_lens[i] && equal_bytes(key.data, walk->keys[i], length)) {
             found[i] = value;
             break; /* the keys are distinct */
         }
@@ -777,8 +820,8 @@ static inline int record_is_plain(const uint8_t *wire, const Record *record) {
     return plain_body(wire + record->body_at, record->body_size);
 }
 
-static int same(Slice a, Slice b) {
-    return a.size == b.size && (a.size <= 0 || memcmp(a.data, b.data, (size_t)a.size) == 0);
+static inline int same(Slice a, Slice b) {
+    return a.size == b.size && (a.size <= 0 || equal_bytes(a.data, b.data, (size_t)a.size));
 }
 
 /* Seeded at import from os.urandom: the grouping tables probe linearly, and a sender who could
@@ -800,12 +843,24 @@ typedef struct {
     size_t structured_count;
 } Grouped;
 
+/* A record's value for the key a tally counts by: the Record's own (`values` NULL), else one
+ * key's column of a several-keys Scan's values (`stride` values per record). */
+static inline Slice keyed_value(const uint8_t *wire, const Record *records,
+                                const ValueAt *values, size_t stride, size_t i) {
+    if (values == NULL) return record_value(wire, &records[i]);
+    const ValueAt *at = &values[i * stride];
+    if (at->size < 0) return ABSENT;
+    Slice value = {wire + at->at, at->size};
+    return value;
+}
+
 /* Assigns each record its group, by raw value and, when `windows` is given, by window; returns
- * -1 when out of memory. Inlined into its two callers, so that arrival time's (windows NULL)
- * compiles without any of the window's work per record. */
+ * -1 when out of memory. Inlined into its callers, so that arrival time's (windows NULL)
+ * compiles without any of the window's work per record, and one key's (values NULL) reads
+ * its Records as it always did. */
 static inline __attribute__((always_inline)) int group_records_by(
-    const uint8_t *wire, const Record *records, const uint64_t *windows, size_t count,
-    Grouped *grouped) {
+    const uint8_t *wire, const Record *records, const ValueAt *values, size_t stride,
+    const uint64_t *windows, size_t count, Grouped *grouped) {
     if (count > SIZE_MAX / 2 / sizeof(Group)) return -1; /* only reachable on 32 bits */
     size_t slots = 16;
     while (slots < count * 2) slots *= 2;
@@ -822,7 +877,7 @@ static inline __attribute__((always_inline)) int group_records_by(
     size_t group_count = 0;
     size_t last = SIZE_MAX;
     for (size_t i = 0; i < count; i++) {
-        Slice value = record_value(wire, &records[i]);
+        Slice value = keyed_value(wire, records, values, stride, i);
         uint64_t window = windows == NULL ? 0 : windows[i];
         size_t group;
         /* Consecutive records nearly always share a value: compare with the last one first. */
@@ -859,12 +914,20 @@ static inline __attribute__((always_inline)) int group_records_by(
 
 static int group_records(const uint8_t *wire, const Record *records, size_t count,
                          Grouped *grouped) {
-    return group_records_by(wire, records, NULL, count, grouped);
+    return group_records_by(wire, records, NULL, 0, NULL, count, grouped);
+}
+
+/* group_records by key `key` of a Scan's `nkeys` values per record. */
+static int group_records_of_key(const uint8_t *wire, const Record *records,
+                                const ValueAt *values, size_t key, size_t nkeys, size_t count,
+                                Grouped *grouped) {
+    if (values == NULL) return group_records(wire, records, 0, grouped); /* no records */
+    return group_records_by(wire, records, values + key, nkeys, NULL, count, grouped);
 }
 
 static int group_records_in_windows(const uint8_t *wire, const Record *records,
                                     const uint64_t *windows, size_t count, Grouped *grouped) {
-    return group_records_by(wire, records, windows, count, grouped);
+    return group_records_by(wire, records, NULL, 0, windows, count, grouped);
 }
 
 /*
@@ -872,10 +935,15 @@ static int group_records_in_windows(const uint8_t *wire, const Record *records,
  * those bodies, and a request of records without a body (an empty one) would otherwise cost a
  * Python object per record. Returns -1 when out of memory.
  */
-static int structured_bodies(const uint8_t *wire, const Record *records, size_t count,
-                             Grouped *grouped) {
+static size_t other_bodies(const uint8_t *wire, const Record *records, size_t count) {
     size_t others = 0;
     for (size_t i = 0; i < count; i++) others += (size_t)!record_is_plain(wire, &records[i]);
+    return others;
+}
+
+/* `others`: how many records have other bodies (other_bodies), the same for every key. */
+static int structured_bodies_of(const uint8_t *wire, const Record *records, size_t count,
+                                size_t others, Grouped *grouped) {
     size_t slots = 16;
     while (slots < others * 2) slots *= 2;
     size_t *table = malloc(slots * sizeof(size_t));
@@ -910,6 +978,12 @@ static int structured_bodies(const uint8_t *wire, const Record *records, size_t 
     grouped->structured = structured;
     grouped->structured_count = kept;
     return 0;
+}
+
+static int structured_bodies(const uint8_t *wire, const Record *records, size_t count,
+                             Grouped *grouped) {
+    return structured_bodies_of(wire, records, count, other_bodies(wire, records, count),
+                                grouped);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1298,6 +1372,14 @@ static int take_keys(Walk *walk, PyObject *keys) {
     }
     walk->key = walk->keys[0];
     walk->key_len = walk->key_lens[0];
+    for (size_t i = 0; i < walk->nkeys; i++) {
+        uint16_t bit = (uint16_t)(1u << i);
+        if (walk->key_lens[i] < KEY_LENGTHS) {
+            walk->keys_of_length[walk->key_lens[i]] |= bit;
+        } else {
+            walk->long_keys |= bit;
+        }
+    }
     return 0;
 }
 
@@ -1484,6 +1566,68 @@ static PyObject *tally(PyObject *module, PyObject *arg) {
     return result;
 }
 
+static void free_grouped(Grouped *grouped) {
+    free(grouped->groups);
+    free(grouped->group_of);
+    free(grouped->hashes);
+    free(grouped->structured);
+}
+
+PyDoc_STRVAR(tally_keys_doc,
+             "tally_keys(scan: Scan) -> list[tuple[list[tuple[bytes | None, int, bytes | None]],\n"
+             "                                    list[tuple[int, bytes]]]]\n\n"
+             "tally() for every key check() was given, in their order, in one call: each key's\n"
+             "grouping straight from the values the walk noted, the records' theta hashes made\n"
+             "and sorted once for all keys, and the GIL released once.");
+
+static PyObject *tally_keys(PyObject *module, PyObject *arg) {
+    if (!PyObject_TypeCheck(arg, &ScanType)) {
+        PyErr_SetString(PyExc_TypeError, "tally_keys() takes the Scan that check() returned");
+        return NULL;
+    }
+    Scan *scan = (Scan *)arg;
+    if (scan->nkeys <= 1) { /* one key: its tally, alone in the list */
+        PyObject *one = tally(module, arg);
+        if (one == NULL) return NULL;
+        PyObject *list = PyList_New(1);
+        if (list == NULL) {
+            Py_DECREF(one);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, 0, one);
+        return list;
+    }
+    const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
+    size_t nkeys = scan->nkeys;
+    Grouped grouped[MAX_KEYS];
+    memset(grouped, 0, sizeof(grouped));
+    int status = 0;
+    Py_BEGIN_ALLOW_THREADS
+    size_t others = other_bodies(wire, scan->records, scan->count);
+    if (scan->order == NULL) scan->order = theta_order(wire, scan->records, scan->count);
+    if (scan->order == NULL) status = -1;
+    for (size_t k = 0; k < nkeys && status == 0; k++) {
+        status = group_records_of_key(wire, scan->records, scan->values, k, nkeys, scan->count,
+                                      &grouped[k]);
+        if (status == 0) status = theta_hashes_in_order(scan->order, &grouped[k]);
+        if (status == 0) {
+            status = structured_bodies_of(wire, scan->records, scan->count, others, &grouped[k]);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *result = status == 0 ? PyList_New((Py_ssize_t)nkeys) : PyErr_NoMemory();
+    for (size_t k = 0; k < nkeys && result != NULL; k++) {
+        PyObject *tallied = build_result(scan, &grouped[k], 0);
+        if (tallied == NULL) {
+            Py_CLEAR(result);
+        } else {
+            PyList_SET_ITEM(result, (Py_ssize_t)k, tallied);
+        }
+    }
+    for (size_t k = 0; k < nkeys; k++) free_grouped(&grouped[k]);
+    return result;
+}
+
 /*
  * Each record's window under event time: its time, else (no time, or one more than `skew`
  * ahead of its request's arrival: a broken clock or a bit flip) the arrival, divided by the
@@ -1579,6 +1723,7 @@ static PyMethodDef methods[] = {
     {"check", (PyCFunction)(void (*)(void))check, METH_FASTCALL, check_doc},
     {"tally", (PyCFunction)tally, METH_O, tally_doc},
     {"select_key", (PyCFunction)(void (*)(void))select_key, METH_FASTCALL, select_key_doc},
+    {"tally_keys", (PyCFunction)tally_keys, METH_O, tally_keys_doc},
     {"tally_windows", (PyCFunction)(void (*)(void))tally_windows, METH_FASTCALL,
      tally_windows_doc},
     {NULL, NULL, 0, NULL},

@@ -14,6 +14,9 @@ def select_key(scan: Scan, index: int, /) -> None: ...
 def tally(
     scan: Scan, /
 ) -> tuple[list[tuple[bytes | None, int, bytes | None]], list[tuple[int, bytes]]]: ...
+def tally_keys(
+    scan: Scan, /
+) -> list[tuple[list[tuple[bytes | None, int, bytes | None]], list[tuple[int, bytes]]]]: ...
 def tally_windows(
     scan: Scan, arrival_ns: int, window_ns: int, max_skew_ns: int, /
 ) -> tuple[

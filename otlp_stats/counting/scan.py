@@ -165,19 +165,7 @@ class NativeScanner:
     def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
         assert _wire is not None and request.scan is not None
         grouped, structured = _wire.tally(request.scan)
-        by_raw = {
-            raw: LabelTally(records, [], [] if sketch is None else [sketch])
-            for raw, records, sketch in grouped
-        }
-        # Bodies that are not plain strings are hashed canonically, as body_hash does, once per
-        # distinct body: records without a body (an empty one) can be a whole request.
-        digests: dict[bytes, int] = {}
-        for group, body in structured:
-            digest = digests.get(body)
-            if digest is None:
-                digest = digests[body] = body_hash(body)
-            by_raw[grouped[group][0]].hashes.append(digest)
-        return by_label(by_raw, labels)
+        return _native_tally(grouped, structured, labels, {})
 
     def tally_windows(
         self, request: CheckedRequest, labels: LabelRenderer, arrival: int
@@ -201,12 +189,12 @@ class NativeScanner:
 
     def tally_keys(self, request: CheckedRequest, labels: LabelRenderer) -> list[Tally]:
         assert _wire is not None and request.scan is not None
-        tallies = []
-        for index in range(len(self.keys)):
-            _wire.select_key(request.scan, index)
-            tallies.append(self.tally(request, labels))
-        _wire.select_key(request.scan, 0)  # tally() is the first key's again
-        return tallies
+        # One call for every key; a structured body is hashed once whatever the keys.
+        digests: dict[bytes, int] = {}
+        return [
+            _native_tally(grouped, structured, labels, digests)
+            for grouped, structured in _wire.tally_keys(request.scan)
+        ]
 
     def tally_windows_keys(
         self, request: CheckedRequest, labels: LabelRenderer, arrival: int
@@ -218,6 +206,27 @@ class NativeScanner:
             tallies.append(self.tally_windows(request, labels, arrival))
         _wire.select_key(request.scan, 0)
         return tallies
+
+
+def _native_tally(
+    grouped: list[tuple[bytes | None, int, bytes | None]],
+    structured: list[tuple[int, bytes]],
+    labels: LabelRenderer,
+    digests: dict[bytes, int],
+) -> Tally:
+    """A Tally from _wire.tally's result; `digests` holds the bodies already hashed."""
+    by_raw = {
+        raw: LabelTally(records, [], [] if sketch is None else [sketch])
+        for raw, records, sketch in grouped
+    }
+    # Bodies that are not plain strings are hashed canonically, as body_hash does, once per
+    # distinct body: records without a body (an empty one) can be a whole request.
+    for group, body in structured:
+        digest = digests.get(body)
+        if digest is None:
+            digest = digests[body] = body_hash(body)
+        by_raw[grouped[group][0]].hashes.append(digest)
+    return by_label(by_raw, labels)
 
 
 class ViewScanner:

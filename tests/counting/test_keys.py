@@ -106,9 +106,12 @@ def test_shared_hash_order_gives_each_key_the_sketch_bytes_of_the_key_alone(
     several = NativeScanner(THREE, EVENT_TIME)
     checked = several.check(wire)
     assert checked.scan is not None
+    # tally_keys first: it makes the shared order that select_key's tallies then reuse.
+    every_key = _wire.tally_keys(checked.scan)
     for index, key in enumerate(THREE):
         alone = NativeScanner(key, EVENT_TIME).check(wire)
         assert alone.scan is not None
+        assert every_key[index] == _wire.tally(alone.scan), key
         _wire.select_key(checked.scan, index)
         assert _wire.tally(checked.scan) == _wire.tally(alone.scan), key
         window = (ARRIVAL_NS, EVENT_TIME.window_ns, EVENT_TIME.max_skew_ns)
@@ -126,8 +129,17 @@ def test_shared_hash_order_on_a_large_request_with_repeated_messages() -> None:
     wire = export_request(records, resource={"": "r"}).SerializeToString()
     checked = NativeScanner(THREE).check(wire)
     assert checked.scan is not None
+    every_key = _wire.tally_keys(checked.scan)
     for index, key in enumerate(THREE):
         alone = NativeScanner(key).check(wire)
         assert alone.scan is not None
+        assert every_key[index] == _wire.tally(alone.scan), key
         _wire.select_key(checked.scan, index)
         assert _wire.tally(checked.scan) == _wire.tally(alone.scan), key
+
+
+def test_tally_keys_of_a_one_key_scan_is_its_tally() -> None:
+    scan = _wire.check(_levels_request().SerializeToString(), b"a")
+    assert _wire.tally_keys(scan) == [_wire.tally(scan)]
+    with pytest.raises(TypeError):
+        _wire.tally_keys(b"not a scan")  # type: ignore[arg-type]
