@@ -6,6 +6,13 @@ what it noted, and an aggregator per key. The two alternate round by round in th
 so a slow spell on this shared machine falls on both, and the ratio is the median round's.
 
     python -m bench.keys [--cpu-seconds 6]
+
+CPU time on this shared machine moves by tens of percent between runs; instructions do not.
+`--only one|several --passes N` runs that side's pass N times, untimed, for callgrind: a
+record's instructions are (passes 3 - passes 0) / (3 x the workload's 32,000 records).
+
+    PYTHONHASHSEED=0 OPENBLAS_NUM_THREADS=1 valgrind --tool=callgrind \
+        python -m bench.keys --only several --passes 3
 """
 
 from __future__ import annotations
@@ -106,6 +113,17 @@ def measure_keys(requests: Sequence[PreparedRequest], key: str, cpu_seconds: flo
     )
 
 
+def run_passes(requests: Sequence[PreparedRequest], key: str, several: bool, passes: int) -> None:
+    """One side's pass, once to warm up as measure_keys does, then `passes` times more."""
+    one_pass = (
+        _several_keys_pass(requests, (key, *EXTRA_KEYS))
+        if several
+        else _one_key_pass(requests, key)
+    )
+    for _ in range(passes + 1):
+        one_pass()
+
+
 def describe(cost: KeysCost) -> str:
     verdict = "within" if cost.ratio <= LIMIT else "OVER"
     return (
@@ -120,9 +138,15 @@ def describe(cost: KeysCost) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--cpu-seconds", type=float, default=6.0, help="CPU seconds in all")
+    parser.add_argument("--only", choices=("one", "several"), help="run one side, untimed")
+    parser.add_argument("--passes", type=int, default=3, help="with --only: passes to run")
     args = parser.parse_args(argv)
     workload = Workload()
-    cost = measure_keys(build_requests(workload), workload.attribute_key, args.cpu_seconds)
+    requests = build_requests(workload)
+    if args.only is not None:
+        run_passes(requests, workload.attribute_key, args.only == "several", args.passes)
+        return 0
+    cost = measure_keys(requests, workload.attribute_key, args.cpu_seconds)
     print(describe(cost))
     return 0 if cost.ratio <= LIMIT else 1
 
