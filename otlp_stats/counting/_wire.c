@@ -854,13 +854,26 @@ static inline Slice keyed_value(const uint8_t *wire, const Record *records,
     return value;
 }
 
+/* Where a value may sit in group_records_by's cache of recent groups: from its size and last
+ * two bytes, which tell apart the usual few values of a key (a string's first bytes are its
+ * tag and length). Values that share a slot only cost the full lookup. */
+#define RECENT_SLOTS 64
+
+static inline size_t recent_slot(Slice value) {
+    if (value.size < 2) return (size_t)(value.size + 1) & (RECENT_SLOTS - 1);
+    uint32_t last = value.data[value.size - 1], before = value.data[value.size - 2];
+    return (size_t)(((uint32_t)value.size * 0x9E37u) ^ (last * 0x45u) ^ (before * 0x3B1u)) &
+           (RECENT_SLOTS - 1);
+}
+
 /* Assigns each record its group, by raw value and, when `windows` is given, by window; returns
  * -1 when out of memory. Inlined into its callers, so that arrival time's (windows NULL)
  * compiles without any of the window's work per record, and one key's (values NULL) reads
- * its Records as it always did. */
+ * its Records as it always did. `plain`, when given, says per record whether its body is a
+ * plain string (as record_is_plain would, without reading the body again for every key). */
 static inline __attribute__((always_inline)) int group_records_by(
     const uint8_t *wire, const Record *records, const ValueAt *values, size_t stride,
-    const uint64_t *windows, size_t count, Grouped *grouped) {
+    const uint8_t *plain, const uint64_t *windows, size_t count, Grouped *grouped) {
     if (count > SIZE_MAX / 2 / sizeof(Group)) return -1; /* only reachable on 32 bits */
     size_t slots = 16;
     while (slots < count * 2) slots *= 2;
@@ -874,15 +887,22 @@ static inline __attribute__((always_inline)) int group_records_by(
         return -1;
     }
     for (size_t i = 0; i < slots; i++) table[i] = -1;
+    /* Per slot, a group whose value was met lately (+ 1; 0: none): records whose values
+     * alternate among a few find theirs without hashing it. */
+    size_t recent[RECENT_SLOTS] = {0};
     size_t group_count = 0;
     size_t last = SIZE_MAX;
     for (size_t i = 0; i < count; i++) {
         Slice value = keyed_value(wire, records, values, stride, i);
         uint64_t window = windows == NULL ? 0 : windows[i];
         size_t group;
+        size_t nearby;
         /* Consecutive records nearly always share a value: compare with the last one first. */
         if (last != SIZE_MAX && groups[last].window == window && same(groups[last].value, value)) {
             group = last;
+        } else if ((nearby = recent[recent_slot(value)]) != 0 &&
+                   groups[nearby - 1].window == window && same(groups[nearby - 1].value, value)) {
+            group = last = nearby - 1;
         } else {
             size_t slot =
                 (size_t)(slice_hash(value) ^ (window * 0x9E3779B97F4A7C15ull)) & (slots - 1);
@@ -900,10 +920,12 @@ static inline __attribute__((always_inline)) int group_records_by(
             }
             group = (size_t)table[slot];
             last = group;
+            recent[recent_slot(value)] = group + 1;
         }
         group_of[i] = group;
         groups[group].size++;
-        groups[group].plain += (size_t)record_is_plain(wire, &records[i]);
+        groups[group].plain +=
+            plain != NULL ? (size_t)plain[i] : (size_t)record_is_plain(wire, &records[i]);
     }
     free(table);
     grouped->groups = groups;
@@ -914,20 +936,20 @@ static inline __attribute__((always_inline)) int group_records_by(
 
 static int group_records(const uint8_t *wire, const Record *records, size_t count,
                          Grouped *grouped) {
-    return group_records_by(wire, records, NULL, 0, NULL, count, grouped);
+    return group_records_by(wire, records, NULL, 0, NULL, NULL, count, grouped);
 }
 
-/* group_records by key `key` of a Scan's `nkeys` values per record. */
+/* group_records by key `key` of a Scan's `nkeys` values per record; `plain` per record. */
 static int group_records_of_key(const uint8_t *wire, const Record *records,
-                                const ValueAt *values, size_t key, size_t nkeys, size_t count,
-                                Grouped *grouped) {
+                                const ValueAt *values, size_t key, size_t nkeys,
+                                const uint8_t *plain, size_t count, Grouped *grouped) {
     if (values == NULL) return group_records(wire, records, 0, grouped); /* no records */
-    return group_records_by(wire, records, values + key, nkeys, NULL, count, grouped);
+    return group_records_by(wire, records, values + key, nkeys, plain, NULL, count, grouped);
 }
 
 static int group_records_in_windows(const uint8_t *wire, const Record *records,
                                     const uint64_t *windows, size_t count, Grouped *grouped) {
-    return group_records_by(wire, records, NULL, 0, windows, count, grouped);
+    return group_records_by(wire, records, NULL, 0, NULL, windows, count, grouped);
 }
 
 /*
@@ -1602,19 +1624,27 @@ static PyObject *tally_keys(PyObject *module, PyObject *arg) {
     Grouped grouped[MAX_KEYS];
     memset(grouped, 0, sizeof(grouped));
     int status = 0;
+    /* Whether each record's body is plain, read once for every key's grouping. */
+    uint8_t *plain = malloc(scan->count ? scan->count : 1);
+    if (plain == NULL) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
-    size_t others = other_bodies(wire, scan->records, scan->count);
+    size_t others = 0;
+    for (size_t i = 0; i < scan->count; i++) {
+        plain[i] = (uint8_t)record_is_plain(wire, &scan->records[i]);
+        others += (size_t)!plain[i];
+    }
     if (scan->order == NULL) scan->order = theta_order(wire, scan->records, scan->count);
     if (scan->order == NULL) status = -1;
     for (size_t k = 0; k < nkeys && status == 0; k++) {
-        status = group_records_of_key(wire, scan->records, scan->values, k, nkeys, scan->count,
-                                      &grouped[k]);
+        status = group_records_of_key(wire, scan->records, scan->values, k, nkeys, plain,
+                                      scan->count, &grouped[k]);
         if (status == 0) status = theta_hashes_in_order(scan->order, &grouped[k]);
         if (status == 0) {
             status = structured_bodies_of(wire, scan->records, scan->count, others, &grouped[k]);
         }
     }
     Py_END_ALLOW_THREADS
+    free(plain);
     PyObject *result = status == 0 ? PyList_New((Py_ssize_t)nkeys) : PyErr_NoMemory();
     for (size_t k = 0; k < nkeys && result != NULL; k++) {
         PyObject *tallied = build_result(scan, &grouped[k], 0);
