@@ -6,6 +6,16 @@ what it noted, and an aggregator per key. The two alternate round by round in th
 so a slow spell on this shared machine falls on both, and the ratio is the median round's.
 
     python -m bench.keys [--cpu-seconds 6]
+
+CPU time on this shared machine moves by tens of percent between runs; instructions do not.
+`--only one|several --passes N` runs that side's pass N times, untimed, for callgrind: a
+record's instructions are (passes 3 - passes 0) / (3 x the workload's 32,000 records).
+
+    PYTHONHASHSEED=0 OPENBLAS_NUM_THREADS=1 valgrind --tool=callgrind \
+        python -m bench.keys --only several --passes 3
+
+`--patterns on` counts each value's message patterns too (a default Masker, as the service
+does by default); off, the default here, the scanners count no pattern.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from otlp_stats.counting.resolve import LabelRenderer
 from otlp_stats.counting.scan import NATIVE_AVAILABLE, NativeScanner, Scanner, ViewScanner
 from otlp_stats.loadgen import PreparedRequest
 from otlp_stats.loadgen.workload import Workload, build_requests
+from otlp_stats.patterns.masker import Masker
 
 # Beside the workload's key (service.name), two of its records' other attributes with few
 # values, as a namespace or a severity would have.
@@ -44,12 +55,16 @@ class KeysCost:
         return statistics.median(self.ratios)
 
 
-def _scanner(keys: tuple[str, ...]) -> Scanner:
-    return NativeScanner(keys) if NATIVE_AVAILABLE else ViewScanner(keys)
+def _scanner(keys: tuple[str, ...], masker: Masker | None) -> Scanner:
+    if NATIVE_AVAILABLE:
+        return NativeScanner(keys, masker=masker)
+    return ViewScanner(keys, masker=masker)
 
 
-def _one_key_pass(requests: Sequence[PreparedRequest], key: str) -> Callable[[], None]:
-    scanner = _scanner((key,))
+def _one_key_pass(
+    requests: Sequence[PreparedRequest], key: str, masker: Masker | None = None
+) -> Callable[[], None]:
+    scanner = _scanner((key,), masker)
     labels = LabelRenderer()
 
     def one_pass() -> None:
@@ -61,9 +76,9 @@ def _one_key_pass(requests: Sequence[PreparedRequest], key: str) -> Callable[[],
 
 
 def _several_keys_pass(
-    requests: Sequence[PreparedRequest], keys: tuple[str, ...]
+    requests: Sequence[PreparedRequest], keys: tuple[str, ...], masker: Masker | None = None
 ) -> Callable[[], None]:
-    scanner = _scanner(keys)
+    scanner = _scanner(keys, masker)
     labels = LabelRenderer()
 
     def one_pass() -> None:
@@ -85,10 +100,17 @@ def _cpu_per_pass(one_pass: Callable[[], None], seconds: float) -> float:
     return spent / passes
 
 
-def measure_keys(requests: Sequence[PreparedRequest], key: str, cpu_seconds: float) -> KeysCost:
-    """`key` alone against `key` and EXTRA_KEYS, interleaved, `cpu_seconds` in all."""
+def measure_keys(
+    requests: Sequence[PreparedRequest],
+    key: str,
+    cpu_seconds: float,
+    masker: Masker | None = None,
+) -> KeysCost:
+    """`key` alone against `key` and EXTRA_KEYS, interleaved, `cpu_seconds` in all; with
+    `masker`, patterns counted on both sides."""
     keys = (key, *EXTRA_KEYS)
-    one, several = _one_key_pass(requests, key), _several_keys_pass(requests, keys)
+    one = _one_key_pass(requests, key, masker)
+    several = _several_keys_pass(requests, keys, masker)
     one()  # warm caches and label renderings outside the clock
     several()
     records = sum(request.records for request in requests)
@@ -106,6 +128,23 @@ def measure_keys(requests: Sequence[PreparedRequest], key: str, cpu_seconds: flo
     )
 
 
+def run_passes(
+    requests: Sequence[PreparedRequest],
+    key: str,
+    several: bool,
+    passes: int,
+    masker: Masker | None = None,
+) -> None:
+    """One side's pass, once to warm up as measure_keys does, then `passes` times more."""
+    one_pass = (
+        _several_keys_pass(requests, (key, *EXTRA_KEYS), masker)
+        if several
+        else _one_key_pass(requests, key, masker)
+    )
+    for _ in range(passes + 1):
+        one_pass()
+
+
 def describe(cost: KeysCost) -> str:
     verdict = "within" if cost.ratio <= LIMIT else "OVER"
     return (
@@ -120,9 +159,19 @@ def describe(cost: KeysCost) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--cpu-seconds", type=float, default=6.0, help="CPU seconds in all")
+    parser.add_argument("--only", choices=("one", "several"), help="run one side, untimed")
+    parser.add_argument("--passes", type=int, default=3, help="with --only: passes to run")
+    parser.add_argument(
+        "--patterns", choices=("on", "off"), default="off", help="count message patterns too"
+    )
     args = parser.parse_args(argv)
+    masker = Masker() if args.patterns == "on" else None
     workload = Workload()
-    cost = measure_keys(build_requests(workload), workload.attribute_key, args.cpu_seconds)
+    requests = build_requests(workload)
+    if args.only is not None:
+        run_passes(requests, workload.attribute_key, args.only == "several", args.passes, masker)
+        return 0
+    cost = measure_keys(requests, workload.attribute_key, args.cpu_seconds, masker)
     print(describe(cost))
     return 0 if cost.ratio <= LIMIT else 1
 

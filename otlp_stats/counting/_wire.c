@@ -15,9 +15,12 @@
  * one request may feed many windows in the same single pass. Arrival time notes no time.
  *
  * With a tuple of keys (at most 16), check() resolves every key in the same walk, each with the
- * same precedence, and notes each record's value for each; select_key() makes tally() and
- * tally_windows() count by one of them, so several keys cost one walk over the bytes and one
- * tally per key over the noted records. One key keeps its own walk, unchanged.
+ * same precedence, and notes each record's value for each; tally_keys() then tallies every key
+ * in one call (one release of the GIL, the theta hashes made and sorted once for all keys, the
+ * patterns check() made once grouped by each key), so several keys cost one walk over the
+ * bytes, one masking of each distinct body, and one grouping per key over the noted records.
+ * select_key() makes tally() and tally_windows() count by one of them. One key keeps its own
+ * walk, unchanged.
  *
  * tally() then works from the Scan without walking the bytes again: it groups the records by
  * raw attribute value, so Python renders one label per distinct value rather than one per
@@ -62,6 +65,9 @@
 
 /* Keys one check() resolves in its one walk (config.MAX_ATTRIBUTE_KEYS). */
 #define MAX_KEYS 16
+
+/* Key lengths told apart by a table lookup (on_attribute_keys); longer keys share one entry. */
+#define KEY_LENGTHS 64
 
 /* upb's default decode depth limit, as the Python protobuf runtime uses it. */
 #define MAX_DEPTH 100
@@ -111,11 +117,46 @@ typedef struct {
     size_t nkeys; /* 1, or up to MAX_KEYS, resolved in the same walk */
     const uint8_t *keys[MAX_KEYS];
     size_t key_lens[MAX_KEYS];
+    /* Per key length below KEY_LENGTHS, a bit per key of that length; longer keys' bits in
+     * long_keys: most attributes then compare with no key at all. */
+    uint16_t keys_of_length[KEY_LENGTHS];
+    uint16_t long_keys;
 } Walk;
 
 /* A plain string body (AnyValue.string_value alone) is hashed from its bytes in place. */
 static inline int plain_body(const uint8_t *body, size_t size) {
     return size > 0 && body[0] == 0x0A;
+}
+
+/*
+ * Whether n bytes at a and b are equal, for the short strings attribute keys and values are:
+ * two overlapping loads of 8 (or 4) bytes each, all within the n bytes, where a call to
+ * memcmp cost more than the comparing it does.
+ */
+static inline int equal_bytes(const uint8_t *a, const uint8_t *b, size_t n) {
+    if (n >= 8 && n <= 16) {
+        uint64_t a0, a1, b0, b1;
+        memcpy(&a0, a, 8);
+        memcpy(&b0, b, 8);
+        memcpy(&a1, a + n - 8, 8);
+        memcpy(&b1, b + n - 8, 8);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    if (n >= 4 && n < 8) {
+        uint32_t a0, a1, b0, b1;
+        memcpy(&a0, a, 4);
+        memcpy(&b0, b, 4);
+        memcpy(&a1, a + n - 4, 4);
+        memcpy(&b1, b + n - 4, 4);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    if (n < 4) {
+        for (size_t i = 0; i < n; i++) {
+            if (a[i] != b[i]) return 0;
+        }
+        return 1;
+    }
+    return memcmp(a, b, n) == 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -590,9 +631,12 @@ static int on_attribute_keys(Walk *walk, uint32_t field, const uint8_t *p, const
         }
     }
     if (unknown) return 0;
-    for (size_t i = 0; i < walk->nkeys; i++) {
-        if ((size_t)key.size == walk->key_lens[i] &&
-            memcmp(key.data, walk->keys[i], walk->key_lens[i]) == 0) {
+    size_t length = (size_t)key.size;
+    unsigned candidates = length < KEY_LENGTHS ? walk->keys_of_length[length] : walk->long_keys;
+    while (candidates != 0) {
+        size_t i = (size_t)__builtin_ctz(candidates);
+        candidates &= candidates - 1;
+        if (length == walk->key_lens[i] && equal_bytes(key.data, walk->keys[i], length)) {
             found[i] = value;
             break; /* the keys are distinct */
         }
@@ -788,8 +832,8 @@ static inline int record_is_plain(const uint8_t *wire, const Record *record) {
     return plain_body(wire + record->body_at, record->body_size);
 }
 
-static int same(Slice a, Slice b) {
-    return a.size == b.size && (a.size <= 0 || memcmp(a.data, b.data, (size_t)a.size) == 0);
+static inline int same(Slice a, Slice b) {
+    return a.size == b.size && (a.size <= 0 || equal_bytes(a.data, b.data, (size_t)a.size));
 }
 
 /* Seeded at import from os.urandom: the grouping tables probe linearly, and a sender who could
@@ -825,12 +869,37 @@ static void grouped_free(Grouped *grouped) {
     free(grouped->unmasked_records);
 }
 
+/* A record's value for the key a tally counts by: the Record's own (`values` NULL), else one
+ * key's column of a several-keys Scan's values (`stride` values per record). */
+static inline Slice keyed_value(const uint8_t *wire, const Record *records,
+                                const ValueAt *values, size_t stride, size_t i) {
+    if (values == NULL) return record_value(wire, &records[i]);
+    const ValueAt *at = &values[i * stride];
+    if (at->size < 0) return ABSENT;
+    Slice value = {wire + at->at, at->size};
+    return value;
+}
+
+/* Where a value may sit in group_records_by's cache of recent groups: from its size and last
+ * two bytes, which tell apart the usual few values of a key (a string's first bytes are its
+ * tag and length). Values that share a slot only cost the full lookup. */
+#define RECENT_SLOTS 64
+
+static inline size_t recent_slot(Slice value) {
+    if (value.size < 2) return (size_t)(value.size + 1) & (RECENT_SLOTS - 1);
+    uint32_t last = value.data[value.size - 1], before = value.data[value.size - 2];
+    return (size_t)(((uint32_t)value.size * 0x9E37u) ^ (last * 0x45u) ^ (before * 0x3B1u)) &
+           (RECENT_SLOTS - 1);
+}
+
 /* Assigns each record its group, by raw value and, when `windows` is given, by window; returns
- * -1 when out of memory. Inlined into its two callers, so that arrival time's (windows NULL)
- * compiles without any of the window's work per record. */
+ * -1 when out of memory. Inlined into its callers, so that arrival time's (windows NULL)
+ * compiles without any of the window's work per record, and one key's (values NULL) reads
+ * its Records as it always did. `plain`, when given, says per record whether its body is a
+ * plain string (as record_is_plain would, without reading the body again for every key). */
 static inline __attribute__((always_inline)) int group_records_by(
-    const uint8_t *wire, const Record *records, const uint64_t *windows, size_t count,
-    Grouped *grouped) {
+    const uint8_t *wire, const Record *records, const ValueAt *values, size_t stride,
+    const uint8_t *plain, const uint64_t *windows, size_t count, Grouped *grouped) {
     if (count > SIZE_MAX / 2 / sizeof(Group)) return -1; /* only reachable on 32 bits */
     size_t slots = 16;
     while (slots < count * 2) slots *= 2;
@@ -844,15 +913,22 @@ static inline __attribute__((always_inline)) int group_records_by(
         return -1;
     }
     for (size_t i = 0; i < slots; i++) table[i] = -1;
+    /* Per slot, a group whose value was met lately (+ 1; 0: none): records whose values
+     * alternate among a few find theirs without hashing it. */
+    size_t recent[RECENT_SLOTS] = {0};
     size_t group_count = 0;
     size_t last = SIZE_MAX;
     for (size_t i = 0; i < count; i++) {
-        Slice value = record_value(wire, &records[i]);
+        Slice value = keyed_value(wire, records, values, stride, i);
         uint64_t window = windows == NULL ? 0 : windows[i];
         size_t group;
+        size_t nearby;
         /* Consecutive records nearly always share a value: compare with the last one first. */
         if (last != SIZE_MAX && groups[last].window == window && same(groups[last].value, value)) {
             group = last;
+        } else if ((nearby = recent[recent_slot(value)]) != 0 &&
+                   groups[nearby - 1].window == window && same(groups[nearby - 1].value, value)) {
+            group = last = nearby - 1;
         } else {
             size_t slot =
                 (size_t)(slice_hash(value) ^ (window * 0x9E3779B97F4A7C15ull)) & (slots - 1);
@@ -870,10 +946,12 @@ static inline __attribute__((always_inline)) int group_records_by(
             }
             group = (size_t)table[slot];
             last = group;
+            recent[recent_slot(value)] = group + 1;
         }
         group_of[i] = group;
         groups[group].size++;
-        groups[group].plain += (size_t)record_is_plain(wire, &records[i]);
+        groups[group].plain +=
+            plain != NULL ? (size_t)plain[i] : (size_t)record_is_plain(wire, &records[i]);
     }
     free(table);
     grouped->groups = groups;
@@ -884,12 +962,20 @@ static inline __attribute__((always_inline)) int group_records_by(
 
 static int group_records(const uint8_t *wire, const Record *records, size_t count,
                          Grouped *grouped) {
-    return group_records_by(wire, records, NULL, count, grouped);
+    return group_records_by(wire, records, NULL, 0, NULL, NULL, count, grouped);
+}
+
+/* group_records by key `key` of a Scan's `nkeys` values per record; `plain` per record. */
+static int group_records_of_key(const uint8_t *wire, const Record *records,
+                                const ValueAt *values, size_t key, size_t nkeys,
+                                const uint8_t *plain, size_t count, Grouped *grouped) {
+    if (values == NULL) return group_records(wire, records, 0, grouped); /* no records */
+    return group_records_by(wire, records, values + key, nkeys, plain, NULL, count, grouped);
 }
 
 static int group_records_in_windows(const uint8_t *wire, const Record *records,
                                     const uint64_t *windows, size_t count, Grouped *grouped) {
-    return group_records_by(wire, records, windows, count, grouped);
+    return group_records_by(wire, records, NULL, 0, NULL, windows, count, grouped);
 }
 
 /*
@@ -901,11 +987,15 @@ static int group_records_in_windows(const uint8_t *wire, const Record *records,
 
 static inline __attribute__((always_inline)) int distinct_bodies(
     const uint8_t *wire, const Record *records, size_t count, const size_t *group_of,
-    const uint32_t *pattern_of, size_t **out, size_t **counts, size_t *kept_count) {
-#define SELECTED(i) \
-    (pattern_of == NULL ? !record_is_plain(wire, &records[i]) : pattern_of[i] == NO_PATTERN)
-    size_t others = 0;
-    for (size_t i = 0; i < count; i++) others += (size_t)SELECTED(i);
+    const uint32_t *pattern_of, const uint8_t *plain, size_t others, size_t **out,
+    size_t **counts, size_t *kept_count) {
+#define SELECTED(i)                                                                       \
+    (pattern_of != NULL ? pattern_of[i] == NO_PATTERN                                     \
+                        : plain != NULL ? !plain[i] : !record_is_plain(wire, &records[i]))
+    if (others == SIZE_MAX) { /* not counted by the caller */
+        others = 0;
+        for (size_t i = 0; i < count; i++) others += (size_t)SELECTED(i);
+    }
     size_t slots = 16;
     while (slots < others * 2) slots *= 2;
     size_t *table = malloc(slots * sizeof(size_t));
@@ -955,14 +1045,23 @@ static inline __attribute__((always_inline)) int distinct_bodies(
  * Python object per record. */
 static int structured_bodies(const uint8_t *wire, const Record *records, size_t count,
                              Grouped *grouped) {
-    return distinct_bodies(wire, records, count, grouped->group_of, NULL, &grouped->structured,
-                           NULL, &grouped->structured_count);
+    return distinct_bodies(wire, records, count, grouped->group_of, NULL, NULL, SIZE_MAX,
+                           &grouped->structured, NULL, &grouped->structured_count);
 }
 
-/* The records without a pattern from C, one per distinct (group, body), with their counts. */
+/* structured_bodies for one key of several: `plain` per record, and `others`, how many
+ * records are not plain, worked out once for every key. */
+static int structured_bodies_of(const uint8_t *wire, const Record *records, size_t count,
+                                const uint8_t *plain, size_t others, Grouped *grouped) {
+    return distinct_bodies(wire, records, count, grouped->group_of, NULL, plain, others,
+                           &grouped->structured, NULL, &grouped->structured_count);
+}
+
+/* The records without a pattern from C, one per distinct (group, body), with their counts;
+ * `unmasked`: how many records have no pattern, or SIZE_MAX for this to count them. */
 static int unmasked_bodies(const uint8_t *wire, const Record *records, size_t count,
-                           const uint32_t *pattern_of, Grouped *grouped) {
-    return distinct_bodies(wire, records, count, grouped->group_of, pattern_of,
+                           const uint32_t *pattern_of, size_t unmasked, Grouped *grouped) {
+    return distinct_bodies(wire, records, count, grouped->group_of, pattern_of, NULL, unmasked,
                            &grouped->unmasked, &grouped->unmasked_records,
                            &grouped->unmasked_count);
 }
@@ -1581,6 +1680,14 @@ static int take_keys(Walk *walk, PyObject *keys) {
     }
     walk->key = walk->keys[0];
     walk->key_len = walk->key_lens[0];
+    for (size_t i = 0; i < walk->nkeys; i++) {
+        uint16_t bit = (uint16_t)(1u << i);
+        if (walk->key_lens[i] < KEY_LENGTHS) {
+            walk->keys_of_length[walk->key_lens[i]] |= bit;
+        } else {
+            walk->long_keys |= bit;
+        }
+    }
     return 0;
 }
 
@@ -1843,13 +1950,15 @@ done:
 }
 
 /* Patterns counted: each (group, pattern)'s records and example, and the records Python
- * patterns; nothing when not. -1 when out of memory. */
-static int scan_patterns(const Scan *scan, const uint8_t *wire, Grouped *grouped,
-                         PatternEntries *entries) {
+ * patterns (`unmasked` of them, or SIZE_MAX for unmasked_bodies to count them); nothing when
+ * not. -1 when out of memory. */
+static int scan_patterns(const Scan *scan, const uint8_t *wire, size_t unmasked,
+                         Grouped *grouped, PatternEntries *entries) {
     if (!scan->has_patterns) return 0;
     if (group_patterns(wire, scan->records, scan->count, &scan->patterns, grouped, entries) < 0)
         return -1;
-    return unmasked_bodies(wire, scan->records, scan->count, scan->patterns.pattern_of, grouped);
+    return unmasked_bodies(wire, scan->records, scan->count, scan->patterns.pattern_of, unmasked,
+                           grouped);
 }
 
 PyDoc_STRVAR(tally_doc,
@@ -1883,11 +1992,88 @@ static PyObject *tally(PyObject *module, PyObject *arg) {
     status = group_records(wire, scan->records, scan->count, &grouped);
     if (status == 0) status = scan_theta_hashes(scan, wire, &grouped);
     if (status == 0) status = structured_bodies(wire, scan->records, scan->count, &grouped);
-    if (status == 0) status = scan_patterns(scan, wire, &grouped, &entries);
+    if (status == 0) status = scan_patterns(scan, wire, SIZE_MAX, &grouped, &entries);
     Py_END_ALLOW_THREADS
     PyObject *result = status == 0 ? build_result(scan, &grouped, &entries, 0) : PyErr_NoMemory();
     grouped_free(&grouped);
     free(entries.entries);
+    return result;
+}
+
+PyDoc_STRVAR(tally_keys_doc,
+             "tally_keys(scan: Scan) -> list[tuple[list[tuple[bytes | None, int, bytes | None]],\n"
+             "                                    list[tuple[int, bytes]],\n"
+             "                                    list[tuple[int, str, int, str]],\n"
+             "                                    list[tuple[int, bytes, int]]]]\n\n"
+             "tally() for every key check() was given, in their order, in one call: each key's\n"
+             "grouping straight from the values the walk noted, the records' theta hashes made\n"
+             "and sorted once for all keys, the patterns check() made shared by all keys and\n"
+             "grouped per key, and the GIL released once.");
+
+static PyObject *tally_keys(PyObject *module, PyObject *arg) {
+    if (!PyObject_TypeCheck(arg, &ScanType)) {
+        PyErr_SetString(PyExc_TypeError, "tally_keys() takes the Scan that check() returned");
+        return NULL;
+    }
+    Scan *scan = (Scan *)arg;
+    if (scan->nkeys <= 1) { /* one key: its tally, alone in the list */
+        PyObject *one = tally(module, arg);
+        if (one == NULL) return NULL;
+        PyObject *list = PyList_New(1);
+        if (list == NULL) {
+            Py_DECREF(one);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, 0, one);
+        return list;
+    }
+    const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
+    size_t nkeys = scan->nkeys;
+    Grouped grouped[MAX_KEYS];
+    PatternEntries entries[MAX_KEYS];
+    memset(grouped, 0, sizeof(grouped));
+    memset(entries, 0, sizeof(entries));
+    int status = 0;
+    /* Whether each record's body is plain, read once for every key's grouping. */
+    uint8_t *plain = malloc(scan->count ? scan->count : 1);
+    if (plain == NULL) return PyErr_NoMemory();
+    Py_BEGIN_ALLOW_THREADS
+    size_t others = 0, unmasked = 0;
+    for (size_t i = 0; i < scan->count; i++) {
+        plain[i] = (uint8_t)record_is_plain(wire, &scan->records[i]);
+        others += (size_t)!plain[i];
+    }
+    if (scan->has_patterns) {
+        for (size_t i = 0; i < scan->count; i++)
+            unmasked += (size_t)(scan->patterns.pattern_of[i] == NO_PATTERN);
+    }
+    if (scan->order == NULL) scan->order = theta_order(wire, scan->records, scan->count);
+    if (scan->order == NULL) status = -1;
+    for (size_t k = 0; k < nkeys && status == 0; k++) {
+        status = group_records_of_key(wire, scan->records, scan->values, k, nkeys, plain,
+                                      scan->count, &grouped[k]);
+        if (status == 0) status = theta_hashes_in_order(scan->order, &grouped[k]);
+        if (status == 0) {
+            status = structured_bodies_of(wire, scan->records, scan->count, plain, others,
+                                          &grouped[k]);
+        }
+        if (status == 0) status = scan_patterns(scan, wire, unmasked, &grouped[k], &entries[k]);
+    }
+    Py_END_ALLOW_THREADS
+    free(plain);
+    PyObject *result = status == 0 ? PyList_New((Py_ssize_t)nkeys) : PyErr_NoMemory();
+    for (size_t k = 0; k < nkeys && result != NULL; k++) {
+        PyObject *tallied = build_result(scan, &grouped[k], &entries[k], 0);
+        if (tallied == NULL) {
+            Py_CLEAR(result);
+        } else {
+            PyList_SET_ITEM(result, (Py_ssize_t)k, tallied);
+        }
+    }
+    for (size_t k = 0; k < nkeys; k++) {
+        grouped_free(&grouped[k]);
+        free(entries[k].entries);
+    }
     return result;
 }
 
@@ -1964,7 +2150,7 @@ static PyObject *tally_windows(PyObject *module, PyObject *const *args, Py_ssize
     status = group_records_in_windows(wire, scan->records, windows, scan->count, &grouped);
     if (status == 0) status = scan_theta_hashes(scan, wire, &grouped);
     if (status == 0) status = structured_bodies(wire, scan->records, scan->count, &grouped);
-    if (status == 0) status = scan_patterns(scan, wire, &grouped, &entries);
+    if (status == 0) status = scan_patterns(scan, wire, SIZE_MAX, &grouped, &entries);
     Py_END_ALLOW_THREADS
     free(windows);
     PyObject *result = NULL;
@@ -1989,6 +2175,7 @@ static PyMethodDef methods[] = {
     {"check", (PyCFunction)(void (*)(void))check, METH_FASTCALL, check_doc},
     {"tally", (PyCFunction)tally, METH_O, tally_doc},
     {"select_key", (PyCFunction)(void (*)(void))select_key, METH_FASTCALL, select_key_doc},
+    {"tally_keys", (PyCFunction)tally_keys, METH_O, tally_keys_doc},
     {"tally_windows", (PyCFunction)(void (*)(void))tally_windows, METH_FASTCALL,
      tally_windows_doc},
     {NULL, NULL, 0, NULL},

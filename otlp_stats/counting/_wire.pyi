@@ -25,6 +25,16 @@ def tally(
     list[tuple[int, str, int, str]],
     list[tuple[int, bytes, int]],
 ]: ...
+def tally_keys(
+    scan: Scan, /
+) -> list[
+    tuple[
+        list[tuple[bytes | None, int, bytes | None]],
+        list[tuple[int, bytes]],
+        list[tuple[int, str, int, str]],
+        list[tuple[int, bytes, int]],
+    ]
+]: ...
 def tally_windows(
     scan: Scan, arrival_ns: int, window_ns: int, max_skew_ns: int, /
 ) -> tuple[

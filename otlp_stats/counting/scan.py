@@ -195,23 +195,7 @@ class NativeScanner:
 
     def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
         assert _wire is not None and request.scan is not None
-        grouped, structured, patterned, unmasked = _wire.tally(request.scan)
-        by_raw = {
-            raw: LabelTally(records, [], [] if sketch is None else [sketch])
-            for raw, records, sketch in grouped
-        }
-        if self._masker is not None:
-            tallies = [by_raw[raw] for raw, _, _ in grouped]
-            _attach_native_patterns(tallies, patterned, unmasked, self._masker)
-        # Bodies that are not plain strings are hashed canonically, as body_hash does, once per
-        # distinct body: records without a body (an empty one) can be a whole request.
-        digests: dict[bytes, int] = {}
-        for group, body in structured:
-            digest = digests.get(body)
-            if digest is None:
-                digest = digests[body] = body_hash(body)
-            by_raw[grouped[group][0]].hashes.append(digest)
-        return by_label(by_raw, labels)
+        return _native_tally(_wire.tally(request.scan), labels, self._masker, _RequestMemo())
 
     def tally_windows(
         self, request: CheckedRequest, labels: LabelRenderer, arrival: int
@@ -238,12 +222,13 @@ class NativeScanner:
 
     def tally_keys(self, request: CheckedRequest, labels: LabelRenderer) -> list[Tally]:
         assert _wire is not None and request.scan is not None
-        tallies = []
-        for index in range(len(self.keys)):
-            _wire.select_key(request.scan, index)
-            tallies.append(self.tally(request, labels))
-        _wire.select_key(request.scan, 0)  # tally() is the first key's again
-        return tallies
+        # One call for every key; a structured body is hashed, and a text masked in Python,
+        # once whatever the keys.
+        memo = _RequestMemo()
+        return [
+            _native_tally(tallied, labels, self._masker, memo)
+            for tallied in _wire.tally_keys(request.scan)
+        ]
 
     def tally_windows_keys(
         self, request: CheckedRequest, labels: LabelRenderer, arrival: int
@@ -255,6 +240,49 @@ class NativeScanner:
             tallies.append(self.tally_windows(request, labels, arrival))
         _wire.select_key(request.scan, 0)
         return tallies
+
+
+class _RequestMemo:
+    """What one request's tallies share across its keys: each structured body's digest, and
+    each text or body Python patterned (see _attach_native_patterns)."""
+
+    __slots__ = ("bodies", "digests", "masked")
+
+    def __init__(self) -> None:
+        self.digests: dict[bytes, int] = {}
+        self.masked: dict[str, str] = {}
+        self.bodies: dict[bytes, tuple[str, str]] = {}
+
+
+def _native_tally(
+    tallied: tuple[
+        list[tuple[bytes | None, int, bytes | None]],
+        list[tuple[int, bytes]],
+        list[tuple[int, str, int, str]],
+        list[tuple[int, bytes, int]],
+    ],
+    labels: LabelRenderer,
+    masker: Masker | None,
+    memo: _RequestMemo,
+) -> Tally:
+    """A Tally from _wire.tally's result (or one key's of _wire.tally_keys)."""
+    grouped, structured, patterned, unmasked = tallied
+    by_raw = {
+        raw: LabelTally(records, [], [] if sketch is None else [sketch])
+        for raw, records, sketch in grouped
+    }
+    if masker is not None:
+        tallies = [by_raw[raw] for raw, _, _ in grouped]
+        _attach_native_patterns(tallies, patterned, unmasked, masker, memo)
+    # Bodies that are not plain strings are hashed canonically, as body_hash does, once per
+    # distinct body: records without a body (an empty one) can be a whole request.
+    digests = memo.digests
+    for group, body in structured:
+        digest = digests.get(body)
+        if digest is None:
+            digest = digests[body] = body_hash(body)
+        by_raw[grouped[group][0]].hashes.append(digest)
+    return by_label(by_raw, labels)
 
 
 class ViewScanner:
@@ -521,16 +549,20 @@ def _attach_native_patterns(
     patterned: list[tuple[int, str, int, str]],
     unmasked: list[tuple[int, bytes, int]],
     masker: Masker,
+    memo: _RequestMemo | None = None,
 ) -> None:
     """The C scanner's patterns onto its groups' tallies (by group index). Its entries are one
     per (group, pattern) already, unless a team's rules must mask their texts first or some
-    records' bodies were left to Python (structured, not UTF-8): then they are merged here."""
+    records' bodies were left to Python (structured, not UTF-8): then they are merged here.
+    `memo`: what the request's other keys already masked."""
     if not unmasked and not masker.has_rules:
         for group, pattern, records, example in patterned:
             tallies[group].patterns.append(PatternCount(pattern, records, example))
         return
     groups: PatternGroups[int] = PatternGroups()
-    masked: dict[str, str] = {}
+    if memo is None:
+        memo = _RequestMemo()
+    masked = memo.masked
     for group, pattern, records, example in patterned:
         if masker.has_rules:  # the C scanner gave the text itself
             final = masked.get(pattern)
@@ -538,7 +570,7 @@ def _attach_native_patterns(
                 final = masked[pattern] = masker.mask(pattern) or EMPTY_PATTERN
             pattern = final
         groups.add(group, pattern, records, example)
-    cache: dict[bytes, tuple[str, str]] = {}
+    cache = memo.bodies
     for group, body, records in unmasked:
         found = cache.get(body)
         if found is None:

@@ -10,12 +10,22 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from otlp_stats.counting import _wire
 from otlp_stats.counting.resolve import LabelRenderer
 from otlp_stats.counting.scan import NativeScanner, Scanner, ViewScanner
+from otlp_stats.patterns.masker import Masker
+from otlp_stats.patterns.rules import parse_rules
 from tests.counting.test_view_equivalence import ARRIVAL_NS, EVENT_TIME, requests
 from tests.support.fakes import export_request, log_record
 from tests.support.reference import messages_of, reference_messages, reference_windows, windows_of
 
 # Three of the keys the generated requests use, "" among them.
 THREE = ("k", "other", "")
+
+# No patterns; the built-in rules masked in C; a team's rules (C hands the texts over as they
+# are, for Python to mask).
+MASKERS = {
+    "no-patterns": None,
+    "built-in": Masker(),
+    "with-rules": Masker(parse_rules("[rules]\nblock = 'blk_-?[0-9]+'\n", "test.toml")),
+}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -95,20 +105,25 @@ def test_the_c_walk_refuses_more_than_16_keys_and_select_key_checks_its_index() 
         _wire.select_key(_wire.check(wire, b"a"), 1)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(requests)
+@pytest.mark.parametrize("masker", MASKERS.values(), ids=MASKERS.keys())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request=requests)
 def test_shared_hash_order_gives_each_key_the_sketch_bytes_of_the_key_alone(
-    request: ExportLogsServiceRequest,
+    masker: Masker | None, request: ExportLogsServiceRequest
 ) -> None:
-    """With several keys the C tally hashes and sorts each request's messages once for all keys;
-    every key's sketches must still be, byte for byte, those of a scan of that key alone."""
+    """With several keys the C tally hashes and sorts each request's messages once for all keys,
+    and groups the patterns check() made once for all keys by each; every key's sketches and
+    patterns must still be, byte for byte, those of a scan of that key alone."""
     wire = request.SerializeToString()
-    several = NativeScanner(THREE, EVENT_TIME)
+    several = NativeScanner(THREE, EVENT_TIME, masker)
     checked = several.check(wire)
     assert checked.scan is not None
+    # tally_keys first: it makes the shared order that select_key's tallies then reuse.
+    every_key = _wire.tally_keys(checked.scan)
     for index, key in enumerate(THREE):
-        alone = NativeScanner(key, EVENT_TIME).check(wire)
+        alone = NativeScanner(key, EVENT_TIME, masker).check(wire)
         assert alone.scan is not None
+        assert every_key[index] == _wire.tally(alone.scan), key
         _wire.select_key(checked.scan, index)
         assert _wire.tally(checked.scan) == _wire.tally(alone.scan), key
         window = (ARRIVAL_NS, EVENT_TIME.window_ns, EVENT_TIME.max_skew_ns)
@@ -117,17 +132,31 @@ def test_shared_hash_order_gives_each_key_the_sketch_bytes_of_the_key_alone(
         ), key
 
 
-def test_shared_hash_order_on_a_large_request_with_repeated_messages() -> None:
+@pytest.mark.parametrize("masker", MASKERS.values(), ids=MASKERS.keys())
+def test_shared_hash_order_on_a_large_request_with_repeated_messages(
+    masker: Masker | None,
+) -> None:
     """Hundreds of records, most repeating a few messages (whole buckets of equal hashes)."""
     records = [
-        log_record(f"message {n % 7 if n % 3 else n}", k=f"v{n % 5}", other=f"o{n % 2}")
+        log_record(f"message {n % 7 if n % 3 else n} blk_{n % 4}", k=f"v{n % 5}", other=f"o{n % 2}")
         for n in range(600)
     ]
     wire = export_request(records, resource={"": "r"}).SerializeToString()
-    checked = NativeScanner(THREE).check(wire)
+    checked = NativeScanner(THREE, masker=masker).check(wire)
     assert checked.scan is not None
+    every_key = _wire.tally_keys(checked.scan)
+    if masker is not None:  # the patterns are there to compare
+        assert all(tallied[2] for tallied in every_key)
     for index, key in enumerate(THREE):
-        alone = NativeScanner(key).check(wire)
+        alone = NativeScanner(key, masker=masker).check(wire)
         assert alone.scan is not None
+        assert every_key[index] == _wire.tally(alone.scan), key
         _wire.select_key(checked.scan, index)
         assert _wire.tally(checked.scan) == _wire.tally(alone.scan), key
+
+
+def test_tally_keys_of_a_one_key_scan_is_its_tally() -> None:
+    scan = _wire.check(_levels_request().SerializeToString(), b"a")
+    assert _wire.tally_keys(scan) == [_wire.tally(scan)]
+    with pytest.raises(TypeError):
+        _wire.tally_keys(b"not a scan")  # type: ignore[arg-type]
