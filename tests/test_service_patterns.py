@@ -3,7 +3,7 @@ and with --count-patterns false exactly the report of before patterns."""
 
 from __future__ import annotations
 
-from tests.support.fakes import worked_example_request
+from tests.support.fakes import export_request, log_record, worked_example_request
 from tests.support.grpctools import GrpcChannels
 from tests.support.servicetools import running_service
 
@@ -39,3 +39,28 @@ def test_pattern_fields_follow_the_settings(grpc_channels: GrpcChannels) -> None
     assert [list(value) for value in no_list] == [[*FIELDS_BEFORE, "distinct_patterns"]] * 4
     not_counted = values_of(final_report(grpc_channels, "--count-patterns", "false"))
     assert [list(value) for value in not_counted] == [FIELDS_BEFORE] * 4
+
+
+
+HOSTILE: list[str | bytes] = [
+    "7" * 100_000,
+    " ".join(f"t{n}" for n in range(1_000_000)),
+    " ".join(f"word{chr(97 + n % 26)}" for n in range(10_000)),
+    # Invalid UTF-8 cannot be a protobuf string: a careless sender's bytes body.
+    b"caf\xc3 \xff\xfe order 12 failed",
+]
+
+
+def test_hostile_bodies_are_counted_within_the_bounds(grpc_channels: GrpcChannels) -> None:
+    request = export_request([log_record(body) for body in HOSTILE], resource={"foo": "x"})
+    flags = ("--attribute-key", "foo", "--window", ONE_WINDOW, "--top-patterns", "10")
+    with running_service(*flags) as service:
+        grpc_channels.logs_stub(service.grpc_target).Export(request, timeout=30)
+        assert service.stop() == 0
+        [report] = service.all_reports()
+    [value] = report["values"]
+    assert (value["records"], value["distinct_patterns"]) == (len(HOSTILE), len(HOSTILE))
+    for top in value["top_patterns"]:
+        assert len(top["pattern"].encode()) <= 512
+        assert top["pattern"].count(" ") <= 64
+        assert len(top["example"]) <= 1_024

@@ -25,6 +25,10 @@ from otlp_stats.patterns.merge import DEFAULT_SIMILARITY, merge_patterns
 # The entry that counts the records of patterns past --max-patterns (its example is empty).
 OVERFLOW_PATTERN = "__overflow__"
 DEFAULT_MAX_PATTERNS = 1_000
+# The longest example kept, in characters: a table holds one per pattern, and a message can be
+# megabytes. A prefix keeps the order (the smallest example's prefix is the smallest prefix),
+# so tables still merge the same whatever the order.
+MAX_EXAMPLE_CHARS = 1_024
 DEFAULT_TOP_PATTERNS = 3
 
 
@@ -65,12 +69,12 @@ class PatternTable:
             # Patterns and examples are valid str (never lone surrogates), and for those the
             # order of code points is the order of their UTF-8 bytes, which C compares.
             if example < self._examples[pattern]:
-                self._examples[pattern] = example
+                self._examples[pattern] = example[:MAX_EXAMPLE_CHARS]
         elif pattern == OVERFLOW_PATTERN or len(self._records) >= self.max_patterns:
             self.overflow_records += records
         else:
             self._records[pattern] = records
-            self._examples[pattern] = example
+            self._examples[pattern] = example[:MAX_EXAMPLE_CHARS]
 
     def merge(self, counts: Iterable[PatternCount]) -> None:
         add = self.add

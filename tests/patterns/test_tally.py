@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from otlp_stats.patterns.tally import (
+    MAX_EXAMPLE_CHARS,
     OVERFLOW_PATTERN,
     PatternCount,
     PatternTable,
@@ -78,3 +79,11 @@ def test_encoded_counts_round_trip_and_old_rows_read_empty() -> None:
 def test_a_table_needs_room_for_one_pattern() -> None:
     with pytest.raises(ValueError, match="max_patterns"):
         PatternTable(0)
+
+
+def test_examples_are_kept_to_a_prefix_that_merges_alike() -> None:
+    long_b, long_a = "x" * 5_000 + "b", "x" * 5_000 + "a"
+    one = PatternTable.of([PatternCount("p", 1, long_b), PatternCount("p", 1, long_a)], 10)
+    other = PatternTable.of([PatternCount("p", 1, "x" * 3), PatternCount("p", 1, long_a)], 10)
+    assert one.counts() == (PatternCount("p", 2, "x" * MAX_EXAMPLE_CHARS),)
+    assert other.counts() == (PatternCount("p", 2, "xxx"),)
