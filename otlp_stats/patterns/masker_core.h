@@ -10,8 +10,12 @@
 #ifndef OTLP_STATS_MASKER_CORE_H
 #define OTLP_STATS_MASKER_CORE_H
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define MASK "<*>"
 #define MASK_LEN 3
@@ -256,6 +260,11 @@ static int join_masked(const Buf *pb, const Spans *ps, Buf *out) {
 
 static int mask_token(const char *t, size_t n, Buf *pb, Spans *ps, Buf *out) {
     if (is_mask(t, n) ) return buf_put(out, t, n);
+    /* No punctuation (most tokens holding a digit, `1-0`, `12.5ms`): one word, no email, no
+     * key=value and nothing to join, so the word's mask is the token's. */
+    size_t j = 0;
+    while (j < n && !(CLASSES[(unsigned char)t[j]] & PUNCT)) j++;
+    if (j == n) return mask_word(t, n, out);
     if (is_email(t, n)) return buf_put(out, MASK, MASK_LEN);
     pb->len = 0;
     ps->len = 0;
@@ -328,6 +337,217 @@ static int build_pattern(MaskScratch *s, size_t max_length) {
     return cut_pattern(pattern, max_length);
 }
 
+/* Where the token starting at m[i] ends (a blank or n); in *seen its bytes' classes. */
+static inline size_t token_end(const char *m, size_t n, size_t i, unsigned short *seen) {
+    unsigned short found = 0;
+    for (; i < n; i++) {
+        unsigned short class = CLASSES[(unsigned char)m[i]];
+        if (class & BLANK) break;
+        found |= class;
+    }
+    *seen = found;
+    return i;
+}
+
+/* Whether the token m[start..end) opens a quote: a quote first or after one of QUOTE_AFTER. */
+static int opens_quote(const char *m, size_t start, size_t end) {
+    for (size_t i = start; i < end; i++)
+        if ((CLASSES[(unsigned char)m[i]] & QUOTE) &&
+            (i == start || (CLASSES[(unsigned char)m[i - 1]] & QUOTE_AFTER)))
+            return 1;
+    return 0;
+}
+
+#ifdef __SSE2__
+/*
+ * The direct path reads the message through bit masks, one bit a byte, 64 bytes a word, made
+ * 16 bytes at a time with vector compares (a dozen operations per 16 bytes instead of a table
+ * load and tests per byte). `event` marks what needs a token looked at on its own: a CHANGES
+ * byte or a quote, a token opening with a capital (a date word's first letter), a blank other
+ * than a space, or a blank before another. Between two events every token is copied as it is,
+ * one space apart: the whole stretch extends the run of unchanged bytes in a few word
+ * operations, whatever its length. Longer messages take the byte loop.
+ */
+#define MASKED_BYTES 4096
+#define MASK_WORDS (MASKED_BYTES / 64 + 2)
+
+typedef struct {
+    uint64_t blank[MASK_WORDS], changes[MASK_WORDS], quote[MASK_WORDS], event[MASK_WORDS];
+    size_t tokens; /* how many tokens the message has */
+} ByteMasks;
+
+typedef struct {
+    unsigned blank, space, changes, quote, capital;
+} Classes16;
+
+static inline Classes16 classify16(const char *p) {
+    __m128i x = _mm_loadu_si128((const __m128i *)p);
+    __m128i control = _mm_sub_epi8(x, _mm_set1_epi8(0x09)); /* \t \n \v \f \r: 0 to 4 */
+    __m128i is_control = _mm_cmpeq_epi8(_mm_min_epu8(control, _mm_set1_epi8(4)), control);
+    __m128i digit = _mm_sub_epi8(x, _mm_set1_epi8('0'));
+    __m128i is_digit = _mm_cmpeq_epi8(_mm_min_epu8(digit, _mm_set1_epi8(9)), digit);
+    __m128i capital = _mm_sub_epi8(x, _mm_set1_epi8('A'));
+    __m128i is_capital = _mm_cmpeq_epi8(_mm_min_epu8(capital, _mm_set1_epi8(25)), capital);
+    __m128i other = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('@')),
+                                              _mm_cmpeq_epi8(x, _mm_set1_epi8('='))),
+                                 _mm_cmpeq_epi8(x, _mm_set1_epi8('*')));
+    __m128i quotes = _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
+                                  _mm_cmpeq_epi8(x, _mm_set1_epi8('\'')));
+    __m128i space = _mm_cmpeq_epi8(x, _mm_set1_epi8(' '));
+    Classes16 c;
+    c.space = (unsigned)_mm_movemask_epi8(space);
+    c.blank = c.space | (unsigned)_mm_movemask_epi8(is_control);
+    c.changes = (unsigned)_mm_movemask_epi8(_mm_or_si128(is_digit, other));
+    c.quote = (unsigned)_mm_movemask_epi8(quotes);
+    c.capital = (unsigned)_mm_movemask_epi8(is_capital);
+    return c;
+}
+
+/* The masks of m's n bytes (n <= MASKED_BYTES); every bit from n on is a blank's, so that a
+ * token's end is always found, and an event's (a blank before a blank). The tokens are
+ * counted only if `count`. */
+static void classify_message(ByteMasks *bm, const char *m, size_t n, int count) {
+    size_t words = n / 64 + 1;
+    uint64_t space[MASK_WORDS], capital[MASK_WORDS];
+    for (size_t w = 0; w < words; w++) {
+        uint64_t blank = 0, spaces = 0, changes = 0, quote = 0, capitals = 0;
+        for (size_t part = 0; part < 4; part++) {
+            size_t off = w * 64 + part * 16;
+            Classes16 c = {0xffff, 0xffff, 0, 0, 0};
+            if (off + 16 <= n) {
+                c = classify16(m + off);
+            } else if (off < n && n >= 16) { /* the last 16 bytes, shifted to start at off */
+                unsigned shift = (unsigned)(off + 16 - n), pad = 0xffffu << (16 - shift);
+                c = classify16(m + n - 16);
+                c.blank = ((c.blank >> shift) | pad) & 0xffffu;
+                c.space = ((c.space >> shift) | pad) & 0xffffu;
+                c.changes >>= shift;
+                c.quote >>= shift;
+                c.capital >>= shift;
+            } else if (off < n) { /* a message under 16 bytes, padded with spaces */
+                char padded[16];
+                memset(padded, ' ', sizeof padded);
+                for (size_t k = 0; k < n; k++) padded[k] = m[k];
+                c = classify16(padded);
+            }
+            blank |= (uint64_t)c.blank << (part * 16);
+            spaces |= (uint64_t)c.space << (part * 16);
+            changes |= (uint64_t)c.changes << (part * 16);
+            quote |= (uint64_t)c.quote << (part * 16);
+            capitals |= (uint64_t)c.capital << (part * 16);
+        }
+        bm->blank[w] = blank;
+        bm->changes[w] = changes;
+        bm->quote[w] = quote;
+        space[w] = spaces;
+        capital[w] = capitals;
+    }
+    bm->blank[words] = ~(uint64_t)0;
+    bm->tokens = 0;
+    uint64_t before = 1; /* the message's start counts as a blank before its first byte */
+    for (size_t w = 0; w < words; w++) {
+        uint64_t blank = bm->blank[w];
+        uint64_t starts = ~blank & ((blank << 1) | before);
+        uint64_t doubled = blank & ((blank >> 1) | (bm->blank[w + 1] << 63));
+        bm->event[w] = bm->changes[w] | bm->quote[w] | (starts & capital[w]) |
+                       (blank & ~space[w]) | doubled;
+        if (count) bm->tokens += (size_t)__builtin_popcountll(starts);
+        before = blank >> 63;
+    }
+    bm->event[words] = ~(uint64_t)0;
+}
+
+/* The first byte at or after i that is not a blank, or n. */
+static inline size_t next_nonblank(const ByteMasks *bm, size_t i, size_t n) {
+    size_t w = i / 64, last = n / 64;
+    uint64_t bits = ~bm->blank[w] & (~(uint64_t)0 << (i % 64));
+    while (!bits) {
+        if (++w > last) return n;
+        bits = ~bm->blank[w];
+    }
+    size_t at = w * 64 + (size_t)__builtin_ctzll(bits);
+    return at < n ? at : n;
+}
+
+/* The first bit at or after i set in words[] (there is one: the masks end with set bits). */
+static inline size_t next_set(const uint64_t *words, size_t i) {
+    size_t w = i / 64;
+    uint64_t bits = words[w] & (~(uint64_t)0 << (i % 64));
+    while (!bits) bits = words[++w];
+    return w * 64 + (size_t)__builtin_ctzll(bits);
+}
+
+/* The last blank in [i, e), or i when there is none (i is a token's first byte). */
+static inline size_t last_blank(const ByteMasks *bm, size_t i, size_t e) {
+    if (e <= i + 1) return i;
+    size_t w = (e - 1) / 64;
+    uint64_t bits = bm->blank[w] & (~(uint64_t)0 >> (63 - (e - 1) % 64));
+    for (;;) {
+        if (w == i / 64) bits &= ~(uint64_t)0 << (i % 64);
+        if (bits) return w * 64 + 63 - (size_t)__builtin_clzll(bits);
+        if (w == i / 64) return i;
+        bits = bm->blank[--w];
+    }
+}
+
+/* Whether any bit of words[] in [a, b) is set (a < b). */
+static inline int any_in(const uint64_t *words, size_t a, size_t b) {
+    size_t first = a / 64, last = (b - 1) / 64;
+    uint64_t head = words[first] & (~(uint64_t)0 << (a % 64));
+    uint64_t tail_mask = ~(uint64_t)0 >> (63 - (b - 1) % 64);
+    if (first == last) return (head & tail_mask) != 0;
+    if (head) return 1;
+    for (size_t w = first + 1; w < last; w++)
+        if (words[w]) return 1;
+    return (words[last] & tail_mask) != 0;
+}
+#endif
+
+/* The pattern being built by mask_direct: the bytes in out, then m[run..run_end) when in_run
+ * (tokens no rule changes, one space apart in the message as in the pattern). */
+typedef struct {
+    Buf *out;
+    const char *m;
+    size_t run, run_end;
+    int in_run, any;
+} Direct;
+
+static inline int direct_flush(Direct *d) {
+    if (!d->in_run) return 0;
+    d->in_run = 0;
+    size_t n = d->run_end - d->run;
+#ifdef __SSE2__
+    /* A run is often tens of bytes: 16 at a time inline, the last 16 overlapping, costs less
+     * than a call to memcpy. */
+    Buf *b = d->out;
+    if (n > 16 && n <= 256) {
+        if (b->len + n > b->cap && buf_grow(b, n)) return -1;
+        const char *from = d->m + d->run;
+        char *to = b->data + b->len;
+        for (size_t k = 0; k + 16 < n; k += 16)
+            _mm_storeu_si128((__m128i *)(to + k), _mm_loadu_si128((const __m128i *)(from + k)));
+        _mm_storeu_si128((__m128i *)(to + n - 16),
+                         _mm_loadu_si128((const __m128i *)(from + n - 16)));
+        b->len += n;
+        return 0;
+    }
+#endif
+    return buf_put(d->out, d->m + d->run, n);
+}
+
+/* Unchanged tokens m[start..end), one space apart, after the pattern so far. */
+static inline int direct_keep(Direct *d, size_t start, size_t end) {
+    if (d->in_run && start == d->run_end + 1 && d->m[d->run_end] == ' ') {
+        d->run_end = end;
+        return 0;
+    }
+    if (direct_flush(d) || (d->any && buf_put(d->out, " ", 1))) return -1;
+    d->in_run = d->any = 1;
+    d->run = start;
+    d->run_end = end;
+    return 0;
+}
+
 /*
  * The pattern for a message with no quoted value and no date word (most messages), in one pass
  * straight into s->pattern: no token copied into toks and masked first. The same pattern as the
@@ -337,33 +557,60 @@ static int build_pattern(MaskScratch *s, size_t max_length) {
  */
 static int mask_direct(MaskScratch *s, const char *m, size_t n, size_t max_tokens,
                        size_t max_length) {
-    Buf *out = &s->pattern;
-    out->len = 0;
+    Direct d = {&s->pattern, m, 0, 0, 0, 0};
+    s->pattern.len = 0;
     size_t i = 0, tokens = 0;
+#ifdef __SSE2__
+    ByteMasks bm;
+    int masked = n <= MASKED_BYTES;
+    /* Stretches are skipped without counting their tokens: only when the cap is out of reach
+     * (for certain when n bytes cannot hold more tokens). */
+    int sure = (n + 1) / 2 <= max_tokens;
+    if (masked) classify_message(&bm, m, n, !sure);
+    int skip = masked && (sure || bm.tokens <= max_tokens);
+#endif
     for (;;) {
-        while (i < n && (CLASSES[(unsigned char)m[i]] & BLANK)) i++;
+#ifdef __SSE2__
+        if (masked) {
+            i = next_nonblank(&bm, i, n);
+            if (skip && i < n) {
+                size_t last = last_blank(&bm, i, next_set(bm.event, i));
+                if (last > i) { /* whole tokens before the next event */
+                    if (direct_keep(&d, i, last)) return -1;
+                    i = last + 1;
+                }
+            }
+        } else
+#endif
+            while (i < n && (CLASSES[(unsigned char)m[i]] & BLANK)) i++;
         if (i >= n) break;
         if (tokens == max_tokens) {
-            if (buf_put(out, " " MASK, MASK_LEN + 1)) return -1;
+            if (direct_flush(&d) || buf_put(d.out, " " MASK, MASK_LEN + 1)) return -1;
             break;
         }
         size_t start = i;
-        unsigned short seen = 0;
-        for (; i < n; i++) {
-            unsigned short class = CLASSES[(unsigned char)m[i]];
-            seen |= class;
-            if (class & (BLANK | QUOTE)) { /* one test per byte for the two rare cases */
-                if (class & BLANK) break;
-                if (i == start || (CLASSES[(unsigned char)m[i - 1]] & QUOTE_AFTER)) return 0;
-            }
-        }
+        unsigned short seen;
+#ifdef __SSE2__
+        if (masked) {
+            i = next_set(bm.blank, start);
+            seen = (unsigned short)((any_in(bm.changes, start, i) ? CHANGES : 0) |
+                                    (any_in(bm.quote, start, i) ? QUOTE : 0));
+        } else
+#endif
+            i = token_end(m, n, start, &seen);
+        if ((seen & QUOTE) && opens_quote(m, start, i)) return 0;
         if (is_date_word(m + start, i - start)) return 0;
-        if (tokens++ && buf_put(out, " ", 1)) return -1;
-        if (!(seen & CHANGES) ? buf_put_word(out, m + start, i - start, n - start)
-                              : mask_token(m + start, i - start, &s->pieces, &s->piece_spans, out))
+        if (!(seen & CHANGES)) {
+            if (direct_keep(&d, start, i)) return -1;
+        } else if (direct_flush(&d) || (d.any && buf_put(d.out, " ", 1)) ||
+                   mask_token(m + start, i - start, &s->pieces, &s->piece_spans, d.out)) {
             return -1;
+        }
+        d.any = 1;
+        tokens++;
     }
-    return cut_pattern(out, max_length) ? -1 : 1;
+    if (direct_flush(&d)) return -1;
+    return cut_pattern(d.out, max_length) ? -1 : 1;
 }
 
 /* A weekday or month name beside a masked token, or before another, is a date's part. */
