@@ -41,7 +41,6 @@ def test_pattern_fields_follow_the_settings(grpc_channels: GrpcChannels) -> None
     assert [list(value) for value in not_counted] == [FIELDS_BEFORE] * 4
 
 
-
 HOSTILE: list[str | bytes] = [
     "7" * 100_000,
     " ".join(f"t{n}" for n in range(1_000_000)),
