@@ -150,7 +150,8 @@ def _live_counting_us(payloads: Sequence[bytes], records: int) -> float:
     workers = WorkerPool(
         RequestQueue(1, 1),
         aggregator,
-        default_scanner(settings.attribute_key, event_time),
+        # As the service is configured by default: patterns counted, as replay counts them.
+        default_scanner(settings.attribute_key, event_time, settings.masker()),
         1,
         Metrics(CollectorRegistry()),
         None,

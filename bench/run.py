@@ -32,7 +32,7 @@ from bench.load_run import LoadRunFailed
 from bench.memory_report import MEMORY_BEGIN_MARKER, MEMORY_END_MARKER, render_memory
 from bench.memory_run import MemoryRun, measure_memory, scaled_scenarios
 from bench.replay_cost import ReplayCost, measure_replay
-from bench.report import BenchResults, Machine, render_results, splice_results
+from bench.report import END_MARKER, BenchResults, Machine, render_results, splice_results
 from bench.server_process import ServerFailed
 from bench.server_run import RunSettings, ServerRun, measure_server
 from bench.small_requests import SmallRequestCost, measure_small_requests, small_request_servers
@@ -252,7 +252,9 @@ def measure_throughput(args: argparse.Namespace, command: str) -> bool:
     block = render_results(results)
     if not args.skip_side:
         sections, side_problems = measure_side_benches(env)
-        block = "\n\n".join([block.rstrip("\n"), *sections]) + "\n"
+        # Inside the markers, so that the next run replaces them rather than adding its own.
+        inside = block.rstrip("\n").removesuffix(END_MARKER).rstrip("\n")
+        block = "\n\n".join([inside, *sections, END_MARKER]) + "\n"
         problems += side_problems
     splice_results(args.output, block, DOCUMENT_TEMPLATE)
     print(block)
