@@ -3,7 +3,6 @@ pattern tables merged over every period in the range, then reported as a window'
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +12,7 @@ from otlp_stats.operating.query import (
     DistinctQuery,
     QueryError,
     QueryScope,
+    StoreQueries,
     entry_filter,
     entry_label,
     parse_query,
@@ -162,19 +162,8 @@ def _printable(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
 
 
-class PatternQueries:
-    """Answers /v1/patterns from the store, off the event loop (a store read may block)."""
+class PatternQueries(StoreQueries[PatternQuery]):
+    """Answers /v1/patterns."""
 
     def __init__(self, store: StateStore, scope: QueryScope, clock: Clock) -> None:
-        self._store = store
-        self._scope = scope
-        self._clock = clock
-
-    async def answer(self, params: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
-        now = self._clock.now()
-        try:
-            query = parse_pattern_query(params, self._scope, now)
-        except QueryError as error:
-            return error.status, {"error": str(error)}
-        body = await asyncio.to_thread(answer_patterns, self._store, query, self._scope, now)
-        return 200, body
+        super().__init__(store, scope, clock, parse_pattern_query, answer_patterns)

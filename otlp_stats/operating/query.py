@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from otlp_stats.clock import Clock
 from otlp_stats.config import Settings
@@ -36,6 +36,10 @@ class QueryError(ValueError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+# A route's parsed query (DistinctQuery, PatternQuery).
+Q = TypeVar("Q")
 
 
 @dataclass(frozen=True)
@@ -253,22 +257,39 @@ async def answer_without_history(_: Mapping[str, str]) -> tuple[int, dict[str, A
     }
 
 
-class DistinctQueries:
-    """Answers /v1/distinct from the store, off the event loop (a store read may block)."""
+class StoreQueries(Generic[Q]):
+    """Answers one query route from the store: its parameters parsed (a 4xx with the reason if
+    they are wrong), then the answer read off the event loop (a store read may block)."""
 
-    def __init__(self, store: StateStore, scope: QueryScope, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        scope: QueryScope,
+        clock: Clock,
+        parse: Callable[[Mapping[str, str], QueryScope, float], Q],
+        respond: Callable[[StateStore, Q, QueryScope, float], dict[str, Any]],
+    ) -> None:
         self._store = store
         self._scope = scope
         self._clock = clock
+        self._parse = parse
+        self._respond = respond
 
     async def answer(self, params: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
         now = self._clock.now()
         try:
-            query = parse_query(params, self._scope, now)
+            query = self._parse(params, self._scope, now)
         except QueryError as error:
             return error.status, {"error": str(error)}
-        body = await asyncio.to_thread(answer_query, self._store, query, self._scope, now)
+        body = await asyncio.to_thread(self._respond, self._store, query, self._scope, now)
         return 200, body
+
+
+class DistinctQueries(StoreQueries[DistinctQuery]):
+    """Answers /v1/distinct."""
+
+    def __init__(self, store: StateStore, scope: QueryScope, clock: Clock) -> None:
+        super().__init__(store, scope, clock, parse_query, answer_query)
 
 
 def query_scope(settings: Settings, held: Sequence[str] = ()) -> QueryScope:
