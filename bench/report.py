@@ -245,18 +245,23 @@ def _target_lines(results: BenchResults) -> list[str]:
     ]
 
 
+def _paired_ratios(results: BenchResults, numerator: str, denominator: str) -> str:
+    """Two servers' CPU per record divided round by round (their rounds pair up by number)."""
+    return " / ".join(
+        _ratio(_divide(n.cpu_us_per_record, d.cpu_us_per_record) if n and d else None)
+        for n, d in zip(
+            results.rounds.get(numerator, []), results.rounds.get(denominator, []), strict=False
+        )
+    )
+
+
 def _event_time_lines(results: BenchResults) -> list[str]:
     """Issue 15: what windowing by the records' own time costs next to arrival time."""
     arrival, event = results.service, results.service_event
     if arrival is None or event is None:
         return []
     ratio = event.cpu_us_per_record / arrival.cpu_us_per_record
-    paired = " / ".join(
-        _ratio(_divide(e.cpu_us_per_record, a.cpu_us_per_record) if e and a else None)
-        for a, e in zip(
-            results.rounds.get("service", []), results.rounds.get(event.name, []), strict=False
-        )
-    )
+    paired = _paired_ratios(results, event.name, "service")
     return [
         "### Event time (issue 15)",
         "",
@@ -274,14 +279,7 @@ def _pattern_cost_lines(results: BenchResults) -> list[str]:
     if counted is None or uncounted is None:
         return []
     ratio = counted.cpu_us_per_record / uncounted.cpu_us_per_record
-    paired = " / ".join(
-        _ratio(_divide(c.cpu_us_per_record, u.cpu_us_per_record) if c and u else None)
-        for c, u in zip(
-            results.rounds.get("service", []),
-            results.rounds.get(uncounted.name, []),
-            strict=False,
-        )
-    )
+    paired = _paired_ratios(results, "service", uncounted.name)
     return [
         "### Message patterns (issue 20)",
         "",
