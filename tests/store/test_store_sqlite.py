@@ -228,7 +228,11 @@ def test_query_cli_answers_from_the_same_file(store_url: str, bodies: list[str])
         "checkout": 10,
         "search": 3,
     }
-    assert json.loads(answer.stdout)["periods"] == json.loads(body)["periods"]
+    [before_stop] = json.loads(body)["periods"]
+    # The month's windows count every window saved, empty ones too, and the stop saves those
+    # that closed since the API was asked (more than none on a busy machine): the rest is equal.
+    assert period.pop("windows") >= before_stop.pop("windows") >= 1
+    assert period == before_stop
     table = subprocess.run(
         [*command, "--from", day, "--value", "search"],
         cwd=REPO,
