@@ -110,27 +110,33 @@ def count_patterns(
     return groups
 
 
-def message_patterns(
-    keys: Sequence[K], messages: Sequence[str | None], masker: Masker
-) -> dict[K, list[PatternCount]]:
-    """Per key, the patterns of its records' messages (key and message per record, in step): a
-    message masked as a string body's text is (`<empty>` when nothing is left), None `<null>`
-    with an empty example, as a record without a body. Keys without records are absent.
+Key = tuple[Hashable, ...]
 
-    One C call for the batch (patterns/_masker.c) when the masker has only the built-in rules;
-    a team's rules are Python regexes, so with them each distinct message is masked from here."""
+
+def message_patterns(
+    columns: Sequence[Sequence[Hashable]], messages: Sequence[str | None], masker: Masker
+) -> dict[Key, list[PatternCount]]:
+    """Per key, the patterns of its records' messages: a record's key is the tuple of its values
+    in `columns` (each column and `messages` in step, one value per record). A message is masked
+    as a string body's text is (`<empty>` when nothing is left), None is `<null>` with an empty
+    example, as a record without a body. Keys without records are absent.
+
+    One C call for the batch (patterns/_masker.c) when the masker has only the built-in rules,
+    no key tuple made per record; a team's rules are Python regexes, so with them each distinct
+    message is masked from here."""
     if not HAVE_C_MASK_GROUPS or masker.has_rules:
-        return message_patterns_python(keys, messages, masker)
-    return c_mask_groups(keys, messages, masker.max_tokens, masker.max_length, PatternCount)
+        return message_patterns_python(columns, messages, masker)
+    return c_mask_groups(columns, messages, masker.max_tokens, masker.max_length, PatternCount)
 
 
 def message_patterns_python(
-    keys: Sequence[K], messages: Sequence[str | None], masker: Masker
-) -> dict[K, list[PatternCount]]:
+    columns: Sequence[Sequence[Hashable]], messages: Sequence[str | None], masker: Masker
+) -> dict[Key, list[PatternCount]]:
     """message_patterns in Python, one masker call per distinct message: the reference the C
     path is held equal to, and the path with a team's rules."""
     cache: dict[str | None, tuple[str, str]] = {}
-    groups: PatternGroups[K] = PatternGroups()
+    groups: PatternGroups[Key] = PatternGroups()
+    keys = zip(*columns, strict=True)
     # Records repeat: each distinct (key, message) is masked and added once.
     for (key, message), records in Counter(zip(keys, messages, strict=True)).items():
         found = cache.get(message)

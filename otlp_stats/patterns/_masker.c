@@ -36,18 +36,100 @@ static PyObject *mask(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return result;
 }
 
-/* ---- A batch's patterns per group: mask_groups() ----
+/* ---- A batch's patterns per key: mask_groups() ----
  *
  * What the frame counter (replaying/frames.py, through counting/record_patterns.py) did in
- * Python per distinct (group, message): look the message up, mask it, add its records to its
- * group's pattern and keep the smaller example. Here it is one call per batch: each distinct
- * message is masked once, each record costs two dict lookups and a table probe, and Python
- * objects are made per distinct (group, pattern) only, as the wire scanner's tally() does. */
+ * Python per distinct (key, message): look the message up, mask it, add its records to its
+ * key's pattern and keep the smaller example. Here it is one call per batch: each distinct
+ * message is masked once, a record costs two probes of tables of its own (no tuple, no int
+ * made per record), and Python objects are made per distinct key and (key, pattern) only, as
+ * the wire scanner's tally() does. */
 
 /* What a message that masks to nothing counts as, and one absent (record_patterns.py and
  * structured.py name them; tests/patterns/test_mask_groups.py holds the two paths equal). */
 #define GROUP_EMPTY_PATTERN "<empty>"
 #define GROUP_NULL_PATTERN "<null>"
+
+/* The distinct keys of a batch's records, a record's key being its values in `columns` (one
+ * tuple per column, a value per record): open addressing by the values' combined hash, and
+ * compared with ==, as a dict of tuples would, without making the tuples. */
+typedef struct {
+    PyObject *const *columns;
+    Py_ssize_t width;
+    Py_ssize_t *first; /* per key: the first record that has it */
+    Py_hash_t *hashes; /* per key */
+    Py_ssize_t count;
+    Py_ssize_t *slots; /* a key's index, or -1 */
+    size_t mask;
+} KeyTable;
+
+static int key_table_init(KeyTable *t, PyObject *const *columns, Py_ssize_t width,
+                          Py_ssize_t records) {
+    size_t slots = 16;
+    while (slots < 2 * (size_t)records) slots <<= 1;
+    *t = (KeyTable){columns, width, NULL, NULL, 0, NULL, slots - 1};
+    t->first = PyMem_Malloc(((size_t)records + 1) * sizeof(Py_ssize_t));
+    t->hashes = PyMem_Malloc(((size_t)records + 1) * sizeof(Py_hash_t));
+    t->slots = PyMem_Malloc(slots * sizeof(Py_ssize_t));
+    if (t->first == NULL || t->hashes == NULL || t->slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(t->slots, 0xFF, slots * sizeof(Py_ssize_t));
+    return 0;
+}
+
+static void key_table_free(KeyTable *t) {
+    PyMem_Free(t->first);
+    PyMem_Free(t->hashes);
+    PyMem_Free(t->slots);
+}
+
+static inline size_t mix_hash(uint64_t h) {
+    h ^= h >> 31;
+    h *= 0xBF58476D1CE4E5B9u;
+    h ^= h >> 29;
+    return (size_t)h;
+}
+
+/* Whether records a and b have equal keys: 1, 0, or -1 with an exception set. */
+static int same_key(const KeyTable *t, Py_ssize_t a, Py_ssize_t b) {
+    for (Py_ssize_t c = 0; c < t->width; c++) {
+        int equal = PyObject_RichCompareBool(PyTuple_GET_ITEM(t->columns[c], a),
+                                             PyTuple_GET_ITEM(t->columns[c], b), Py_EQ);
+        if (equal != 1) return equal;
+    }
+    return 1;
+}
+
+/* The index of the record's key, *added set when it is new; -1 with an exception set. */
+static Py_ssize_t key_of(KeyTable *t, Py_ssize_t record, int *added) {
+    uint64_t h = 0x27D4EB2F165667C5u;
+    for (Py_ssize_t c = 0; c < t->width; c++) {
+        Py_hash_t value = PyObject_Hash(PyTuple_GET_ITEM(t->columns[c], record));
+        if (value == -1) return -1;
+        h = (h ^ (uint64_t)value) * 0x100000001B3u;
+    }
+    Py_hash_t hash = (Py_hash_t)h;
+    size_t slot = mix_hash(h) & t->mask;
+    while (t->slots[slot] >= 0) {
+        Py_ssize_t known = t->slots[slot];
+        if (t->hashes[known] == hash) {
+            int equal = same_key(t, t->first[known], record);
+            if (equal < 0) return -1;
+            if (equal) {
+                *added = 0;
+                return known;
+            }
+        }
+        slot = (slot + 1) & t->mask;
+    }
+    t->slots[slot] = t->count;
+    t->first[t->count] = record;
+    t->hashes[t->count] = hash;
+    *added = 1;
+    return t->count++;
+}
 
 /* One distinct message: its pattern and its UTF-8 bytes (the examples' order). */
 typedef struct {
@@ -56,32 +138,29 @@ typedef struct {
     Py_ssize_t length;
 } GroupMessage;
 
-/* One (group, pattern): its records and smallest message so far (a borrowed reference). */
+/* One (key, pattern): its records and smallest message so far (an index of a message). */
 typedef struct {
-    Py_ssize_t group, pattern, records, example;
+    Py_ssize_t key, pattern, records, example;
 } GroupPattern;
 
 typedef struct {
-    PyObject *group_index;   /* key -> its index in group_keys */
-    PyObject *group_keys;    /* the keys, in the order they came */
-    PyObject *message_index; /* message str -> its index in messages */
-    GroupMessage *messages;
-    Py_ssize_t message_count;
+    KeyTable keys;
+    KeyTable message_keys;
+    GroupMessage *messages;  /* per distinct message, as message_keys numbers them */
     PyObject *pattern_index; /* pattern str -> its index in patterns */
     PyObject *patterns;      /* the pattern strs, in the order they came */
     PyObject *kept;          /* UTF-8 bytes made for strs with lone surrogates, kept alive */
     Buf last;                /* the last pattern found, as UTF-8 */
     Py_ssize_t last_index;   /* its index, or -1 */
-    GroupPattern *entries;   /* in the order each (group, pattern) came */
+    GroupPattern *entries;   /* in the order each (key, pattern) came */
     Py_ssize_t entry_count;
-    Py_ssize_t *slots; /* open addressing over entries by (group, pattern); -1 is free */
+    Py_ssize_t *slots; /* open addressing over entries by (key, pattern); -1 is free */
     size_t slot_mask;
 } GroupBatch;
 
 static void group_batch_free(GroupBatch *b) {
-    Py_XDECREF(b->group_index);
-    Py_XDECREF(b->group_keys);
-    Py_XDECREF(b->message_index);
+    key_table_free(&b->keys);
+    key_table_free(&b->message_keys);
     Py_XDECREF(b->pattern_index);
     Py_XDECREF(b->patterns);
     Py_XDECREF(b->kept);
@@ -89,20 +168,6 @@ static void group_batch_free(GroupBatch *b) {
     PyMem_Free(b->entries);
     PyMem_Free(b->slots);
     free(b->last.data);
-}
-
-/* The index of `key` in `index` (a dict to PyLong), added to `order` as the next one if new;
- * -1 with an exception set on error. */
-static Py_ssize_t index_of(PyObject *index, PyObject *order, PyObject *key) {
-    PyObject *known = PyDict_GetItemWithError(index, key);
-    if (known != NULL) return PyLong_AsSsize_t(known);
-    if (PyErr_Occurred()) return -1;
-    Py_ssize_t next = PyList_GET_SIZE(order);
-    PyObject *number = PyLong_FromSsize_t(next);
-    if (number == NULL) return -1;
-    int failed = PyDict_SetItem(index, key, number) || PyList_Append(order, key);
-    Py_DECREF(number);
-    return failed ? -1 : next;
 }
 
 /* A str's UTF-8 bytes; a str with lone surrogates (surrogateescape) is encoded as masker.py
@@ -127,7 +192,17 @@ static Py_ssize_t pattern_of(GroupBatch *b, const char *text, size_t length) {
         return b->last_index;
     PyObject *pattern = PyUnicode_DecodeUTF8(text, (Py_ssize_t)length, "surrogatepass");
     if (pattern == NULL) return -1;
-    Py_ssize_t index = index_of(b->pattern_index, b->patterns, pattern);
+    Py_ssize_t index = -1;
+    PyObject *known = PyDict_GetItemWithError(b->pattern_index, pattern);
+    if (known != NULL) {
+        index = PyLong_AsSsize_t(known);
+    } else if (!PyErr_Occurred()) {
+        PyObject *number = PyLong_FromSsize_t(PyList_GET_SIZE(b->patterns));
+        if (number != NULL && !PyDict_SetItem(b->pattern_index, pattern, number) &&
+            !PyList_Append(b->patterns, pattern))
+            index = PyList_GET_SIZE(b->patterns) - 1;
+        Py_XDECREF(number);
+    }
     Py_DECREF(pattern);
     if (index < 0) return -1;
     b->last.len = 0;
@@ -139,14 +214,10 @@ static Py_ssize_t pattern_of(GroupBatch *b, const char *text, size_t length) {
     return index;
 }
 
-/* The message's index among the batch's distinct messages, masked when first seen; None is
- * the message of a record without one. */
-static Py_ssize_t message_of(GroupBatch *b, PyObject *message, size_t max_tokens,
-                             size_t max_length) {
-    PyObject *known = PyDict_GetItemWithError(b->message_index, message);
-    if (known != NULL) return PyLong_AsSsize_t(known);
-    if (PyErr_Occurred()) return -1;
-    GroupMessage *m = &b->messages[b->message_count];
+/* A message seen for the first time: its bytes and pattern; None is the message of a record
+ * without one. 0, or -1 with an exception set. */
+static int note_message(GroupBatch *b, GroupMessage *m, PyObject *message, size_t max_tokens,
+                        size_t max_length) {
     const char *pattern;
     size_t pattern_length;
     if (message == Py_None) {
@@ -172,30 +243,18 @@ static Py_ssize_t message_of(GroupBatch *b, PyObject *message, size_t max_tokens
         return -1;
     }
     m->pattern = pattern_of(b, pattern, pattern_length);
-    if (m->pattern < 0) return -1;
-    PyObject *number = PyLong_FromSsize_t(b->message_count);
-    if (number == NULL) return -1;
-    int failed = PyDict_SetItem(b->message_index, message, number);
-    Py_DECREF(number);
-    return failed ? -1 : b->message_count++;
+    return m->pattern < 0 ? -1 : 0;
 }
 
-static inline size_t group_pattern_slot(Py_ssize_t group, Py_ssize_t pattern, size_t mask) {
-    uint64_t h = (uint64_t)group * 0x9E3779B97F4A7C15u ^ (uint64_t)pattern;
-    h ^= h >> 31;
-    h *= 0xBF58476D1CE4E5B9u;
-    h ^= h >> 29;
-    return (size_t)h & mask;
-}
-
-/* Adds one record of `message` (an index into b->messages) to its group's pattern:
- * records add up, and the example kept is the smaller by UTF-8 bytes, as PatternGroups does. */
-static void add_record(GroupBatch *b, Py_ssize_t group, Py_ssize_t message) {
+/* Adds one record of `message` (an index into b->messages) to its key's pattern: records add
+ * up, and the example kept is the smaller by UTF-8 bytes, as PatternGroups does. */
+static void add_record(GroupBatch *b, Py_ssize_t key, Py_ssize_t message) {
     const GroupMessage *m = &b->messages[message];
-    size_t slot = group_pattern_slot(group, m->pattern, b->slot_mask);
+    size_t slot = mix_hash((uint64_t)key * 0x9E3779B97F4A7C15u ^ (uint64_t)m->pattern) &
+                  b->slot_mask;
     while (b->slots[slot] >= 0) {
         GroupPattern *e = &b->entries[b->slots[slot]];
-        if (e->group == group && e->pattern == m->pattern) {
+        if (e->key == key && e->pattern == m->pattern) {
             e->records++;
             const GroupMessage *kept = &b->messages[e->example];
             if (e->example != message) {
@@ -208,66 +267,79 @@ static void add_record(GroupBatch *b, Py_ssize_t group, Py_ssize_t message) {
         slot = (slot + 1) & b->slot_mask;
     }
     b->slots[slot] = b->entry_count;
-    b->entries[b->entry_count++] = (GroupPattern){group, m->pattern, 1, message};
+    b->entries[b->entry_count++] = (GroupPattern){key, m->pattern, 1, message};
+}
+
+/* A key's tuple: the values of the first record that has it. */
+static PyObject *key_tuple(const KeyTable *t, Py_ssize_t key) {
+    PyObject *tuple = PyTuple_New(t->width);
+    if (tuple == NULL) return NULL;
+    for (Py_ssize_t c = 0; c < t->width; c++) {
+        PyObject *value = PyTuple_GET_ITEM(t->columns[c], t->first[key]);
+        Py_INCREF(value);
+        PyTuple_SET_ITEM(tuple, c, value);
+    }
+    return tuple;
 }
 
 /* {key: [make(pattern, records, example), ...]} from the batch's tables. */
-static PyObject *group_results(GroupBatch *b, PyObject *messages, const Py_ssize_t *first_at,
-                               PyObject *make) {
+static PyObject *group_results(GroupBatch *b, PyObject *messages, PyObject *make) {
     PyObject *result = PyDict_New();
-    if (result == NULL) return NULL;
-    Py_ssize_t groups = PyList_GET_SIZE(b->group_keys);
-    for (Py_ssize_t g = 0; g < groups; g++) {
-        PyObject *list = PyList_New(0);
-        if (list == NULL || PyDict_SetItem(result, PyList_GET_ITEM(b->group_keys, g), list)) {
-            Py_XDECREF(list);
-            Py_DECREF(result);
-            return NULL;
-        }
-        Py_DECREF(list); /* the dict holds it */
-    }
+    PyObject *lists = PyTuple_New(b->keys.count); /* per key, its list in `result` */
     PyObject *empty = PyUnicode_FromStringAndSize("", 0);
-    if (empty == NULL) goto failed;
+    if (result == NULL || lists == NULL || empty == NULL) goto failed;
+    for (Py_ssize_t k = 0; k < b->keys.count; k++) {
+        PyObject *key = key_tuple(&b->keys, k);
+        PyObject *list = PyList_New(0);
+        int failed = key == NULL || list == NULL || PyDict_SetItem(result, key, list);
+        Py_XDECREF(key);
+        if (failed) {
+            Py_XDECREF(list);
+            goto failed;
+        }
+        PyTuple_SET_ITEM(lists, k, list);
+    }
     for (Py_ssize_t k = 0; k < b->entry_count; k++) {
         const GroupPattern *e = &b->entries[k];
-        PyObject *example = PyTuple_GET_ITEM(messages, first_at[e->example]);
+        PyObject *example = PyTuple_GET_ITEM(messages, b->message_keys.first[e->example]);
         PyObject *records = PyLong_FromSsize_t(e->records);
         if (records == NULL) goto failed;
         PyObject *args[3] = {PyList_GET_ITEM(b->patterns, e->pattern), records,
                              example == Py_None ? empty : example};
         PyObject *count = PyObject_Vectorcall(make, args, 3, NULL);
         Py_DECREF(records);
-        PyObject *list = PyDict_GetItemWithError(result, PyList_GET_ITEM(b->group_keys, e->group));
-        if (count == NULL || list == NULL || PyList_Append(list, count)) {
+        if (count == NULL || PyList_Append(PyTuple_GET_ITEM(lists, e->key), count)) {
             Py_XDECREF(count);
             goto failed;
         }
         Py_DECREF(count);
     }
+    Py_DECREF(lists);
     Py_DECREF(empty);
     return result;
 failed:
+    Py_XDECREF(result);
+    Py_XDECREF(lists);
     Py_XDECREF(empty);
-    Py_DECREF(result);
     return NULL;
 }
 
-static int group_batch_init(GroupBatch *b, Py_ssize_t count) {
+static int group_batch_init(GroupBatch *b, PyObject *const *columns, Py_ssize_t width,
+                            PyObject *const *messages, Py_ssize_t count) {
     size_t slots = 16;
     while (slots < 2 * (size_t)count) slots <<= 1;
-    b->group_index = PyDict_New();
-    b->group_keys = PyList_New(0);
-    b->message_index = PyDict_New();
+    b->last_index = -1;
+    if (key_table_init(&b->keys, columns, width, count) ||
+        key_table_init(&b->message_keys, messages, 1, count))
+        return -1;
     b->pattern_index = PyDict_New();
     b->patterns = PyList_New(0);
     b->kept = PyList_New(0);
+    if (b->pattern_index == NULL || b->patterns == NULL || b->kept == NULL) return -1;
     b->messages = PyMem_Malloc(((size_t)count + 1) * sizeof(GroupMessage));
     b->entries = PyMem_Malloc(((size_t)count + 1) * sizeof(GroupPattern));
     b->slots = PyMem_Malloc(slots * sizeof(Py_ssize_t));
     b->slot_mask = slots - 1;
-    b->last_index = -1;
-    if (b->group_index == NULL || b->group_keys == NULL || b->message_index == NULL ||
-        b->pattern_index == NULL || b->patterns == NULL || b->kept == NULL) return -1;
     if (b->messages == NULL || b->entries == NULL || b->slots == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -276,42 +348,61 @@ static int group_batch_init(GroupBatch *b, Py_ssize_t count) {
     return 0;
 }
 
-/* The records' patterns per key, keys and messages in step (_masker.pyi says what is made). */
-static PyObject *mask_groups_of(PyObject *keys, PyObject *messages, size_t max_tokens,
-                                size_t max_length, PyObject *make) {
-    Py_ssize_t count = PyTuple_GET_SIZE(keys);
+/* The records' patterns per key (_masker.pyi says what is made); `columns` (tuples) and
+ * `messages` (a tuple) are in step, one value per record. */
+static PyObject *mask_groups_of(PyObject *const *columns, Py_ssize_t width, PyObject *messages,
+                                size_t max_tokens, size_t max_length, PyObject *make) {
+    Py_ssize_t count = PyTuple_GET_SIZE(messages);
     GroupBatch b = {0};
     PyObject *result = NULL;
-    /* Where each distinct message first came: its example object, borrowed from `messages`. */
-    Py_ssize_t *first_at = PyMem_Malloc(((size_t)count + 1) * sizeof(Py_ssize_t));
-    if (first_at == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if (group_batch_init(&b, count)) goto done;
+    if (group_batch_init(&b, columns, width, &messages, count)) goto done;
     for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t group = index_of(b.group_index, b.group_keys, PyTuple_GET_ITEM(keys, i));
-        if (group < 0) goto done;
-        Py_ssize_t known = b.message_count;
-        Py_ssize_t message =
-            message_of(&b, PyTuple_GET_ITEM(messages, i), max_tokens, max_length);
+        int added;
+        Py_ssize_t key = key_of(&b.keys, i, &added);
+        if (key < 0) goto done;
+        Py_ssize_t message = key_of(&b.message_keys, i, &added);
         if (message < 0) goto done;
-        if (message == known) first_at[message] = i;
-        add_record(&b, group, message);
+        if (added && note_message(&b, &b.messages[message], PyTuple_GET_ITEM(messages, i),
+                                  max_tokens, max_length))
+            goto done;
+        add_record(&b, key, message);
     }
-    result = group_results(&b, messages, first_at, make);
+    result = group_results(&b, messages, make);
 done:
     mask_scratch_trim(&SCRATCH);
-    PyMem_Free(first_at);
     group_batch_free(&b);
     return result;
+}
+
+/* Tuples, one per column and one of the messages, all as long: what is read then stays as it
+ * is, whatever a value's __hash__ or __eq__ does. */
+static PyObject *columns_tuple(PyObject *columns, PyObject *messages) {
+    PyObject *given = PySequence_Tuple(columns);
+    if (given == NULL) return NULL;
+    Py_ssize_t width = PyTuple_GET_SIZE(given);
+    PyObject *all = width > 0 ? PyTuple_New(width + 1) : NULL;
+    if (width == 0) PyErr_SetString(PyExc_ValueError, "a key has at least one column");
+    for (Py_ssize_t c = 0; all != NULL && c <= width; c++) {
+        PyObject *column = PySequence_Tuple(c < width ? PyTuple_GET_ITEM(given, c) : messages);
+        if (column == NULL) {
+            Py_CLEAR(all);
+            break;
+        }
+        PyTuple_SET_ITEM(all, c, column);
+        if (PyTuple_GET_SIZE(column) != PyTuple_GET_SIZE(PyTuple_GET_ITEM(all, 0))) {
+            PyErr_SetString(PyExc_ValueError, "the columns and messages differ in length");
+            Py_CLEAR(all);
+        }
+    }
+    Py_DECREF(given);
+    return all;
 }
 
 static PyObject *mask_groups(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "mask_groups(keys, messages, max_tokens, max_length, "
-                                         "make)");
+        PyErr_SetString(PyExc_TypeError,
+                        "mask_groups(columns, messages, max_tokens, max_length, make)");
         return NULL;
     }
     Py_ssize_t max_tokens = PyLong_AsSsize_t(args[2]);
@@ -321,16 +412,13 @@ static PyObject *mask_groups(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_ValueError, "max_tokens must be at least 1 and max_length at least 3");
         return NULL;
     }
-    /* Tuples: what is read stays as it is, whatever a key's __hash__ or __eq__ does. */
-    PyObject *keys = PySequence_Tuple(args[0]);
-    PyObject *messages = keys == NULL ? NULL : PySequence_Tuple(args[1]);
-    PyObject *result = NULL;
-    if (messages != NULL && PyTuple_GET_SIZE(keys) != PyTuple_GET_SIZE(messages))
-        PyErr_SetString(PyExc_ValueError, "keys and messages differ in length");
-    else if (messages != NULL)
-        result = mask_groups_of(keys, messages, (size_t)max_tokens, (size_t)max_length, args[4]);
-    Py_XDECREF(keys);
-    Py_XDECREF(messages);
+    PyObject *all = columns_tuple(args[0], args[1]);
+    if (all == NULL) return NULL;
+    Py_ssize_t width = PyTuple_GET_SIZE(all) - 1;
+    PyObject *result = mask_groups_of(((PyTupleObject *)all)->ob_item, width,
+                                      PyTuple_GET_ITEM(all, width), (size_t)max_tokens,
+                                      (size_t)max_length, args[4]);
+    Py_DECREF(all);
     return result;
 }
 
@@ -338,7 +426,7 @@ static PyMethodDef METHODS[] = {
     {"mask", (PyCFunction)(void (*)(void))mask, METH_FASTCALL,
      "mask(message: bytes, max_tokens: int, max_length: int) -> bytes: the built-in masks."},
     {"mask_groups", (PyCFunction)(void (*)(void))mask_groups, METH_FASTCALL,
-     "mask_groups(keys, messages, max_tokens, max_length, make) -> {key: [make(pattern, "
+     "mask_groups(columns, messages, max_tokens, max_length, make) -> {key: [make(pattern, "
      "records, example)]}: a batch's patterns per key."},
     {NULL, NULL, 0, NULL},
 };

@@ -20,7 +20,7 @@ import orjson
 
 from otlp_stats.counting.aggregator import LabelTally
 from otlp_stats.counting.messages import body_hash, string_body, string_body_hashes
-from otlp_stats.counting.record_patterns import message_patterns
+from otlp_stats.counting.record_patterns import Key, message_patterns
 from otlp_stats.counting.resolve import LabelRenderer, render_double
 from otlp_stats.counting.scan import Tally
 from otlp_stats.patterns.masker import Masker
@@ -208,10 +208,12 @@ class FrameCounter:
             late = [w * window_ns + closes <= b for w, b in zip(windows, before, strict=True)]
         else:
             late = [False] * len(windows)
-        keys = list(zip(late, windows, values, strict=True))
         groups: dict[tuple[bool, int, str | None], list[int]] = {}
-        patterns = self._patterns(keys, texts) if self._masker is not None else None
-        for key, digest in zip(keys, hashes, strict=True):
+        patterns = (
+            self._patterns((late, windows, values), texts) if self._masker is not None else None
+        )
+        for is_late, window, value, digest in zip(late, windows, values, hashes, strict=True):
+            key = (is_late, window, value)
             group = groups.get(key)
             if group is None:
                 groups[key] = [digest]
@@ -232,8 +234,8 @@ class FrameCounter:
         batch.latest_ns = max(batch.latest_ns, max(times))
 
     def _patterns(
-        self, keys: list[tuple[bool, int, str | None]], texts: list[Any]
-    ) -> dict[tuple[bool, int, str | None], list[PatternCount]]:
+        self, columns: tuple[list[bool], list[int], list[str | None]], texts: list[Any]
+    ) -> dict[Key, list[PatternCount]]:
         """Per group, its messages' patterns: a frame's message is masked as a string body is
         (a non-string one as its label text; a frame without one is `<null>`, as a record
         without a body), the whole batch in one call."""
@@ -241,7 +243,7 @@ class FrameCounter:
         messages = (
             texts if all(type(t) is str for t in texts) else [_frame_message(t) for t in texts]
         )
-        return message_patterns(keys, messages, self._masker)
+        return message_patterns(columns, messages, self._masker)
 
 
 def _frame_message(value: Any) -> str | None:
