@@ -7,6 +7,9 @@ nothing (empty, or only blanks) is `<empty>`. Any other body has its shape as pa
 (structured.value_pattern: a record without a body is `<null>`) and its rendering as a label
 (resolve.render_value: compact JSON for kvlists and arrays) as example; bytes that are not an
 AnyValue at all are `<undecodable>`, with an empty example.
+
+message_patterns does the same for messages that are already text (replay's JSON frames), a
+whole batch per key in one C call.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 /* The Python binding of the masker's C rules (masker_core.h): mask(bytes, int, int) -> bytes.
  *
  * masker.py is the reference; tests/patterns/test_masker_c.py holds the two equal.
+ * mask_groups() (below mask) masks a whole batch of messages per key in one call.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
