@@ -28,7 +28,8 @@ record:
 - memory: the peak RSS of a two-year replay (one record a minute, 1,051,200 records, zstd
   proto, 10 s windows) into SQLite with the default rollups.
 
-`python -m bench.replay_cost` prints the figures alone.
+`python -m bench.replay_cost` prints the figures alone; `--frames-only` the JSON frames', with
+patterns counted and without, in interleaved rounds.
 """
 
 from __future__ import annotations
@@ -379,8 +380,34 @@ def _protobuf_only() -> None:
     )
 
 
+def _frames_only() -> None:
+    """The JSON frames figure alone, with patterns counted (the default) and without, in
+    interleaved rounds so that the machine's drift falls on both: `--frames-only`."""
+    with tempfile.TemporaryDirectory(prefix="otlp-replay-bench-") as scratch:
+        empty, frames = Path(scratch) / "empty", Path(scratch) / "frames.jsonl"
+        empty.write_bytes(b"")
+        _frames(frames)
+        argv = [
+            *("--input-format", "jsonl", "--value-field", "service", "--message-field", "uid"),
+            *("--window", "60"),
+        ]
+        start = min(_replay_cpu(argv, empty) for _ in range(2))
+        rounds = []
+        for _ in range(_ROUNDS):
+            counted = FRAMES / (_replay_cpu(argv, frames) - start)
+            uncounted = FRAMES / (_replay_cpu([*argv, "--count-patterns", "false"], frames) - start)
+            rounds.append((counted, uncounted))
+    print(
+        f"JSON frames per CPU second: {statistics.median(r[0] for r in rounds):,.0f} with "
+        f"patterns, {statistics.median(r[1] for r in rounds):,.0f} without; with/without by "
+        "round: " + " / ".join(f"{counted / uncounted:.2f}" for counted, uncounted in rounds)
+    )
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--protobuf-only"]:
         _protobuf_only()
+    elif sys.argv[1:] == ["--frames-only"]:
+        _frames_only()
     else:
         print(measure_replay())

@@ -7,12 +7,15 @@ nothing (empty, or only blanks) is `<empty>`. Any other body has its shape as pa
 (structured.value_pattern: a record without a body is `<null>`) and its rendering as a label
 (resolve.render_value: compact JSON for kvlists and arrays) as example; bytes that are not an
 AnyValue at all are `<undecodable>`, with an empty example.
+
+message_patterns does the same for messages that are already text (replay's JSON frames), a
+whole batch per key in one C call.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 from google.protobuf.message import DecodeError
@@ -21,13 +24,20 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from otlp_stats.counting.messages import STRING_TAG
 from otlp_stats.counting.resolve import render_value
 from otlp_stats.patterns.masker import Masker
-from otlp_stats.patterns.structured import value_pattern
+from otlp_stats.patterns.structured import NULL_PATTERN, value_pattern
 from otlp_stats.patterns.tally import PatternCount
 
 EMPTY_PATTERN = "<empty>"
 UNDECODABLE_PATTERN = "<undecodable>"
 
 K = TypeVar("K", bound=Hashable)
+
+try:
+    from otlp_stats.patterns._masker import mask_groups as c_mask_groups
+except ImportError:  # not built (no C compiler): message_patterns works in Python, same result
+    HAVE_C_MASK_GROUPS = False
+else:
+    HAVE_C_MASK_GROUPS = True
 
 
 def string_text(raw: bytes) -> bytes | None:
@@ -101,3 +111,45 @@ def count_patterns(
             found = cache[body] = body_pattern(body, masker)
         groups.add(key, found[0], records, found[1])
     return groups
+
+
+Key = tuple[Hashable, ...]
+
+
+def message_patterns(
+    columns: Sequence[Sequence[Hashable]], messages: Sequence[str | None], masker: Masker
+) -> dict[Key, list[PatternCount]]:
+    """Per key, the patterns of its records' messages: a record's key is the tuple of its values
+    in `columns` (each column and `messages` in step, one value per record). A message is masked
+    as a string body's text is (`<empty>` when nothing is left), None is `<null>` with an empty
+    example, as a record without a body. Keys without records are absent.
+
+    One C call for the batch (patterns/_masker.c) when the masker has only the built-in rules,
+    no key tuple made per record; a team's rules are Python regexes, so with them each distinct
+    message is masked from here."""
+    if not HAVE_C_MASK_GROUPS or masker.has_rules:
+        return message_patterns_python(columns, messages, masker)
+    return c_mask_groups(columns, messages, masker.max_tokens, masker.max_length, PatternCount)
+
+
+def message_patterns_python(
+    columns: Sequence[Sequence[Hashable]], messages: Sequence[str | None], masker: Masker
+) -> dict[Key, list[PatternCount]]:
+    """message_patterns in Python, one masker call per distinct message: the reference the C
+    path is held equal to, and the path with a team's rules."""
+    cache: dict[str | None, tuple[str, str]] = {}
+    groups: PatternGroups[Key] = PatternGroups()
+    keys = zip(*columns, strict=True)
+    # Records repeat: each distinct (key, message) is masked and added once.
+    for (key, message), records in Counter(zip(keys, messages, strict=True)).items():
+        found = cache.get(message)
+        if found is None:
+            found = cache[message] = _message_pattern(message, masker)
+        groups.add(key, found[0], records, found[1])
+    return {key: groups.counts(key) for key in groups}
+
+
+def _message_pattern(message: str | None, masker: Masker) -> tuple[str, str]:
+    if message is None:
+        return NULL_PATTERN, ""
+    return masker.mask(message) or EMPTY_PATTERN, message

@@ -10,8 +10,7 @@ by line, to name each malformed line and count the others.
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import accumulate
@@ -21,11 +20,11 @@ import orjson
 
 from otlp_stats.counting.aggregator import LabelTally
 from otlp_stats.counting.messages import body_hash, string_body, string_body_hashes
-from otlp_stats.counting.record_patterns import EMPTY_PATTERN, PatternGroups
+from otlp_stats.counting.record_patterns import Key, message_patterns
 from otlp_stats.counting.resolve import LabelRenderer, render_double
 from otlp_stats.counting.scan import Tally
 from otlp_stats.patterns.masker import Masker
-from otlp_stats.patterns.structured import NULL_PATTERN
+from otlp_stats.patterns.tally import PatternCount
 
 TimeUnit = Literal["auto", "s", "ms", "us", "ns"]
 TIME_UNITS: tuple[TimeUnit, ...] = ("auto", "s", "ms", "us", "ns")
@@ -211,9 +210,7 @@ class FrameCounter:
             late = [False] * len(windows)
         groups: dict[tuple[bool, int, str | None], list[int]] = {}
         patterns = (
-            self._patterns(zip(late, windows, values, strict=True), texts)
-            if self._masker is not None
-            else None
+            self._patterns((late, windows, values), texts) if self._masker is not None else None
         )
         for is_late, window, value, digest in zip(late, windows, values, hashes, strict=True):
             key = (is_late, window, value)
@@ -228,7 +225,7 @@ class FrameCounter:
             tally = target.setdefault(window, {})
             counted = LabelTally.of_hashes(digests)
             if patterns is not None:
-                counted.patterns = patterns.counts((is_late, window, value))
+                counted.patterns = patterns[(is_late, window, value)]
             if label in tally:
                 tally[label].add(counted)
             else:
@@ -237,35 +234,20 @@ class FrameCounter:
         batch.latest_ns = max(batch.latest_ns, max(times))
 
     def _patterns(
-        self, keys: Iterable[tuple[bool, int, str | None]], texts: list[Any]
-    ) -> PatternGroups[tuple[bool, int, str | None]]:
+        self, columns: tuple[list[bool], list[int], list[str | None]], texts: list[Any]
+    ) -> dict[Key, list[PatternCount]]:
         """Per group, its messages' patterns: a frame's message is masked as a string body is
         (a non-string one as its label text; a frame without one is `<null>`, as a record
-        without a body)."""
+        without a body), the whole batch in one call."""
         assert self._masker is not None
-        masker = self._masker
-        cache: dict[str | None, tuple[str, str]] = {}
-        groups: PatternGroups[tuple[bool, int, str | None]] = PatternGroups()
         messages = (
             texts if all(type(t) is str for t in texts) else [_frame_message(t) for t in texts]
         )
-        # Frames repeat: each distinct (group, message) is masked and added once.
-        for (key, message), records in Counter(zip(keys, messages, strict=True)).items():
-            found = cache.get(message)
-            if found is None:
-                found = cache[message] = _frame_pattern(message, masker)
-            groups.add(key, found[0], records, found[1])
-        return groups
+        return message_patterns(columns, messages, self._masker)
 
 
 def _frame_message(value: Any) -> str | None:
     return value if type(value) is str else _as_label_text(value)
-
-
-def _frame_pattern(message: str | None, masker: Masker) -> tuple[str, str]:
-    if message is None:
-        return NULL_PATTERN, ""
-    return masker.mask(message) or EMPTY_PATTERN, message
 
 
 def _unit_of(value: float) -> str:
