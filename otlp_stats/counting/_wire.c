@@ -1382,11 +1382,17 @@ typedef struct {
     uint32_t *text_at;    /* per record with a pattern: where its text starts in the wire */
     Buf bytes;            /* the patterns, back to back */
     Spans spans;          /* per pattern, where it is in bytes */
+    /* Per record first with its body: the bounds its pattern was cut at (CUT_TOKENS,
+     * CUT_LENGTH), for the records after it with the same body. */
+    uint8_t *cuts_of;
+    /* Records whose pattern was cut at max_tokens, at max_length (Scan.pattern_cuts). */
+    size_t cut_tokens, cut_length;
 } Patterns;
 
 static void patterns_free(Patterns *patterns) {
     free(patterns->pattern_of);
     free(patterns->text_at);
+    free(patterns->cuts_of);
     free(patterns->bytes.data);
     free(patterns->spans.items);
     *patterns = (Patterns){0};
@@ -1442,8 +1448,8 @@ static int64_t pattern_index(Patterns *patterns, uint32_t *table, size_t slots, 
 /*
  * Every record's pattern: a plain string body's text masked by the built-in rules within the
  * bounds (or, `verbatim`, the text itself, for Python to mask with a team's rules first), once
- * per distinct body: records with the same message hash and the same bytes share the first's.
- * Returns -1 when out of memory.
+ * per distinct body: records with the same message hash and the same bytes share the first's,
+ * and its cuts, which are counted per record. Returns -1 when out of memory.
  */
 static int mask_records(const uint8_t *wire, const Record *records, size_t count,
                         size_t max_tokens, size_t max_length, int verbatim, Patterns *out) {
@@ -1452,10 +1458,12 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
     uint32_t *patterns = malloc(slots * sizeof(uint32_t)); /* pattern index by pattern */
     out->pattern_of = malloc((count ? count : 1) * sizeof(uint32_t));
     out->text_at = malloc((count ? count : 1) * sizeof(uint32_t));
+    out->cuts_of = malloc(count ? count : 1);
     MaskScratch scratch = {0};
     int status = -1;
     uint32_t last = NO_PATTERN; /* the last pattern found: distinct messages often share it */
-    if (messages == NULL || patterns == NULL || out->pattern_of == NULL || out->text_at == NULL)
+    if (messages == NULL || patterns == NULL || out->pattern_of == NULL || out->text_at == NULL ||
+        out->cuts_of == NULL)
         goto done;
     memset(messages, 0xFF, slots * sizeof(uint32_t));
     memset(patterns, 0xFF, slots * sizeof(uint32_t));
@@ -1475,6 +1483,9 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
                 out->pattern_of[i] = out->pattern_of[messages[slot]];
                 /* The same bytes: the text as far into the body as in the other's. */
                 out->text_at[i] = record->body_at + (out->text_at[messages[slot]] - other->body_at);
+                int cuts = out->cuts_of[messages[slot]];
+                out->cut_tokens += cuts & CUT_TOKENS;
+                out->cut_length += (cuts & CUT_LENGTH) >> 1;
                 seen = 1;
                 break;
             }
@@ -1482,15 +1493,20 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
         }
         if (seen) continue;
         messages[slot] = (uint32_t)i;
+        out->cuts_of[i] = 0;
         const uint8_t *text;
         size_t length;
         if (!plain_text(body, record->body_size, &text, &length)) continue;
         const char *pattern = (const char *)text;
         size_t pattern_length = length;
         if (!verbatim) {
+            int cuts;
             if (pattern_mask(&scratch, (const char *)text, length, max_tokens, max_length,
-                             &pattern, &pattern_length))
+                             &pattern, &pattern_length, &cuts))
                 goto done;
+            out->cuts_of[i] = (uint8_t)cuts;
+            out->cut_tokens += cuts & CUT_TOKENS;
+            out->cut_length += (cuts & CUT_LENGTH) >> 1;
             if (pattern_length == 0) {
                 pattern = EMPTY_PATTERN;
                 pattern_length = sizeof EMPTY_PATTERN - 1;
@@ -1627,8 +1643,18 @@ static PyObject *scan_records(Scan *self, void *closure) {
     return PyLong_FromSize_t(self->count);
 }
 
+static PyObject *scan_pattern_cuts(Scan *self, void *closure) {
+    (void)closure;
+    return Py_BuildValue("(nn)", (Py_ssize_t)self->patterns.cut_tokens,
+                         (Py_ssize_t)self->patterns.cut_length);
+}
+
 static PyGetSetDef scan_getset[] = {
     {"records", (getter)scan_records, NULL, "the request's number of log records", NULL},
+    {"pattern_cuts", (getter)scan_pattern_cuts, NULL,
+     "(records, records): how many records' patterns check() cut at max_tokens, at max_length "
+     "(bodies the C rules masked only; (0, 0) without patterns or when verbatim)",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
