@@ -7,6 +7,9 @@ nothing (empty, or only blanks) is `<empty>`. Any other body has its shape as pa
 (structured.value_pattern: a record without a body is `<null>`) and its rendering as a label
 (resolve.render_value: compact JSON for kvlists and arrays) as example; bytes that are not an
 AnyValue at all are `<undecodable>`, with an empty example.
+
+The masker's cuts (the token and length bounds a message's pattern was cut at) are counted per
+record, into a PatternCuts, by whoever tallies a request's records once (the first key's tally).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from otlp_stats.counting.messages import STRING_TAG
 from otlp_stats.counting.resolve import render_value
-from otlp_stats.patterns.masker import Masker
-from otlp_stats.patterns.structured import value_pattern
+from otlp_stats.patterns.masker import Masker, PatternCuts
+from otlp_stats.patterns.structured import value_pattern_cuts
 from otlp_stats.patterns.tally import PatternCount
 
 EMPTY_PATTERN = "<empty>"
@@ -49,15 +52,27 @@ def string_text(raw: bytes) -> bytes | None:
 
 def body_pattern(raw: bytes, masker: Masker) -> tuple[str, str]:
     """(pattern, example) of a record's body, given as its raw AnyValue bytes."""
+    pattern, example, _ = body_pattern_cuts(raw, masker)
+    return pattern, example
+
+
+# A body's (pattern, example, cuts): cuts as Masker.mask_cuts gives them.
+BodyPattern = tuple[str, str, int]
+
+
+def body_pattern_cuts(raw: bytes, masker: Masker) -> BodyPattern:
+    """body_pattern's (pattern, example), and the bounds the masking was cut at."""
     text = string_text(raw)
     if text is not None:
         message = text.decode("utf-8", "replace")
-        return masker.mask(message) or EMPTY_PATTERN, message
+        pattern, cuts = masker.mask_cuts(message)
+        return pattern or EMPTY_PATTERN, message, cuts
     try:
         value = AnyValue.FromString(raw)
     except DecodeError:
-        return UNDECODABLE_PATTERN, ""
-    return value_pattern(value, masker) or EMPTY_PATTERN, render_value(value)
+        return UNDECODABLE_PATTERN, "", 0
+    pattern, cuts = value_pattern_cuts(value, masker)
+    return pattern or EMPTY_PATTERN, render_value(value), cuts
 
 
 class PatternGroups(Generic[K]):
@@ -90,14 +105,21 @@ class PatternGroups(Generic[K]):
 
 
 def count_patterns(
-    keys: Iterable[K], bodies: Iterable[bytes], masker: Masker, cache: dict[bytes, tuple[str, str]]
+    keys: Iterable[K],
+    bodies: Iterable[bytes],
+    masker: Masker,
+    cache: dict[bytes, BodyPattern],
+    cuts: PatternCuts | None = None,
 ) -> PatternGroups[K]:
     """Per key, the patterns of its records (key and raw body per record, in step); `cache`
-    keeps each distinct body's (pattern, example), and may be shared by several calls."""
+    keeps each distinct body's (pattern, example, cuts), and may be shared by several calls.
+    With `cuts`, the records whose pattern was cut are counted there."""
     groups: PatternGroups[K] = PatternGroups()
     for (key, body), records in Counter(zip(keys, bodies, strict=True)).items():
         found = cache.get(body)
         if found is None:
-            found = cache[body] = body_pattern(body, masker)
+            found = cache[body] = body_pattern_cuts(body, masker)
         groups.add(key, found[0], records, found[1])
+        if cuts is not None and found[2]:
+            cuts.add(found[2], records)
     return groups
