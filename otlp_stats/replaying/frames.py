@@ -24,7 +24,7 @@ from otlp_stats.counting.messages import body_hash, string_body, string_body_has
 from otlp_stats.counting.record_patterns import EMPTY_PATTERN, PatternGroups
 from otlp_stats.counting.resolve import LabelRenderer, render_double
 from otlp_stats.counting.scan import Tally
-from otlp_stats.patterns.masker import Masker
+from otlp_stats.patterns.masker import Masker, PatternCuts
 from otlp_stats.patterns.structured import NULL_PATTERN
 
 TimeUnit = Literal["auto", "s", "ms", "us", "ns"]
@@ -57,6 +57,8 @@ class FrameBatch:
     records: int = 0
     latest_ns: int = 0
     malformed: list[tuple[int, str]] = field(default_factory=list)
+    # With a masker: the lines whose message's pattern was cut at a bound.
+    cuts: PatternCuts = field(default_factory=PatternCuts)
 
 
 def field_reader(path: str) -> Callable[[Any], Any]:
@@ -211,7 +213,7 @@ class FrameCounter:
             late = [False] * len(windows)
         groups: dict[tuple[bool, int, str | None], list[int]] = {}
         patterns = (
-            self._patterns(zip(late, windows, values, strict=True), texts)
+            self._patterns(zip(late, windows, values, strict=True), texts, batch.cuts)
             if self._masker is not None
             else None
         )
@@ -237,14 +239,14 @@ class FrameCounter:
         batch.latest_ns = max(batch.latest_ns, max(times))
 
     def _patterns(
-        self, keys: Iterable[tuple[bool, int, str | None]], texts: list[Any]
+        self, keys: Iterable[tuple[bool, int, str | None]], texts: list[Any], cuts: PatternCuts
     ) -> PatternGroups[tuple[bool, int, str | None]]:
         """Per group, its messages' patterns: a frame's message is masked as a string body is
         (a non-string one as its label text; a frame without one is `<null>`, as a record
-        without a body)."""
+        without a body). The lines whose pattern was cut are counted in `cuts`."""
         assert self._masker is not None
         masker = self._masker
-        cache: dict[str | None, tuple[str, str]] = {}
+        cache: dict[str | None, tuple[str, str, int]] = {}
         groups: PatternGroups[tuple[bool, int, str | None]] = PatternGroups()
         messages = (
             texts if all(type(t) is str for t in texts) else [_frame_message(t) for t in texts]
@@ -255,6 +257,8 @@ class FrameCounter:
             if found is None:
                 found = cache[message] = _frame_pattern(message, masker)
             groups.add(key, found[0], records, found[1])
+            if found[2]:
+                cuts.add(found[2], records)
         return groups
 
 
@@ -262,10 +266,11 @@ def _frame_message(value: Any) -> str | None:
     return value if type(value) is str else _as_label_text(value)
 
 
-def _frame_pattern(message: str | None, masker: Masker) -> tuple[str, str]:
+def _frame_pattern(message: str | None, masker: Masker) -> tuple[str, str, int]:
     if message is None:
-        return NULL_PATTERN, ""
-    return masker.mask(message) or EMPTY_PATTERN, message
+        return NULL_PATTERN, "", 0
+    pattern, cuts = masker.mask_cuts(message)
+    return pattern or EMPTY_PATTERN, message, cuts
 
 
 def _unit_of(value: float) -> str:
