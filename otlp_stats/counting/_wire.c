@@ -1643,17 +1643,51 @@ static PyObject *scan_records(Scan *self, void *closure) {
     return PyLong_FromSize_t(self->count);
 }
 
+/* (0, 0), made once: most requests have nothing cut, and this is read for every request. */
+static PyObject *NO_CUTS;
+
 static PyObject *scan_pattern_cuts(Scan *self, void *closure) {
     (void)closure;
-    return Py_BuildValue("(nn)", (Py_ssize_t)self->patterns.cut_tokens,
-                         (Py_ssize_t)self->patterns.cut_length);
+    size_t tokens = self->patterns.cut_tokens, length = self->patterns.cut_length;
+    if (tokens == 0 && length == 0) return Py_NewRef(NO_CUTS);
+    PyObject *first = PyLong_FromSize_t(tokens), *second = PyLong_FromSize_t(length);
+    PyObject *pair = first && second ? PyTuple_Pack(2, first, second) : NULL;
+    Py_XDECREF(first);
+    Py_XDECREF(second);
+    return pair;
 }
+
+/* add_pattern_cuts(cuts, records): records of a message Python masked (a team's rules, invalid
+ * UTF-8, a structured body), cut at `cuts` (CUT_TOKENS | CUT_LENGTH), into pattern_cuts. */
+static PyObject *scan_add_pattern_cuts(Scan *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "add_pattern_cuts(cuts: int, records: int)");
+        return NULL;
+    }
+    long cuts = PyLong_AsLong(args[0]);
+    Py_ssize_t records = PyLong_AsSsize_t(args[1]);
+    if ((cuts == -1 || records == -1) && PyErr_Occurred()) return NULL;
+    if (records < 0) {
+        PyErr_SetString(PyExc_ValueError, "records must not be negative");
+        return NULL;
+    }
+    if (cuts & CUT_TOKENS) self->patterns.cut_tokens += (size_t)records;
+    if (cuts & CUT_LENGTH) self->patterns.cut_length += (size_t)records;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef scan_methods[] = {
+    {"add_pattern_cuts", (PyCFunction)(void (*)(void))scan_add_pattern_cuts, METH_FASTCALL,
+     "add_pattern_cuts(cuts: int, records: int) -> None: records of a message masked in "
+     "Python, cut at `cuts` (1: max_tokens, 2: max_length), added to pattern_cuts"},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyGetSetDef scan_getset[] = {
     {"records", (getter)scan_records, NULL, "the request's number of log records", NULL},
     {"pattern_cuts", (getter)scan_pattern_cuts, NULL,
-     "(records, records): how many records' patterns check() cut at max_tokens, at max_length "
-     "(bodies the C rules masked only; (0, 0) without patterns or when verbatim)",
+     "(records, records): how many records' patterns were cut at max_tokens, at max_length: "
+     "those check() masked with the C rules, and those add_pattern_cuts() added",
      NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -1666,6 +1700,7 @@ static PyTypeObject ScanType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_dealloc = (destructor)scan_dealloc,
     .tp_getset = scan_getset,
+    .tp_methods = scan_methods,
 };
 
 PyDoc_STRVAR(check_doc,
@@ -2227,7 +2262,8 @@ static int seed_tables(void) {
 
 PyMODINIT_FUNC PyInit__wire(void) {
     masker_init();
-    if (seed_tables() < 0 || PyType_Ready(&ScanType) < 0) return NULL;
+    NO_CUTS = Py_BuildValue("(ii)", 0, 0);
+    if (NO_CUTS == NULL || seed_tables() < 0 || PyType_Ready(&ScanType) < 0) return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) return NULL;
     if (PyModule_AddObjectRef(module, "Scan", (PyObject *)&ScanType) < 0) {

@@ -9,7 +9,7 @@ nothing (empty, or only blanks) is `<empty>`. Any other body has its shape as pa
 AnyValue at all are `<undecodable>`, with an empty example.
 
 The masker's cuts (the token and length bounds a message's pattern was cut at) are counted per
-record, into a PatternCuts, by whoever tallies a request's records once (the first key's tally).
+record, into a CutCounter, by whoever tallies a request's records once (the first key's tally).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from otlp_stats.counting.messages import STRING_TAG
 from otlp_stats.counting.resolve import render_value
-from otlp_stats.patterns.masker import Masker, PatternCuts
+from otlp_stats.patterns.masker import CutCounter, Masker
 from otlp_stats.patterns.structured import value_pattern_cuts
 from otlp_stats.patterns.tally import PatternCount
 
@@ -109,7 +109,7 @@ def count_patterns(
     bodies: Iterable[bytes],
     masker: Masker,
     cache: dict[bytes, BodyPattern],
-    cuts: PatternCuts | None = None,
+    cuts: CutCounter | None = None,
 ) -> PatternGroups[K]:
     """Per key, the patterns of its records (key and raw body per record, in step); `cache`
     keeps each distinct body's (pattern, example, cuts), and may be shared by several calls.
@@ -121,5 +121,5 @@ def count_patterns(
             found = cache[body] = body_pattern_cuts(body, masker)
         groups.add(key, found[0], records, found[1])
         if cuts is not None and found[2]:
-            cuts.add(found[2], records)
+            cuts.add_pattern_cuts(found[2], records)
     return groups

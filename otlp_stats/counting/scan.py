@@ -31,10 +31,11 @@ that are not one string field of valid UTF-8 go to Python. With a team's rules (
 which run before the built-in rules), C hands each distinct text over and Python masks it:
 slower, by the rules' cost per distinct message. Without a masker nothing of this runs.
 
-With a masker, a CheckedRequest's `cuts` count its records whose pattern was cut at the
+With a masker, a CheckedRequest's cut_records() are its records whose pattern was cut at the
 masker's token or length bound (otlp_stats_pattern_cut_records_total), each record once
-whatever the keys: the C scanner's check counts those it masks (Scan.pattern_cuts, made in the
-same pass: no call per message), and the tally of the first key adds those masked in Python.
+whatever the keys: the C scanner's check counts those it masks in its Scan (pattern_cuts, made
+in the same pass: no call per message, no object per request), and the tally of the first key
+adds those masked in Python (add_pattern_cuts); the view scanner counts in a PatternCuts.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from otlp_stats.counting.view import (
     key_may_be_on_records,
 )
 from otlp_stats.errors import MalformedRequest
-from otlp_stats.patterns.masker import Masker, PatternCuts
+from otlp_stats.patterns.masker import CutCounter, Masker, PatternCuts
 from otlp_stats.patterns.tally import PatternCount
 
 try:
@@ -125,8 +126,24 @@ class CheckedRequest:
     key_on_records: bool = True
     # With several keys, key_on_records per key (the view scanner's).
     keys_on_records: tuple[bool, ...] = ()
-    # With a masker: its records whose pattern was cut at a bound, once checked and tallied.
+
+    def cut_records(self) -> tuple[int, int]:
+        """Its records whose pattern was cut at the token bound, at the length bound: complete
+        once tallied (Python masks some bodies in the tally, and adds to the count each time:
+        a request is tallied once); (0, 0) without a masker. The C scanner's Scan counts them
+        itself, so that a request costs no object more for them."""
+        return (0, 0) if self.scan is None else self.scan.pattern_cuts
+
+
+@dataclass(frozen=True, eq=False)
+class ViewCheckedRequest(CheckedRequest):
+    """The view scanner's: with a masker, its records whose pattern was cut counted here."""
+
     cuts: PatternCuts | None = None
+
+    def cut_records(self) -> tuple[int, int]:
+        cuts = self.cuts
+        return (0, 0) if cuts is None else (cuts.tokens, cuts.length)
 
 
 class Scanner(Protocol):
@@ -199,27 +216,25 @@ class NativeScanner:
             scan = _wire.check(wire, self._key, self._event_time is not None, self._mask_bounds)
         except _wire.MalformedWire as error:
             raise MalformedRequest(f"cannot decode ExportLogsServiceRequest: {error}") from None
-        if self._masker is None:
-            return CheckedRequest(wire, scan.records, scan)
-        return CheckedRequest(wire, scan.records, scan, cuts=PatternCuts(*scan.pattern_cuts))
+        return CheckedRequest(wire, scan.records, scan)
 
     def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
         assert _wire is not None and request.scan is not None
         return _native_tally(
-            _wire.tally(request.scan), labels, self._masker, _RequestMemo(), request.cuts
+            _wire.tally(request.scan), labels, self._masker, _RequestMemo(), request.scan
         )
 
     def tally_windows(
         self, request: CheckedRequest, labels: LabelRenderer, arrival: int
     ) -> WindowedTally:
-        return self._tally_windows(request, labels, arrival, request.cuts)
+        return self._tally_windows(request, labels, arrival, request.scan)
 
     def _tally_windows(
         self,
         request: CheckedRequest,
         labels: LabelRenderer,
         arrival: int,
-        cuts: PatternCuts | None,
+        cuts: CutCounter | None,
     ) -> WindowedTally:
         assert _wire is not None and request.scan is not None and self._event_time is not None
         grouped, structured, future, missing, patterned, unmasked = _wire.tally_windows(
@@ -248,7 +263,7 @@ class NativeScanner:
         memo = _RequestMemo()
         return [
             # Every key's tally holds every record: the first's counts the cuts.
-            _native_tally(tallied, labels, self._masker, memo, None if index else request.cuts)
+            _native_tally(tallied, labels, self._masker, memo, None if index else request.scan)
             for index, tallied in enumerate(_wire.tally_keys(request.scan))
         ]
 
@@ -259,7 +274,7 @@ class NativeScanner:
         tallies = []
         for index in range(len(self.keys)):
             _wire.select_key(request.scan, index)
-            cuts = None if index else request.cuts
+            cuts = None if index else request.scan
             tallies.append(self._tally_windows(request, labels, arrival, cuts))
         _wire.select_key(request.scan, 0)
         return tallies
@@ -287,7 +302,7 @@ def _native_tally(
     labels: LabelRenderer,
     masker: Masker | None,
     memo: _RequestMemo,
-    cuts: PatternCuts | None,
+    cuts: CutCounter | None,
 ) -> Tally:
     """A Tally from _wire.tally's result (or one key's of _wire.tally_keys); `cuts` counts the
     records whose text Python masked and cut."""
@@ -327,7 +342,7 @@ class ViewScanner:
     def check(self, wire: bytes) -> CheckedRequest:
         view = decode_view(wire)
         on_records = tuple(key_may_be_on_records(wire, view, key) for key in self.keys)
-        return CheckedRequest(
+        return ViewCheckedRequest(
             wire,
             count_records(view),
             view=view,
@@ -336,10 +351,15 @@ class ViewScanner:
             cuts=None if self._masker is None else PatternCuts(),
         )
 
+    @staticmethod
+    def _cuts(request: CheckedRequest) -> PatternCuts | None:
+        """Where the tally counts cuts: a request this scanner checked has its own."""
+        return request.cuts if isinstance(request, ViewCheckedRequest) else None
+
     def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
         view = request.view if request.view is not None else decode_view(request.wire)
         return tally_view(
-            view, self._key, labels, request.key_on_records, self._masker, request.cuts
+            view, self._key, labels, request.key_on_records, self._masker, self._cuts(request)
         )
 
     def tally_windows(
@@ -355,7 +375,7 @@ class ViewScanner:
             self._event_time,
             request.key_on_records,
             self._masker,
-            request.cuts,
+            self._cuts(request),
         )
 
     def tally_keys(self, request: CheckedRequest, labels: LabelRenderer) -> list[Tally]:
@@ -374,7 +394,7 @@ class ViewScanner:
             groups = _group(raws, hashes)
             if self._masker is not None:
                 # Every key's tally holds every record: the first's counts the cuts.
-                cuts = None if index else request.cuts
+                cuts = None if index else self._cuts(request)
                 _attach_patterns(groups, raws, bodies, self._masker, cache, cuts)
             tallies.append(by_label(groups, labels))
         return tallies
@@ -398,7 +418,7 @@ class ViewScanner:
                 self._event_time,
                 self._masker,
                 cache,
-                None if index else request.cuts,
+                None if index else self._cuts(request),
             )
             for index, raws in enumerate(columns.raws)
         ]
@@ -426,7 +446,7 @@ def tally_view(
     labels: LabelRenderer,
     key_on_records: bool = True,
     masker: Masker | None = None,
-    cuts: PatternCuts | None = None,
+    cuts: CutCounter | None = None,
 ) -> Tally:
     """Per attribute value label, the message hash of each record of one request (and with a
     masker, its patterns; with `cuts`, its records whose pattern was cut counted there).
@@ -456,7 +476,7 @@ def tally_view_windows(
     event_time: EventTime,
     key_on_records: bool = True,
     masker: Masker | None = None,
-    cuts: PatternCuts | None = None,
+    cuts: CutCounter | None = None,
 ) -> WindowedTally:
     """tally_view by (window, label): each record's window from its time, as _wire.c does."""
     raws, bodies, times = _columns(request, key, key_on_records, times=True)
@@ -472,7 +492,7 @@ def _windowed_columns(
     event_time: EventTime,
     masker: Masker | None,
     cache: dict[bytes, BodyPattern],
-    cuts: PatternCuts | None = None,
+    cuts: CutCounter | None = None,
 ) -> WindowedTally:
     latest = arrival + event_time.max_skew_ns
     future = missing = 0
@@ -579,7 +599,7 @@ def _attach_patterns(
     bodies: Iterable[bytes],
     masker: Masker,
     cache: dict[bytes, BodyPattern],
-    cuts: PatternCuts | None,
+    cuts: CutCounter | None,
 ) -> None:
     """The view scanner's patterns: each record's group key and body, in step."""
     groups = count_patterns(keys, bodies, masker, cache, cuts)
@@ -593,7 +613,7 @@ def _attach_native_patterns(
     unmasked: list[tuple[int, bytes, int]],
     masker: Masker,
     memo: _RequestMemo | None = None,
-    cuts: PatternCuts | None = None,
+    cuts: CutCounter | None = None,
 ) -> None:
     """The C scanner's patterns onto its groups' tallies (by group index). Its entries are one
     per (group, pattern) already, unless a team's rules must mask their texts first or some
@@ -616,7 +636,7 @@ def _attach_native_patterns(
                 final = masked[pattern] = (text or EMPTY_PATTERN, cut)
             pattern = final[0]
             if cuts is not None and final[1]:
-                cuts.add(final[1], records)
+                cuts.add_pattern_cuts(final[1], records)
         groups.add(group, pattern, records, example)
     cache = memo.bodies
     for group, body, records in unmasked:
@@ -625,7 +645,7 @@ def _attach_native_patterns(
             found = cache[body] = body_pattern_cuts(body, masker)
         groups.add(group, found[0], records, found[1])
         if cuts is not None and found[2]:
-            cuts.add(found[2], records)
+            cuts.add_pattern_cuts(found[2], records)
     for group in groups:
         tallies[group].patterns += groups.counts(group)
 

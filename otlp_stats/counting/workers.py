@@ -27,7 +27,6 @@ from otlp_stats.counting.scan import (
     arrival_ns,
 )
 from otlp_stats.errors import CountingFailed, ExportRefused, RequestTooLarge, ShuttingDown
-from otlp_stats.patterns.masker import PatternCuts
 from otlp_stats.telemetry import Metrics
 
 
@@ -62,8 +61,8 @@ class KeyedCountSink(CountSink, Protocol):
 # one key, or a list of those in the keys' order with several.
 Counted = ResolvedBatch | WindowedTally | list[Tally] | list[WindowedTally]
 # A resolved request: its record count, what counting it gives, and its records whose pattern
-# the masker cut (None without patterns), added to the metric on the loop.
-Resolved = tuple[int, Counted, PatternCuts | None]
+# the masker cut at the token bound, at the length bound, added to the metric on the loop.
+Resolved = tuple[int, Counted, tuple[int, int]]
 
 # A counted request's records per (attribute key, window index), as the aggregator took them:
 # what --durability ack writes to the journal before answering.
@@ -217,9 +216,9 @@ class WorkerPool:
         event time), or a refusal. On the loop: counted as scanned once checked."""
         checked = self._scanner.check(wire)
         self._hot.requests_scanned += 1
-        records, batch, cuts = self._resolve_checked(checked, arrival)
-        if cuts is not None:
-            self._count_cuts(cuts)
+        records, batch, (tokens, length) = self._resolve_checked(checked, arrival)
+        if tokens or length:
+            self._count_cuts(tokens, length)
         return records, batch
 
     def _resolve_off_loop(self, wire: bytes, arrival: float) -> Resolved:
@@ -227,10 +226,10 @@ class WorkerPool:
         _count), so the metrics' plain numbers are only ever changed by one thread."""
         return self._resolve_checked(self._scanner.check(wire), arrival)
 
-    def _count_cuts(self, cuts: PatternCuts) -> None:
+    def _count_cuts(self, tokens: int, length: int) -> None:
         hot = self._hot
-        hot.pattern_cut_tokens += cuts.tokens
-        hot.pattern_cut_length += cuts.length
+        hot.pattern_cut_tokens += tokens
+        hot.pattern_cut_length += length
 
     def _resolve_checked(self, checked: CheckedRequest, arrival: float) -> Resolved:
         if checked.records > self._max_records:
@@ -240,7 +239,7 @@ class WorkerPool:
                 f"request of {checked.records} log records exceeds the limit of {self._max_records}"
             )
         if checked.records == 0:
-            return 0, {}, None
+            return 0, {}, (0, 0)
         try:
             batch: Counted
             if self._several:
@@ -252,7 +251,7 @@ class WorkerPool:
         except Exception as error:
             raise _NotCounted(checked.records) from error
         # The cuts are complete once tallied: Python masks some bodies in the tally.
-        return checked.records, batch, checked.cuts
+        return checked.records, batch, checked.cut_records()
 
     def _tally_keys(
         self, checked: CheckedRequest, arrival: float
@@ -359,7 +358,7 @@ class WorkerPool:
             return self._count_here(item)
         try:
             loop = asyncio.get_running_loop()
-            records, batch, cuts = await loop.run_in_executor(
+            records, batch, (tokens, length) = await loop.run_in_executor(
                 self._executor, self._resolve_off_loop, item.wire, item.arrival
             )
         except ExportRefused as refusal:
@@ -375,8 +374,8 @@ class WorkerPool:
             self._fail(item, error, error.records if isinstance(error, _NotCounted) else 0)
             return False
         self._hot.requests_scanned += 1
-        if cuts is not None:
-            self._count_cuts(cuts)
+        if tokens or length:
+            self._count_cuts(tokens, length)
         if item.verdict.done():
             return False  # the sender gave up while a thread counted it: it will retry
         return self._settle(item, records, batch)

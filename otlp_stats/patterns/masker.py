@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 MASK = "<*>"
 # Bounds: tokens read per message, bytes (UTF-8) per pattern (documented in docs/patterns.md).
@@ -62,6 +63,15 @@ _DATE_WORDS = frozenset(
 )
 
 
+class CutCounter(Protocol):
+    """Where records whose pattern was cut are counted: a PatternCuts, or the C scanner's Scan
+    (which counts those it masks itself, in check's pass)."""
+
+    def add_pattern_cuts(self, cuts: int, records: int, /) -> None:
+        """`records` records of one message, cut at `cuts` (CUT_TOKENS | CUT_LENGTH, or 0)."""
+        ...
+
+
 class PatternCuts:
     """Records whose pattern was cut at the token bound, at the length bound (a record cut at
     both is in both): what one request's masking adds to otlp_stats_pattern_cut_records_total."""
@@ -72,7 +82,7 @@ class PatternCuts:
         self.tokens = tokens
         self.length = length
 
-    def add(self, cuts: int, records: int) -> None:
+    def add_pattern_cuts(self, cuts: int, records: int, /) -> None:
         """`records` records of one message, cut at `cuts` (CUT_TOKENS | CUT_LENGTH, or 0)."""
         if cuts:
             self.tokens += records if cuts & CUT_TOKENS else 0

@@ -258,7 +258,7 @@ class FrameCounter:
                 found = cache[message] = _frame_pattern(message, masker)
             groups.add(key, found[0], records, found[1])
             if found[2]:
-                cuts.add(found[2], records)
+                cuts.add_pattern_cuts(found[2], records)
         return groups
 
 

@@ -147,7 +147,7 @@ class Replayer:
         if self._frames is not None:
             for first, lines in line_batches(stream):
                 batch = self._frames.tally(first, lines, self._latest_ns)
-                self._count_cuts(batch.cuts)
+                self._count_cuts(batch.cuts.tokens, batch.cuts.length)
                 for number, reason in batch.malformed:
                     self._malformed(f"{name}:{number}", reason)
                 self._count(batch.windows, batch.latest_ns)
@@ -182,16 +182,15 @@ class Replayer:
             tally = self._scanner.tally_windows(checked, self._labels, self._latest_ns)
             windows = tally.windows
         self.counts.untimed += tally.missing
-        if checked.cuts is not None:
-            self._count_cuts(checked.cuts)
+        self._count_cuts(*checked.cut_records())
         # The latest window's start: the scanner gives windows, not times, so the watermark
         # may lag the data by up to a window more than the lateness, never less.
         latest = max(tally.windows, default=0) * self._window_ns
         self._count(windows, latest)
 
-    def _count_cuts(self, cuts: PatternCuts) -> None:
-        self.counts.cuts.tokens += cuts.tokens
-        self.counts.cuts.length += cuts.length
+    def _count_cuts(self, tokens: int, length: int) -> None:
+        self.counts.cuts.tokens += tokens
+        self.counts.cuts.length += length
 
     def _count(
         self,
