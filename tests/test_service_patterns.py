@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.fakes import Plain, export_request, log_record, worked_example_request
 from tests.support.grpctools import GrpcChannels
-from tests.support.servicetools import ServiceProcess, running_service
+from tests.support.servicetools import ServiceProcess, metric_value, running_service
 
 ONE_WINDOW = "1000000000"
 FIELDS_BEFORE = ["value", "missing", "overflow", "distinct_messages", "estimated", "records"]
@@ -135,4 +135,23 @@ def test_records_cut_at_a_bound_move_the_metric_per_record(tmp_path: Path, rules
         post_protobuf(service, wire)
         assert service.metric(CUT, {"bound": "tokens"}) == 2 * tokens
         assert service.metric(CUT, {"bound": "length"}) == 2 * length
+        assert service.stop() == 0
+
+
+def test_several_processes_sum_their_cuts_on_one_metrics_page() -> None:
+    """--processes 2: each serving process counts the cuts of what it received; the supervisor's
+    /metrics sums them, one family, as it does records_counted."""
+    tokens = sum(cut for _, cut, _ in CUT_BODIES)
+    length = sum(cut for _, _, cut in CUT_BODIES)
+    wire = cut_request()
+    flags = ("--processes", "2", "--attribute-key", "foo", "--window", ONE_WINDOW)
+    with running_service(*flags) as service:
+        for _ in range(4):  # a connection each: the kernel spreads them over the processes
+            post_protobuf(service, wire)
+        # Each process sends its figures every second: poll until they are in.
+        service.wait_metric("otlp_stats_records_counted_total", 4 * len(CUT_BODIES), timeout=20)
+        _, page = service.http_get("/metrics")
+        assert page.count(f"# TYPE {CUT} counter") == 1
+        assert metric_value(page, CUT, {"bound": "tokens"}) == 4 * tokens
+        assert metric_value(page, CUT, {"bound": "length"}) == 4 * length
         assert service.stop() == 0
