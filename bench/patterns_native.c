@@ -47,8 +47,9 @@ int main(void) {
         for (size_t k = 0; k < lines.len; k++) {
             const char *pattern;
             size_t length;
+            int cuts;
             if (pattern_mask(&scratch, input.data + lines.items[k].off, lines.items[k].len, 64, 512,
-                             &pattern, &length))
+                             &pattern, &length, &cuts))
                 return 1;
             checksum += length;
         }

@@ -70,12 +70,22 @@ class DoorMetrics:
 class HotMetrics:
     """The service-wide figures a worker updates per request."""
 
-    __slots__ = ("records_counted", "requests_scanned", "worker_duration")
+    __slots__ = (
+        "pattern_cut_length",
+        "pattern_cut_tokens",
+        "records_counted",
+        "requests_scanned",
+        "worker_duration",
+    )
 
     def __init__(self) -> None:
         self.records_counted = 0
         self.requests_scanned = 0
         self.worker_duration = BucketCounts((*_LATENCY_BUCKETS, 10, 30))
+        # Records whose message pattern the masker cut at --max-pattern-tokens, at
+        # --max-pattern-length (a request's count, added once it is tallied).
+        self.pattern_cut_tokens = 0
+        self.pattern_cut_length = 0
 
 
 class _HotCollector(Collector):
@@ -129,6 +139,16 @@ class _HotCollector(Collector):
         )
         worker.add_metric([], hot.worker_duration.buckets(), hot.worker_duration.sum)
         yield worker
+        cut = CounterMetricFamily(
+            "otlp_stats_pattern_cut_records",
+            "Records whose message pattern the masker cut at a bound: tokens (the rest of a "
+            "message past --max-pattern-tokens is one <*>) or length (a pattern past "
+            "--max-pattern-length bytes ends in <*>); a record cut at both is in both.",
+            labels=["bound"],
+        )
+        cut.add_metric(["tokens"], hot.pattern_cut_tokens)
+        cut.add_metric(["length"], hot.pattern_cut_length)
+        yield cut
 
 
 class Metrics:

@@ -1382,11 +1382,17 @@ typedef struct {
     uint32_t *text_at;    /* per record with a pattern: where its text starts in the wire */
     Buf bytes;            /* the patterns, back to back */
     Spans spans;          /* per pattern, where it is in bytes */
+    /* Per record first with its body: the bounds its pattern was cut at (CUT_TOKENS,
+     * CUT_LENGTH), for the records after it with the same body. */
+    uint8_t *cuts_of;
+    /* Records whose pattern was cut at max_tokens, at max_length (Scan.pattern_cuts). */
+    size_t cut_tokens, cut_length;
 } Patterns;
 
 static void patterns_free(Patterns *patterns) {
     free(patterns->pattern_of);
     free(patterns->text_at);
+    free(patterns->cuts_of);
     free(patterns->bytes.data);
     free(patterns->spans.items);
     *patterns = (Patterns){0};
@@ -1442,8 +1448,8 @@ static int64_t pattern_index(Patterns *patterns, uint32_t *table, size_t slots, 
 /*
  * Every record's pattern: a plain string body's text masked by the built-in rules within the
  * bounds (or, `verbatim`, the text itself, for Python to mask with a team's rules first), once
- * per distinct body: records with the same message hash and the same bytes share the first's.
- * Returns -1 when out of memory.
+ * per distinct body: records with the same message hash and the same bytes share the first's,
+ * and its cuts, which are counted per record. Returns -1 when out of memory.
  */
 static int mask_records(const uint8_t *wire, const Record *records, size_t count,
                         size_t max_tokens, size_t max_length, int verbatim, Patterns *out) {
@@ -1452,10 +1458,12 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
     uint32_t *patterns = malloc(slots * sizeof(uint32_t)); /* pattern index by pattern */
     out->pattern_of = malloc((count ? count : 1) * sizeof(uint32_t));
     out->text_at = malloc((count ? count : 1) * sizeof(uint32_t));
+    out->cuts_of = malloc(count ? count : 1);
     MaskScratch scratch = {0};
     int status = -1;
     uint32_t last = NO_PATTERN; /* the last pattern found: distinct messages often share it */
-    if (messages == NULL || patterns == NULL || out->pattern_of == NULL || out->text_at == NULL)
+    if (messages == NULL || patterns == NULL || out->pattern_of == NULL || out->text_at == NULL ||
+        out->cuts_of == NULL)
         goto done;
     memset(messages, 0xFF, slots * sizeof(uint32_t));
     memset(patterns, 0xFF, slots * sizeof(uint32_t));
@@ -1475,6 +1483,9 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
                 out->pattern_of[i] = out->pattern_of[messages[slot]];
                 /* The same bytes: the text as far into the body as in the other's. */
                 out->text_at[i] = record->body_at + (out->text_at[messages[slot]] - other->body_at);
+                int cuts = out->cuts_of[messages[slot]];
+                out->cut_tokens += cuts & CUT_TOKENS;
+                out->cut_length += (cuts & CUT_LENGTH) >> 1;
                 seen = 1;
                 break;
             }
@@ -1482,15 +1493,20 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
         }
         if (seen) continue;
         messages[slot] = (uint32_t)i;
+        out->cuts_of[i] = 0;
         const uint8_t *text;
         size_t length;
         if (!plain_text(body, record->body_size, &text, &length)) continue;
         const char *pattern = (const char *)text;
         size_t pattern_length = length;
         if (!verbatim) {
+            int cuts;
             if (pattern_mask(&scratch, (const char *)text, length, max_tokens, max_length,
-                             &pattern, &pattern_length))
+                             &pattern, &pattern_length, &cuts))
                 goto done;
+            out->cuts_of[i] = (uint8_t)cuts;
+            out->cut_tokens += cuts & CUT_TOKENS;
+            out->cut_length += (cuts & CUT_LENGTH) >> 1;
             if (pattern_length == 0) {
                 pattern = EMPTY_PATTERN;
                 pattern_length = sizeof EMPTY_PATTERN - 1;
@@ -1627,8 +1643,52 @@ static PyObject *scan_records(Scan *self, void *closure) {
     return PyLong_FromSize_t(self->count);
 }
 
+/* (0, 0), made once: most requests have nothing cut, and this is read for every request. */
+static PyObject *NO_CUTS;
+
+static PyObject *scan_pattern_cuts(Scan *self, void *closure) {
+    (void)closure;
+    size_t tokens = self->patterns.cut_tokens, length = self->patterns.cut_length;
+    if (tokens == 0 && length == 0) return Py_NewRef(NO_CUTS);
+    PyObject *first = PyLong_FromSize_t(tokens), *second = PyLong_FromSize_t(length);
+    PyObject *pair = first && second ? PyTuple_Pack(2, first, second) : NULL;
+    Py_XDECREF(first);
+    Py_XDECREF(second);
+    return pair;
+}
+
+/* add_pattern_cuts(cuts, records): records of a message Python masked (a team's rules, invalid
+ * UTF-8, a structured body), cut at `cuts` (CUT_TOKENS | CUT_LENGTH), into pattern_cuts. */
+static PyObject *scan_add_pattern_cuts(Scan *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "add_pattern_cuts(cuts: int, records: int)");
+        return NULL;
+    }
+    long cuts = PyLong_AsLong(args[0]);
+    Py_ssize_t records = PyLong_AsSsize_t(args[1]);
+    if ((cuts == -1 || records == -1) && PyErr_Occurred()) return NULL;
+    if (records < 0) {
+        PyErr_SetString(PyExc_ValueError, "records must not be negative");
+        return NULL;
+    }
+    if (cuts & CUT_TOKENS) self->patterns.cut_tokens += (size_t)records;
+    if (cuts & CUT_LENGTH) self->patterns.cut_length += (size_t)records;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef scan_methods[] = {
+    {"add_pattern_cuts", (PyCFunction)(void (*)(void))scan_add_pattern_cuts, METH_FASTCALL,
+     "add_pattern_cuts(cuts: int, records: int) -> None: records of a message masked in "
+     "Python, cut at `cuts` (1: max_tokens, 2: max_length), added to pattern_cuts"},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyGetSetDef scan_getset[] = {
     {"records", (getter)scan_records, NULL, "the request's number of log records", NULL},
+    {"pattern_cuts", (getter)scan_pattern_cuts, NULL,
+     "(records, records): how many records' patterns were cut at max_tokens, at max_length: "
+     "those check() masked with the C rules, and those add_pattern_cuts() added",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1640,6 +1700,7 @@ static PyTypeObject ScanType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_dealloc = (destructor)scan_dealloc,
     .tp_getset = scan_getset,
+    .tp_methods = scan_methods,
 };
 
 PyDoc_STRVAR(check_doc,
@@ -2201,7 +2262,8 @@ static int seed_tables(void) {
 
 PyMODINIT_FUNC PyInit__wire(void) {
     masker_init();
-    if (seed_tables() < 0 || PyType_Ready(&ScanType) < 0) return NULL;
+    NO_CUTS = Py_BuildValue("(ii)", 0, 0);
+    if (NO_CUTS == NULL || seed_tables() < 0 || PyType_Ready(&ScanType) < 0) return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) return NULL;
     if (PyModule_AddObjectRef(module, "Scan", (PyObject *)&ScanType) < 0) {

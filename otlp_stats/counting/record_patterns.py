@@ -10,6 +10,9 @@ AnyValue at all are `<undecodable>`, with an empty example.
 
 message_patterns does the same for messages that are already text (replay's JSON frames), a
 whole batch per key in one C call.
+
+The masker's cuts (the token and length bounds a message's pattern was cut at) are counted per
+record, into a CutCounter, by whoever tallies a request's records once (the first key's tally).
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from otlp_stats.counting.messages import STRING_TAG
 from otlp_stats.counting.resolve import render_value
-from otlp_stats.patterns.masker import Masker
-from otlp_stats.patterns.structured import NULL_PATTERN, value_pattern
+from otlp_stats.patterns.masker import CUT_LENGTH, CUT_TOKENS, CutCounter, Masker
+from otlp_stats.patterns.structured import NULL_PATTERN, value_pattern_cuts
 from otlp_stats.patterns.tally import PatternCount
 
 EMPTY_PATTERN = "<empty>"
@@ -59,15 +62,27 @@ def string_text(raw: bytes) -> bytes | None:
 
 def body_pattern(raw: bytes, masker: Masker) -> tuple[str, str]:
     """(pattern, example) of a record's body, given as its raw AnyValue bytes."""
+    pattern, example, _ = body_pattern_cuts(raw, masker)
+    return pattern, example
+
+
+# A body's (pattern, example, cuts): cuts as Masker.mask_cuts gives them.
+BodyPattern = tuple[str, str, int]
+
+
+def body_pattern_cuts(raw: bytes, masker: Masker) -> BodyPattern:
+    """body_pattern's (pattern, example), and the bounds the masking was cut at."""
     text = string_text(raw)
     if text is not None:
         message = text.decode("utf-8", "replace")
-        return masker.mask(message) or EMPTY_PATTERN, message
+        pattern, cuts = masker.mask_cuts(message)
+        return pattern or EMPTY_PATTERN, message, cuts
     try:
         value = AnyValue.FromString(raw)
     except DecodeError:
-        return UNDECODABLE_PATTERN, ""
-    return value_pattern(value, masker) or EMPTY_PATTERN, render_value(value)
+        return UNDECODABLE_PATTERN, "", 0
+    pattern, cuts = value_pattern_cuts(value, masker)
+    return pattern or EMPTY_PATTERN, render_value(value), cuts
 
 
 class PatternGroups(Generic[K]):
@@ -100,16 +115,23 @@ class PatternGroups(Generic[K]):
 
 
 def count_patterns(
-    keys: Iterable[K], bodies: Iterable[bytes], masker: Masker, cache: dict[bytes, tuple[str, str]]
+    keys: Iterable[K],
+    bodies: Iterable[bytes],
+    masker: Masker,
+    cache: dict[bytes, BodyPattern],
+    cuts: CutCounter | None = None,
 ) -> PatternGroups[K]:
     """Per key, the patterns of its records (key and raw body per record, in step); `cache`
-    keeps each distinct body's (pattern, example), and may be shared by several calls."""
+    keeps each distinct body's (pattern, example, cuts), and may be shared by several calls.
+    With `cuts`, the records whose pattern was cut are counted there."""
     groups: PatternGroups[K] = PatternGroups()
     for (key, body), records in Counter(zip(keys, bodies, strict=True)).items():
         found = cache.get(body)
         if found is None:
-            found = cache[body] = body_pattern(body, masker)
+            found = cache[body] = body_pattern_cuts(body, masker)
         groups.add(key, found[0], records, found[1])
+        if cuts is not None and found[2]:
+            cuts.add_pattern_cuts(found[2], records)
     return groups
 
 
@@ -117,7 +139,10 @@ Key = tuple[Hashable, ...]
 
 
 def message_patterns(
-    columns: Sequence[Sequence[Hashable]], messages: Sequence[str | None], masker: Masker
+    columns: Sequence[Sequence[Hashable]],
+    messages: Sequence[str | None],
+    masker: Masker,
+    cuts: CutCounter | None = None,
 ) -> dict[Key, list[PatternCount]]:
     """Per key, the patterns of its records' messages: a record's key is the tuple of its values
     in `columns` (each column and `messages` in step, one value per record). A message is masked
@@ -126,18 +151,29 @@ def message_patterns(
 
     One C call for the batch (patterns/_masker.c) when the masker has only the built-in rules,
     no key tuple made per record; a team's rules are Python regexes, so with them each distinct
-    message is masked from here."""
+    message is masked from here. The records whose pattern was cut are counted in `cuts`."""
     if not HAVE_C_MASK_GROUPS or masker.has_rules:
-        return message_patterns_python(columns, messages, masker)
-    return c_mask_groups(columns, messages, masker.max_tokens, masker.max_length, PatternCount)
+        return message_patterns_python(columns, messages, masker, cuts)
+    groups, tokens_cut, length_cut = c_mask_groups(
+        columns, messages, masker.max_tokens, masker.max_length, PatternCount
+    )
+    if cuts is not None:
+        if tokens_cut:
+            cuts.add_pattern_cuts(CUT_TOKENS, tokens_cut)
+        if length_cut:
+            cuts.add_pattern_cuts(CUT_LENGTH, length_cut)
+    return groups
 
 
 def message_patterns_python(
-    columns: Sequence[Sequence[Hashable]], messages: Sequence[str | None], masker: Masker
+    columns: Sequence[Sequence[Hashable]],
+    messages: Sequence[str | None],
+    masker: Masker,
+    cuts: CutCounter | None = None,
 ) -> dict[Key, list[PatternCount]]:
     """message_patterns in Python, one masker call per distinct message: the reference the C
     path is held equal to, and the path with a team's rules."""
-    cache: dict[str | None, tuple[str, str]] = {}
+    cache: dict[str | None, tuple[str, str, int]] = {}
     groups: PatternGroups[Key] = PatternGroups()
     keys = zip(*columns, strict=True)
     # Records repeat: each distinct (key, message) is masked and added once.
@@ -146,10 +182,13 @@ def message_patterns_python(
         if found is None:
             found = cache[message] = _message_pattern(message, masker)
         groups.add(key, found[0], records, found[1])
+        if cuts is not None and found[2]:
+            cuts.add_pattern_cuts(found[2], records)
     return {key: groups.counts(key) for key in groups}
 
 
-def _message_pattern(message: str | None, masker: Masker) -> tuple[str, str]:
+def _message_pattern(message: str | None, masker: Masker) -> tuple[str, str, int]:
     if message is None:
-        return NULL_PATTERN, ""
-    return masker.mask(message) or EMPTY_PATTERN, message
+        return NULL_PATTERN, "", 0
+    pattern, cut = masker.mask_cuts(message)
+    return pattern or EMPTY_PATTERN, message, cut

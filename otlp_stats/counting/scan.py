@@ -30,6 +30,12 @@ with the masker's C rules, and builds Python objects per distinct (value, patter
 that are not one string field of valid UTF-8 go to Python. With a team's rules (Python regexes,
 which run before the built-in rules), C hands each distinct text over and Python masks it:
 slower, by the rules' cost per distinct message. Without a masker nothing of this runs.
+
+With a masker, a CheckedRequest's cut_records() are its records whose pattern was cut at the
+masker's token or length bound (otlp_stats_pattern_cut_records_total), each record once
+whatever the keys: the C scanner's check counts those it masks in its Scan (pattern_cuts, made
+in the same pass: no call per message, no object per request), and the tally of the first key
+adds those masked in Python (add_pattern_cuts); the view scanner counts in a PatternCuts.
 """
 
 from __future__ import annotations
@@ -45,8 +51,9 @@ from otlp_stats.counting.aggregator import LabelTally
 from otlp_stats.counting.messages import SIGNED_OFFSET, STRING_TAG, body_hash
 from otlp_stats.counting.record_patterns import (
     EMPTY_PATTERN,
+    BodyPattern,
     PatternGroups,
-    body_pattern,
+    body_pattern_cuts,
     count_patterns,
 )
 from otlp_stats.counting.resolve import LabelRenderer
@@ -57,7 +64,7 @@ from otlp_stats.counting.view import (
     key_may_be_on_records,
 )
 from otlp_stats.errors import MalformedRequest
-from otlp_stats.patterns.masker import Masker
+from otlp_stats.patterns.masker import CutCounter, Masker, PatternCuts
 from otlp_stats.patterns.tally import PatternCount
 
 try:
@@ -119,6 +126,24 @@ class CheckedRequest:
     key_on_records: bool = True
     # With several keys, key_on_records per key (the view scanner's).
     keys_on_records: tuple[bool, ...] = ()
+
+    def cut_records(self) -> tuple[int, int]:
+        """Its records whose pattern was cut at the token bound, at the length bound: complete
+        once tallied (Python masks some bodies in the tally, and adds to the count each time:
+        a request is tallied once); (0, 0) without a masker. The C scanner's Scan counts them
+        itself, so that a request costs no object more for them."""
+        return (0, 0) if self.scan is None else self.scan.pattern_cuts
+
+
+@dataclass(frozen=True, eq=False)
+class ViewCheckedRequest(CheckedRequest):
+    """The view scanner's: with a masker, its records whose pattern was cut counted here."""
+
+    cuts: PatternCuts | None = None
+
+    def cut_records(self) -> tuple[int, int]:
+        cuts = self.cuts
+        return (0, 0) if cuts is None else (cuts.tokens, cuts.length)
 
 
 class Scanner(Protocol):
@@ -195,10 +220,21 @@ class NativeScanner:
 
     def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
         assert _wire is not None and request.scan is not None
-        return _native_tally(_wire.tally(request.scan), labels, self._masker, _RequestMemo())
+        return _native_tally(
+            _wire.tally(request.scan), labels, self._masker, _RequestMemo(), request.scan
+        )
 
     def tally_windows(
         self, request: CheckedRequest, labels: LabelRenderer, arrival: int
+    ) -> WindowedTally:
+        return self._tally_windows(request, labels, arrival, request.scan)
+
+    def _tally_windows(
+        self,
+        request: CheckedRequest,
+        labels: LabelRenderer,
+        arrival: int,
+        cuts: CutCounter | None,
     ) -> WindowedTally:
         assert _wire is not None and request.scan is not None and self._event_time is not None
         grouped, structured, future, missing, patterned, unmasked = _wire.tally_windows(
@@ -210,7 +246,7 @@ class NativeScanner:
         }
         if self._masker is not None:
             tallies = [by_key[window, raw] for window, raw, _, _ in grouped]
-            _attach_native_patterns(tallies, patterned, unmasked, self._masker)
+            _attach_native_patterns(tallies, patterned, unmasked, self._masker, None, cuts)
         digests: dict[bytes, int] = {}
         for group, body in structured:
             digest = digests.get(body)
@@ -226,8 +262,9 @@ class NativeScanner:
         # once whatever the keys.
         memo = _RequestMemo()
         return [
-            _native_tally(tallied, labels, self._masker, memo)
-            for tallied in _wire.tally_keys(request.scan)
+            # Every key's tally holds every record: the first's counts the cuts.
+            _native_tally(tallied, labels, self._masker, memo, None if index else request.scan)
+            for index, tallied in enumerate(_wire.tally_keys(request.scan))
         ]
 
     def tally_windows_keys(
@@ -237,7 +274,8 @@ class NativeScanner:
         tallies = []
         for index in range(len(self.keys)):
             _wire.select_key(request.scan, index)
-            tallies.append(self.tally_windows(request, labels, arrival))
+            cuts = None if index else request.scan
+            tallies.append(self._tally_windows(request, labels, arrival, cuts))
         _wire.select_key(request.scan, 0)
         return tallies
 
@@ -250,8 +288,8 @@ class _RequestMemo:
 
     def __init__(self) -> None:
         self.digests: dict[bytes, int] = {}
-        self.masked: dict[str, str] = {}
-        self.bodies: dict[bytes, tuple[str, str]] = {}
+        self.masked: dict[str, tuple[str, int]] = {}  # a text -> its pattern and cuts
+        self.bodies: dict[bytes, BodyPattern] = {}
 
 
 def _native_tally(
@@ -264,8 +302,10 @@ def _native_tally(
     labels: LabelRenderer,
     masker: Masker | None,
     memo: _RequestMemo,
+    cuts: CutCounter | None,
 ) -> Tally:
-    """A Tally from _wire.tally's result (or one key's of _wire.tally_keys)."""
+    """A Tally from _wire.tally's result (or one key's of _wire.tally_keys); `cuts` counts the
+    records whose text Python masked and cut."""
     grouped, structured, patterned, unmasked = tallied
     by_raw = {
         raw: LabelTally(records, [], [] if sketch is None else [sketch])
@@ -273,7 +313,7 @@ def _native_tally(
     }
     if masker is not None:
         tallies = [by_raw[raw] for raw, _, _ in grouped]
-        _attach_native_patterns(tallies, patterned, unmasked, masker, memo)
+        _attach_native_patterns(tallies, patterned, unmasked, masker, memo, cuts)
     # Bodies that are not plain strings are hashed canonically, as body_hash does, once per
     # distinct body: records without a body (an empty one) can be a whole request.
     digests = memo.digests
@@ -302,17 +342,25 @@ class ViewScanner:
     def check(self, wire: bytes) -> CheckedRequest:
         view = decode_view(wire)
         on_records = tuple(key_may_be_on_records(wire, view, key) for key in self.keys)
-        return CheckedRequest(
+        return ViewCheckedRequest(
             wire,
             count_records(view),
             view=view,
             key_on_records=on_records[0],
             keys_on_records=on_records,
+            cuts=None if self._masker is None else PatternCuts(),
         )
+
+    @staticmethod
+    def _cuts(request: CheckedRequest) -> PatternCuts | None:
+        """Where the tally counts cuts: a request this scanner checked has its own."""
+        return request.cuts if isinstance(request, ViewCheckedRequest) else None
 
     def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
         view = request.view if request.view is not None else decode_view(request.wire)
-        return tally_view(view, self._key, labels, request.key_on_records, self._masker)
+        return tally_view(
+            view, self._key, labels, request.key_on_records, self._masker, self._cuts(request)
+        )
 
     def tally_windows(
         self, request: CheckedRequest, labels: LabelRenderer, arrival: int
@@ -320,7 +368,14 @@ class ViewScanner:
         assert self._event_time is not None
         view = request.view if request.view is not None else decode_view(request.wire)
         return tally_view_windows(
-            view, self._key, labels, arrival, self._event_time, request.key_on_records, self._masker
+            view,
+            self._key,
+            labels,
+            arrival,
+            self._event_time,
+            request.key_on_records,
+            self._masker,
+            self._cuts(request),
         )
 
     def tally_keys(self, request: CheckedRequest, labels: LabelRenderer) -> list[Tally]:
@@ -333,12 +388,14 @@ class ViewScanner:
             xxh3_64_intdigest(body) - SIGNED_OFFSET if body[:1] == STRING_TAG else body_hash(body)
             for body in bodies
         ]
-        cache: dict[bytes, tuple[str, str]] = {}  # one body's pattern, whatever the key
+        cache: dict[bytes, BodyPattern] = {}  # one body's pattern, whatever the key
         tallies = []
-        for raws in columns.raws:
+        for index, raws in enumerate(columns.raws):
             groups = _group(raws, hashes)
             if self._masker is not None:
-                _attach_patterns(groups, raws, bodies, self._masker, cache)
+                # Every key's tally holds every record: the first's counts the cuts.
+                cuts = None if index else self._cuts(request)
+                _attach_patterns(groups, raws, bodies, self._masker, cache, cuts)
             tallies.append(by_label(groups, labels))
         return tallies
 
@@ -350,7 +407,7 @@ class ViewScanner:
         assert self._event_time is not None
         view = request.view if request.view is not None else decode_view(request.wire)
         columns = _key_columns(view, self.keys, _on_records(request, self.keys), times=True)
-        cache: dict[bytes, tuple[str, str]] = {}
+        cache: dict[bytes, BodyPattern] = {}
         return [
             _windowed_columns(
                 raws,
@@ -361,8 +418,9 @@ class ViewScanner:
                 self._event_time,
                 self._masker,
                 cache,
+                None if index else self._cuts(request),
             )
-            for raws in columns.raws
+            for index, raws in enumerate(columns.raws)
         ]
 
 
@@ -388,8 +446,10 @@ def tally_view(
     labels: LabelRenderer,
     key_on_records: bool = True,
     masker: Masker | None = None,
+    cuts: CutCounter | None = None,
 ) -> Tally:
-    """Per attribute value label, the message hash of each record of one request.
+    """Per attribute value label, the message hash of each record of one request (and with a
+    masker, its patterns; with `cuts`, its records whose pattern was cut counted there).
 
     This is the Python scanner's hot loop, run once per record, so it is written for CPython:
     the per-record steps are list comprehensions (attribute lookups are map lookups done in C),
@@ -404,7 +464,7 @@ def tally_view(
     ]
     groups = _group(raws, hashes)
     if masker is not None:
-        _attach_patterns(groups, raws, bodies, masker, {})
+        _attach_patterns(groups, raws, bodies, masker, {}, cuts)
     return by_label(groups, labels)
 
 
@@ -416,10 +476,11 @@ def tally_view_windows(
     event_time: EventTime,
     key_on_records: bool = True,
     masker: Masker | None = None,
+    cuts: CutCounter | None = None,
 ) -> WindowedTally:
     """tally_view by (window, label): each record's window from its time, as _wire.c does."""
     raws, bodies, times = _columns(request, key, key_on_records, times=True)
-    return _windowed_columns(raws, bodies, times, labels, arrival, event_time, masker, {})
+    return _windowed_columns(raws, bodies, times, labels, arrival, event_time, masker, {}, cuts)
 
 
 def _windowed_columns(
@@ -430,7 +491,8 @@ def _windowed_columns(
     arrival: int,
     event_time: EventTime,
     masker: Masker | None,
-    cache: dict[bytes, tuple[str, str]],
+    cache: dict[bytes, BodyPattern],
+    cuts: CutCounter | None = None,
 ) -> WindowedTally:
     latest = arrival + event_time.max_skew_ns
     future = missing = 0
@@ -453,7 +515,7 @@ def _windowed_columns(
         if masker is not None:
             keys.append((time // event_time.window_ns, raw))
     if masker is not None:
-        _attach_patterns(by_key, keys, bodies, masker, cache)
+        _attach_patterns(by_key, keys, bodies, masker, cache, cuts)
     return _windowed(by_key, labels, future, missing)
 
 
@@ -536,10 +598,11 @@ def _attach_patterns(
     keys: Iterable[K],
     bodies: Iterable[bytes],
     masker: Masker,
-    cache: dict[bytes, tuple[str, str]],
+    cache: dict[bytes, BodyPattern],
+    cuts: CutCounter | None,
 ) -> None:
     """The view scanner's patterns: each record's group key and body, in step."""
-    groups = count_patterns(keys, bodies, masker, cache)
+    groups = count_patterns(keys, bodies, masker, cache, cuts)
     for key in groups:
         tallies[key].patterns += groups.counts(key)
 
@@ -550,11 +613,13 @@ def _attach_native_patterns(
     unmasked: list[tuple[int, bytes, int]],
     masker: Masker,
     memo: _RequestMemo | None = None,
+    cuts: CutCounter | None = None,
 ) -> None:
     """The C scanner's patterns onto its groups' tallies (by group index). Its entries are one
     per (group, pattern) already, unless a team's rules must mask their texts first or some
     records' bodies were left to Python (structured, not UTF-8): then they are merged here.
-    `memo`: what the request's other keys already masked."""
+    `memo`: what the request's other keys already masked. `cuts`: where the records Python
+    masked and cut are counted (C counted its own in check)."""
     if not unmasked and not masker.has_rules:
         for group, pattern, records, example in patterned:
             tallies[group].patterns.append(PatternCount(pattern, records, example))
@@ -567,15 +632,20 @@ def _attach_native_patterns(
         if masker.has_rules:  # the C scanner gave the text itself
             final = masked.get(pattern)
             if final is None:
-                final = masked[pattern] = masker.mask(pattern) or EMPTY_PATTERN
-            pattern = final
+                text, cut = masker.mask_cuts(pattern)
+                final = masked[pattern] = (text or EMPTY_PATTERN, cut)
+            pattern = final[0]
+            if cuts is not None and final[1]:
+                cuts.add_pattern_cuts(final[1], records)
         groups.add(group, pattern, records, example)
     cache = memo.bodies
     for group, body, records in unmasked:
         found = cache.get(body)
         if found is None:
-            found = cache[body] = body_pattern(body, masker)
+            found = cache[body] = body_pattern_cuts(body, masker)
         groups.add(group, found[0], records, found[1])
+        if cuts is not None and found[2]:
+            cuts.add_pattern_cuts(found[2], records)
     for group in groups:
         tallies[group].patterns += groups.counts(group)
 

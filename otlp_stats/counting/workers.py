@@ -60,6 +60,9 @@ class KeyedCountSink(CountSink, Protocol):
 # What counting one request gives: per attribute value (and window, with event time), for the
 # one key, or a list of those in the keys' order with several.
 Counted = ResolvedBatch | WindowedTally | list[Tally] | list[WindowedTally]
+# A resolved request: its record count, what counting it gives, and its records whose pattern
+# the masker cut at the token bound, at the length bound, added to the metric on the loop.
+Resolved = tuple[int, Counted, tuple[int, int]]
 
 # A counted request's records per (attribute key, window index), as the aggregator took them:
 # what --durability ack writes to the journal before answering.
@@ -213,14 +216,22 @@ class WorkerPool:
         event time), or a refusal. On the loop: counted as scanned once checked."""
         checked = self._scanner.check(wire)
         self._hot.requests_scanned += 1
-        return self._resolve_checked(checked, arrival)
+        records, batch, (tokens, length) = self._resolve_checked(checked, arrival)
+        if tokens or length:
+            self._count_cuts(tokens, length)
+        return records, batch
 
-    def _resolve_off_loop(self, wire: bytes, arrival: float) -> tuple[int, Counted]:
-        """resolve() in a worker thread: the loop counts it as scanned (see _count), so the
-        metric's plain number is only ever changed by one thread."""
+    def _resolve_off_loop(self, wire: bytes, arrival: float) -> Resolved:
+        """resolve() in a worker thread: the loop counts it as scanned and its cuts (see
+        _count), so the metrics' plain numbers are only ever changed by one thread."""
         return self._resolve_checked(self._scanner.check(wire), arrival)
 
-    def _resolve_checked(self, checked: CheckedRequest, arrival: float) -> tuple[int, Counted]:
+    def _count_cuts(self, tokens: int, length: int) -> None:
+        hot = self._hot
+        hot.pattern_cut_tokens += tokens
+        hot.pattern_cut_length += length
+
+    def _resolve_checked(self, checked: CheckedRequest, arrival: float) -> Resolved:
         if checked.records > self._max_records:
             # Counting holds up to about 60 bytes per record however small the record is on the
             # wire (a record can be 2 bytes), so the record count is bounded as the size is.
@@ -228,18 +239,19 @@ class WorkerPool:
                 f"request of {checked.records} log records exceeds the limit of {self._max_records}"
             )
         if checked.records == 0:
-            return 0, {}
+            return 0, {}, (0, 0)
         try:
+            batch: Counted
             if self._several:
-                return checked.records, self._tally_keys(checked, arrival)
-            if self._event_time is not None:
-                arrival_at = arrival_ns(arrival)
-                return checked.records, self._scanner.tally_windows(
-                    checked, self.labels, arrival_at
-                )
-            return checked.records, self._scanner.tally(checked, self.labels)
+                batch = self._tally_keys(checked, arrival)
+            elif self._event_time is not None:
+                batch = self._scanner.tally_windows(checked, self.labels, arrival_ns(arrival))
+            else:
+                batch = self._scanner.tally(checked, self.labels)
         except Exception as error:
             raise _NotCounted(checked.records) from error
+        # The cuts are complete once tallied: Python masks some bodies in the tally.
+        return checked.records, batch, checked.cut_records()
 
     def _tally_keys(
         self, checked: CheckedRequest, arrival: float
@@ -346,7 +358,7 @@ class WorkerPool:
             return self._count_here(item)
         try:
             loop = asyncio.get_running_loop()
-            records, batch = await loop.run_in_executor(
+            records, batch, (tokens, length) = await loop.run_in_executor(
                 self._executor, self._resolve_off_loop, item.wire, item.arrival
             )
         except ExportRefused as refusal:
@@ -362,6 +374,8 @@ class WorkerPool:
             self._fail(item, error, error.records if isinstance(error, _NotCounted) else 0)
             return False
         self._hot.requests_scanned += 1
+        if tokens or length:
+            self._count_cuts(tokens, length)
         if item.verdict.done():
             return False  # the sender gave up while a thread counted it: it will retry
         return self._settle(item, records, batch)

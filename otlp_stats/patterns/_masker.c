@@ -1,4 +1,5 @@
-/* The Python binding of the masker's C rules (masker_core.h): mask(bytes, int, int) -> bytes.
+/* The Python binding of the masker's C rules (masker_core.h):
+ * mask(bytes, int, int) -> bytes, and mask_cuts(bytes, int, int) -> (bytes, cuts).
  *
  * masker.py is the reference; tests/patterns/test_masker_c.py holds the two equal.
  * mask_groups() (below mask) masks a whole batch of messages per key in one call.
@@ -11,11 +12,12 @@
 /* One scratch for the process: every call holds the GIL from start to end. */
 static MaskScratch SCRATCH;
 
-static PyObject *mask(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
+/* The pattern of args[0] within the bounds args[1] and args[2], as bytes; NULL with an
+ * exception set. *cuts: the bounds it was cut at (CUT_TOKENS, CUT_LENGTH). */
+static PyObject *mask_args(PyObject *const *args, Py_ssize_t nargs, const char *usage, int *cuts) {
     /* Called per message: positional arguments read directly, no format string parsed. */
     if (nargs != 3 || !PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "mask(message: bytes, max_tokens: int, max_length: int)");
+        PyErr_SetString(PyExc_TypeError, usage);
         return NULL;
     }
     Py_ssize_t max_tokens = PyLong_AsSsize_t(args[1]);
@@ -29,7 +31,7 @@ static PyObject *mask(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     size_t length;
     PyObject *result = NULL;
     if (pattern_mask(&SCRATCH, PyBytes_AS_STRING(args[0]), (size_t)PyBytes_GET_SIZE(args[0]),
-                     (size_t)max_tokens, (size_t)max_length, &pattern, &length))
+                     (size_t)max_tokens, (size_t)max_length, &pattern, &length, cuts))
         PyErr_NoMemory();
     else
         result = PyBytes_FromStringAndSize(pattern, (Py_ssize_t)length);
@@ -137,6 +139,7 @@ typedef struct {
     Py_ssize_t pattern;
     const char *text;
     Py_ssize_t length;
+    int cuts; /* the bounds its pattern was cut at, as pattern_mask says */
 } GroupMessage;
 
 /* One (key, pattern): its records and smallest message so far (an index of a message). */
@@ -157,6 +160,7 @@ typedef struct {
     Py_ssize_t entry_count;
     Py_ssize_t *slots; /* open addressing over entries by (key, pattern); -1 is free */
     size_t slot_mask;
+    Py_ssize_t cut_records[2]; /* records whose pattern was cut at max_tokens, max_length */
 } GroupBatch;
 
 static void group_batch_free(GroupBatch *b) {
@@ -221,6 +225,7 @@ static int note_message(GroupBatch *b, GroupMessage *m, PyObject *message, size_
                         size_t max_length) {
     const char *pattern;
     size_t pattern_length;
+    m->cuts = 0;
     if (message == Py_None) {
         m->text = "";
         m->length = 0;
@@ -230,7 +235,7 @@ static int note_message(GroupBatch *b, GroupMessage *m, PyObject *message, size_
         m->text = utf8_of(b, message, &m->length);
         if (m->text == NULL) return -1;
         if (pattern_mask(&SCRATCH, m->text, (size_t)m->length, max_tokens, max_length, &pattern,
-                         &pattern_length)) {
+                         &pattern_length, &m->cuts)) {
             PyErr_NoMemory();
             return -1;
         }
@@ -251,6 +256,8 @@ static int note_message(GroupBatch *b, GroupMessage *m, PyObject *message, size_
  * up, and the example kept is the smaller by UTF-8 bytes, as PatternGroups does. */
 static void add_record(GroupBatch *b, Py_ssize_t key, Py_ssize_t message) {
     const GroupMessage *m = &b->messages[message];
+    b->cut_records[0] += (m->cuts & CUT_TOKENS) != 0;
+    b->cut_records[1] += (m->cuts & CUT_LENGTH) != 0;
     size_t slot = mix_hash((uint64_t)key * 0x9E3779B97F4A7C15u ^ (uint64_t)m->pattern) &
                   b->slot_mask;
     while (b->slots[slot] >= 0) {
@@ -352,7 +359,8 @@ static int group_batch_init(GroupBatch *b, PyObject *const *columns, Py_ssize_t 
 /* The records' patterns per key (_masker.pyi says what is made); `columns` (tuples) and
  * `messages` (a tuple) are in step, one value per record. */
 static PyObject *mask_groups_of(PyObject *const *columns, Py_ssize_t width, PyObject *messages,
-                                size_t max_tokens, size_t max_length, PyObject *make) {
+                                size_t max_tokens, size_t max_length, PyObject *make,
+                                Py_ssize_t cut_records[2]) {
     Py_ssize_t count = PyTuple_GET_SIZE(messages);
     GroupBatch b = {0};
     PyObject *result = NULL;
@@ -369,6 +377,8 @@ static PyObject *mask_groups_of(PyObject *const *columns, Py_ssize_t width, PyOb
         add_record(&b, key, message);
     }
     result = group_results(&b, messages, make);
+    cut_records[0] = b.cut_records[0];
+    cut_records[1] = b.cut_records[1];
 done:
     mask_scratch_trim(&SCRATCH);
     group_batch_free(&b);
@@ -416,10 +426,28 @@ static PyObject *mask_groups(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyObject *all = columns_tuple(args[0], args[1]);
     if (all == NULL) return NULL;
     Py_ssize_t width = PyTuple_GET_SIZE(all) - 1;
-    PyObject *result = mask_groups_of(((PyTupleObject *)all)->ob_item, width,
+    Py_ssize_t cut_records[2] = {0, 0};
+    PyObject *groups = mask_groups_of(((PyTupleObject *)all)->ob_item, width,
                                       PyTuple_GET_ITEM(all, width), (size_t)max_tokens,
-                                      (size_t)max_length, args[4]);
+                                      (size_t)max_length, args[4], cut_records);
     Py_DECREF(all);
+    if (groups == NULL) return NULL;
+    return Py_BuildValue("(Nnn)", groups, cut_records[0], cut_records[1]);
+}
+
+static PyObject *mask(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    int cuts;
+    return mask_args(args, nargs, "mask(message: bytes, max_tokens: int, max_length: int)", &cuts);
+}
+
+static PyObject *mask_cuts(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    int cuts = 0;
+    PyObject *pattern =
+        mask_args(args, nargs, "mask_cuts(message: bytes, max_tokens: int, max_length: int)", &cuts);
+    if (pattern == NULL) return NULL;
+    PyObject *result = Py_BuildValue("(Ni)", pattern, cuts);
     return result;
 }
 
@@ -427,8 +455,12 @@ static PyMethodDef METHODS[] = {
     {"mask", (PyCFunction)(void (*)(void))mask, METH_FASTCALL,
      "mask(message: bytes, max_tokens: int, max_length: int) -> bytes: the built-in masks."},
     {"mask_groups", (PyCFunction)(void (*)(void))mask_groups, METH_FASTCALL,
-     "mask_groups(columns, messages, max_tokens, max_length, make) -> {key: [make(pattern, "
-     "records, example)]}: a batch's patterns per key."},
+     "mask_groups(columns, messages, max_tokens, max_length, make) -> ({key: [make(pattern, "
+     "records, example)]}, records cut at max_tokens, records cut at max_length): a batch's "
+     "patterns per key."},
+    {"mask_cuts", (PyCFunction)(void (*)(void))mask_cuts, METH_FASTCALL,
+     "mask_cuts(message: bytes, max_tokens: int, max_length: int) -> tuple[bytes, int]: mask's\n"
+     "pattern, and the bounds it was cut at (1: max_tokens, 2: max_length, 3: both, 0: none)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -18,6 +18,9 @@ A number followed by a known unit (`31ms`, `10KB`) keeps its unit. Masked words 
 through `.:-/+` become one `<*>` (`10.0.0.1:8080`, `fe80::1`, `2024-01-02T03:04:05Z`). A
 weekday or month name beside a masked token is part of a date and masked too. The pattern is
 cut at `max_length` bytes of UTF-8, at a token's end, with a trailing `<*>`.
+
+`mask_cuts` also says which of the two bounds a message was cut at (CUT_TOKENS, CUT_LENGTH),
+for the metric of each (otlp_stats_pattern_cut_records_total): the C rules say the same.
 """
 
 from __future__ import annotations
@@ -25,11 +28,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 MASK = "<*>"
 # Bounds: tokens read per message, bytes (UTF-8) per pattern (documented in docs/patterns.md).
 DEFAULT_MAX_TOKENS = 64
 DEFAULT_MAX_LENGTH = 512
+# The bounds a message's pattern was cut at: bits of mask_cuts' second value (0: neither).
+CUT_TOKENS = 1
+CUT_LENGTH = 2
 
 _BLANKS = " \t\r\n\f\v"
 _DIGITS = frozenset("0123456789")
@@ -54,6 +61,40 @@ _DATE_WORDS = frozenset(
         *("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
     }
 )
+
+
+class CutCounter(Protocol):
+    """Where records whose pattern was cut are counted: a PatternCuts, or the C scanner's Scan
+    (which counts those it masks itself, in check's pass)."""
+
+    def add_pattern_cuts(self, cuts: int, records: int, /) -> None:
+        """`records` records of one message, cut at `cuts` (CUT_TOKENS | CUT_LENGTH, or 0)."""
+        ...
+
+
+class PatternCuts:
+    """Records whose pattern was cut at the token bound, at the length bound (a record cut at
+    both is in both): what one request's masking adds to otlp_stats_pattern_cut_records_total."""
+
+    __slots__ = ("length", "tokens")
+
+    def __init__(self, tokens: int = 0, length: int = 0) -> None:
+        self.tokens = tokens
+        self.length = length
+
+    def add_pattern_cuts(self, cuts: int, records: int, /) -> None:
+        """`records` records of one message, cut at `cuts` (CUT_TOKENS | CUT_LENGTH, or 0)."""
+        if cuts:
+            self.tokens += records if cuts & CUT_TOKENS else 0
+            self.length += records if cuts & CUT_LENGTH else 0
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PatternCuts):
+            return NotImplemented
+        return (self.tokens, self.length) == (other.tokens, other.length)
+
+    def __repr__(self) -> str:
+        return f"PatternCuts(tokens={self.tokens}, length={self.length})"
 
 
 @dataclass(frozen=True)
@@ -98,13 +139,27 @@ class Masker:
             message = rule.expression.sub(MASK, message)
         return mask_builtin(message, self._max_tokens, self._max_length)
 
+    def mask_cuts(self, message: str) -> tuple[str, int]:
+        """mask's pattern, and the bounds it was cut at: CUT_TOKENS | CUT_LENGTH, or 0."""
+        for rule in self._rules:
+            message = rule.expression.sub(MASK, message)
+        return mask_builtin_cuts(message, self._max_tokens, self._max_length)
+
 
 def mask_builtin_python(message: str, max_tokens: int, max_length: int) -> str:
     """The built-in rules, the reference (_masker.c is held equal to it)."""
+    return mask_builtin_python_cuts(message, max_tokens, max_length)[0]
+
+
+def mask_builtin_python_cuts(message: str, max_tokens: int, max_length: int) -> tuple[str, int]:
+    """mask_builtin_python's pattern, and the bounds it was cut at (CUT_TOKENS, CUT_LENGTH)."""
     tokens = split_tokens(message, max_tokens)
     masked = [mask_token(token) for token in tokens]
     mask_date_words(tokens, masked)
-    return _bounded(masked, max_length)
+    pattern, cut = _bounded(masked, max_length)
+    # split_tokens gives max_tokens + 1 tokens (the last `<*>`) only when it cut the message.
+    cuts = CUT_TOKENS if len(tokens) > max_tokens else 0
+    return pattern, cuts | CUT_LENGTH if cut else cuts
 
 
 def _mask_builtin_c(message: str, max_tokens: int, max_length: int) -> str:
@@ -115,15 +170,26 @@ def _mask_builtin_c(message: str, max_tokens: int, max_length: int) -> str:
     return c_mask(encoded, max_tokens, max_length).decode("utf-8", "surrogatepass")
 
 
+def _mask_builtin_c_cuts(message: str, max_tokens: int, max_length: int) -> tuple[str, int]:
+    encoded = message.encode("utf-8", "surrogatepass")
+    assert c_mask_cuts is not None
+    pattern, cuts = c_mask_cuts(encoded, max_tokens, max_length)
+    return pattern.decode("utf-8", "surrogatepass"), cuts
+
+
 c_mask: Callable[[bytes, int, int], bytes] | None
+c_mask_cuts: Callable[[bytes, int, int], tuple[bytes, int]] | None
 try:
     from otlp_stats.patterns._masker import mask as c_mask
+    from otlp_stats.patterns._masker import mask_cuts as c_mask_cuts
 except ImportError:  # not built (no C compiler): the reference, slower, same patterns
-    c_mask = None
+    c_mask = c_mask_cuts = None
     mask_builtin = mask_builtin_python
+    mask_builtin_cuts = mask_builtin_python_cuts
     HAVE_C_MASKER = False
 else:
     mask_builtin = _mask_builtin_c
+    mask_builtin_cuts = _mask_builtin_c_cuts
     HAVE_C_MASKER = True
 
 
@@ -269,14 +335,16 @@ def mask_date_words(tokens: Sequence[str], masked: list[str]) -> None:
             masked[i] = MASK
 
 
-def _bounded(masked: list[str], max_length: int) -> str:
+def _bounded(masked: list[str], max_length: int) -> tuple[str, bool]:
     """The pattern within max_length bytes of UTF-8 (bytes, as the C scanner counts), cut at a
-    token's end with a trailing `<*>`."""
+    token's end with a trailing `<*>`; and whether it was cut."""
     pattern = " ".join(masked)
     if len(pattern) * 4 <= max_length:
-        return pattern
+        return pattern, False
     encoded = pattern.encode("utf-8", "surrogatepass")
     if len(encoded) <= max_length:
-        return pattern
+        return pattern, False
     cut = encoded.rfind(b" ", 0, max_length - len(MASK))
-    return (encoded[:cut].decode("utf-8", "surrogatepass") + " " + MASK) if cut > 0 else MASK
+    if cut <= 0:
+        return MASK, True
+    return encoded[:cut].decode("utf-8", "surrogatepass") + " " + MASK, True

@@ -19,6 +19,9 @@
 
 #define MASK "<*>"
 #define MASK_LEN 3
+/* What pattern_mask says it cut, bits of *cuts (masker.CUT_TOKENS, masker.CUT_LENGTH). */
+#define CUT_TOKENS 1
+#define CUT_LENGTH 2
 /* Scratch buffers bigger than this (a hostile message's) are freed after the call. */
 #define KEEP_BYTES (64 * 1024)
 
@@ -157,11 +160,11 @@ static int is_date_word(const char *s, size_t n) {
     return n == 3 && s[0] >= 'A' && s[0] <= 'Z' && in_list(s, n, DATE_WORDS);
 }
 
-/* Blank-separated tokens into toks/spans, quoted values masked; past max_tokens one mask. Per
- * token, a byte in `changes`: 0 when no rule of mask_token can change it (no CHANGES class
- * byte), so that it is copied as it is. */
+/* Blank-separated tokens into toks/spans, quoted values masked; past max_tokens one mask (and
+ * CUT_TOKENS in *cuts). Per token, a byte in `changes`: 0 when no rule of mask_token can change
+ * it (no CHANGES class byte), so that it is copied as it is. */
 static int split_tokens(const char *m, size_t n, size_t max_tokens, Buf *toks, Spans *spans,
-                        Buf *changes) {
+                        Buf *changes, int *cuts) {
     int unclosed_double = 0, unclosed_single = 0;
     size_t i = 0;
     for (;;) {
@@ -169,6 +172,7 @@ static int split_tokens(const char *m, size_t n, size_t max_tokens, Buf *toks, S
         if (i >= n) break;
         if (spans->len == max_tokens) {
             size_t off = toks->len;
+            *cuts |= CUT_TOKENS;
             if (buf_put(toks, MASK, MASK_LEN) || spans_push(spans, off, MASK_LEN) ||
                 buf_put(changes, "\1", 1))
                 return -1;
@@ -309,9 +313,11 @@ typedef struct {
     Spans spans, piece_spans, masked_spans;
 } MaskScratch;
 
-/* A pattern cut to max_length bytes at a token's end, with a trailing mask. */
-static int cut_pattern(Buf *pattern, size_t max_length) {
+/* A pattern cut to max_length bytes at a token's end, with a trailing mask (and CUT_LENGTH in
+ * *cuts). */
+static int cut_pattern(Buf *pattern, size_t max_length, int *cuts) {
     if (pattern->len <= max_length) return 0;
+    *cuts |= CUT_LENGTH;
     size_t cut = 0;
     for (size_t j = max_length - MASK_LEN; j > 0; j--)
         if (pattern->data[j - 1] == ' ') {
@@ -323,7 +329,7 @@ static int cut_pattern(Buf *pattern, size_t max_length) {
 }
 
 /* The pattern in s->pattern, cut to max_length bytes at a token's end with a trailing mask. */
-static int build_pattern(MaskScratch *s, size_t max_length) {
+static int build_pattern(MaskScratch *s, size_t max_length, int *cuts) {
     Buf *pattern = &s->pattern;
     const unsigned char *as_mask = (const unsigned char *)s->as_mask.data;
     pattern->len = 0;
@@ -334,7 +340,7 @@ static int build_pattern(MaskScratch *s, size_t max_length) {
                        : buf_put(pattern, s->masked.data + span.off, span.len))
             return -1;
     }
-    return cut_pattern(pattern, max_length);
+    return cut_pattern(pattern, max_length, cuts);
 }
 
 /* Where the token starting at m[i] ends (a blank or n); in *seen its bytes' classes. */
@@ -556,7 +562,7 @@ static inline int direct_keep(Direct *d, size_t start, size_t end) {
  * holds a date word, for the general path; -1: out of memory.
  */
 static int mask_direct(MaskScratch *s, const char *m, size_t n, size_t max_tokens,
-                       size_t max_length) {
+                       size_t max_length, int *cuts) {
     Direct d = {&s->pattern, m, 0, 0, 0, 0};
     s->pattern.len = 0;
     size_t i = 0, tokens = 0;
@@ -585,6 +591,7 @@ static int mask_direct(MaskScratch *s, const char *m, size_t n, size_t max_token
             while (i < n && (CLASSES[(unsigned char)m[i]] & BLANK)) i++;
         if (i >= n) break;
         if (tokens == max_tokens) {
+            *cuts |= CUT_TOKENS;
             if (direct_flush(&d) || buf_put(d.out, " " MASK, MASK_LEN + 1)) return -1;
             break;
         }
@@ -610,7 +617,7 @@ static int mask_direct(MaskScratch *s, const char *m, size_t n, size_t max_token
         tokens++;
     }
     if (direct_flush(&d)) return -1;
-    return cut_pattern(d.out, max_length) ? -1 : 1;
+    return cut_pattern(d.out, max_length, cuts) ? -1 : 1;
 }
 
 /* A weekday or month name beside a masked token, or before another, is a date's part. */
@@ -631,10 +638,13 @@ static void mask_date_words(MaskScratch *s) {
 }
 
 /* The message's pattern into *out (s->pattern's bytes, valid until the next call), or -1 when
- * memory runs out. max_tokens >= 1, max_length >= 3; masker_init() called once before. */
+ * memory runs out; in *cuts the bounds it was cut at (CUT_TOKENS, CUT_LENGTH; 0: none), for
+ * the metrics of them. max_tokens >= 1, max_length >= 3; masker_init() called once before. */
 static int pattern_mask(MaskScratch *s, const char *message, size_t n, size_t max_tokens,
-                        size_t max_length, const char **out, size_t *out_len) {
-    int direct = mask_direct(s, message, n, max_tokens, max_length);
+                        size_t max_length, const char **out, size_t *out_len, int *cuts) {
+    /* Set from scratch: a direct try that gives up (a quote, a date word) may have set some. */
+    *cuts = 0;
+    int direct = mask_direct(s, message, n, max_tokens, max_length, cuts);
     if (direct < 0) return -1;
     if (direct) {
         *out = s->pattern.data ? s->pattern.data : "";
@@ -643,7 +653,8 @@ static int pattern_mask(MaskScratch *s, const char *message, size_t n, size_t ma
     }
     s->toks.len = s->pieces.len = s->masked.len = s->as_mask.len = s->changes.len = 0;
     s->spans.len = s->piece_spans.len = s->masked_spans.len = 0;
-    if (split_tokens(message, n, max_tokens, &s->toks, &s->spans, &s->changes)) return -1;
+    *cuts = 0;
+    if (split_tokens(message, n, max_tokens, &s->toks, &s->spans, &s->changes, cuts)) return -1;
     for (size_t k = 0; k < s->spans.len; k++) {
         size_t off = s->masked.len;
         Span token = s->spans.items[k];
@@ -659,7 +670,7 @@ static int pattern_mask(MaskScratch *s, const char *message, size_t n, size_t ma
     if (buf_put(&s->as_mask, NULL, s->spans.len + 1)) return -1;
     memset(s->as_mask.data, 0, s->spans.len + 1);
     mask_date_words(s);
-    if (build_pattern(s, max_length)) return -1;
+    if (build_pattern(s, max_length, cuts)) return -1;
     *out = s->pattern.data ? s->pattern.data : "";
     *out_len = s->pattern.len;
     return 0;

@@ -4,6 +4,8 @@
 keys sorted and the last duplicate winning, as message identity's canonical form has them
 (counting/messages.py); an array is the set of its items' shapes, whatever its length; a key
 holding a value (`user-8812`) is masked as a message's words are. Bounded in depth and keys.
+value_pattern_cuts also says which of the masker's bounds (tokens, length) the string or any
+key masked in it was cut at.
 """
 
 from __future__ import annotations
@@ -28,12 +30,28 @@ NULL_PATTERN = "<null>"
 
 def value_pattern(value: AnyValue, masker: Masker) -> str:
     """The body's pattern: a string's masked text, else its shape."""
+    return value_pattern_cuts(value, masker)[0]
+
+
+def value_pattern_cuts(value: AnyValue, masker: Masker) -> tuple[str, int]:
+    """value_pattern's pattern, and the bounds its masking was cut at (masker.CUT_TOKENS,
+    masker.CUT_LENGTH): a string's, or any of its keys'."""
     if value.WhichOneof("value") == "string_value":
-        return masker.mask(value.string_value)
-    return _shape(value, masker, 0)
+        return masker.mask_cuts(value.string_value)
+    cuts = _Cuts()
+    return _shape(value, masker, 0, cuts), cuts.bits
 
 
-def _shape(value: AnyValue, masker: Masker, depth: int) -> str:
+class _Cuts:
+    """The bounds the masking of a shape's keys was cut at, gathered as they are masked."""
+
+    __slots__ = ("bits",)
+
+    def __init__(self) -> None:
+        self.bits = 0
+
+
+def _shape(value: AnyValue, masker: Masker, depth: int, cuts: _Cuts) -> str:
     kind = value.WhichOneof("value")
     if kind == "string_value":
         return "<str>"
@@ -44,13 +62,15 @@ def _shape(value: AnyValue, masker: Masker, depth: int) -> str:
     if depth >= MAX_DEPTH:
         return MASK
     if kind == "array_value":
-        items = sorted({_shape(item, masker, depth + 1) for item in value.array_value.values})
+        items = sorted({_shape(item, masker, depth + 1, cuts) for item in value.array_value.values})
         return "[" + "|".join(items) + "]"
     entries = {entry.key: entry.value for entry in value.kvlist_value.values}
     shapes: dict[str, str] = {}
     for key in sorted(entries):
         # Masked keys may coincide (`user-1`, `user-2`): one entry, the last key's shape.
-        shapes[masker.mask(key)] = _shape(entries[key], masker, depth + 1)
+        masked, cut = masker.mask_cuts(key)
+        cuts.bits |= cut
+        shapes[masked] = _shape(entries[key], masker, depth + 1, cuts)
     fields = [f"{key}:{shape}" for key, shape in sorted(shapes.items())[:MAX_KEYS]]
     if len(shapes) > MAX_KEYS:
         fields.append(MASK)

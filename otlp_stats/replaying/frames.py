@@ -23,7 +23,7 @@ from otlp_stats.counting.messages import body_hash, string_body, string_body_has
 from otlp_stats.counting.record_patterns import Key, message_patterns
 from otlp_stats.counting.resolve import LabelRenderer, render_double
 from otlp_stats.counting.scan import Tally
-from otlp_stats.patterns.masker import Masker
+from otlp_stats.patterns.masker import Masker, PatternCuts
 from otlp_stats.patterns.tally import PatternCount
 
 TimeUnit = Literal["auto", "s", "ms", "us", "ns"]
@@ -56,6 +56,8 @@ class FrameBatch:
     records: int = 0
     latest_ns: int = 0
     malformed: list[tuple[int, str]] = field(default_factory=list)
+    # With a masker: the lines whose message's pattern was cut at a bound.
+    cuts: PatternCuts = field(default_factory=PatternCuts)
 
 
 def field_reader(path: str) -> Callable[[Any], Any]:
@@ -210,7 +212,9 @@ class FrameCounter:
             late = [False] * len(windows)
         groups: dict[tuple[bool, int, str | None], list[int]] = {}
         patterns = (
-            self._patterns((late, windows, values), texts) if self._masker is not None else None
+            self._patterns((late, windows, values), texts, batch.cuts)
+            if self._masker is not None
+            else None
         )
         for is_late, window, value, digest in zip(late, windows, values, hashes, strict=True):
             key = (is_late, window, value)
@@ -234,16 +238,20 @@ class FrameCounter:
         batch.latest_ns = max(batch.latest_ns, max(times))
 
     def _patterns(
-        self, columns: tuple[list[bool], list[int], list[str | None]], texts: list[Any]
+        self,
+        columns: tuple[list[bool], list[int], list[str | None]],
+        texts: list[Any],
+        cuts: PatternCuts,
     ) -> dict[Key, list[PatternCount]]:
         """Per group, its messages' patterns: a frame's message is masked as a string body is
         (a non-string one as its label text; a frame without one is `<null>`, as a record
-        without a body), the whole batch in one call."""
+        without a body), the whole batch in one call. The lines whose pattern was cut are
+        counted in `cuts`."""
         assert self._masker is not None
         messages = (
             texts if all(type(t) is str for t in texts) else [_frame_message(t) for t in texts]
         )
-        return message_patterns(columns, messages, self._masker)
+        return message_patterns(columns, messages, self._masker, cuts)
 
 
 def _frame_message(value: Any) -> str | None:

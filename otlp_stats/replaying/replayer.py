@@ -25,7 +25,7 @@ from otlp_stats.counting.late import LateRecords
 from otlp_stats.counting.resolve import LabelRenderer
 from otlp_stats.counting.scan import AttributeKeys, EventTime, Scanner, Tally, default_scanner
 from otlp_stats.errors import MalformedRequest
-from otlp_stats.patterns.masker import Masker
+from otlp_stats.patterns.masker import Masker, PatternCuts
 from otlp_stats.receiving.otlp_json import json_to_wire
 from otlp_stats.replaying.frames import FrameCounter, FrameFields
 from otlp_stats.replaying.framing import Frame, line_batches, otlp_frames, unwrap_message
@@ -63,6 +63,8 @@ class ReplayCounts:
     merges_late: bool = False
     malformed: int = 0
     untimed: int = 0
+    # Records whose pattern the masker cut at --max-pattern-tokens, --max-pattern-length.
+    cuts: PatternCuts = field(default_factory=PatternCuts)
     started: float = field(default_factory=time.monotonic)
 
     def summary(self, inputs: int) -> str:
@@ -70,8 +72,18 @@ class ReplayCounts:
         return (
             f"replayed {inputs} input{'s' if inputs != 1 else ''}: {self.records} records in "
             f"{self.windows} windows, {self.late} late ({self._late_fates()}), "
-            f"{self.malformed} malformed skipped, {seconds:.1f} s, "
+            f"{self.malformed} malformed skipped{self._cuts()}, {seconds:.1f} s, "
             f"{self.records / seconds:,.0f} records/s"
+        )
+
+    def _cuts(self) -> str:
+        """Said only when some patterns were cut: the service's metric, for a replay."""
+        cuts = self.cuts
+        if not (cuts.tokens or cuts.length):
+            return ""
+        return (
+            f", patterns cut: {cuts.tokens} records at --max-pattern-tokens, "
+            f"{cuts.length} at --max-pattern-length"
         )
 
     def _late_fates(self) -> str:
@@ -135,6 +147,7 @@ class Replayer:
         if self._frames is not None:
             for first, lines in line_batches(stream):
                 batch = self._frames.tally(first, lines, self._latest_ns)
+                self._count_cuts(batch.cuts.tokens, batch.cuts.length)
                 for number, reason in batch.malformed:
                     self._malformed(f"{name}:{number}", reason)
                 self._count(batch.windows, batch.latest_ns)
@@ -169,10 +182,15 @@ class Replayer:
             tally = self._scanner.tally_windows(checked, self._labels, self._latest_ns)
             windows = tally.windows
         self.counts.untimed += tally.missing
+        self._count_cuts(*checked.cut_records())
         # The latest window's start: the scanner gives windows, not times, so the watermark
         # may lag the data by up to a window more than the lateness, never less.
         latest = max(tally.windows, default=0) * self._window_ns
         self._count(windows, latest)
+
+    def _count_cuts(self, tokens: int, length: int) -> None:
+        self.counts.cuts.tokens += tokens
+        self.counts.cuts.length += length
 
     def _count(
         self,

@@ -12,7 +12,7 @@ import pytest
 from bench.patterns_accuracy import SYSTEMS, default_data, read_system
 from otlp_stats.counting import record_patterns
 from otlp_stats.counting.record_patterns import Key, message_patterns, message_patterns_python
-from otlp_stats.patterns.masker import Masker
+from otlp_stats.patterns.masker import Masker, PatternCuts
 from otlp_stats.patterns.rules import parse_rules
 from otlp_stats.patterns.tally import PatternCount
 from tests.patterns.test_masker_c import random_message
@@ -56,9 +56,12 @@ Grouped = list[tuple[Key, list[PatternCount]]]
 def _both(
     columns: Sequence[Sequence[Hashable]], messages: Sequence[str | None], masker: Masker
 ) -> tuple[Grouped, Grouped]:
-    """Both paths' patterns, in the order they give keys and patterns."""
-    c = list(message_patterns(columns, messages, masker).items())
-    python = list(message_patterns_python(columns, messages, masker).items())
+    """Both paths' patterns, in the order they give keys and patterns; the records each counts
+    as cut at the two bounds are equal too."""
+    c_cuts, python_cuts = PatternCuts(), PatternCuts()
+    c = list(message_patterns(columns, messages, masker, c_cuts).items())
+    python = list(message_patterns_python(columns, messages, masker, python_cuts).items())
+    assert (c_cuts.tokens, c_cuts.length) == (python_cuts.tokens, python_cuts.length)
     return c, python
 
 
@@ -181,3 +184,12 @@ def test_wrong_arguments_are_refused_not_crashed_on() -> None:
         mask_groups([[1]], ["a"], 0, 512, PatternCount)
     with pytest.raises(TypeError, match="unhashable"):
         mask_groups([[[1]]], ["a"], 64, 512, PatternCount)  # type: ignore[list-item]
+
+
+def test_the_batch_counts_records_cut_at_each_bound() -> None:
+    """Records, not distinct messages: a message cut at both bounds counts in both."""
+    masker = Masker(max_tokens=3, max_length=12)
+    messages: list[str | None] = ["a b c d e", "a b c d e", "short", "abcdefghijklmnop q", None]
+    cuts = PatternCuts()
+    message_patterns([["v"] * len(messages)], messages, masker, cuts)
+    assert (cuts.tokens, cuts.length) == (2, 1)

@@ -7,8 +7,8 @@ from typing import Any
 from google.protobuf import json_format
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from otlp_stats.patterns.masker import Masker
-from otlp_stats.patterns.structured import MAX_DEPTH, MAX_KEYS, value_pattern
+from otlp_stats.patterns.masker import CUT_LENGTH, CUT_TOKENS, Masker
+from otlp_stats.patterns.structured import MAX_DEPTH, MAX_KEYS, value_pattern, value_pattern_cuts
 
 
 def any_value(document: dict[str, Any]) -> AnyValue:
@@ -62,3 +62,17 @@ def test_depth_and_keys_are_bounded() -> None:
     assert value_pattern(any_value(deep), Masker()) == "[" * MAX_DEPTH + "<*>" + "]" * MAX_DEPTH
     wide = kvlist(**{f"k{chr(97 + i // 26)}{chr(97 + i % 26)}": {} for i in range(MAX_KEYS + 9)})
     assert value_pattern(any_value(wide), Masker()).count(":<null>") == MAX_KEYS
+
+
+def test_a_key_or_string_cut_at_a_bound_says_so() -> None:
+    masker = Masker(max_tokens=4, max_length=16)
+    long_key = kvlist(**{"k" * 40: {"intValue": "1"}, "short": {"intValue": "2"}})
+    assert value_pattern_cuts(any_value(long_key), masker) == (
+        "{<*>:<int>,short:<int>}",
+        CUT_LENGTH,
+    )
+    many = any_value({"arrayValue": {"values": [kvlist(**{"a b c d e f": {}})]}})
+    assert value_pattern_cuts(many, masker) == ("[{a b c d <*>:<null>}]", CUT_TOKENS)
+    text = any_value({"stringValue": "one two three four five six seven"})
+    assert value_pattern_cuts(text, masker) == ("one two <*>", CUT_TOKENS | CUT_LENGTH)
+    assert value_pattern_cuts(any_value(kvlist(ok={"intValue": "1"})), masker)[1] == 0

@@ -13,6 +13,8 @@ from otlp_stats.config import ConfigError, load_settings
 from otlp_stats.counting.aggregator import Aggregator, LabelTally, ResolvedBatch, WindowReport
 from otlp_stats.processes.cores import available_cores, cgroup_quota
 from otlp_stats.processes.merged_metrics import MergedMetrics
+from otlp_stats.telemetry import Metrics
+from tests.support.servicetools import metric_value
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -158,3 +160,25 @@ def test_event_time_with_a_store_is_refused_for_several_processes(tmp_path: Path
     with pytest.raises(ConfigError, match="processes > 1 with window_time=event"):
         load_settings(flags, environ={})
     assert load_settings(flags[:4], environ={}).processes == 2
+
+
+def test_pattern_cuts_of_every_process_are_summed_per_bound() -> None:
+    def process(tokens: int, length: int) -> bytes:
+        metrics = Metrics(CollectorRegistry())
+        metrics.hot.pattern_cut_tokens = tokens
+        metrics.hot.pattern_cut_length = length
+        return generate_latest(metrics.registry)
+
+    # The supervisor's own Metrics count no cuts: its zeros are not in the sum.
+    supervisor = Metrics(CollectorRegistry())
+    supervisor.hot.pattern_cut_tokens = 1_000
+    merged = MergedMetrics(supervisor.registry)
+    merged.update(0, process(3, 1))
+    merged.update(1, process(4, 0))
+    merged.retire(1)
+    merged.update(1, process(2, 5))
+    registry = CollectorRegistry()
+    registry.register(merged)
+    text = generate_latest(registry).decode()
+    assert metric_value(text, "otlp_stats_pattern_cut_records_total", {"bound": "tokens"}) == 9
+    assert metric_value(text, "otlp_stats_pattern_cut_records_total", {"bound": "length"}) == 6

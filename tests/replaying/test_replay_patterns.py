@@ -72,3 +72,33 @@ def test_json_lines_replayed_report_their_messages_patterns(
     assert value["top_patterns"] == EXPECTED_TOP
     assert main([*argv[:-1], "--count-patterns", "false", str(path)]) == 0
     assert "top_patterns" not in only_value(capsys.readouterr().out)
+
+
+# Cut at --max-pattern-tokens 4, at --max-pattern-length 24, at both, at neither.
+CUT_MESSAGES = ["a b c d e f", "x" * 30 + " y", "alpha beta gamma delta epsilon", "disk full"]
+CUT_SUMMARY = "patterns cut: 4 records at --max-pattern-tokens, 4 at --max-pattern-length"
+
+
+def test_a_replay_says_how_many_records_patterns_were_cut_at_each_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bounds = ["--max-pattern-tokens", "4", "--max-pattern-length", "24"]
+    records = [log_record(text) for text in CUT_MESSAGES * 2]
+    for record in records:
+        record.time_unix_nano = (START + 1) * 10**9
+    otlp = tmp_path / "logs.pb.zst"
+    write_proto(otlp, [export_request(records, resource={"service.name": "checkout"})])
+    assert main(["replay", "--window", "60", *bounds, str(otlp)]) == 0
+    assert CUT_SUMMARY in capsys.readouterr().err
+    frames = tmp_path / "frames.jsonl"
+    lines = [json.dumps({"ts": START + 1, "svc": "a", "msg": text}) for text in CUT_MESSAGES * 2]
+    frames.write_text("\n".join(lines) + "\n")
+    argv = [
+        "replay", "--input-format", "jsonl", "--time-field", "ts", "--value-field", "svc",
+        "--message-field", "msg", "--window", "60", *bounds, str(frames),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert CUT_SUMMARY in capsys.readouterr().err
+    # Nothing cut, nothing said.
+    assert main([*argv[:-5], str(frames)]) == 0
+    assert "patterns cut" not in capsys.readouterr().err
