@@ -20,4 +20,5 @@ def mask_groups(
     (`<empty>` when nothing is left), None `<null>` with an empty example; the example is the
     smallest message by UTF-8 bytes. With it, the records whose pattern was cut at max_tokens
     and at max_length."""
+
 def mask_cuts(message: bytes, max_tokens: int, max_length: int, /) -> tuple[bytes, int]: ...
