@@ -1845,15 +1845,45 @@ static PyObject *group_tuple(const Group *group, const uint64_t *hashes, int tim
     return tuple;
 }
 
-/* The pattern entries as (group index, pattern, records, example): one str per distinct
- * pattern, shared by its entries; examples decoded strictly (C patterns only valid UTF-8). */
-static PyObject *pattern_tuples(const Scan *scan, const PatternEntries *entries) {
+/* patterns/tally.py's PatternCount, taken at import: the tally's patterns are made as it,
+ * ready for the aggregator to merge, so Python builds nothing per pattern. */
+static PyTypeObject *PatternCountType;
+
+/* A PatternCount(pattern, records, example), stealing `records` and `example`: a NamedTuple is a
+ * tuple subclass without a dict, so it is allocated and filled as tuple's own subtype_new does,
+ * without calling its Python __new__. */
+static PyObject *pattern_count(PyObject *pattern, PyObject *records, PyObject *example) {
+    PyObject *count = NULL;
+    if (records != NULL && example != NULL)
+        count = PatternCountType->tp_alloc(PatternCountType, 3);
+    if (count == NULL) {
+        Py_XDECREF(records);
+        Py_XDECREF(example);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(count, 0, Py_NewRef(pattern));
+    PyTuple_SET_ITEM(count, 1, records);
+    PyTuple_SET_ITEM(count, 2, example);
+    return count;
+}
+
+/* The pattern entries per group, in the groups' order: a list per group of its
+ * PatternCount(pattern, records, example), in the order the entries first occur; one str per
+ * distinct pattern, shared by its entries; examples decoded strictly (C patterns only valid
+ * UTF-8). */
+static PyObject *pattern_lists(const Scan *scan, const Grouped *grouped,
+                               const PatternEntries *entries) {
     const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
     const Patterns *patterns = &scan->patterns;
-    PyObject *list = PyList_New((Py_ssize_t)entries->count);
+    PyObject *lists = PyList_New((Py_ssize_t)grouped->group_count);
     PyObject **texts = calloc(patterns->spans.len ? patterns->spans.len : 1, sizeof(PyObject *));
     PyObject *result = NULL;
-    if (list == NULL || texts == NULL) goto done;
+    if (lists == NULL || texts == NULL) goto done;
+    for (size_t g = 0; g < grouped->group_count; g++) {
+        PyObject *list = PyList_New(0);
+        if (list == NULL) goto done;
+        PyList_SET_ITEM(lists, (Py_ssize_t)g, list);
+    }
     for (size_t k = 0; k < entries->count; k++) {
         const PatternEntry *entry = &entries->entries[k];
         if (texts[entry->pattern] == NULL) {
@@ -1865,24 +1895,20 @@ static PyObject *pattern_tuples(const Scan *scan, const PatternEntries *entries)
         size_t length;
         const uint8_t *text =
             record_text(wire, scan->records, &scan->patterns, entry->example, &length);
-        PyObject *group = PyLong_FromSize_t(entry->group);
-        PyObject *records = PyLong_FromSize_t(entry->records);
-        PyObject *message = PyUnicode_DecodeUTF8((const char *)text, (Py_ssize_t)length, NULL);
-        PyObject *tuple = group && records && message
-                              ? PyTuple_Pack(4, group, texts[entry->pattern], records, message)
-                              : NULL;
-        Py_XDECREF(group);
-        Py_XDECREF(records);
-        Py_XDECREF(message);
-        if (tuple == NULL) goto done;
-        PyList_SET_ITEM(list, (Py_ssize_t)k, tuple);
+        PyObject *count = pattern_count(
+            texts[entry->pattern], PyLong_FromSize_t(entry->records),
+            PyUnicode_DecodeUTF8((const char *)text, (Py_ssize_t)length, NULL));
+        if (count == NULL) goto done;
+        int appended = PyList_Append(PyList_GET_ITEM(lists, (Py_ssize_t)entry->group), count);
+        Py_DECREF(count);
+        if (appended < 0) goto done;
     }
-    result = Py_NewRef(list);
+    result = Py_NewRef(lists);
 done:
     if (texts != NULL)
         for (size_t p = 0; p < patterns->spans.len; p++) Py_XDECREF(texts[p]);
     free(texts);
-    Py_XDECREF(list);
+    Py_XDECREF(lists);
     return result;
 }
 
@@ -1908,7 +1934,7 @@ static PyObject *unmasked_tuples(const Scan *scan, const Grouped *grouped) {
 
 /* Per group: (raw value or None, records, compact theta sketch of its plain string bodies'
  * message hashes or None); the other bodies, once per group they occur in: (index of the
- * group in the first list, raw body); and, patterns counted, pattern_tuples and
+ * group in the first list, raw body); and, patterns counted, pattern_lists and
  * unmasked_tuples (two empty lists when not). */
 static PyObject *build_result(const Scan *scan, const Grouped *grouped,
                               const PatternEntries *entries, int timed) {
@@ -1937,7 +1963,7 @@ static PyObject *build_result(const Scan *scan, const Grouped *grouped,
         Py_DECREF(pair);
         if (appended < 0) goto done;
     }
-    patterned = scan->has_patterns ? pattern_tuples(scan, entries) : PyList_New(0);
+    patterned = scan->has_patterns ? pattern_lists(scan, grouped, entries) : PyList_New(0);
     unmasked = scan->has_patterns ? unmasked_tuples(scan, grouped) : PyList_New(0);
     if (patterned == NULL || unmasked == NULL) goto done;
     result = PyTuple_Pack(4, groups, structured, patterned, unmasked);
@@ -1964,14 +1990,15 @@ static int scan_patterns(const Scan *scan, const uint8_t *wire, size_t unmasked,
 PyDoc_STRVAR(tally_doc,
              "tally(scan: Scan) -> tuple[list[tuple[bytes | None, int, bytes | None]],\n"
              "                           list[tuple[int, bytes]],\n"
-             "                           list[tuple[int, str, int, str]],\n"
+             "                           list[list[PatternCount]],\n"
              "                           list[tuple[int, bytes, int]]]\n\n"
              "Group a checked request's records by the raw value of its attribute: per value,\n"
              "its record count and a serialized compact theta sketch of the message hashes\n"
              "(signed XXH3-64) of its plain string bodies, or None if it has none; and every\n"
              "other body, once per value it occurs under, as (index of the value's group, raw\n"
-             "body), for the caller to hash. Then, for a Scan checked with patterns, per\n"
-             "(value, pattern) (group index, pattern, records, smallest message), and the\n"
+             "body), for the caller to hash. Then, for a Scan checked with patterns, per value\n"
+             "(in the first list's order) its PatternCount(pattern, records, smallest message)\n"
+             "per pattern, in the order each first occurs, and the\n"
              "bodies C gave no pattern (not one string field of valid UTF-8), once per (value,\n"
              "body) with their records: (group index, raw body, records); else two empty lists.");
 
@@ -2003,7 +2030,7 @@ static PyObject *tally(PyObject *module, PyObject *arg) {
 PyDoc_STRVAR(tally_keys_doc,
              "tally_keys(scan: Scan) -> list[tuple[list[tuple[bytes | None, int, bytes | None]],\n"
              "                                    list[tuple[int, bytes]],\n"
-             "                                    list[tuple[int, str, int, str]],\n"
+             "                                    list[list[PatternCount]],\n"
              "                                    list[tuple[int, bytes, int]]]]\n\n"
              "tally() for every key check() was given, in their order, in one call: each key's\n"
              "grouping straight from the values the walk noted, the records' theta hashes made\n"
@@ -2110,7 +2137,7 @@ PyDoc_STRVAR(tally_windows_doc,
              "tally_windows(scan: Scan, arrival_ns: int, window_ns: int, max_skew_ns: int)\n"
              "    -> tuple[list[tuple[int, bytes | None, int, bytes | None]],\n"
              "             list[tuple[int, bytes]], int, int,\n"
-             "             list[tuple[int, str, int, str]], list[tuple[int, bytes, int]]]\n\n"
+             "             list[list[PatternCount]], list[tuple[int, bytes, int]]]\n\n"
              "tally() by (window, raw value) for a Scan checked with times: each record's\n"
              "window is its time (else the arrival; also the arrival when the time is more than\n"
              "max_skew_ns ahead of it) // window_ns. Groups are (window, raw value, records,\n"
@@ -2208,6 +2235,21 @@ PyMODINIT_FUNC PyInit__wire(void) {
         Py_DECREF(module);
         return NULL;
     }
+    /* patterns/tally.py is plain Python with no import of counting: no cycle. */
+    PyObject *tally = PyImport_ImportModule("otlp_stats.patterns.tally");
+    PyObject *count_type = tally ? PyObject_GetAttrString(tally, "PatternCount") : NULL;
+    Py_XDECREF(tally);
+    if (count_type != NULL &&
+        (!PyType_Check(count_type) ||
+         !PyType_IsSubtype((PyTypeObject *)count_type, &PyTuple_Type))) {
+        PyErr_SetString(PyExc_TypeError, "PatternCount must be a tuple type");
+        Py_CLEAR(count_type);
+    }
+    if (count_type == NULL) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    PatternCountType = (PyTypeObject *)count_type; /* kept for the process's life */
     MalformedWire = PyErr_NewException("otlp_stats.counting._wire.MalformedWire", PyExc_ValueError, NULL);
     if (MalformedWire == NULL || PyModule_AddObjectRef(module, "MalformedWire", MalformedWire) < 0) {
         Py_CLEAR(MalformedWire);

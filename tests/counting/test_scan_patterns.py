@@ -306,3 +306,61 @@ def test_without_a_masker_no_pattern_is_counted() -> None:
     for scanner in (ViewScanner("k"), NativeScanner("k")):
         tally = scanner.tally(scanner.check(wire), LabelRenderer())
         assert tally["v"].records == 1 and tally["v"].patterns == []
+
+
+def _string_request(rng: random.Random, messages: list[str], records: int) -> bytes:
+    """Loghub messages (some repeated) as plain string bodies, under "service" on most
+    records and "host" on the resource, dated over a few windows: nothing left to Python."""
+    request = ExportLogsServiceRequest()
+    resource = request.resource_logs.add()
+    resource.resource.attributes.add(key="host", value=AnyValue(string_value="node"))
+    scope = resource.scope_logs.add()
+    for _ in range(records):
+        record = scope.log_records.add()
+        record.time_unix_nano = ARRIVAL_NS - rng.randrange(30) * _SECOND
+        record.body.string_value = rng.choice(messages[: rng.choice([3, len(messages)])])
+        if rng.random() < 0.8:
+            value = AnyValue(string_value=rng.choice(["checkout", "cart", "search"]))
+            record.attributes.add(key="service", value=value)
+    return request.SerializeToString()
+
+
+def test_patterns_c_made_final_equal_the_ones_python_merges_exactly() -> None:
+    """Without a team's rules, the tally takes C's PatternCounts as they are (the fast path);
+    with a rule that matches nothing, C hands each text over and Python masks and merges them.
+    Both give the same lists, in the same order, of real PatternCounts."""
+    rng = random.Random(22)
+    messages = _loghub_messages()
+    never = Masker(parse_rules("[rules]\nnever = 'a^'\n", "test.toml"))
+    keys = ("service", "host")
+    fast = NativeScanner(keys, EVENT_TIME, masker=Masker())
+    slow = NativeScanner(keys, EVENT_TIME, masker=never)
+    for records in (1, 2, 10, 10, 300):
+        wire = _string_request(rng, messages, records)
+        tallies = [
+            (
+                scanner.tally(checked, LabelRenderer()),
+                scanner.tally_keys(checked, LabelRenderer()),
+                [
+                    t.windows
+                    for t in scanner.tally_windows_keys(checked, LabelRenderer(), ARRIVAL_NS)
+                ],
+            )
+            for scanner in (fast, slow)
+            for checked in [scanner.check(wire)]
+        ]
+        assert tallies[0] == tallies[1]
+        one, every_key, windows = tallies[0]
+        counts = [
+            p for tally in [one, *every_key] for counted in tally.values() for p in counted.patterns
+        ]
+        counts += [
+            p
+            for by_window in windows
+            for tally in by_window.values()
+            for counted in tally.values()
+            for p in counted.patterns
+        ]
+        assert len(counts) >= records // 10 and all(type(p) is PatternCount for p in counts)
+        for tally in [one, *every_key]:
+            _check_sums(tally)
