@@ -47,6 +47,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -1415,6 +1416,29 @@ static int plain_text(const uint8_t *body, size_t size, const uint8_t **text, si
     return 0;
 }
 
+/* Each thread's masking scratch, kept from one request to the next (made on a thread's first
+ * request, freed when the thread ends): made and freed per request, its dozen buffers were most
+ * of the allocations a small request's patterns cost. Trimmed as it is used (mask_scratch_trim),
+ * so a thread keeps at most KEEP_BYTES per buffer after a hostile message. */
+static pthread_key_t scratch_key;
+
+static void scratch_destroy(void *scratch) {
+    mask_scratch_free(scratch);
+    free(scratch);
+}
+
+/* The calling thread's scratch; NULL out of memory. Needs no GIL. */
+static MaskScratch *thread_scratch(void) {
+    MaskScratch *scratch = pthread_getspecific(scratch_key);
+    if (scratch != NULL) return scratch;
+    scratch = calloc(1, sizeof *scratch);
+    if (scratch != NULL && pthread_setspecific(scratch_key, scratch) != 0) {
+        free(scratch);
+        return NULL;
+    }
+    return scratch;
+}
+
 /* Slots of an open-addressing table for up to `count` entries: a power of two, twice it. */
 static inline size_t table_slots(size_t count) {
     size_t slots = 16;
@@ -1452,10 +1476,11 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
     uint32_t *patterns = malloc(slots * sizeof(uint32_t)); /* pattern index by pattern */
     out->pattern_of = malloc((count ? count : 1) * sizeof(uint32_t));
     out->text_at = malloc((count ? count : 1) * sizeof(uint32_t));
-    MaskScratch scratch = {0};
+    MaskScratch *scratch = thread_scratch();
     int status = -1;
     uint32_t last = NO_PATTERN; /* the last pattern found: distinct messages often share it */
-    if (messages == NULL || patterns == NULL || out->pattern_of == NULL || out->text_at == NULL)
+    if (messages == NULL || patterns == NULL || out->pattern_of == NULL || out->text_at == NULL ||
+        scratch == NULL)
         goto done;
     memset(messages, 0xFF, slots * sizeof(uint32_t));
     memset(patterns, 0xFF, slots * sizeof(uint32_t));
@@ -1488,7 +1513,7 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
         const char *pattern = (const char *)text;
         size_t pattern_length = length;
         if (!verbatim) {
-            if (pattern_mask(&scratch, (const char *)text, length, max_tokens, max_length,
+            if (pattern_mask(scratch, (const char *)text, length, max_tokens, max_length,
                              &pattern, &pattern_length))
                 goto done;
             if (pattern_length == 0) {
@@ -1505,13 +1530,13 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
         last = (uint32_t)index;
         out->pattern_of[i] = (uint32_t)index;
         out->text_at[i] = (uint32_t)(text - wire);
-        mask_scratch_trim(&scratch);
+        mask_scratch_trim(scratch);
     }
     status = 0;
 done:
+    if (scratch != NULL) mask_scratch_trim(scratch); /* also after a failed mask */
     free(messages);
     free(patterns);
-    mask_scratch_free(&scratch);
     return status;
 }
 
@@ -2228,6 +2253,14 @@ static int seed_tables(void) {
 
 PyMODINIT_FUNC PyInit__wire(void) {
     masker_init();
+    static int scratch_key_made; /* once per process, however many times the module loads */
+    if (!scratch_key_made) {
+        if (pthread_key_create(&scratch_key, scratch_destroy) != 0) {
+            PyErr_SetString(PyExc_OSError, "no thread-specific key for the masking scratch");
+            return NULL;
+        }
+        scratch_key_made = 1;
+    }
     if (seed_tables() < 0 || PyType_Ready(&ScanType) < 0) return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) return NULL;

