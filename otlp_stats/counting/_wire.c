@@ -1386,8 +1386,7 @@ typedef struct {
 } Patterns;
 
 static void patterns_free(Patterns *patterns) {
-    free(patterns->pattern_of);
-    free(patterns->text_at);
+    free(patterns->pattern_of); /* text_at is in the same block */
     free(patterns->bytes.data);
     free(patterns->spans.items);
     *patterns = (Patterns){0};
@@ -1446,6 +1445,10 @@ static inline size_t table_slots(size_t count) {
     return slots;
 }
 
+/* Tables of up to this many slots (requests of up to half as many records) live on the stack:
+ * a small request's patterns then call malloc a few times rather than a dozen. */
+#define STACK_SLOTS 64
+
 /* The index of `pattern` among the request's patterns, added if new; -1 out of memory. */
 static int64_t pattern_index(Patterns *patterns, uint32_t *table, size_t slots, const char *text,
                              size_t length) {
@@ -1472,10 +1475,14 @@ static int64_t pattern_index(Patterns *patterns, uint32_t *table, size_t slots, 
 static int mask_records(const uint8_t *wire, const Record *records, size_t count,
                         size_t max_tokens, size_t max_length, int verbatim, Patterns *out) {
     size_t slots = table_slots(count);
-    uint32_t *messages = malloc(slots * sizeof(uint32_t)); /* record index by message hash */
-    uint32_t *patterns = malloc(slots * sizeof(uint32_t)); /* pattern index by pattern */
-    out->pattern_of = malloc((count ? count : 1) * sizeof(uint32_t));
-    out->text_at = malloc((count ? count : 1) * sizeof(uint32_t));
+    uint32_t on_stack[2 * STACK_SLOTS];
+    int small = slots <= STACK_SLOTS;
+    /* record index by message hash, then pattern index by pattern */
+    uint32_t *messages = small ? on_stack : malloc(2 * slots * sizeof(uint32_t));
+    uint32_t *patterns = messages == NULL ? NULL : messages + slots;
+    /* pattern_of and text_at in one block, freed as pattern_of */
+    out->pattern_of = malloc(2 * (count ? count : 1) * sizeof(uint32_t));
+    out->text_at = out->pattern_of == NULL ? NULL : out->pattern_of + (count ? count : 1);
     MaskScratch *scratch = thread_scratch();
     int status = -1;
     uint32_t last = NO_PATTERN; /* the last pattern found: distinct messages often share it */
@@ -1535,8 +1542,7 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
     status = 0;
 done:
     if (scratch != NULL) mask_scratch_trim(scratch); /* also after a failed mask */
-    free(messages);
-    free(patterns);
+    if (!small) free(messages);
     return status;
 }
 
@@ -1576,10 +1582,12 @@ static int group_patterns(const uint8_t *wire, const Record *records, size_t cou
                           PatternEntries *out) {
     const uint32_t *pattern_of = patterns->pattern_of;
     size_t slots = table_slots(count);
-    size_t *table = malloc(slots * sizeof(size_t));
+    size_t on_stack[STACK_SLOTS];
+    int small = slots <= STACK_SLOTS;
+    size_t *table = small ? on_stack : malloc(slots * sizeof(size_t));
     out->entries = malloc((count ? count : 1) * sizeof(PatternEntry));
     if (table == NULL || out->entries == NULL) {
-        free(table);
+        if (!small) free(table);
         return -1;
     }
     for (size_t i = 0; i < slots; i++) table[i] = SIZE_MAX;
@@ -1609,7 +1617,7 @@ static int group_patterns(const uint8_t *wire, const Record *records, size_t cou
         if (found->example != i && text_before(wire, records, patterns, i, found->example))
             found->example = i;
     }
-    free(table);
+    if (!small) free(table);
     return 0;
 }
 
@@ -1901,13 +1909,22 @@ static PyObject *pattern_lists(const Scan *scan, const Grouped *grouped,
     const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
     const Patterns *patterns = &scan->patterns;
     PyObject *lists = PyList_New((Py_ssize_t)grouped->group_count);
-    PyObject **texts = calloc(patterns->spans.len ? patterns->spans.len : 1, sizeof(PyObject *));
+    PyObject *on_stack[STACK_SLOTS] = {NULL};
+    int small = patterns->spans.len <= STACK_SLOTS;
+    PyObject **texts =
+        small ? on_stack : calloc(patterns->spans.len ? patterns->spans.len : 1, sizeof(PyObject *));
+    /* Each group's entries, then where its list is filled to: every list made at its size. */
+    size_t counts_on_stack[STACK_SLOTS] = {0};
+    size_t groups = grouped->group_count;
+    size_t *filled = groups <= STACK_SLOTS ? counts_on_stack : calloc(groups, sizeof(size_t));
     PyObject *result = NULL;
-    if (lists == NULL || texts == NULL) goto done;
-    for (size_t g = 0; g < grouped->group_count; g++) {
-        PyObject *list = PyList_New(0);
+    if (lists == NULL || texts == NULL || filled == NULL) goto done;
+    for (size_t k = 0; k < entries->count; k++) filled[entries->entries[k].group]++;
+    for (size_t g = 0; g < groups; g++) {
+        PyObject *list = PyList_New((Py_ssize_t)filled[g]);
         if (list == NULL) goto done;
         PyList_SET_ITEM(lists, (Py_ssize_t)g, list);
+        filled[g] = 0;
     }
     for (size_t k = 0; k < entries->count; k++) {
         const PatternEntry *entry = &entries->entries[k];
@@ -1924,15 +1941,15 @@ static PyObject *pattern_lists(const Scan *scan, const Grouped *grouped,
             texts[entry->pattern], PyLong_FromSize_t(entry->records),
             PyUnicode_DecodeUTF8((const char *)text, (Py_ssize_t)length, NULL));
         if (count == NULL) goto done;
-        int appended = PyList_Append(PyList_GET_ITEM(lists, (Py_ssize_t)entry->group), count);
-        Py_DECREF(count);
-        if (appended < 0) goto done;
+        PyList_SET_ITEM(PyList_GET_ITEM(lists, (Py_ssize_t)entry->group),
+                        (Py_ssize_t)filled[entry->group]++, count);
     }
     result = Py_NewRef(lists);
 done:
     if (texts != NULL)
         for (size_t p = 0; p < patterns->spans.len; p++) Py_XDECREF(texts[p]);
-    free(texts);
+    if (!small) free(texts);
+    if (filled != counts_on_stack) free(filled);
     Py_XDECREF(lists);
     return result;
 }
