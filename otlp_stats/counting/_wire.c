@@ -1900,10 +1900,46 @@ static PyObject *pattern_count(PyObject *pattern, PyObject *records, PyObject *e
     return count;
 }
 
+/* Recent patterns' str, by a hash of their UTF-8 bytes, one per slot (a new one replaces the
+ * old): most requests repeat patterns seen before, and the str kept has its hash computed and
+ * is the very key the aggregator's tables hold, so a repeated pattern is neither decoded nor
+ * hashed nor compared byte by byte again. Touched only with the GIL held. At most
+ * PATTERN_CACHE patterns of at most the masker's max_length bytes each. */
+#define PATTERN_CACHE 1024
+
+typedef struct {
+    uint64_t hash;
+    size_t length;
+    char *bytes;
+    PyObject *text;
+} CachedPattern;
+
+static CachedPattern pattern_cache[PATTERN_CACHE];
+
+/* The pattern's str, a new reference; NULL with an exception set. */
+static PyObject *pattern_text(const char *bytes, size_t length) {
+    uint64_t hash = XXH3_64bits_withSeed(bytes, length, table_seed);
+    CachedPattern *slot = &pattern_cache[hash & (PATTERN_CACHE - 1)];
+    if (slot->text != NULL && slot->hash == hash && slot->length == length &&
+        memcmp(slot->bytes, bytes, length) == 0)
+        return Py_NewRef(slot->text);
+    PyObject *text = PyUnicode_DecodeUTF8(bytes, (Py_ssize_t)length, NULL);
+    char *copy = text == NULL ? NULL : malloc(length ? length : 1);
+    if (copy != NULL) { /* out of memory: the str is still good, only not kept */
+        memcpy(copy, bytes, length);
+        free(slot->bytes);
+        Py_XSETREF(slot->text, Py_NewRef(text));
+        slot->bytes = copy;
+        slot->hash = hash;
+        slot->length = length;
+    }
+    return text;
+}
+
 /* The pattern entries per group, in the groups' order: a list per group of its
  * PatternCount(pattern, records, example), in the order the entries first occur; one str per
- * distinct pattern, shared by its entries; examples decoded strictly (C patterns only valid
- * UTF-8). */
+ * distinct pattern, shared by its entries and, while pattern_text keeps it, by later requests;
+ * examples decoded strictly (C patterns only valid UTF-8). */
 static PyObject *pattern_lists(const Scan *scan, const Grouped *grouped,
                                const PatternEntries *entries) {
     const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
@@ -1930,8 +1966,7 @@ static PyObject *pattern_lists(const Scan *scan, const Grouped *grouped,
         const PatternEntry *entry = &entries->entries[k];
         if (texts[entry->pattern] == NULL) {
             Span span = patterns->spans.items[entry->pattern];
-            texts[entry->pattern] =
-                PyUnicode_DecodeUTF8(patterns->bytes.data + span.off, (Py_ssize_t)span.len, NULL);
+            texts[entry->pattern] = pattern_text(patterns->bytes.data + span.off, span.len);
             if (texts[entry->pattern] == NULL) goto done;
         }
         size_t length;

@@ -5,6 +5,7 @@ structured bodies and hostile ones."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import defaultdict
 from collections.abc import Iterable
@@ -381,3 +382,37 @@ def test_threads_masking_at_once_each_get_their_own_patterns() -> None:
     alone = tallies(0)
     with ThreadPoolExecutor(4) as pool:
         assert all(result == alone for result in pool.map(tallies, range(8)))
+
+
+def test_a_pattern_seen_again_is_the_same_str() -> None:
+    """C keeps recent patterns' str: a later request's equal pattern is the very object (its
+    hash made once), and patterns that differ stay apart."""
+    scanner = NativeScanner("k", masker=Masker())
+
+    def patterns(*texts: bytes) -> list[PatternCount]:
+        wire = _one_value_request(_string_body(text) for text in texts)
+        return scanner.tally(scanner.check(wire), LabelRenderer())["v"].patterns
+
+    [first] = patterns(b"cache miss for tenant 81")
+    [again] = patterns(b"cache miss for tenant 7")
+    assert again == PatternCount("cache miss for tenant <*>", 1, "cache miss for tenant 7")
+    assert again.pattern is first.pattern
+    other = patterns(b"cache hit for tenant 7", b"cache miss for tenant 9 of 10")
+    assert [p.pattern for p in other] == [
+        "cache hit for tenant <*>",
+        "cache miss for tenant <*> of <*>",
+    ]
+
+
+def test_more_patterns_than_c_keeps_are_each_their_own() -> None:
+    """Past the patterns C keeps (1,024 slots), slots are shared and replaced: every pattern is
+    still the masker's, in two passes over 3,000 distinct ones."""
+    masker = Masker()
+    scanner = NativeScanner("k", masker=masker)
+    words = ["".join(letters) for letters in itertools.product("abcdefgh", repeat=4)][:3_000]
+    for _ in range(2):
+        for word in words:
+            text = f"event {word} done for 7 users".encode()
+            wire = _one_value_request([_string_body(text)])
+            [counted] = scanner.tally(scanner.check(wire), LabelRenderer())["v"].patterns
+            assert counted.pattern == masker.mask(text.decode())
