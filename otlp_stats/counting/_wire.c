@@ -47,6 +47,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -1390,8 +1391,7 @@ typedef struct {
 } Patterns;
 
 static void patterns_free(Patterns *patterns) {
-    free(patterns->pattern_of);
-    free(patterns->text_at);
+    free(patterns->pattern_of); /* text_at is in the same block */
     free(patterns->cuts_of);
     free(patterns->bytes.data);
     free(patterns->spans.items);
@@ -1421,12 +1421,39 @@ static int plain_text(const uint8_t *body, size_t size, const uint8_t **text, si
     return 0;
 }
 
+/* Each thread's masking scratch, kept from one request to the next (made on a thread's first
+ * request, freed when the thread ends): made and freed per request, its dozen buffers were most
+ * of the allocations a small request's patterns cost. Trimmed as it is used (mask_scratch_trim),
+ * so a thread keeps at most KEEP_BYTES per buffer after a hostile message. */
+static pthread_key_t scratch_key;
+
+static void scratch_destroy(void *scratch) {
+    mask_scratch_free(scratch);
+    free(scratch);
+}
+
+/* The calling thread's scratch; NULL out of memory. Needs no GIL. */
+static MaskScratch *thread_scratch(void) {
+    MaskScratch *scratch = pthread_getspecific(scratch_key);
+    if (scratch != NULL) return scratch;
+    scratch = calloc(1, sizeof *scratch);
+    if (scratch != NULL && pthread_setspecific(scratch_key, scratch) != 0) {
+        free(scratch);
+        return NULL;
+    }
+    return scratch;
+}
+
 /* Slots of an open-addressing table for up to `count` entries: a power of two, twice it. */
 static inline size_t table_slots(size_t count) {
     size_t slots = 16;
     while (slots < count * 2) slots *= 2;
     return slots;
 }
+
+/* Tables of up to this many slots (requests of up to half as many records) live on the stack:
+ * a small request's patterns then call malloc a few times rather than a dozen. */
+#define STACK_SLOTS 64
 
 /* The index of `pattern` among the request's patterns, added if new; -1 out of memory. */
 static int64_t pattern_index(Patterns *patterns, uint32_t *table, size_t slots, const char *text,
@@ -1454,16 +1481,20 @@ static int64_t pattern_index(Patterns *patterns, uint32_t *table, size_t slots, 
 static int mask_records(const uint8_t *wire, const Record *records, size_t count,
                         size_t max_tokens, size_t max_length, int verbatim, Patterns *out) {
     size_t slots = table_slots(count);
-    uint32_t *messages = malloc(slots * sizeof(uint32_t)); /* record index by message hash */
-    uint32_t *patterns = malloc(slots * sizeof(uint32_t)); /* pattern index by pattern */
-    out->pattern_of = malloc((count ? count : 1) * sizeof(uint32_t));
-    out->text_at = malloc((count ? count : 1) * sizeof(uint32_t));
+    uint32_t on_stack[2 * STACK_SLOTS];
+    int small = slots <= STACK_SLOTS;
+    /* record index by message hash, then pattern index by pattern */
+    uint32_t *messages = small ? on_stack : malloc(2 * slots * sizeof(uint32_t));
+    uint32_t *patterns = messages == NULL ? NULL : messages + slots;
+    /* pattern_of and text_at in one block, freed as pattern_of */
+    out->pattern_of = malloc(2 * (count ? count : 1) * sizeof(uint32_t));
+    out->text_at = out->pattern_of == NULL ? NULL : out->pattern_of + (count ? count : 1);
     out->cuts_of = malloc(count ? count : 1);
-    MaskScratch scratch = {0};
+    MaskScratch *scratch = thread_scratch();
     int status = -1;
     uint32_t last = NO_PATTERN; /* the last pattern found: distinct messages often share it */
     if (messages == NULL || patterns == NULL || out->pattern_of == NULL || out->text_at == NULL ||
-        out->cuts_of == NULL)
+        out->cuts_of == NULL || scratch == NULL)
         goto done;
     memset(messages, 0xFF, slots * sizeof(uint32_t));
     memset(patterns, 0xFF, slots * sizeof(uint32_t));
@@ -1501,7 +1532,7 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
         size_t pattern_length = length;
         if (!verbatim) {
             int cuts;
-            if (pattern_mask(&scratch, (const char *)text, length, max_tokens, max_length,
+            if (pattern_mask(scratch, (const char *)text, length, max_tokens, max_length,
                              &pattern, &pattern_length, &cuts))
                 goto done;
             out->cuts_of[i] = (uint8_t)cuts;
@@ -1521,13 +1552,12 @@ static int mask_records(const uint8_t *wire, const Record *records, size_t count
         last = (uint32_t)index;
         out->pattern_of[i] = (uint32_t)index;
         out->text_at[i] = (uint32_t)(text - wire);
-        mask_scratch_trim(&scratch);
+        mask_scratch_trim(scratch);
     }
     status = 0;
 done:
-    free(messages);
-    free(patterns);
-    mask_scratch_free(&scratch);
+    if (scratch != NULL) mask_scratch_trim(scratch); /* also after a failed mask */
+    if (!small) free(messages);
     return status;
 }
 
@@ -1567,10 +1597,12 @@ static int group_patterns(const uint8_t *wire, const Record *records, size_t cou
                           PatternEntries *out) {
     const uint32_t *pattern_of = patterns->pattern_of;
     size_t slots = table_slots(count);
-    size_t *table = malloc(slots * sizeof(size_t));
+    size_t on_stack[STACK_SLOTS];
+    int small = slots <= STACK_SLOTS;
+    size_t *table = small ? on_stack : malloc(slots * sizeof(size_t));
     out->entries = malloc((count ? count : 1) * sizeof(PatternEntry));
     if (table == NULL || out->entries == NULL) {
-        free(table);
+        if (!small) free(table);
         return -1;
     }
     for (size_t i = 0; i < slots; i++) table[i] = SIZE_MAX;
@@ -1600,7 +1632,7 @@ static int group_patterns(const uint8_t *wire, const Record *records, size_t cou
         if (found->example != i && text_before(wire, records, patterns, i, found->example))
             found->example = i;
     }
-    free(table);
+    if (!small) free(table);
     return 0;
 }
 
@@ -1906,44 +1938,114 @@ static PyObject *group_tuple(const Group *group, const uint64_t *hashes, int tim
     return tuple;
 }
 
-/* The pattern entries as (group index, pattern, records, example): one str per distinct
- * pattern, shared by its entries; examples decoded strictly (C patterns only valid UTF-8). */
-static PyObject *pattern_tuples(const Scan *scan, const PatternEntries *entries) {
+/* patterns/tally.py's PatternCount, taken at import: the tally's patterns are made as it,
+ * ready for the aggregator to merge, so Python builds nothing per pattern. */
+static PyTypeObject *PatternCountType;
+
+/* A PatternCount(pattern, records, example), stealing `records` and `example`: a NamedTuple is a
+ * tuple subclass without a dict, so it is allocated and filled as tuple's own subtype_new does,
+ * without calling its Python __new__. */
+static PyObject *pattern_count(PyObject *pattern, PyObject *records, PyObject *example) {
+    PyObject *count = NULL;
+    if (records != NULL && example != NULL)
+        count = PatternCountType->tp_alloc(PatternCountType, 3);
+    if (count == NULL) {
+        Py_XDECREF(records);
+        Py_XDECREF(example);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(count, 0, Py_NewRef(pattern));
+    PyTuple_SET_ITEM(count, 1, records);
+    PyTuple_SET_ITEM(count, 2, example);
+    return count;
+}
+
+/* Recent patterns' str, by a hash of their UTF-8 bytes, one per slot (a new one replaces the
+ * old): most requests repeat patterns seen before, and the str kept has its hash computed and
+ * is the very key the aggregator's tables hold, so a repeated pattern is neither decoded nor
+ * hashed nor compared byte by byte again. Touched only with the GIL held. At most
+ * PATTERN_CACHE patterns of at most the masker's max_length bytes each. */
+#define PATTERN_CACHE 1024
+
+typedef struct {
+    uint64_t hash;
+    size_t length;
+    char *bytes;
+    PyObject *text;
+} CachedPattern;
+
+static CachedPattern pattern_cache[PATTERN_CACHE];
+
+/* The pattern's str, a new reference; NULL with an exception set. */
+static PyObject *pattern_text(const char *bytes, size_t length) {
+    uint64_t hash = XXH3_64bits_withSeed(bytes, length, table_seed);
+    CachedPattern *slot = &pattern_cache[hash & (PATTERN_CACHE - 1)];
+    if (slot->text != NULL && slot->hash == hash && slot->length == length &&
+        memcmp(slot->bytes, bytes, length) == 0)
+        return Py_NewRef(slot->text);
+    PyObject *text = PyUnicode_DecodeUTF8(bytes, (Py_ssize_t)length, NULL);
+    char *copy = text == NULL ? NULL : malloc(length ? length : 1);
+    if (copy != NULL) { /* out of memory: the str is still good, only not kept */
+        memcpy(copy, bytes, length);
+        free(slot->bytes);
+        Py_XSETREF(slot->text, Py_NewRef(text));
+        slot->bytes = copy;
+        slot->hash = hash;
+        slot->length = length;
+    }
+    return text;
+}
+
+/* The pattern entries per group, in the groups' order: a list per group of its
+ * PatternCount(pattern, records, example), in the order the entries first occur; one str per
+ * distinct pattern, shared by its entries and, while pattern_text keeps it, by later requests;
+ * examples decoded strictly (C patterns only valid UTF-8). */
+static PyObject *pattern_lists(const Scan *scan, const Grouped *grouped,
+                               const PatternEntries *entries) {
     const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
     const Patterns *patterns = &scan->patterns;
-    PyObject *list = PyList_New((Py_ssize_t)entries->count);
-    PyObject **texts = calloc(patterns->spans.len ? patterns->spans.len : 1, sizeof(PyObject *));
+    PyObject *lists = PyList_New((Py_ssize_t)grouped->group_count);
+    PyObject *on_stack[STACK_SLOTS] = {NULL};
+    int small = patterns->spans.len <= STACK_SLOTS;
+    PyObject **texts =
+        small ? on_stack : calloc(patterns->spans.len ? patterns->spans.len : 1, sizeof(PyObject *));
+    /* Each group's entries, then where its list is filled to: every list made at its size. */
+    size_t counts_on_stack[STACK_SLOTS] = {0};
+    size_t groups = grouped->group_count;
+    size_t *filled = groups <= STACK_SLOTS ? counts_on_stack : calloc(groups, sizeof(size_t));
     PyObject *result = NULL;
-    if (list == NULL || texts == NULL) goto done;
+    if (lists == NULL || texts == NULL || filled == NULL) goto done;
+    for (size_t k = 0; k < entries->count; k++) filled[entries->entries[k].group]++;
+    for (size_t g = 0; g < groups; g++) {
+        PyObject *list = PyList_New((Py_ssize_t)filled[g]);
+        if (list == NULL) goto done;
+        PyList_SET_ITEM(lists, (Py_ssize_t)g, list);
+        filled[g] = 0;
+    }
     for (size_t k = 0; k < entries->count; k++) {
         const PatternEntry *entry = &entries->entries[k];
         if (texts[entry->pattern] == NULL) {
             Span span = patterns->spans.items[entry->pattern];
-            texts[entry->pattern] =
-                PyUnicode_DecodeUTF8(patterns->bytes.data + span.off, (Py_ssize_t)span.len, NULL);
+            texts[entry->pattern] = pattern_text(patterns->bytes.data + span.off, span.len);
             if (texts[entry->pattern] == NULL) goto done;
         }
         size_t length;
         const uint8_t *text =
             record_text(wire, scan->records, &scan->patterns, entry->example, &length);
-        PyObject *group = PyLong_FromSize_t(entry->group);
-        PyObject *records = PyLong_FromSize_t(entry->records);
-        PyObject *message = PyUnicode_DecodeUTF8((const char *)text, (Py_ssize_t)length, NULL);
-        PyObject *tuple = group && records && message
-                              ? PyTuple_Pack(4, group, texts[entry->pattern], records, message)
-                              : NULL;
-        Py_XDECREF(group);
-        Py_XDECREF(records);
-        Py_XDECREF(message);
-        if (tuple == NULL) goto done;
-        PyList_SET_ITEM(list, (Py_ssize_t)k, tuple);
+        PyObject *count = pattern_count(
+            texts[entry->pattern], PyLong_FromSize_t(entry->records),
+            PyUnicode_DecodeUTF8((const char *)text, (Py_ssize_t)length, NULL));
+        if (count == NULL) goto done;
+        PyList_SET_ITEM(PyList_GET_ITEM(lists, (Py_ssize_t)entry->group),
+                        (Py_ssize_t)filled[entry->group]++, count);
     }
-    result = Py_NewRef(list);
+    result = Py_NewRef(lists);
 done:
     if (texts != NULL)
         for (size_t p = 0; p < patterns->spans.len; p++) Py_XDECREF(texts[p]);
-    free(texts);
-    Py_XDECREF(list);
+    if (!small) free(texts);
+    if (filled != counts_on_stack) free(filled);
+    Py_XDECREF(lists);
     return result;
 }
 
@@ -1969,7 +2071,7 @@ static PyObject *unmasked_tuples(const Scan *scan, const Grouped *grouped) {
 
 /* Per group: (raw value or None, records, compact theta sketch of its plain string bodies'
  * message hashes or None); the other bodies, once per group they occur in: (index of the
- * group in the first list, raw body); and, patterns counted, pattern_tuples and
+ * group in the first list, raw body); and, patterns counted, pattern_lists and
  * unmasked_tuples (two empty lists when not). */
 static PyObject *build_result(const Scan *scan, const Grouped *grouped,
                               const PatternEntries *entries, int timed) {
@@ -1998,7 +2100,7 @@ static PyObject *build_result(const Scan *scan, const Grouped *grouped,
         Py_DECREF(pair);
         if (appended < 0) goto done;
     }
-    patterned = scan->has_patterns ? pattern_tuples(scan, entries) : PyList_New(0);
+    patterned = scan->has_patterns ? pattern_lists(scan, grouped, entries) : PyList_New(0);
     unmasked = scan->has_patterns ? unmasked_tuples(scan, grouped) : PyList_New(0);
     if (patterned == NULL || unmasked == NULL) goto done;
     result = PyTuple_Pack(4, groups, structured, patterned, unmasked);
@@ -2025,14 +2127,15 @@ static int scan_patterns(const Scan *scan, const uint8_t *wire, size_t unmasked,
 PyDoc_STRVAR(tally_doc,
              "tally(scan: Scan) -> tuple[list[tuple[bytes | None, int, bytes | None]],\n"
              "                           list[tuple[int, bytes]],\n"
-             "                           list[tuple[int, str, int, str]],\n"
+             "                           list[list[PatternCount]],\n"
              "                           list[tuple[int, bytes, int]]]\n\n"
              "Group a checked request's records by the raw value of its attribute: per value,\n"
              "its record count and a serialized compact theta sketch of the message hashes\n"
              "(signed XXH3-64) of its plain string bodies, or None if it has none; and every\n"
              "other body, once per value it occurs under, as (index of the value's group, raw\n"
-             "body), for the caller to hash. Then, for a Scan checked with patterns, per\n"
-             "(value, pattern) (group index, pattern, records, smallest message), and the\n"
+             "body), for the caller to hash. Then, for a Scan checked with patterns, per value\n"
+             "(in the first list's order) its PatternCount(pattern, records, smallest message)\n"
+             "per pattern, in the order each first occurs, and the\n"
              "bodies C gave no pattern (not one string field of valid UTF-8), once per (value,\n"
              "body) with their records: (group index, raw body, records); else two empty lists.");
 
@@ -2064,7 +2167,7 @@ static PyObject *tally(PyObject *module, PyObject *arg) {
 PyDoc_STRVAR(tally_keys_doc,
              "tally_keys(scan: Scan) -> list[tuple[list[tuple[bytes | None, int, bytes | None]],\n"
              "                                    list[tuple[int, bytes]],\n"
-             "                                    list[tuple[int, str, int, str]],\n"
+             "                                    list[list[PatternCount]],\n"
              "                                    list[tuple[int, bytes, int]]]]\n\n"
              "tally() for every key check() was given, in their order, in one call: each key's\n"
              "grouping straight from the values the walk noted, the records' theta hashes made\n"
@@ -2171,7 +2274,7 @@ PyDoc_STRVAR(tally_windows_doc,
              "tally_windows(scan: Scan, arrival_ns: int, window_ns: int, max_skew_ns: int)\n"
              "    -> tuple[list[tuple[int, bytes | None, int, bytes | None]],\n"
              "             list[tuple[int, bytes]], int, int,\n"
-             "             list[tuple[int, str, int, str]], list[tuple[int, bytes, int]]]\n\n"
+             "             list[list[PatternCount]], list[tuple[int, bytes, int]]]\n\n"
              "tally() by (window, raw value) for a Scan checked with times: each record's\n"
              "window is its time (else the arrival; also the arrival when the time is more than\n"
              "max_skew_ns ahead of it) // window_ns. Groups are (window, raw value, records,\n"
@@ -2262,6 +2365,14 @@ static int seed_tables(void) {
 
 PyMODINIT_FUNC PyInit__wire(void) {
     masker_init();
+    static int scratch_key_made; /* once per process, however many times the module loads */
+    if (!scratch_key_made) {
+        if (pthread_key_create(&scratch_key, scratch_destroy) != 0) {
+            PyErr_SetString(PyExc_OSError, "no thread-specific key for the masking scratch");
+            return NULL;
+        }
+        scratch_key_made = 1;
+    }
     NO_CUTS = Py_BuildValue("(ii)", 0, 0);
     if (NO_CUTS == NULL || seed_tables() < 0 || PyType_Ready(&ScanType) < 0) return NULL;
     PyObject *module = PyModule_Create(&module_def);
@@ -2270,6 +2381,21 @@ PyMODINIT_FUNC PyInit__wire(void) {
         Py_DECREF(module);
         return NULL;
     }
+    /* patterns/tally.py is plain Python with no import of counting: no cycle. */
+    PyObject *tally = PyImport_ImportModule("otlp_stats.patterns.tally");
+    PyObject *count_type = tally ? PyObject_GetAttrString(tally, "PatternCount") : NULL;
+    Py_XDECREF(tally);
+    if (count_type != NULL &&
+        (!PyType_Check(count_type) ||
+         !PyType_IsSubtype((PyTypeObject *)count_type, &PyTuple_Type))) {
+        PyErr_SetString(PyExc_TypeError, "PatternCount must be a tuple type");
+        Py_CLEAR(count_type);
+    }
+    if (count_type == NULL) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    PatternCountType = (PyTypeObject *)count_type; /* kept for the process's life */
     MalformedWire = PyErr_NewException("otlp_stats.counting._wire.MalformedWire", PyExc_ValueError, NULL);
     if (MalformedWire == NULL || PyModule_AddObjectRef(module, "MalformedWire", MalformedWire) < 0) {
         Py_CLEAR(MalformedWire);

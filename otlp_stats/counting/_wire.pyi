@@ -2,6 +2,8 @@
 
 from typing import final
 
+from otlp_stats.patterns.tally import PatternCount
+
 class MalformedWire(ValueError): ...
 
 @final
@@ -25,7 +27,7 @@ def tally(
 ) -> tuple[
     list[tuple[bytes | None, int, bytes | None]],
     list[tuple[int, bytes]],
-    list[tuple[int, str, int, str]],
+    list[list[PatternCount]],
     list[tuple[int, bytes, int]],
 ]: ...
 def tally_keys(
@@ -34,7 +36,7 @@ def tally_keys(
     tuple[
         list[tuple[bytes | None, int, bytes | None]],
         list[tuple[int, bytes]],
-        list[tuple[int, str, int, str]],
+        list[list[PatternCount]],
         list[tuple[int, bytes, int]],
     ]
 ]: ...
@@ -45,6 +47,6 @@ def tally_windows(
     list[tuple[int, bytes]],
     int,
     int,
-    list[tuple[int, str, int, str]],
+    list[list[PatternCount]],
     list[tuple[int, bytes, int]],
 ]: ...

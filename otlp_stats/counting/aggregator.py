@@ -207,8 +207,12 @@ class WindowCounts:
     overflow_values: DistinctCounter | None = None
 
     def add(self, batch: ResolvedBatch) -> None:
+        values = self.values
         for value, counted in batch.items():
-            tally = self._tally_for(value)
+            # A value already tracked, the usual case, without the call.
+            tally = values.get(value)
+            if tally is None:
+                tally = self._tally_for(value)
             tally.records += counted.records
             if counted.hashes:
                 tally.counter.update(counted.hashes)

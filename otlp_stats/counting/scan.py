@@ -209,6 +209,8 @@ class NativeScanner:
         self._mask_bounds = (
             None if masker is None else (masker.max_tokens, masker.max_length, masker.has_rules)
         )
+        # Whether C's patterns are final (no team's rules to run first), read once.
+        self._final = masker is not None and not masker.has_rules
 
     def check(self, wire: bytes) -> CheckedRequest:
         assert _wire is not None
@@ -221,7 +223,7 @@ class NativeScanner:
     def tally(self, request: CheckedRequest, labels: LabelRenderer) -> Tally:
         assert _wire is not None and request.scan is not None
         return _native_tally(
-            _wire.tally(request.scan), labels, self._masker, _RequestMemo(), request.scan
+            _wire.tally(request.scan), labels, self._masker, self._final, cuts=request.scan
         )
 
     def tally_windows(
@@ -240,12 +242,12 @@ class NativeScanner:
         grouped, structured, future, missing, patterned, unmasked = _wire.tally_windows(
             request.scan, arrival, self._event_time.window_ns, self._event_time.max_skew_ns
         )
-        by_key = {
-            (window, raw): LabelTally(records, [], [] if sketch is None else [sketch])
-            for window, raw, records, sketch in grouped
-        }
+        tallies = [
+            LabelTally(records, [], [] if sketch is None else [sketch])
+            for _, _, records, sketch in grouped
+        ]
+        by_key = {(window, raw): tallies[n] for n, (window, raw, _, _) in enumerate(grouped)}
         if self._masker is not None:
-            tallies = [by_key[window, raw] for window, raw, _, _ in grouped]
             _attach_native_patterns(tallies, patterned, unmasked, self._masker, None, cuts)
         digests: dict[bytes, int] = {}
         for group, body in structured:
@@ -263,7 +265,9 @@ class NativeScanner:
         memo = _RequestMemo()
         return [
             # Every key's tally holds every record: the first's counts the cuts.
-            _native_tally(tallied, labels, self._masker, memo, None if index else request.scan)
+            _native_tally(
+                tallied, labels, self._masker, self._final, memo, None if index else request.scan
+            )
             for index, tallied in enumerate(_wire.tally_keys(request.scan))
         ]
 
@@ -296,27 +300,40 @@ def _native_tally(
     tallied: tuple[
         list[tuple[bytes | None, int, bytes | None]],
         list[tuple[int, bytes]],
-        list[tuple[int, str, int, str]],
+        list[list[PatternCount]],
         list[tuple[int, bytes, int]],
     ],
     labels: LabelRenderer,
     masker: Masker | None,
-    memo: _RequestMemo,
-    cuts: CutCounter | None,
+    final: bool,
+    memo: _RequestMemo | None = None,
+    cuts: CutCounter | None = None,
 ) -> Tally:
-    """A Tally from _wire.tally's result (or one key's of _wire.tally_keys); `cuts` counts the
-    records whose text Python masked and cut."""
+    """A Tally from _wire.tally's result (or one key's of _wire.tally_keys). `final`: the
+    masker has no team's rules, so C's patterns are final for the bodies it masked. `memo`:
+    what the request's other keys already hashed and masked (made here when needed). `cuts`
+    counts the records whose text Python masked and cut (C counted its own in check)."""
     grouped, structured, patterned, unmasked = tallied
-    by_raw = {
-        raw: LabelTally(records, [], [] if sketch is None else [sketch])
-        for raw, records, sketch in grouped
-    }
-    if masker is not None:
-        tallies = [by_raw[raw] for raw, _, _ in grouped]
-        _attach_native_patterns(tallies, patterned, unmasked, masker, memo, cuts)
+    if final and not unmasked:
+        # The usual case: C made each value's patterns final, in the shape they are kept.
+        by_raw = {
+            raw: LabelTally(records, [], [] if sketch is None else [sketch], patterns)
+            # Not strict: C gives one list per group, and zip's keyword costs a parse per call.
+            for (raw, records, sketch), patterns in zip(grouped, patterned)  # noqa: B905
+        }
+    else:
+        by_raw = {
+            raw: LabelTally(records, [], [] if sketch is None else [sketch])
+            for raw, records, sketch in grouped
+        }
+        if masker is not None:
+            tallies = [by_raw[raw] for raw, _, _ in grouped]
+            _attach_native_patterns(tallies, patterned, unmasked, masker, memo, cuts)
+    if not structured:
+        return by_label(by_raw, labels)
     # Bodies that are not plain strings are hashed canonically, as body_hash does, once per
     # distinct body: records without a body (an empty one) can be a whole request.
-    digests = memo.digests
+    digests = {} if memo is None else memo.digests
     for group, body in structured:
         digest = digests.get(body)
         if digest is None:
@@ -609,35 +626,36 @@ def _attach_patterns(
 
 def _attach_native_patterns(
     tallies: list[LabelTally],
-    patterned: list[tuple[int, str, int, str]],
+    patterned: list[list[PatternCount]],
     unmasked: list[tuple[int, bytes, int]],
     masker: Masker,
     memo: _RequestMemo | None = None,
     cuts: CutCounter | None = None,
 ) -> None:
-    """The C scanner's patterns onto its groups' tallies (by group index). Its entries are one
-    per (group, pattern) already, unless a team's rules must mask their texts first or some
-    records' bodies were left to Python (structured, not UTF-8): then they are merged here.
-    `memo`: what the request's other keys already masked. `cuts`: where the records Python
-    masked and cut are counted (C counted its own in check)."""
+    """The C scanner's patterns onto its groups' tallies (`patterned`: a list per group, in
+    the groups' order). They are final already, unless a team's rules must mask their texts
+    first or some records' bodies were left to Python (structured, not UTF-8): then they are
+    merged here. `memo`: what the request's other keys already masked. `cuts`: where the
+    records Python masked and cut are counted (C counted its own in check)."""
     if not unmasked and not masker.has_rules:
-        for group, pattern, records, example in patterned:
-            tallies[group].patterns.append(PatternCount(pattern, records, example))
+        for tally, counts in zip(tallies, patterned, strict=True):
+            tally.patterns += counts
         return
     groups: PatternGroups[int] = PatternGroups()
     if memo is None:
         memo = _RequestMemo()
     masked = memo.masked
-    for group, pattern, records, example in patterned:
-        if masker.has_rules:  # the C scanner gave the text itself
-            final = masked.get(pattern)
-            if final is None:
-                text, cut = masker.mask_cuts(pattern)
-                final = masked[pattern] = (text or EMPTY_PATTERN, cut)
-            pattern = final[0]
-            if cuts is not None and final[1]:
-                cuts.add_pattern_cuts(final[1], records)
-        groups.add(group, pattern, records, example)
+    for group, counts in enumerate(patterned):
+        for pattern, records, example in counts:
+            if masker.has_rules:  # the C scanner gave the text itself
+                final = masked.get(pattern)
+                if final is None:
+                    text, cut = masker.mask_cuts(pattern)
+                    final = masked[pattern] = (text or EMPTY_PATTERN, cut)
+                pattern = final[0]
+                if cuts is not None and final[1]:
+                    cuts.add_pattern_cuts(final[1], records)
+            groups.add(group, pattern, records, example)
     cache = memo.bodies
     for group, body, records in unmasked:
         found = cache.get(body)

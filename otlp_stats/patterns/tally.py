@@ -77,9 +77,18 @@ class PatternTable:
             self._examples[pattern] = example[:MAX_EXAMPLE_CHARS]
 
     def merge(self, counts: Iterable[PatternCount]) -> None:
-        add = self.add
+        """add() for each; a pattern already tracked, the usual case per request, is added
+        here without the call (the same steps as add's first branch)."""
+        tracked = self._records
+        examples = self._examples
         for pattern, records, example in counts:
-            add(pattern, records, example)
+            known = tracked.get(pattern)
+            if known is None:
+                self.add(pattern, records, example)
+                continue
+            tracked[pattern] = known + records
+            if example < examples[pattern]:
+                examples[pattern] = example[:MAX_EXAMPLE_CHARS]
 
     def __len__(self) -> int:
         """Patterns tracked (the overflow entry not included)."""

@@ -5,9 +5,11 @@ structured bodies and hostile ones."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -306,3 +308,111 @@ def test_without_a_masker_no_pattern_is_counted() -> None:
     for scanner in (ViewScanner("k"), NativeScanner("k")):
         tally = scanner.tally(scanner.check(wire), LabelRenderer())
         assert tally["v"].records == 1 and tally["v"].patterns == []
+
+
+def _string_request(rng: random.Random, messages: list[str], records: int) -> bytes:
+    """Loghub messages (some repeated) as plain string bodies, under "service" on most
+    records and "host" on the resource, dated over a few windows: nothing left to Python."""
+    request = ExportLogsServiceRequest()
+    resource = request.resource_logs.add()
+    resource.resource.attributes.add(key="host", value=AnyValue(string_value="node"))
+    scope = resource.scope_logs.add()
+    for _ in range(records):
+        record = scope.log_records.add()
+        record.time_unix_nano = ARRIVAL_NS - rng.randrange(30) * _SECOND
+        record.body.string_value = rng.choice(messages[: rng.choice([3, len(messages)])])
+        if rng.random() < 0.8:
+            value = AnyValue(string_value=rng.choice(["checkout", "cart", "search"]))
+            record.attributes.add(key="service", value=value)
+    return request.SerializeToString()
+
+
+def test_patterns_c_made_final_equal_the_ones_python_merges_exactly() -> None:
+    """Without a team's rules, the tally takes C's PatternCounts as they are (the fast path);
+    with a rule that matches nothing, C hands each text over and Python masks and merges them.
+    Both give the same lists, in the same order, of real PatternCounts."""
+    rng = random.Random(22)
+    messages = _loghub_messages()
+    never = Masker(parse_rules("[rules]\nnever = 'a^'\n", "test.toml"))
+    keys = ("service", "host")
+    fast = NativeScanner(keys, EVENT_TIME, masker=Masker())
+    slow = NativeScanner(keys, EVENT_TIME, masker=never)
+    for records in (1, 2, 10, 10, 300):
+        wire = _string_request(rng, messages, records)
+        tallies = [
+            (
+                scanner.tally(checked, LabelRenderer()),
+                scanner.tally_keys(checked, LabelRenderer()),
+                [
+                    t.windows
+                    for t in scanner.tally_windows_keys(checked, LabelRenderer(), ARRIVAL_NS)
+                ],
+            )
+            for scanner in (fast, slow)
+            for checked in [scanner.check(wire)]
+        ]
+        assert tallies[0] == tallies[1]
+        one, every_key, windows = tallies[0]
+        counts = [
+            p for tally in [one, *every_key] for counted in tally.values() for p in counted.patterns
+        ]
+        counts += [
+            p
+            for by_window in windows
+            for tally in by_window.values()
+            for counted in tally.values()
+            for p in counted.patterns
+        ]
+        assert len(counts) >= records // 10 and all(type(p) is PatternCount for p in counts)
+        for tally in [one, *every_key]:
+            _check_sums(tally)
+
+
+def test_threads_masking_at_once_each_get_their_own_patterns() -> None:
+    """check() masks without the GIL in each thread's own scratch, kept between requests: the
+    same requests checked in four threads at once give what one thread gives."""
+    rng = random.Random(23)
+    messages = _loghub_messages()
+    wires = [_string_request(rng, messages, records) for records in (1, 10, 200) * 4]
+    scanner = NativeScanner("service", masker=Masker())
+
+    def tallies(_: int) -> list[Tally]:
+        return [scanner.tally(scanner.check(wire), LabelRenderer()) for wire in wires * 5]
+
+    alone = tallies(0)
+    with ThreadPoolExecutor(4) as pool:
+        assert all(result == alone for result in pool.map(tallies, range(8)))
+
+
+def test_a_pattern_seen_again_is_the_same_str() -> None:
+    """C keeps recent patterns' str: a later request's equal pattern is the very object (its
+    hash made once), and patterns that differ stay apart."""
+    scanner = NativeScanner("k", masker=Masker())
+
+    def patterns(*texts: bytes) -> list[PatternCount]:
+        wire = _one_value_request(_string_body(text) for text in texts)
+        return scanner.tally(scanner.check(wire), LabelRenderer())["v"].patterns
+
+    [first] = patterns(b"cache miss for tenant 81")
+    [again] = patterns(b"cache miss for tenant 7")
+    assert again == PatternCount("cache miss for tenant <*>", 1, "cache miss for tenant 7")
+    assert again.pattern is first.pattern
+    other = patterns(b"cache hit for tenant 7", b"cache miss for tenant 9 of 10")
+    assert [p.pattern for p in other] == [
+        "cache hit for tenant <*>",
+        "cache miss for tenant <*> of <*>",
+    ]
+
+
+def test_more_patterns_than_c_keeps_are_each_their_own() -> None:
+    """Past the patterns C keeps (1,024 slots), slots are shared and replaced: every pattern is
+    still the masker's, in two passes over 3,000 distinct ones."""
+    masker = Masker()
+    scanner = NativeScanner("k", masker=masker)
+    words = ["".join(letters) for letters in itertools.product("abcdefgh", repeat=4)][:3_000]
+    for _ in range(2):
+        for word in words:
+            text = f"event {word} done for 7 users".encode()
+            wire = _one_value_request([_string_body(text)])
+            [counted] = scanner.tally(scanner.check(wire), LabelRenderer())["v"].patterns
+            assert counted.pattern == masker.mask(text.decode())

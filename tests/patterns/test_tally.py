@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from otlp_stats.patterns.tally import (
     MAX_EXAMPLE_CHARS,
@@ -87,3 +89,26 @@ def test_examples_are_kept_to_a_prefix_that_merges_alike() -> None:
     other = PatternTable.of([PatternCount("p", 1, "x" * 3), PatternCount("p", 1, long_a)], 10)
     assert one.counts() == (PatternCount("p", 2, "x" * MAX_EXAMPLE_CHARS),)
     assert other.counts() == (PatternCount("p", 2, "xxx"),)
+
+
+_counts = st.lists(
+    st.builds(
+        PatternCount,
+        st.sampled_from(["a <*>", "b", "c <*> d", OVERFLOW_PATTERN]),
+        st.integers(1, 5),
+        st.sampled_from(["", "x", "y", "é", "x" * 2_000, "x" * 2_000 + "a", "x" * 1_024]),
+    ),
+    max_size=30,
+)
+
+
+@given(st.lists(_counts, max_size=4), st.integers(1, 3))
+def test_merge_adds_as_add_does(parts: list[list[PatternCount]], max_patterns: int) -> None:
+    """merge() adds a pattern already tracked without calling add(): the same table."""
+    merged, added = PatternTable(max_patterns), PatternTable(max_patterns)
+    for part in parts:
+        merged.merge(part)
+        for pattern, records, example in part:
+            added.add(pattern, records, example)
+    assert merged.counts() == added.counts()
+    assert (len(merged), merged.overflow_records) == (len(added), added.overflow_records)
