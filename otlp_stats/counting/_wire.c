@@ -1545,18 +1545,59 @@ static int text_before(const uint8_t *wire, const Record *records, const Pattern
     return order < 0 || (order == 0 && la < lb);
 }
 
+/* One more record of an entry: counted, and its text the example if it is the smallest yet. */
+static inline void count_entry(const uint8_t *wire, const Record *records,
+                               const Patterns *patterns, PatternEntry *entry, size_t i) {
+    entry->records++;
+    if (entry->example != i && text_before(wire, records, patterns, i, entry->example))
+        entry->example = i;
+}
+
+/* The first entry of a (group, pattern), at the end of the entries; its index. */
+static inline size_t new_entry(PatternEntries *out, size_t group, uint32_t pattern, size_t i) {
+    out->entries[out->count] = (PatternEntry){group, pattern, 0, i};
+    return out->count++;
+}
+
+/*
+ * group_patterns when the request has few values times few patterns (the usual case): each
+ * (group, pattern) finds its entry in a table with a slot for every pair, with no hashing, and
+ * no table of twice the records to fill and probe (per key, with several).
+ */
+static int group_patterns_direct(const uint8_t *wire, const Record *records, size_t count,
+                                 const Patterns *patterns, const Grouped *grouped,
+                                 PatternEntries *out) {
+    size_t npatterns = patterns->spans.len;
+    size_t pairs = grouped->group_count * npatterns;
+    uint32_t *slot_of = calloc(pairs ? pairs : 1, sizeof(uint32_t)); /* entry + 1, 0: none */
+    if (slot_of == NULL) return -1;
+    const uint32_t *pattern_of = patterns->pattern_of;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t pattern = pattern_of[i];
+        if (pattern == NO_PATTERN) continue;
+        size_t group = grouped->group_of[i];
+        uint32_t *slot = &slot_of[group * npatterns + pattern];
+        if (*slot == 0) *slot = (uint32_t)new_entry(out, group, pattern, i) + 1;
+        count_entry(wire, records, patterns, &out->entries[*slot - 1], i);
+    }
+    free(slot_of);
+    return 0;
+}
+
 /* Per (group, pattern), in the order each first occurs: records and smallest example. */
 static int group_patterns(const uint8_t *wire, const Record *records, size_t count,
                           const Patterns *patterns, const Grouped *grouped,
                           PatternEntries *out) {
+    out->entries = malloc((count ? count : 1) * sizeof(PatternEntry));
+    if (out->entries == NULL) return -1;
+    /* A table of pairs no bigger than the records (a request of fewer than 2**32 bytes has
+     * fewer than 2**32 records, so an entry's index + 1 fits 32 bits). */
+    if (grouped->group_count > 0 && patterns->spans.len <= count / grouped->group_count)
+        return group_patterns_direct(wire, records, count, patterns, grouped, out);
     const uint32_t *pattern_of = patterns->pattern_of;
     size_t slots = table_slots(count);
     size_t *table = malloc(slots * sizeof(size_t));
-    out->entries = malloc((count ? count : 1) * sizeof(PatternEntry));
-    if (table == NULL || out->entries == NULL) {
-        free(table);
-        return -1;
-    }
+    if (table == NULL) return -1;
     for (size_t i = 0; i < slots; i++) table[i] = SIZE_MAX;
     size_t last = SIZE_MAX; /* consecutive records often repeat a (group, pattern) */
     for (size_t i = 0; i < count; i++) {
@@ -1573,16 +1614,10 @@ static int group_patterns(const uint8_t *wire, const Record *records, size_t cou
             while (table[slot] != SIZE_MAX && !(out->entries[table[slot]].group == group &&
                                                 out->entries[table[slot]].pattern == pattern))
                 slot = (slot + 1) & (slots - 1);
-            if (table[slot] == SIZE_MAX) {
-                table[slot] = out->count;
-                out->entries[out->count++] = (PatternEntry){group, pattern, 0, i};
-            }
+            if (table[slot] == SIZE_MAX) table[slot] = new_entry(out, group, pattern, i);
             entry = last = table[slot];
         }
-        PatternEntry *found = &out->entries[entry];
-        found->records++;
-        if (found->example != i && text_before(wire, records, patterns, i, found->example))
-            found->example = i;
+        count_entry(wire, records, patterns, &out->entries[entry], i);
     }
     free(table);
     return 0;
