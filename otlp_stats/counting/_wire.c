@@ -636,6 +636,15 @@ static inline size_t recent_slot(Slice value) {
  * them, so that one key's walk (the usual case, and the hottest code here) costs what it did;
  * tests/counting/test_keys.py checks every key against the one-key scanner's answer.          */
 
+/* equal_bytes for a key: keys of 17 to 32 bytes (http.request.method, k8s.namespace.name)
+ * compared as two halves of 16, where memcmp's call cost more than its comparing. */
+static inline int equal_key(const uint8_t *a, const uint8_t *b, size_t n) {
+    if (n > 16 && n <= 32) {
+        return equal_bytes(a, b, 16) && equal_bytes(a + n - 16, b + n - 16, 16);
+    }
+    return equal_bytes(a, b, n);
+}
+
 /* on_attribute for every key: `state` holds one Slice per key. */
 static int on_attribute_keys(Walk *walk, uint32_t field, const uint8_t *p, const uint8_t *end,
                              int depth, void *state) {
@@ -679,7 +688,7 @@ static int on_attribute_keys(Walk *walk, uint32_t field, const uint8_t *p, const
     while (candidates != 0) {
         size_t i = (size_t)__builtin_ctz(candidates);
         candidates &= candidates - 1;
-        if (length == walk->key_lens[i] && equal_bytes(key.data, walk->keys[i], length)) {
+        if (length == walk->key_lens[i] && equal_key(key.data, walk->keys[i], length)) {
             found[i] = value;
             break; /* the keys are distinct */
         }
