@@ -15,10 +15,12 @@
  * one request may feed many windows in the same single pass. Arrival time notes no time.
  *
  * With a tuple of keys (at most 16), check() resolves every key in the same walk, each with the
- * same precedence, and notes each record's value for each; tally_keys() then tallies every key
- * in one call (one release of the GIL, the theta hashes made and sorted once for all keys, the
- * patterns check() made once grouped by each key), so several keys cost one walk over the
- * bytes, one masking of each distinct body, and one grouping per key over the noted records.
+ * same precedence, numbers each key's distinct values as their first records come, and notes
+ * each record's number per key; tally_keys() then tallies every key in one call (one release of
+ * the GIL, records grouped by those numbers without reading a value again, the theta hashes
+ * made and sorted once for all keys, the patterns check() made once grouped by each key), so
+ * several keys cost one walk over the bytes, one masking of each distinct body, and one pass
+ * per key over the noted numbers.
  * select_key() makes tally() and tally_windows() count by one of them. One key keeps its own
  * walk, unchanged.
  *
@@ -67,6 +69,9 @@
 /* Keys one check() resolves in its one walk (config.MAX_ATTRIBUTE_KEYS). */
 #define MAX_KEYS 16
 
+/* Slots of the caches of recent groups (recent_slot). */
+#define RECENT_SLOTS 64
+
 /* Key lengths told apart by a table lookup (on_attribute_keys); longer keys share one entry. */
 #define KEY_LENGTHS 64
 
@@ -92,12 +97,21 @@ typedef struct {
     uint64_t hash;      /* XXH3-64 of the body when it is a plain string body */
 } Record;
 
-/* With several keys, each record's value for each key, as Record's value_at and value_size;
- * select_key() copies one key's into the Records for tally(). */
+/*
+ * With several keys, one key's distinct values in a request, numbered in the walk in the order
+ * their first records come: each record notes its value's number per key, and tally_keys()
+ * groups by number without reading any value again (grouping after the walk read every
+ * record's value once more per key, from bytes long out of the cache by then).
+ */
 typedef struct {
-    uint32_t at;
-    int32_t size;
-} ValueAt;
+    Slice *values; /* by number */
+    uint32_t count;
+    uint32_t capacity;
+    uint32_t *table; /* open addressing by slice_hash: number + 1, 0 when free */
+    size_t slots;
+    uint32_t recent[RECENT_SLOTS]; /* per recent_slot: a number met lately, + 1 (0: none) */
+    uint32_t last;                 /* the previous record's number */
+} ValueNumbers;
 
 typedef struct {
     /* inputs */
@@ -113,8 +127,9 @@ typedef struct {
     int out_of_memory;
     const char *error;
     /* Several keys; last, so that the one-key walk's fields sit as they did. */
-    ValueAt *values; /* nkeys per record when nkeys > 1, else NULL */
-    size_t values_capacity; /* records `values` has room for */
+    uint32_t *numbers; /* nkeys per record when nkeys > 1: its value's number per key */
+    size_t numbers_capacity; /* records `numbers` has room for */
+    ValueNumbers *numbered; /* per key when nkeys > 1, else NULL */
     size_t nkeys; /* 1, or up to MAX_KEYS, resolved in the same walk */
     const uint8_t *keys[MAX_KEYS];
     size_t key_lens[MAX_KEYS];
@@ -589,10 +604,47 @@ static int on_resource_logs(Walk *walk, uint32_t field, const uint8_t *begin,
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Values compared and found: what grouping records by value needs, in the walk (several keys)
+ * and after it (tally).                                                                      */
+
+static inline int same(Slice a, Slice b) {
+    return a.size == b.size && (a.size <= 0 || equal_bytes(a.data, b.data, (size_t)a.size));
+}
+
+/* Seeded at import from os.urandom: the grouping tables probe linearly, and a sender who could
+ * predict where values land could make every lookup walk the whole table. */
+static uint64_t table_seed;
+
+static uint64_t slice_hash(Slice slice) {
+    if (slice.size < 0) return table_seed ^ 0x9E3779B97F4A7C15ull;
+    return XXH3_64bits_withSeed(slice.data, (size_t)slice.size, table_seed);
+}
+
+/* Where a value may sit in a cache of recent groups (group_records_by's, and a key's numbers in
+ * the walk): from its size and last two bytes, which tell apart the usual few values of a key
+ * (a string's first bytes are its tag and length). Values that share a slot only cost the full
+ * lookup. */
+static inline size_t recent_slot(Slice value) {
+    if (value.size < 2) return (size_t)(value.size + 1) & (RECENT_SLOTS - 1);
+    uint32_t last = value.data[value.size - 1], before = value.data[value.size - 2];
+    return (size_t)(((uint32_t)value.size * 0x9E37u) ^ (last * 0x45u) ^ (before * 0x3B1u)) &
+           (RECENT_SLOTS - 1);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Several keys (check() given a tuple): the same single walk, every key's value resolved in it
  * with the same precedence. These mirror the one-key functions above rather than generalizing
  * them, so that one key's walk (the usual case, and the hottest code here) costs what it did;
  * tests/counting/test_keys.py checks every key against the one-key scanner's answer.          */
+
+/* equal_bytes for a key: keys of 17 to 32 bytes (http.request.method, k8s.namespace.name)
+ * compared as two halves of 16, where memcmp's call cost more than its comparing. */
+static inline int equal_key(const uint8_t *a, const uint8_t *b, size_t n) {
+    if (n > 16 && n <= 32) {
+        return equal_bytes(a, b, 16) && equal_bytes(a + n - 16, b + n - 16, 16);
+    }
+    return equal_bytes(a, b, n);
+}
 
 /* on_attribute for every key: `state` holds one Slice per key. */
 static int on_attribute_keys(Walk *walk, uint32_t field, const uint8_t *p, const uint8_t *end,
@@ -637,7 +689,7 @@ static int on_attribute_keys(Walk *walk, uint32_t field, const uint8_t *p, const
     while (candidates != 0) {
         size_t i = (size_t)__builtin_ctz(candidates);
         candidates &= candidates - 1;
-        if (length == walk->key_lens[i] && equal_bytes(key.data, walk->keys[i], length)) {
+        if (length == walk->key_lens[i] && equal_key(key.data, walk->keys[i], length)) {
             found[i] = value;
             break; /* the keys are distinct */
         }
@@ -681,28 +733,108 @@ static int on_keyed_record_field(Walk *walk, uint32_t field, const uint8_t *begi
     return on_attribute_keys(walk, field, begin, end, depth, record->values);
 }
 
-/* add_record with the first key's value, then every key's into walk->values. */
+static void numbers_free(ValueNumbers *numbered, size_t nkeys) {
+    if (numbered == NULL) return;
+    for (size_t k = 0; k < nkeys; k++) {
+        free(numbered[k].values);
+        free(numbered[k].table);
+    }
+    free(numbered);
+}
+
+/* The same value: the same bytes, or where inherited from a scope or resource, the same place. */
+static inline int same_value(Slice a, Slice b) {
+    return (a.data == b.data && a.size == b.size) || same(a, b);
+}
+
+/* Twice the slots (16 at first), every number placed again; -1 when out of memory. */
+static int grow_number_table(ValueNumbers *numbered) {
+    size_t slots = numbered->slots ? numbered->slots * 2 : 16;
+    uint32_t *table = calloc(slots, sizeof(uint32_t));
+    if (table == NULL) return -1;
+    for (uint32_t n = 0; n < numbered->count; n++) {
+        size_t slot = (size_t)slice_hash(numbered->values[n]) & (slots - 1);
+        while (table[slot] != 0) slot = (slot + 1) & (slots - 1);
+        table[slot] = n + 1;
+    }
+    free(numbered->table);
+    numbered->table = table;
+    numbered->slots = slots;
+    return 0;
+}
+
+/* A new number for a value not met before, at its free slot; -1 when out of memory. */
+static int64_t new_number(ValueNumbers *numbered, size_t slot, Slice value) {
+    if (numbered->count == numbered->capacity) {
+        uint32_t capacity = numbered->capacity ? numbered->capacity * 2 : 16;
+        Slice *grown = realloc(numbered->values, capacity * sizeof(Slice));
+        if (grown == NULL) return -1;
+        numbered->values = grown;
+        numbered->capacity = capacity;
+    }
+    numbered->values[numbered->count] = value;
+    numbered->table[slot] = ++numbered->count;
+    return numbered->count - 1;
+}
+
+/* The number of a record's value for one key: the previous record's, a recent one's, or found
+ * (or made) in the key's table. -1 when out of memory. */
+static int64_t number_value(ValueNumbers *numbered, Slice value) {
+    /* A value inherited from the scope or resource is the same bytes record after record. */
+    if (numbered->count > 0 && numbered->values[numbered->last].data == value.data &&
+        numbered->values[numbered->last].size == value.size)
+        return numbered->last;
+    size_t recent = recent_slot(value);
+    uint32_t nearby = numbered->recent[recent];
+    if (nearby != 0 && same(numbered->values[nearby - 1], value)) {
+        numbered->last = nearby - 1;
+        return numbered->last;
+    }
+    /* At most half full, so that a probe meets a free slot soon. */
+    if (2 * (size_t)numbered->count >= numbered->slots && grow_number_table(numbered) < 0)
+        return -1;
+    size_t mask = numbered->slots - 1;
+    size_t slot = (size_t)slice_hash(value) & mask;
+    while (numbered->table[slot] != 0 &&
+           !same(numbered->values[numbered->table[slot] - 1], value)) {
+        slot = (slot + 1) & mask;
+    }
+    int64_t number =
+        numbered->table[slot] != 0 ? numbered->table[slot] - 1 : new_number(numbered, slot, value);
+    if (number < 0) return -1;
+    numbered->recent[recent] = (uint32_t)number + 1;
+    numbered->last = (uint32_t)number;
+    return number;
+}
+
+/* add_record with the first key's value, then every key's value's number into walk->numbers. */
 static int add_keyed_record(Walk *walk, const KeyedRecordFields *record,
                             const KeyedScopeState *scope) {
     Slice first = record->values[0].size >= 0 ? record->values[0] : scope->inherited[0];
     if (add_record(walk, first, record->body) < 0) return -1;
-    if (walk->values_capacity < walk->capacity) {
-        ValueAt *grown = walk->capacity > SIZE_MAX / sizeof(ValueAt) / walk->nkeys
-                             ? NULL
-                             : realloc(walk->values, walk->capacity * walk->nkeys * sizeof(ValueAt));
+    if (walk->numbers_capacity < walk->capacity) {
+        uint32_t *grown =
+            walk->capacity > SIZE_MAX / sizeof(uint32_t) / walk->nkeys
+                ? NULL
+                : realloc(walk->numbers, walk->capacity * walk->nkeys * sizeof(uint32_t));
         if (grown == NULL) {
             walk->out_of_memory = 1;
             fail(walk, "out of memory");
             return -1;
         }
-        walk->values = grown;
-        walk->values_capacity = walk->capacity;
+        walk->numbers = grown;
+        walk->numbers_capacity = walk->capacity;
     }
-    ValueAt *at = &walk->values[(walk->count - 1) * walk->nkeys];
+    uint32_t *numbers = &walk->numbers[(walk->count - 1) * walk->nkeys];
     for (size_t i = 0; i < walk->nkeys; i++) {
         Slice value = record->values[i].size >= 0 ? record->values[i] : scope->inherited[i];
-        at[i].at = value.size < 0 ? 0 : (uint32_t)(value.data - walk->wire);
-        at[i].size = (int32_t)value.size;
+        int64_t number = number_value(&walk->numbered[i], value);
+        if (number < 0) {
+            walk->out_of_memory = 1;
+            fail(walk, "out of memory");
+            return -1;
+        }
+        numbers[i] = (uint32_t)number;
     }
     return 0;
 }
@@ -833,19 +965,6 @@ static inline int record_is_plain(const uint8_t *wire, const Record *record) {
     return plain_body(wire + record->body_at, record->body_size);
 }
 
-static inline int same(Slice a, Slice b) {
-    return a.size == b.size && (a.size <= 0 || equal_bytes(a.data, b.data, (size_t)a.size));
-}
-
-/* Seeded at import from os.urandom: the grouping tables probe linearly, and a sender who could
- * predict where values land could make every lookup walk the whole table. */
-static uint64_t table_seed;
-
-static uint64_t slice_hash(Slice slice) {
-    if (slice.size < 0) return table_seed ^ 0x9E3779B97F4A7C15ull;
-    return XXH3_64bits_withSeed(slice.data, (size_t)slice.size, table_seed);
-}
-
 /* What a tally works out before it builds its Python result. */
 typedef struct {
     Group *groups;
@@ -870,37 +989,12 @@ static void grouped_free(Grouped *grouped) {
     free(grouped->unmasked_records);
 }
 
-/* A record's value for the key a tally counts by: the Record's own (`values` NULL), else one
- * key's column of a several-keys Scan's values (`stride` values per record). */
-static inline Slice keyed_value(const uint8_t *wire, const Record *records,
-                                const ValueAt *values, size_t stride, size_t i) {
-    if (values == NULL) return record_value(wire, &records[i]);
-    const ValueAt *at = &values[i * stride];
-    if (at->size < 0) return ABSENT;
-    Slice value = {wire + at->at, at->size};
-    return value;
-}
-
-/* Where a value may sit in group_records_by's cache of recent groups: from its size and last
- * two bytes, which tell apart the usual few values of a key (a string's first bytes are its
- * tag and length). Values that share a slot only cost the full lookup. */
-#define RECENT_SLOTS 64
-
-static inline size_t recent_slot(Slice value) {
-    if (value.size < 2) return (size_t)(value.size + 1) & (RECENT_SLOTS - 1);
-    uint32_t last = value.data[value.size - 1], before = value.data[value.size - 2];
-    return (size_t)(((uint32_t)value.size * 0x9E37u) ^ (last * 0x45u) ^ (before * 0x3B1u)) &
-           (RECENT_SLOTS - 1);
-}
-
 /* Assigns each record its group, by raw value and, when `windows` is given, by window; returns
  * -1 when out of memory. Inlined into its callers, so that arrival time's (windows NULL)
- * compiles without any of the window's work per record, and one key's (values NULL) reads
- * its Records as it always did. `plain`, when given, says per record whether its body is a
- * plain string (as record_is_plain would, without reading the body again for every key). */
+ * compiles without any of the window's work per record. */
 static inline __attribute__((always_inline)) int group_records_by(
-    const uint8_t *wire, const Record *records, const ValueAt *values, size_t stride,
-    const uint8_t *plain, const uint64_t *windows, size_t count, Grouped *grouped) {
+    const uint8_t *wire, const Record *records, const uint64_t *windows, size_t count,
+    Grouped *grouped) {
     if (count > SIZE_MAX / 2 / sizeof(Group)) return -1; /* only reachable on 32 bits */
     size_t slots = 16;
     while (slots < count * 2) slots *= 2;
@@ -920,7 +1014,7 @@ static inline __attribute__((always_inline)) int group_records_by(
     size_t group_count = 0;
     size_t last = SIZE_MAX;
     for (size_t i = 0; i < count; i++) {
-        Slice value = keyed_value(wire, records, values, stride, i);
+        Slice value = record_value(wire, &records[i]);
         uint64_t window = windows == NULL ? 0 : windows[i];
         size_t group;
         size_t nearby;
@@ -951,8 +1045,7 @@ static inline __attribute__((always_inline)) int group_records_by(
         }
         group_of[i] = group;
         groups[group].size++;
-        groups[group].plain +=
-            plain != NULL ? (size_t)plain[i] : (size_t)record_is_plain(wire, &records[i]);
+        groups[group].plain += (size_t)record_is_plain(wire, &records[i]);
     }
     free(table);
     grouped->groups = groups;
@@ -963,20 +1056,42 @@ static inline __attribute__((always_inline)) int group_records_by(
 
 static int group_records(const uint8_t *wire, const Record *records, size_t count,
                          Grouped *grouped) {
-    return group_records_by(wire, records, NULL, 0, NULL, NULL, count, grouped);
+    return group_records_by(wire, records, NULL, count, grouped);
 }
 
-/* group_records by key `key` of a Scan's `nkeys` values per record; `plain` per record. */
-static int group_records_of_key(const uint8_t *wire, const Record *records,
-                                const ValueAt *values, size_t key, size_t nkeys,
-                                const uint8_t *plain, size_t count, Grouped *grouped) {
-    if (values == NULL) return group_records(wire, records, 0, grouped); /* no records */
-    return group_records_by(wire, records, values + key, nkeys, plain, NULL, count, grouped);
+/* Several keys: one key's groups from the numbers the walk gave its values (`stride` per
+ * record, from `numbers`), in the same order group_records gives them; `plain` per record. */
+static int group_by_numbers(const ValueNumbers *numbered, const uint32_t *numbers, size_t stride,
+                            const uint8_t *plain, size_t count, Grouped *grouped) {
+    size_t group_count = numbered->count;
+    Group *groups = malloc((group_count ? group_count : 1) * sizeof(Group));
+    size_t *group_of = malloc((count ? count : 1) * sizeof(size_t));
+    if (groups == NULL || group_of == NULL) {
+        free(groups);
+        free(group_of);
+        return -1;
+    }
+    for (size_t g = 0; g < group_count; g++) {
+        groups[g].value = numbered->values[g];
+        groups[g].window = 0;
+        groups[g].size = 0;
+        groups[g].plain = 0;
+    }
+    for (size_t i = 0; i < count; i++) {
+        size_t group = numbers[i * stride];
+        group_of[i] = group;
+        groups[group].size++;
+        groups[group].plain += plain[i];
+    }
+    grouped->groups = groups;
+    grouped->group_count = group_count;
+    grouped->group_of = group_of;
+    return 0;
 }
 
 static int group_records_in_windows(const uint8_t *wire, const Record *records,
                                     const uint64_t *windows, size_t count, Grouped *grouped) {
-    return group_records_by(wire, records, NULL, 0, NULL, windows, count, grouped);
+    return group_records_by(wire, records, windows, count, grouped);
 }
 
 /*
@@ -1591,20 +1706,61 @@ static int text_before(const uint8_t *wire, const Record *records, const Pattern
     return order < 0 || (order == 0 && la < lb);
 }
 
+/* One more record of an entry: counted, and its text the example if it is the smallest yet. */
+static inline void count_entry(const uint8_t *wire, const Record *records,
+                               const Patterns *patterns, PatternEntry *entry, size_t i) {
+    entry->records++;
+    if (entry->example != i && text_before(wire, records, patterns, i, entry->example))
+        entry->example = i;
+}
+
+/* The first entry of a (group, pattern), at the end of the entries; its index. */
+static inline size_t new_entry(PatternEntries *out, size_t group, uint32_t pattern, size_t i) {
+    out->entries[out->count] = (PatternEntry){group, pattern, 0, i};
+    return out->count++;
+}
+
+/*
+ * group_patterns when the request has few values times few patterns (the usual case): each
+ * (group, pattern) finds its entry in a table with a slot for every pair, with no hashing, and
+ * no table of twice the records to fill and probe (per key, with several).
+ */
+static int group_patterns_direct(const uint8_t *wire, const Record *records, size_t count,
+                                 const Patterns *patterns, const Grouped *grouped,
+                                 PatternEntries *out) {
+    size_t npatterns = patterns->spans.len;
+    size_t pairs = grouped->group_count * npatterns;
+    uint32_t *slot_of = calloc(pairs ? pairs : 1, sizeof(uint32_t)); /* entry + 1, 0: none */
+    if (slot_of == NULL) return -1;
+    const uint32_t *pattern_of = patterns->pattern_of;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t pattern = pattern_of[i];
+        if (pattern == NO_PATTERN) continue;
+        size_t group = grouped->group_of[i];
+        uint32_t *slot = &slot_of[group * npatterns + pattern];
+        if (*slot == 0) *slot = (uint32_t)new_entry(out, group, pattern, i) + 1;
+        count_entry(wire, records, patterns, &out->entries[*slot - 1], i);
+    }
+    free(slot_of);
+    return 0;
+}
+
 /* Per (group, pattern), in the order each first occurs: records and smallest example. */
 static int group_patterns(const uint8_t *wire, const Record *records, size_t count,
                           const Patterns *patterns, const Grouped *grouped,
                           PatternEntries *out) {
+    out->entries = malloc((count ? count : 1) * sizeof(PatternEntry));
+    if (out->entries == NULL) return -1;
+    /* A table of pairs no bigger than the records (a request of fewer than 2**32 bytes has
+     * fewer than 2**32 records, so an entry's index + 1 fits 32 bits). */
+    if (grouped->group_count > 0 && patterns->spans.len <= count / grouped->group_count)
+        return group_patterns_direct(wire, records, count, patterns, grouped, out);
     const uint32_t *pattern_of = patterns->pattern_of;
     size_t slots = table_slots(count);
     size_t on_stack[STACK_SLOTS];
     int small = slots <= STACK_SLOTS;
     size_t *table = small ? on_stack : malloc(slots * sizeof(size_t));
-    out->entries = malloc((count ? count : 1) * sizeof(PatternEntry));
-    if (table == NULL || out->entries == NULL) {
-        if (!small) free(table);
-        return -1;
-    }
+    if (table == NULL) return -1;
     for (size_t i = 0; i < slots; i++) table[i] = SIZE_MAX;
     size_t last = SIZE_MAX; /* consecutive records often repeat a (group, pattern) */
     for (size_t i = 0; i < count; i++) {
@@ -1621,16 +1777,10 @@ static int group_patterns(const uint8_t *wire, const Record *records, size_t cou
             while (table[slot] != SIZE_MAX && !(out->entries[table[slot]].group == group &&
                                                 out->entries[table[slot]].pattern == pattern))
                 slot = (slot + 1) & (slots - 1);
-            if (table[slot] == SIZE_MAX) {
-                table[slot] = out->count;
-                out->entries[out->count++] = (PatternEntry){group, pattern, 0, i};
-            }
+            if (table[slot] == SIZE_MAX) table[slot] = new_entry(out, group, pattern, i);
             entry = last = table[slot];
         }
-        PatternEntry *found = &out->entries[entry];
-        found->records++;
-        if (found->example != i && text_before(wire, records, patterns, i, found->example))
-            found->example = i;
+        count_entry(wire, records, patterns, &out->entries[entry], i);
     }
     if (!small) free(table);
     return 0;
@@ -1649,7 +1799,8 @@ typedef struct {
     Record *records;
     uint64_t *times; /* NULL unless check() was asked for times */
     size_t count;
-    ValueAt *values; /* per record, nkeys values when nkeys > 1, else NULL */
+    uint32_t *numbers;      /* per record, nkeys value numbers when nkeys > 1, else NULL */
+    ValueNumbers *numbered; /* per key when nkeys > 1: the values those numbers stand for */
     size_t nkeys;
     /* Several keys: the plain records' theta hashes, sorted, made by the first tally and
      * shared by every key's (ThetaOrder); NULL until then, and always with one key. */
@@ -1663,7 +1814,8 @@ static void scan_dealloc(Scan *self) {
     if (self->order != NULL) free(self->order->pairs);
     free(self->order);
     free(self->records);
-    free(self->values);
+    free(self->numbers);
+    numbers_free(self->numbered, self->nkeys);
     free(self->times);
     patterns_free(&self->patterns);
     Py_XDECREF(self->wire);
@@ -1833,6 +1985,8 @@ static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     Walk walk = {0};
     walk.wire = (const uint8_t *)PyBytes_AS_STRING(wire);
     if (take_keys(&walk, args[1]) < 0) return NULL;
+    if (walk.nkeys > 1 && (walk.numbered = calloc(walk.nkeys, sizeof(ValueNumbers))) == NULL)
+        return PyErr_NoMemory();
     walk.timed = timed;
     Patterns patterns = {0};
     int status, masked = 0;
@@ -1845,7 +1999,8 @@ static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     if (status < 0 || masked < 0) {
         free(walk.records);
         free(walk.times);
-        free(walk.values);
+        free(walk.numbers);
+        numbers_free(walk.numbered, walk.nkeys);
         patterns_free(&patterns);
         if (walk.out_of_memory || masked < 0) return PyErr_NoMemory();
         PyErr_SetString(MalformedWire, walk.error ? walk.error : "malformed");
@@ -1856,7 +2011,8 @@ static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     if (scan == NULL || (timed && walk.times == NULL)) {
         free(walk.records);
         free(walk.times);
-        free(walk.values);
+        free(walk.numbers);
+        numbers_free(walk.numbered, walk.nkeys);
         patterns_free(&patterns);
         Py_XDECREF(scan);
         return scan == NULL ? NULL : PyErr_NoMemory();
@@ -1865,7 +2021,8 @@ static PyObject *check(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     scan->times = walk.times;
     scan->records = walk.records;
     scan->count = walk.count;
-    scan->values = walk.values;
+    scan->numbers = walk.numbers;
+    scan->numbered = walk.numbered;
     scan->nkeys = walk.nkeys;
     scan->order = NULL;
     scan->has_patterns = patterned;
@@ -1891,11 +2048,13 @@ static PyObject *select_key(PyObject *module, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_IndexError, "select_key(): no such key in this scan");
         return NULL;
     }
-    if (scan->values == NULL) Py_RETURN_NONE; /* one key: always selected */
+    if (scan->numbered == NULL) Py_RETURN_NONE; /* one key: always selected */
+    const uint8_t *wire = (const uint8_t *)PyBytes_AS_STRING(scan->wire);
+    const ValueNumbers *numbered = &scan->numbered[index];
     for (size_t r = 0; r < scan->count; r++) {
-        const ValueAt *at = &scan->values[r * scan->nkeys + (size_t)index];
-        scan->records[r].value_at = at->at;
-        scan->records[r].value_size = at->size;
+        Slice value = numbered->values[scan->numbers[r * scan->nkeys + (size_t)index]];
+        scan->records[r].value_at = value.size < 0 ? 0 : (uint32_t)(value.data - wire);
+        scan->records[r].value_size = (int32_t)value.size;
     }
     Py_RETURN_NONE;
 }
@@ -2214,8 +2373,10 @@ static PyObject *tally_keys(PyObject *module, PyObject *arg) {
     if (scan->order == NULL) scan->order = theta_order(wire, scan->records, scan->count);
     if (scan->order == NULL) status = -1;
     for (size_t k = 0; k < nkeys && status == 0; k++) {
-        status = group_records_of_key(wire, scan->records, scan->values, k, nkeys, plain,
-                                      scan->count, &grouped[k]);
+        /* No records, no numbers (NULL). */
+        const uint32_t *numbers = scan->numbers == NULL ? NULL : scan->numbers + k;
+        status = group_by_numbers(&scan->numbered[k], numbers, nkeys, plain, scan->count,
+                                  &grouped[k]);
         if (status == 0) status = theta_hashes_in_order(scan->order, &grouped[k]);
         if (status == 0) {
             status = structured_bodies_of(wire, scan->records, scan->count, plain, others,

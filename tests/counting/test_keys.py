@@ -160,3 +160,34 @@ def test_tally_keys_of_a_one_key_scan_is_its_tally() -> None:
     assert _wire.tally_keys(scan) == [_wire.tally(scan)]
     with pytest.raises(TypeError):
         _wire.tally_keys(b"not a scan")  # type: ignore[arg-type]
+
+
+def test_long_keys_match_only_themselves() -> None:
+    """Keys of 17 to 32 bytes are compared in two halves of 16: a key that differs from one of
+    them in any single byte, or is one byte longer, is another key."""
+    keys = ("http.request.method", "k" * 32, "x" * 17)
+    near_misses = [
+        "http.request.methoD",  # the last byte
+        "http.requesT.method",  # within the first 16 bytes
+        "http.request.method.",  # one byte longer
+        "k" * 15 + "K" + "k" * 16,  # where the halves meet
+        "k" * 33,
+    ]
+    records = [
+        log_record(
+            f"message {n}",
+            **{key: f"{key[:4]}-{n % 3}" for key in keys},
+            **{miss: "decoy" for miss in near_misses[n % len(near_misses) :]},
+        )
+        for n in range(30)
+    ]
+    wire = export_request(records).SerializeToString()
+    checked = NativeScanner(keys).check(wire)
+    assert checked.scan is not None
+    every_key = _wire.tally_keys(checked.scan)
+    for index, key in enumerate(keys):
+        alone = NativeScanner(key).check(wire)
+        assert alone.scan is not None
+        assert every_key[index] == _wire.tally(alone.scan), key
+        values = {raw for raw, _, _ in every_key[index][0]}
+        assert len(values) == 3, key  # its own three values, never a decoy

@@ -41,6 +41,7 @@ from otlp_stats.patterns.masker import Masker
 from otlp_stats.patterns.rules import parse_rules
 from otlp_stats.patterns.tally import PatternCount, merge_counts
 from tests.counting.test_view_equivalence import ARRIVAL_NS, requests
+from tests.support.fakes import export_request, log_record
 
 pytestmark = pytest.mark.skipif(not NATIVE_AVAILABLE, reason="the C wire scanner is not built")
 
@@ -234,6 +235,27 @@ def test_repeated_messages_are_one_pattern_with_their_records_and_smallest_examp
     assert _both(wire, Masker()) == (
         PatternCount("payment <*> accepted in <*>ms", 7, "payment 7 accepted in 1ms"),
     )
+
+
+@pytest.mark.parametrize("values", [1, 40], ids=["few-pairs", "a-pair-per-record"])
+def test_patterns_per_value_whether_values_times_patterns_outnumber_the_records(
+    values: int,
+) -> None:
+    """The C tally finds a (value, pattern)'s entry in a table of every pair when there are no
+    more pairs than records, else by hashing: both give the masker's patterns per value."""
+    records = [
+        log_record(f"{'word ' * n}step {n}", k=f"v{n % values}", other=f"o{n % 3}")
+        for n in range(40)
+    ]
+    wire = export_request(records).SerializeToString()
+    for key in ("k", ("k", "other")):
+        view, native = _scanners(key, Masker())
+        by_view = view.tally_keys(view.check(wire), LabelRenderer())
+        by_native = native.tally_keys(native.check(wire), LabelRenderer())
+        assert [_patterns(t) for t in by_view] == [_patterns(t) for t in by_native]
+        # 40 patterns ("word " repeated 0 to 39 times), each value's own
+        assert sum(len(p) for p in _patterns(by_native[0]).values()) == 40
+        assert len(by_native[0]) == values
 
 
 def test_empty_blank_absent_and_undecodable_bodies_have_their_own_patterns() -> None:
