@@ -3,16 +3,17 @@
 `{"user": "bob", "took_ms": 31, "tags": ["a", "b"]}` -> `{tags:[<str>],took_ms:<int>,user:<str>}`:
 keys sorted and the last duplicate winning, as message identity's canonical form has them
 (counting/messages.py); an array is the set of its items' shapes, whatever its length; a key
-holding a value (`user-8812`) is masked as a message's words are. Bounded in depth and keys.
-value_pattern_cuts also says which of the masker's bounds (tokens, length) the string or any
-key masked in it was cut at.
+holding a value (`user-8812`) is masked as a message's words are. Bounded in depth and keys,
+and the whole shape in length as a message's pattern is: past `max_length` bytes of UTF-8 it is
+cut there (not inside a character) and ends in `<*>`. value_pattern_cuts also says which of the
+masker's bounds (tokens, length) the string, any key masked in it, or the shape was cut at.
 """
 
 from __future__ import annotations
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from otlp_stats.patterns.masker import MASK, Masker
+from otlp_stats.patterns.masker import CUT_LENGTH, MASK, Masker
 
 MAX_DEPTH = 8
 MAX_KEYS = 64
@@ -39,7 +40,15 @@ def value_pattern_cuts(value: AnyValue, masker: Masker) -> tuple[str, int]:
     if value.WhichOneof("value") == "string_value":
         return masker.mask_cuts(value.string_value)
     cuts = _Cuts()
-    return _shape(value, masker, 0, cuts), cuts.bits
+    shape = _shape(value, masker, 0, cuts)
+    if len(shape) * 4 > masker.max_length:  # a str's UTF-8 takes at most 4 bytes a character
+        encoded = shape.encode("utf-8", "surrogatepass")
+        if len(encoded) > masker.max_length:
+            # An array's items and the keys' shapes nest: only the whole shape's length bounds
+            # it. Cut at a character's end, so that the pattern stays valid text.
+            kept = encoded[: masker.max_length - len(MASK)].decode("utf-8", "ignore")
+            return kept + MASK, cuts.bits | CUT_LENGTH
+    return shape, cuts.bits
 
 
 class _Cuts:
