@@ -49,8 +49,8 @@ run: install ## start the service with the defaults (ARGS="--window 5" to overri
 	$(BIN)/otlp-stats $(ARGS)
 
 lint: install lint-deploy ## ruff and mypy --strict, plus lint-deploy
-	$(BIN)/ruff check otlp_stats tests
-	$(BIN)/ruff format --check otlp_stats tests
+	$(BIN)/ruff check otlp_stats tests bench
+	$(BIN)/ruff format --check otlp_stats tests bench
 	$(BIN)/mypy
 
 unit: install system-deps ## the tests alone, no lint
@@ -73,7 +73,7 @@ image-test: install image-deps ## build the image and prove it by running it, al
 
 # Debian's prometheus package ships prometheus and promtool for the deploy tests. Where systemd
 # runs, the package starts its own daemon on :9090; the tests start theirs, so it is stopped.
-system-deps: ## install Debian's prometheus (prometheus, promtool) and redis-server if missing; root or sudo
+system-deps: ## install Debian's prometheus (prometheus, promtool), redis-server and h2load if missing; root or sudo
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
 		echo "installing Debian's prometheus package"; \
 		$(SUDO) apt-get update -qq >/dev/null && \
@@ -82,6 +82,13 @@ system-deps: ## install Debian's prometheus (prometheus, promtool) and redis-ser
 		if [ -d /run/systemd/system ]; then \
 			$(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; \
 		fi; \
+	fi
+	@# h2load (nghttp2-client): the bench's sender in C (bench/h2load_client.py, its test too).
+	@if ! command -v h2load >/dev/null; then \
+		echo "installing Debian's nghttp2-client package (h2load)"; \
+		$(SUDO) apt-get update -qq >/dev/null && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends nghttp2-client >/dev/null; \
 	fi
 	@# redis-server for the replica tests (tests/support/redistools.py starts its own on a free port).
 	@if ! command -v redis-server >/dev/null; then \
@@ -130,7 +137,7 @@ clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
 	rm -f otlp_stats/counting/_wire.*.so otlp_stats/patterns/_masker.*.so
 
-bench: install ## measure decode floor, baseline and service in one run; rewrites BENCHMARKS.md (ARGS="--duration 60")
+bench: install system-deps ## measure decode floor, baseline and service in one run; rewrites BENCHMARKS.md (ARGS="--duration 60")
 	$(BIN)/python -m bench.run $(ARGS)
 
 # FUZZ_SECONDS=3600 for a longer run; the corpus in .fuzz-corpus grows across runs.

@@ -1,9 +1,10 @@
 """`python -m bench.durability_cost`: what `--durability ack` costs against `checkpoint`.
 
-Both with the SQLite store (or `--redis URL`: one replica on that Redis), on the same requests, in interleaved rounds (checkpoint, ack,
-checkpoint, ...) so a shared machine's drift falls on both alike: the server's CPU per record
-at saturation (target: ack at most 1.15x checkpoint) and the Export p99 at half the saturation
-rate (target: at most 50 ms). Prints a Markdown table.
+Both with the SQLite store (or `--redis URL`: one replica on that Redis), on the same requests,
+in interleaved rounds (checkpoint, ack, checkpoint, ...) so a shared machine's drift falls on
+both alike: the server's CPU per record at saturation (target: ack at most 1.15x checkpoint)
+and the Export p99 at half the saturation rate (target: at most 50 ms). Prints a Markdown
+table.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ One process against two (--processes 2) is measured twice: at saturation as abov
 as fast as the servers answer), and at the same offered load for both, paced by the client at
 half of what one process took at saturation in the same round: below saturation the two
 serving processes do the same work, so the CPU per request of the whole process tree compares
-what the design costs rather than how the busy processes share the cores.
+what the design costs rather than how the busy processes share the cores. And a third time at
+saturation with h2load (bench/h2load_client.py, in C) as the sender, which leaves the cores to
+the server as senders on other machines would.
 
 Run alone: python -m bench.small_requests --rounds 3 --duration 5
 """
@@ -30,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.h2load_client import h2load_path, send_with_h2load
 from bench.server_process import ServerFailed, ServerProcess
 
 # Issue 17's targets: service CPU per request over the plain baseline's.
@@ -51,18 +54,23 @@ class Scenario:
     # Paced at this fraction of one process's rate at saturation in the same round (0: as
     # fast as the server answers).
     load: float = 0.0
+    # "python": bench/small_client.py; "h2load": bench/h2load_client.py (C, one body, gRPC
+    # with 4 requests in flight per connection).
+    client: str = "python"
 
     @property
     def name(self) -> str:
         door = "OTLP/gRPC" if self.transport == "grpc" else "OTLP/HTTP protobuf"
         many = f", {self.connections} connections" if self.connections > 1 else ""
         paced = f", paced at {self.load:.0%} of 1 process's saturation" if self.load else ""
-        return f"{self.records} record{'s' if self.records != 1 else ''}, {door}{many}{paced}"
+        client = f", sent by {self.client}" if self.client != "python" else ""
+        plural = "s" if self.records != 1 else ""
+        return f"{self.records} record{plural}, {door}{many}{paced}{client}"
 
     @property
     def saturated(self) -> Scenario:
         """The same requests as fast as the server answers: what the pace is a fraction of."""
-        return Scenario(self.transport, self.records, self.connections)
+        return Scenario(self.transport, self.records, self.connections, client=self.client)
 
 
 SCENARIOS = (Scenario("grpc", 1), Scenario("grpc", 10), Scenario("http", 10))
@@ -84,7 +92,13 @@ SHARE_SCENARIOS = tuple(
     Scenario(s.transport, s.records, s.connections, s.load / 2) for s in PACED_SCENARIOS
 )
 PACED_SHARE_OF_DURATION = 0.4
-PROCESS_SCENARIOS = (*SCENARIOS, *SPREAD_SCENARIOS, *PACED_SCENARIOS)
+# At saturation again, sent by a client in C: the Python client spends about what the server
+# does per request, so on 2 cores two serving processes share what it leaves them, one core.
+H2LOAD_SCENARIOS = (
+    Scenario("http", 10, connections=32, client="h2load"),
+    Scenario("grpc", 10, connections=8, client="h2load"),
+)
+PROCESS_SCENARIOS = (*SCENARIOS, *SPREAD_SCENARIOS, *PACED_SCENARIOS, *H2LOAD_SCENARIOS)
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,8 @@ class Figure:
     cpu_us_per_request: float
     requests_per_second: float
     refused: int
+    # The load generator's own CPU per request, where it is measured (h2load).
+    client_us_per_request: float | None = None
 
 
 @dataclass
@@ -162,9 +178,10 @@ def _measure_one(
     acknowledged = 0
     with ServerProcess(name, [*argv, "--http-listen", "127.0.0.1:0"], cwd=cwd, env=env) as server:
         server.start()
+        h2load = H2LOAD_SCENARIOS if h2load_path() else ()
         spread = {
-            "service": (*SPREAD_SCENARIOS, *PACED_SCENARIOS, *SHARE_SCENARIOS),
-            PROCESSES: (*SPREAD_SCENARIOS, *PACED_SCENARIOS),
+            "service": (*SPREAD_SCENARIOS, *PACED_SCENARIOS, *SHARE_SCENARIOS, *h2load),
+            PROCESSES: (*SPREAD_SCENARIOS, *PACED_SCENARIOS, *h2load),
         }.get(name, ())
         for scenario in (*SCENARIOS, *spread):
             port = server.grpc_port if scenario.transport == "grpc" else server.http_port
@@ -179,6 +196,11 @@ def _measure_one(
                     cpu_us_per_request=tally["server_cpu_seconds"] / requests * 1e6,
                     requests_per_second=requests / tally["elapsed_seconds"],
                     refused=int(tally["refused"]),
+                    client_us_per_request=(
+                        tally["client_cpu_seconds"] / requests * 1e6
+                        if "client_cpu_seconds" in tally
+                        else None
+                    ),
                 )
             )
         stopped = server.stop()
@@ -204,6 +226,12 @@ def _send(
     rate: float,
 ) -> dict[str, float]:
     seconds = cost.seconds * (PACED_SHARE_OF_DURATION if rate else 1.0)
+    if scenario.client == "h2load":
+        return send_with_h2load(
+            scenario.transport, target, pid, records=scenario.records,
+            connections=scenario.connections, streams=cost.callers // scenario.connections,
+            seconds=seconds,
+        )  # fmt: skip
     argv = [
         sys.executable, "-m", "bench.small_client", f"--transport={scenario.transport}",
         f"--target={target}", f"--server-pid={pid}", f"--records={scenario.records}",
@@ -286,6 +314,8 @@ def _processes_lines(cost: SmallRequestCost) -> list[str]:
             f"(medians {two.cpu_us_per_request:.0f} vs {one.cpu_us_per_request:.0f} µs), "
             f"{verdict} (round by round: {rounds})"
         )
+    if not h2load_path():
+        lines.append("- sent by h2load: not measured (no h2load: Debian's nghttp2-client)")
     for paced, share in zip(PACED_SCENARIOS, SHARE_SCENARIOS, strict=True):
         if ratios := cost.ratios(PROCESSES, "service", paced, share):
             rounds = " / ".join(f"{r:.2f}" for r in ratios)
@@ -307,9 +337,15 @@ def _round_lines(cost: SmallRequestCost) -> list[str]:
                 spread = " / ".join(f"{f.cpu_us_per_request:.0f}" for f in figures)
                 rates = " / ".join(f"{f.requests_per_second:,.0f}" for f in figures)
                 refused = sum(f.refused for f in figures)
+                client = " / ".join(
+                    f"{f.client_us_per_request:.0f}"
+                    for f in figures
+                    if f.client_us_per_request is not None
+                )
                 lines.append(
                     f"- {scenario.name}, {server}: µs/request by round {spread} "
                     f"(requests/s {rates}); refused {refused}"
+                    + (f"; the client's own CPU µs/request {client}" if client else "")
                 )
         if bare := " / ".join(f"{r:.2f}" for r in cost.ratios("service", "bare", scenario)):
             lines.append(f"- {scenario.name}, service ÷ bare round by round: {bare}")

@@ -3,11 +3,14 @@ bench/small_requests.py): the paced load is the same for one process and for two
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from bench.processes_breakdown import plan_runs
 from bench.small_client import Pace
 from bench.small_requests import (
+    H2LOAD_SCENARIOS,
     PACED_SCENARIOS,
     PROCESSES,
     SHARE_SCENARIOS,
@@ -114,3 +117,21 @@ def test_two_processes_are_also_set_against_one_at_each_one_s_share() -> None:
     assert "paced at 25% of 1 process's saturation, service: µs/request by round 130 / 125" in text
     # Only one process is measured at the share: no ratio line without a pair.
     assert "25% of 1 process's saturation, service ÷" not in text
+
+
+def test_the_c_sender_s_rows_say_so_and_give_its_own_cpu() -> None:
+    cost = SmallRequestCost(callers=32, seconds=1.0)
+    sent = H2LOAD_SCENARIOS[0]
+    assert sent.name == "10 records, OTLP/HTTP protobuf, 32 connections, sent by h2load"
+    assert sent.saturated == sent
+    figure = Figure(cpu_us_per_request=40.0, requests_per_second=9000.0, refused=0)
+    cost.rounds[("service", sent.name)] = [replace(figure, client_us_per_request=6.4)]
+    cost.rounds[(PROCESSES, sent.name)] = [replace(figure, cpu_us_per_request=42.0)]
+    text = "\n".join(render_small_requests(cost))
+    assert (
+        f"- {sent.name}: --processes 2 CPU per request within 10% of one process's: 1.05x" in text
+    )
+    assert (
+        f"- {sent.name}, service: µs/request by round 40 (requests/s 9,000); refused 0; "
+        "the client's own CPU µs/request 6" in text
+    )
