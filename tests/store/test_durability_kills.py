@@ -180,6 +180,53 @@ def holds(entries: dict[str, dict[str, Any]], expected: dict[str, tuple[int, int
     )
 
 
+def wait_for_day(
+    service: ServiceProcess, day: str, expected: dict[str, tuple[int, int]], every: float
+) -> dict[str, dict[str, Any]]:
+    """The day's entries once they hold what `expected` says was acknowledged, or after 20 s
+    (then the caller's assertions say what is missing): windows are stored after their
+    reports, and a sender's last answer can come a window late from its retry backoff."""
+    deadline = time.monotonic() + 20
+    while True:
+        entries = day_entries(service, day)
+        if holds(entries, expected) or time.monotonic() > deadline:
+            return entries
+        time.sleep(every)
+
+
+def assert_counted_once(
+    entries: dict[str, dict[str, Any]],
+    windows: dict[str, int],
+    summary: Sequence[LoadSummary],
+    exporter: RecordingExporter,
+    sdk_value: str,
+    kills: int,
+    callers: int,
+) -> tuple[int, int]:
+    """Every acknowledged message is in the day, none twice, and the day is made of its
+    windows; records beyond the acknowledged are only those a kill caught unanswered, at most
+    one request per caller (and the SDK's one) per kill. Returns those extras: the load
+    generator's and the SDK's."""
+    sent = sum(chunk.requests_sent for chunk in summary)
+    assert sum(chunk.requests_ok for chunk in summary) == sent > 0
+    truth = acknowledged_per_value(summary)
+    for value, (records, messages) in truth.items():
+        got = entries[value]
+        assert got["estimated"] is False
+        assert got["distinct_messages"] == messages
+        assert got["records"] >= records
+    assert windows == {value: entry["records"] for value, entry in entries.items()}
+    sdk_got = entries[sdk_value]
+    assert sdk_got["distinct_messages"] >= len(set(exporter.acknowledged))
+    assert sdk_got["distinct_messages"] <= len(set(exporter.acknowledged)) + exporter.unanswered
+    acknowledged = sum(chunk.records_acknowledged for chunk in summary)
+    extra = sum(entries[v]["records"] for v in truth) - acknowledged
+    assert 0 <= extra <= kills * callers * RECORDS_PER_REQUEST
+    sdk_extra = sdk_got["records"] - len(exporter.acknowledged)
+    assert 0 <= sdk_extra <= kills
+    return extra, sdk_extra
+
+
 def kill_workload(pool_size: int) -> Workload:
     """Unique bodies of 4 values on the record, small requests: what the kill loops send."""
     return Workload(
@@ -228,19 +275,10 @@ def test_twenty_kills_under_retrying_load_lose_nothing_acknowledged(tmp_path: Pa
         sdk.join(60)
         loadgen.join(60)
         assert not loadgen.is_alive() and not sdk.is_alive()
-        # The windows the senders fed are saved after their reports are printed, and the SDK's
-        # exporter can sit in retry backoff past a whole window before its last answer: poll the
-        # day until it holds what both senders were told is in, or the deadline (then the
-        # assertions below say what is missing).
         acknowledged = sum(chunk.records_acknowledged for chunk in summary)
         expected = acknowledged_per_value(summary)
         expected[SDK_VALUE] = (len(exporter.acknowledged), len(set(exporter.acknowledged)))
-        deadline = time.monotonic() + 20
-        while True:
-            entries = day_entries(service, day_of(began))
-            if holds(entries, expected) or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        entries = wait_for_day(service, day_of(began), expected, every=0.1)
         windows = window_records(service, began)
         assert service.stop() == 0
     finally:
@@ -248,26 +286,9 @@ def test_twenty_kills_under_retrying_load_lose_nothing_acknowledged(tmp_path: Pa
         stop_load.set()
         if service.process.poll() is None:
             service.process.kill()
-    sent = sum(chunk.requests_sent for chunk in summary)
-    assert sum(chunk.requests_ok for chunk in summary) == sent > 0
-    truth = acknowledged_per_value(summary)
-    # Every acknowledged message is in the day, and no message counts twice.
-    for value, (records, messages) in truth.items():
-        got = entries[value]
-        assert got["estimated"] is False
-        assert got["distinct_messages"] == messages
-        assert got["records"] >= records
-    # The day is made of its windows: each record counted in one window, none lost between.
-    assert windows == {value: entry["records"] for value, entry in entries.items()}
-    sdk_got = entries[SDK_VALUE]
-    assert sdk_got["distinct_messages"] >= len(set(exporter.acknowledged))
-    assert sdk_got["distinct_messages"] <= len(set(exporter.acknowledged)) + exporter.unanswered
-    # Records beyond those acknowledged: only requests a kill caught unanswered, at most one
-    # per caller (and the SDK's one) per kill.
-    extra = sum(entries[v]["records"] for v in truth) - acknowledged
-    assert 0 <= extra <= KILLS * CALLERS * RECORDS_PER_REQUEST
-    sdk_extra = sdk_got["records"] - len(exporter.acknowledged)
-    assert 0 <= sdk_extra <= KILLS
+    extra, sdk_extra = assert_counted_once(
+        entries, windows, summary, exporter, SDK_VALUE, KILLS, CALLERS
+    )
     # The journal did the work: restarts found acknowledged counts no checkpoint held yet.
     assert sum(journaled) > 0
     print(

@@ -22,16 +22,15 @@ from otlp_stats.loadgen.driver import LoadSummary
 from otlp_stats.loadgen.workload import build_requests
 from tests.store.test_durability_kills import (
     KEY,
-    RECORDS_PER_REQUEST,
     WINDOW,
     RecordingExporter,
     acknowledged_per_value,
-    day_entries,
+    assert_counted_once,
     free_port,
-    holds,
     kill_workload,
     load_until,
     sdk_sender,
+    wait_for_day,
     window_records,
 )
 from tests.store.test_store_redis import send
@@ -237,17 +236,12 @@ def test_replicas_killed_one_at_a_time_lose_nothing_acknowledged(
         summary = [chunk for name in REPLICAS for chunk in summaries[name]]
         acknowledged = sum(chunk.records_acknowledged for chunk in summary)
         reader = services[REPLICAS[-1]]
-        # Every window the senders fed closes, is merged (or its share added late): poll until
-        # the day holds every value's acknowledged records and messages (records alone can
-        # reach the figure early, with a kill's extras), or the deadline.
+        # Every window the senders fed closes, is merged (or its share added late): wait
+        # until the day holds every value's acknowledged records and messages (records alone
+        # can reach the figure early, with a kill's extras).
         expected = acknowledged_per_value(summary)
         expected["sdk"] = (len(exporter.acknowledged), len(set(exporter.acknowledged)))
-        deadline = time.monotonic() + 20
-        while True:
-            entries = day_entries(reader, day_of(began))
-            if holds(entries, expected) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        entries = wait_for_day(reader, day_of(began), expected, every=0.2)
         windows = window_records(reader, began)
         for service in services.values():
             assert service.stop() == 0
@@ -256,26 +250,11 @@ def test_replicas_killed_one_at_a_time_lose_nothing_acknowledged(
         for service in services.values():
             if service.process.poll() is None:
                 service.process.kill()
-    sent = sum(chunk.requests_sent for chunk in summary)
-    assert sum(chunk.requests_ok for chunk in summary) == sent > 0
-    truth = acknowledged_per_value(summary)
-    for value, (records, messages) in truth.items():
-        got = entries[value]
-        assert got["estimated"] is False
-        assert got["distinct_messages"] == messages
-        assert got["records"] >= records
-    # The day is made of its windows: each record in one window, none lost between them, and
-    # no window merged twice.
-    assert windows == {value: entry["records"] for value, entry in entries.items()}
-    sdk_got = entries["sdk"]
-    assert sdk_got["distinct_messages"] >= len(set(exporter.acknowledged))
-    assert sdk_got["distinct_messages"] <= len(set(exporter.acknowledged)) + exporter.unanswered
-    # Beyond the acknowledged: only requests a kill caught between commit and answer, at most
-    # one per caller of the killed replica's sender (and the SDK's one) per kill.
-    extra = sum(entries[value]["records"] for value in truth) - acknowledged
-    assert 0 <= extra <= KILLS * CALLERS * RECORDS_PER_REQUEST
-    sdk_extra = sdk_got["records"] - len(exporter.acknowledged)
-    assert 0 <= sdk_extra <= KILLS
+    # Each record in one window, none lost between them, no window merged twice; beyond the
+    # acknowledged only what a kill caught between commit and answer.
+    extra, sdk_extra = assert_counted_once(
+        entries, windows, summary, exporter, "sdk", KILLS, CALLERS
+    )
     # The journal did the work: restarts found acknowledged counts no flushed share held.
     assert sum(journaled) > 0
     print(
