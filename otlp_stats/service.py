@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO, TypeVar
 
 import grpc
 import structlog
@@ -16,7 +17,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from otlp_stats.clock import Clock, SystemClock
 from otlp_stats.config import Settings
-from otlp_stats.counting.aggregator import CLOCK_STEPPED_BACK
+from otlp_stats.counting.aggregator import CLOCK_STEPPED_BACK, Aggregator
 from otlp_stats.counting.keyed import aggregator_for
 from otlp_stats.counting.late import LateRecords, RejectLate
 from otlp_stats.counting.queue import RequestQueue
@@ -60,6 +61,7 @@ _GRPC_STOP_GRACE = 1.0
 _LOGS_SERVICE = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name
 # Probes must work without credentials (a kubelet has no token), so these stay open.
 _PROBE_PATHS = ("/health", "/livez", "/readyz")
+ReporterT = TypeVar("ReporterT", bound=Reporter)
 
 
 class Service:
@@ -93,42 +95,20 @@ class Service:
         self.tls = server_tls(settings)
         self.tokens = load_tokens(settings, self.metrics)
         self.queue = RequestQueue(settings.queue_size, settings.queue_max_bytes)
-        # Event time waits for disordered records; arrival time has nothing to wait for.
         event_time = settings.window_time == "event"
-        lateness = settings.allowed_lateness if event_time else 0.0
-        self.aggregator = aggregator_for(
-            settings.attribute_keys,
-            settings.window,
-            self.clock.now(),
-            settings.max_values,
-            settings.sketch_lg_k,
-            # With a store, closed windows keep their sketches for it (docs/storage.md); the
-            # memory store is today's behaviour, without that per-window serialization.
-            keep_sketches=settings.store != "memory" or serving_process,
-            lateness=lateness,
-            max_patterns=settings.max_patterns,
-            top_patterns=settings.top_patterns,
+        # With a store, closed windows keep their sketches for it (docs/storage.md); the
+        # memory store is today's behaviour, without that per-window serialization.
+        self.aggregator = open_aggregator(
+            settings, self.clock.now(), keep_sketches=settings.store != "memory" or serving_process
         )
+        lateness = self.aggregator.lateness
         # A serving process of several has none: its supervisor reports.
         self.sinks = open_report_sinks(settings, self.log, enabled=not serving_process)
         self.registry.register(self.sinks.collector())
-        self.reporter = Reporter(
-            self.aggregator,
-            self.queue,
-            self.clock,
-            out or sys.stdout,
-            self.metrics,
-            settings.attribute_key,
-            settings.missing_label,
-            settings.report_format,
-            logger=self.log,
-            window_time=settings.window_time,
-            sinks=self.sinks,
-            report_top=settings.report_top,
-            patterns=patterns_shown(
-                settings.count_patterns, settings.top_patterns, settings.report_patterns
-            ),
-        )
+        self.reporter = build_reporter(
+            Reporter, settings, self.aggregator, self.queue, self.clock, out, self.metrics,
+            self.log, self.sinks,
+        )  # fmt: skip
         # Counting state beyond this process (docs/storage.md).
         self.store = open_store(settings)
         self.keeper = open_keeper(
@@ -402,6 +382,55 @@ def build_admin_site(
 
 # Sinks get at least this long to deliver the last reports, even when the drain used the grace.
 MIN_SINK_GRACE = 2.0
+
+
+def open_aggregator(settings: Settings, now: float, *, keep_sketches: bool) -> Aggregator:
+    """The counting state the settings ask for: one aggregator, or one per key."""
+    # Event time waits for disordered records; arrival time has nothing to wait for.
+    lateness = settings.allowed_lateness if settings.window_time == "event" else 0.0
+    return aggregator_for(
+        settings.attribute_keys,
+        settings.window,
+        now,
+        settings.max_values,
+        settings.sketch_lg_k,
+        keep_sketches=keep_sketches,
+        lateness=lateness,
+        max_patterns=settings.max_patterns,
+        top_patterns=settings.top_patterns,
+    )
+
+
+def build_reporter(
+    make: Callable[..., ReporterT],
+    settings: Settings,
+    aggregator: Aggregator,
+    queue: RequestQueue,
+    clock: Clock,
+    out: TextIO | None,
+    metrics: Metrics,
+    log: Any,
+    sinks: ReportSinks,
+) -> ReporterT:
+    """The reporter the settings ask for; `make` is Reporter or one of its kinds (with its
+    own arguments bound)."""
+    return make(
+        aggregator,
+        queue,
+        clock,
+        out or sys.stdout,
+        metrics,
+        settings.attribute_key,
+        settings.missing_label,
+        settings.report_format,
+        logger=log,
+        window_time=settings.window_time,
+        sinks=sinks,
+        report_top=settings.report_top,
+        patterns=patterns_shown(
+            settings.count_patterns, settings.top_patterns, settings.report_patterns
+        ),
+    )
 
 
 def sink_grace(deadline: float) -> float:

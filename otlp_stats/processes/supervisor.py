@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sys
+import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
@@ -27,7 +27,6 @@ from prometheus_client.registry import Collector
 from otlp_stats.clock import Clock, SystemClock
 from otlp_stats.config import ListenAddress, Settings
 from otlp_stats.counting.aggregator import CLOCK_STEPPED_BACK
-from otlp_stats.counting.keyed import aggregator_for
 from otlp_stats.counting.queue import RequestQueue
 from otlp_stats.health import Health, HealthState
 from otlp_stats.operating.state_metrics import StateCollector
@@ -35,8 +34,15 @@ from otlp_stats.processes.link import Share
 from otlp_stats.processes.merged_metrics import MergedMetrics
 from otlp_stats.processes.serving import Handlers, ServingProcess
 from otlp_stats.receiving.tls import server_tls
-from otlp_stats.reporting.reporter import Reporter, patterns_shown
-from otlp_stats.service import build_admin_site, load_tokens, open_report_sinks, sink_grace
+from otlp_stats.reporting.reporter import Reporter
+from otlp_stats.service import (
+    build_admin_site,
+    build_reporter,
+    load_tokens,
+    open_aggregator,
+    open_report_sinks,
+    sink_grace,
+)
 from otlp_stats.store.location import open_keeper, open_store
 from otlp_stats.telemetry import Metrics
 
@@ -76,40 +82,24 @@ class Supervisor:
         self.metrics = Metrics(self.own_registry)
         self.tls = server_tls(settings)
         self.tokens = load_tokens(settings, self.metrics)
-        lateness = settings.allowed_lateness if settings.window_time == "event" else 0.0
-        self.aggregator = aggregator_for(
-            settings.attribute_keys,
-            settings.window,
-            self.clock.now(),
-            settings.max_values,
-            settings.sketch_lg_k,
-            keep_sketches=settings.store != "memory",
-            lateness=lateness,
-            max_patterns=settings.max_patterns,
-            top_patterns=settings.top_patterns,
+        self.aggregator = open_aggregator(
+            settings, self.clock.now(), keep_sketches=settings.store != "memory"
         )
         # The sinks live here: the supervisor owns the one reporter of the service.
         self.sinks = open_report_sinks(settings, self.log)
         self.own_registry.register(self.sinks.collector())
-        self.reporter = MergingReporter(
+        self.reporter = build_reporter(
+            functools.partial(MergingReporter, promised=self._promised),
+            settings,
             self.aggregator,
             # Nothing is queued here: the processes' queues hold the watermark back, each
             # through what it says it has closed.
             RequestQueue(1, 1),
             self.clock,
-            out or sys.stdout,
+            out,
             self.metrics,
-            settings.attribute_key,
-            settings.missing_label,
-            settings.report_format,
-            logger=self.log,
-            window_time=settings.window_time,
-            promised=self._promised,
-            sinks=self.sinks,
-            report_top=settings.report_top,
-            patterns=patterns_shown(
-                settings.count_patterns, settings.top_patterns, settings.report_patterns
-            ),
+            self.log,
+            self.sinks,
         )
         self.store = open_store(settings)
         self.keeper = open_keeper(
