@@ -17,8 +17,9 @@ record, into a CutCounter, by whoever tallies a request's records once (the firs
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 from google.protobuf.message import DecodeError
@@ -34,6 +35,7 @@ EMPTY_PATTERN = "<empty>"
 UNDECODABLE_PATTERN = "<undecodable>"
 
 K = TypeVar("K", bound=Hashable)
+M = TypeVar("M", bound=Hashable)  # what is masked: a raw body, a message
 
 try:
     from otlp_stats.patterns._masker import mask_groups as c_mask_groups
@@ -105,6 +107,24 @@ class PatternGroups(Generic[K]):
         if example < str(known[1]):
             known[1] = example
 
+    def add_masked(
+        self,
+        key: K,
+        item: M,
+        records: int,
+        cache: dict[M, BodyPattern],
+        mask: Callable[[M], BodyPattern],
+        cuts: CutCounter | None,
+    ) -> None:
+        """`records` of `item` (a raw body, a message) under `key`: masked once per distinct
+        item through `cache`, the records cut counted in `cuts`."""
+        found = cache.get(item)
+        if found is None:
+            found = cache[item] = mask(item)
+        self.add(key, found[0], records, found[1])
+        if cuts is not None and found[2]:
+            cuts.add_pattern_cuts(found[2], records)
+
     def counts(self, key: K) -> list[PatternCount]:
         patterns = self._groups.get(key, {})
         return [PatternCount(p, int(records), str(ex)) for p, (records, ex) in patterns.items()]
@@ -125,13 +145,9 @@ def count_patterns(
     keeps each distinct body's (pattern, example, cuts), and may be shared by several calls.
     With `cuts`, the records whose pattern was cut are counted there."""
     groups: PatternGroups[K] = PatternGroups()
+    mask = functools.partial(body_pattern_cuts, masker=masker)
     for (key, body), records in Counter(zip(keys, bodies, strict=True)).items():
-        found = cache.get(body)
-        if found is None:
-            found = cache[body] = body_pattern_cuts(body, masker)
-        groups.add(key, found[0], records, found[1])
-        if cuts is not None and found[2]:
-            cuts.add_pattern_cuts(found[2], records)
+        groups.add_masked(key, body, records, cache, mask, cuts)
     return groups
 
 
@@ -173,17 +189,13 @@ def message_patterns_python(
 ) -> dict[Key, list[PatternCount]]:
     """message_patterns in Python, one masker call per distinct message: the reference the C
     path is held equal to, and the path with a team's rules."""
-    cache: dict[str | None, tuple[str, str, int]] = {}
+    cache: dict[str | None, BodyPattern] = {}
     groups: PatternGroups[Key] = PatternGroups()
     keys = zip(*columns, strict=True)
+    mask = functools.partial(_message_pattern, masker=masker)
     # Records repeat: each distinct (key, message) is masked and added once.
     for (key, message), records in Counter(zip(keys, messages, strict=True)).items():
-        found = cache.get(message)
-        if found is None:
-            found = cache[message] = _message_pattern(message, masker)
-        groups.add(key, found[0], records, found[1])
-        if cuts is not None and found[2]:
-            cuts.add_pattern_cuts(found[2], records)
+        groups.add_masked(key, message, records, cache, mask, cuts)
     return {key: groups.counts(key) for key in groups}
 
 

@@ -40,6 +40,7 @@ adds those masked in Python (add_pattern_cuts); the view scanner counts in a Pat
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -656,14 +657,9 @@ def _attach_native_patterns(
                 if cuts is not None and final[1]:
                     cuts.add_pattern_cuts(final[1], records)
             groups.add(group, pattern, records, example)
-    cache = memo.bodies
+    mask = functools.partial(body_pattern_cuts, masker=masker)
     for group, body, records in unmasked:
-        found = cache.get(body)
-        if found is None:
-            found = cache[body] = body_pattern_cuts(body, masker)
-        groups.add(group, found[0], records, found[1])
-        if cuts is not None and found[2]:
-            cuts.add_pattern_cuts(found[2], records)
+        groups.add_masked(group, body, records, memo.bodies, mask, cuts)
     for group in groups:
         tallies[group].patterns += groups.counts(group)
 
