@@ -779,9 +779,10 @@ static int64_t new_number(ValueNumbers *numbered, size_t slot, Slice value) {
 
 /* The number of a record's value for one key: the previous record's, a recent one's, or found
  * (or made) in the key's table. -1 when out of memory. */
-static int64_t number_value(ValueNumbers *numbered, Slice value) {
-    /* A value inherited from the scope or resource is the same bytes record after record. */
-    if (numbered->count > 0 && numbered->values[numbered->last].data == value.data &&
+static int64_t number_value(ValueNumbers *numbered, Slice value, int inherited) {
+    /* A value inherited from the scope or resource is the same bytes record after record; a
+     * record's own value never is, so it goes without the test. */
+    if (inherited && numbered->count > 0 && numbered->values[numbered->last].data == value.data &&
         numbered->values[numbered->last].size == value.size)
         return numbered->last;
     size_t recent = recent_slot(value);
@@ -827,8 +828,9 @@ static int add_keyed_record(Walk *walk, const KeyedRecordFields *record,
     }
     uint32_t *numbers = &walk->numbers[(walk->count - 1) * walk->nkeys];
     for (size_t i = 0; i < walk->nkeys; i++) {
-        Slice value = record->values[i].size >= 0 ? record->values[i] : scope->inherited[i];
-        int64_t number = number_value(&walk->numbered[i], value);
+        int own = record->values[i].size >= 0;
+        Slice value = own ? record->values[i] : scope->inherited[i];
+        int64_t number = number_value(&walk->numbered[i], value, !own);
         if (number < 0) {
             walk->out_of_memory = 1;
             fail(walk, "out of memory");
