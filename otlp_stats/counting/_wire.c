@@ -779,9 +779,10 @@ static int64_t new_number(ValueNumbers *numbered, size_t slot, Slice value) {
 
 /* The number of a record's value for one key: the previous record's, a recent one's, or found
  * (or made) in the key's table. -1 when out of memory. */
-static int64_t number_value(ValueNumbers *numbered, Slice value) {
-    /* A value inherited from the scope or resource is the same bytes record after record. */
-    if (numbered->count > 0 && numbered->values[numbered->last].data == value.data &&
+static int64_t number_value(ValueNumbers *numbered, Slice value, int inherited) {
+    /* A value inherited from the scope or resource is the same bytes record after record; a
+     * record's own value never is, so it goes without the test. */
+    if (inherited && numbered->count > 0 && numbered->values[numbered->last].data == value.data &&
         numbered->values[numbered->last].size == value.size)
         return numbered->last;
     size_t recent = recent_slot(value);
@@ -827,8 +828,9 @@ static int add_keyed_record(Walk *walk, const KeyedRecordFields *record,
     }
     uint32_t *numbers = &walk->numbers[(walk->count - 1) * walk->nkeys];
     for (size_t i = 0; i < walk->nkeys; i++) {
-        Slice value = record->values[i].size >= 0 ? record->values[i] : scope->inherited[i];
-        int64_t number = number_value(&walk->numbered[i], value);
+        int own = record->values[i].size >= 0;
+        Slice value = own ? record->values[i] : scope->inherited[i];
+        int64_t number = number_value(&walk->numbered[i], value, !own);
         if (number < 0) {
             walk->out_of_memory = 1;
             fail(walk, "out of memory");
@@ -1484,6 +1486,184 @@ static PyObject *compact_sketch_bytes(const uint64_t *hashes, size_t n) {
 #endif
     return blob;
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* ThetaSet: a window's exact theta hashes of one value, for the aggregator (sketches.py).   */
+
+/*
+ * While a value's sketches hold few hashes, DataSketches' union keeps every one of them: it is
+ * an exact set, and each request's compact sketch merged into it costs a probe per hash at a
+ * place the hash's low bits choose, out of the cache when a window holds many values (several
+ * keys). This set holds the same hashes in a table ordered by their top bits, so that a
+ * request's sorted hashes probe it front to back, and reads the compact sketches this module
+ * makes as they are, without a deserialized copy. It takes at most 7/8 of 2k hashes in the 2k
+ * slots the union's own table would have: below the union's first rebuild (past 15/16 of
+ * them), so a union handed its hashes holds exactly what it would hold had it taken every
+ * sketch itself (sketches.py does that when the set is full).
+ */
+typedef struct {
+    PyObject_HEAD
+    uint64_t *slots; /* 0 where free: a theta hash is never 0 */
+    int lg_slots;
+    int max_lg_slots; /* lg_k + 1 */
+    size_t count;
+} ThetaSet;
+
+static void theta_set_dealloc(ThetaSet *self) {
+    free(self->slots);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *theta_set_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    int lg_k;
+    static char *names[] = {"lg_k", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i", names, &lg_k)) return NULL;
+    if (lg_k < 4 || lg_k > 26) {
+        PyErr_SetString(PyExc_ValueError, "lg_k must be between 4 and 26");
+        return NULL;
+    }
+    ThetaSet *self = (ThetaSet *)type->tp_alloc(type, 0);
+    if (self != NULL) self->max_lg_slots = lg_k + 1;
+    return (PyObject *)self;
+}
+
+/* The most hashes the set takes: 7/8 of its largest table. */
+static inline size_t theta_set_limit(const ThetaSet *set) {
+    return ((size_t)7 << set->max_lg_slots) / 8;
+}
+
+static inline void theta_set_place(uint64_t *slots, int lg_slots, uint64_t hash, size_t *count) {
+    size_t mask = ((size_t)1 << lg_slots) - 1;
+    size_t slot = (size_t)(hash >> (63 - lg_slots)); /* a theta hash is below 2**63 */
+    while (slots[slot] != 0) {
+        if (slots[slot] == hash) return;
+        slot = (slot + 1) & mask;
+    }
+    slots[slot] = hash;
+    (*count)++;
+}
+
+/* Room for `count` hashes (at most the limit): the table at most half full, or its largest;
+ * -1 when out of memory. */
+static int theta_set_reserve(ThetaSet *set, size_t count) {
+    int lg_slots = 4;
+    while (((size_t)1 << lg_slots) < 2 * count && lg_slots < set->max_lg_slots) lg_slots++;
+    if (set->slots != NULL && lg_slots <= set->lg_slots) return 0;
+    uint64_t *slots = calloc((size_t)1 << lg_slots, sizeof(uint64_t));
+    if (slots == NULL) return -1;
+    size_t placed = 0;
+    if (set->slots != NULL) {
+        for (size_t i = 0; i < ((size_t)1 << set->lg_slots); i++) {
+            if (set->slots[i] != 0) theta_set_place(slots, lg_slots, set->slots[i], &placed);
+        }
+    }
+    free(set->slots);
+    set->slots = slots;
+    set->lg_slots = lg_slots;
+    return 0;
+}
+
+/* An entry of a serialized sketch: a little-endian word, as it is in memory here. */
+static inline uint64_t sketch_entry(const uint8_t *entries, size_t i) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t entry;
+    memcpy(&entry, entries + i * 8, 8); /* one load, where read_fixed64 takes a byte at a time */
+    return entry;
+#else
+    return read_fixed64(entries + i * 8);
+#endif
+}
+
+/* A serialized compact sketch's hashes when it is exact (its theta the largest) and of the
+ * default seed: 1 with *hashes and *n set, 0 for any other sketch. */
+static int exact_sketch_hashes(const uint8_t *blob, size_t size, const uint8_t **hashes,
+                               size_t *n) {
+    if (size < 8 || blob[1] != 3 || blob[2] != 3) return 0; /* serial version 3, theta family */
+    uint8_t flags = blob[5];
+    if ((flags & 1) || !(flags & (1 << 3))) return 0; /* big-endian, or not compact */
+    uint16_t seed_hash = theta_seed_hash();
+    if (blob[6] != (seed_hash & 0xFF) || blob[7] != (seed_hash >> 8)) return 0;
+    uint8_t preamble = blob[0] & 0x3F;
+    if (flags & (1 << 2)) { /* empty */
+        *n = 0;
+    } else if (preamble == 1 && size == 16) { /* one hash */
+        *n = 1;
+    } else if (preamble == 2 && size >= 16) {
+        *n = (size_t)blob[8] | (size_t)blob[9] << 8 | (size_t)blob[10] << 16 |
+             (size_t)blob[11] << 24;
+        if (*n > (size - 16) / 8 || size != 16 + *n * 8) return 0;
+    } else {
+        return 0; /* estimation mode (preamble 3): theta below the largest */
+    }
+    *hashes = blob + preamble * 8;
+    for (size_t i = 0; i < *n; i++) {
+        uint64_t hash = sketch_entry(*hashes, i);
+        if (hash == 0 || hash >= THETA_MAX) return 0; /* what no exact sketch holds */
+    }
+    return 1;
+}
+
+static PyObject *theta_set_add(ThetaSet *self, PyObject *arg) {
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "add() takes a serialized compact theta sketch");
+        return NULL;
+    }
+    const uint8_t *hashes = NULL;
+    size_t n = 0;
+    if (!exact_sketch_hashes((const uint8_t *)PyBytes_AS_STRING(arg),
+                             (size_t)PyBytes_GET_SIZE(arg), &hashes, &n) ||
+        n > theta_set_limit(self) - self->count) {
+        Py_RETURN_FALSE; /* left unchanged: this sketch is for the union */
+    }
+    if (theta_set_reserve(self, self->count + n) < 0) return PyErr_NoMemory();
+    for (size_t i = 0; i < n; i++)
+        theta_set_place(self->slots, self->lg_slots, sketch_entry(hashes, i), &self->count);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *theta_set_compact(ThetaSet *self, PyObject *unused) {
+    (void)unused;
+    if (self->count == 0) {
+        PyErr_SetString(PyExc_ValueError, "compact() of an empty ThetaSet");
+        return NULL;
+    }
+    uint64_t *sorted = malloc(self->count * sizeof(uint64_t));
+    if (sorted == NULL) return PyErr_NoMemory();
+    size_t n = 0;
+    for (size_t i = 0; i < ((size_t)1 << self->lg_slots); i++) {
+        if (self->slots[i] != 0) sorted[n++] = self->slots[i];
+    }
+    qsort(sorted, n, sizeof(uint64_t), compare_u64);
+    PyObject *blob = compact_sketch_bytes(sorted, n);
+    free(sorted);
+    return blob;
+}
+
+static Py_ssize_t theta_set_length(ThetaSet *self) { return (Py_ssize_t)self->count; }
+
+static PyMethodDef theta_set_methods[] = {
+    {"add", (PyCFunction)theta_set_add, METH_O,
+     "add(sketch: bytes) -> bool: the hashes of an exact serialized compact theta sketch of\n"
+     "the default seed added, True; False, and nothing added, for any other sketch or when\n"
+     "its hashes, counted as new, would pass the set's limit"},
+    {"compact", (PyCFunction)theta_set_compact, METH_NOARGS,
+     "compact() -> bytes: the hashes as a serialized compact theta sketch, ordered"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods theta_set_sequence = {.sq_length = (lenfunc)theta_set_length};
+
+static PyTypeObject ThetaSetType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otlp_stats.counting._wire.ThetaSet",
+    .tp_doc = "ThetaSet(lg_k): distinct theta hashes, exactly, up to 7/8 of 2**(lg_k + 1).",
+    .tp_basicsize = sizeof(ThetaSet),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = theta_set_new,
+    .tp_dealloc = (destructor)theta_set_dealloc,
+    .tp_methods = theta_set_methods,
+    .tp_as_sequence = &theta_set_sequence,
+};
 
 /* ------------------------------------------------------------------------------------------ */
 /* Patterns (GIL released): each record's body masked by the masker's C rules, once per
@@ -2535,10 +2715,13 @@ PyMODINIT_FUNC PyInit__wire(void) {
         scratch_key_made = 1;
     }
     NO_CUTS = Py_BuildValue("(ii)", 0, 0);
-    if (NO_CUTS == NULL || seed_tables() < 0 || PyType_Ready(&ScanType) < 0) return NULL;
+    if (NO_CUTS == NULL || seed_tables() < 0 || PyType_Ready(&ScanType) < 0 ||
+        PyType_Ready(&ThetaSetType) < 0)
+        return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) return NULL;
-    if (PyModule_AddObjectRef(module, "Scan", (PyObject *)&ScanType) < 0) {
+    if (PyModule_AddObjectRef(module, "Scan", (PyObject *)&ScanType) < 0 ||
+        PyModule_AddObjectRef(module, "ThetaSet", (PyObject *)&ThetaSetType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

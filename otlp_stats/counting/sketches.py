@@ -15,6 +15,11 @@ from dataclasses import dataclass
 
 import datasketches
 
+try:
+    from otlp_stats.counting._wire import ThetaSet
+except ImportError:  # built without a C compiler: every sketch goes to the union
+    ThetaSet = None  # type: ignore[assignment,misc]
+
 DEFAULT_LG_K = 12
 # Two standard deviations: the bounds hold with about 95% confidence.
 _BOUND_STDDEVS = 2
@@ -38,15 +43,22 @@ class DistinctCounter:
     Hashes come in two ways: one by one (`update`, an update sketch), or already made into a
     serialized compact sketch (`merge`, unioned in: how the C scanner hands over a request's
     hashes, and how a checkpoint is restored as the `base`). Reading unions the two.
+
+    Merged sketches go first to an exact set (_wire.ThetaSet) while they are exact and hold at
+    most 1.75k hashes in all: the union would hold exactly those hashes (it first drops some
+    past 1.875k), and the set takes a request's sorted hashes at a fraction of the union's cost
+    per hash. Past that, the union takes the set's hashes, then every sketch after them.
     """
 
-    __slots__ = ("_lg_k", "_sketch", "_union")
+    __slots__ = ("_exact", "_lg_k", "_sketch", "_union")
 
     def __init__(self, lg_k: int = DEFAULT_LG_K, base: bytes | None = None) -> None:
         self._lg_k = lg_k
         # Both made on first use: most values see only one of the two ways in.
         self._sketch: datasketches.update_theta_sketch | None = None
         self._union: datasketches.theta_union | None = None
+        # Merged sketches while they are exact, below k hashes; None once the union took over.
+        self._exact: ThetaSet | None = None if ThetaSet is None else ThetaSet(lg_k)
         if base is not None:
             self.merge(base)
 
@@ -62,23 +74,43 @@ class DistinctCounter:
 
     def merge(self, compact: bytes) -> None:
         """Add the hashes of a serialized compact theta sketch (default seed)."""
+        exact = self._exact
+        if exact is not None and exact.add(compact):
+            return
         if self._union is None:
-            self._union = datasketches.theta_union(self._lg_k)
+            # The set's hashes first (the union as it would be had it taken every sketch),
+            # and from now on every sketch to the union.
+            self._union = self._exact_union()
+            self._exact = None
         self._union.update(datasketches.compact_theta_sketch.deserialize(compact))
+
+    def _exact_union(self) -> datasketches.theta_union:
+        """A new union holding the exact set's hashes."""
+        union = datasketches.theta_union(self._lg_k)
+        if self._exact:
+            union.update(datasketches.compact_theta_sketch.deserialize(self._exact.compact()))
+        return union
+
+    def _merged(self) -> datasketches.theta_union | None:
+        """What merge() took, as a union; None if it took nothing."""
+        if self._union is None and self._exact:
+            return self._exact_union()
+        return self._union
 
     def estimate(self) -> DistinctEstimate:
         return estimate_of(self.compact())
 
     def compact(self) -> datasketches.compact_theta_sketch:
-        if self._union is None:
+        merged = self._merged()
+        if merged is None:
             if self._sketch is None:
                 return datasketches.update_theta_sketch(self._lg_k).compact()
             return self._sketch.compact()
         if self._sketch is None:
-            return self._union.get_result()
+            return merged.get_result()
         # A fresh union, so that reading twice does not feed the update sketch in twice.
         union = datasketches.theta_union(self._lg_k)
-        union.update(self._union.get_result())
+        union.update(merged.get_result())
         union.update(self._sketch)
         return union.get_result()
 
@@ -92,6 +124,8 @@ class DistinctCounter:
         retained = 0 if self._sketch is None else int(self._sketch.num_retained)
         if self._union is not None:
             retained += int(self._union.get_result().num_retained)
+        elif self._exact is not None:
+            retained += len(self._exact)
         return retained * 8
 
 
