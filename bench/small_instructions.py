@@ -6,10 +6,15 @@ work shares the two cores; user-space instructions do not. Each server runs unde
 5 s of warm-up from bench/small_client.py (32 callers), then is instrumented for `--duration`
 seconds idle and as long under load (`callgrind_control -i on`, `-d` after each). A request's
 instructions: (loaded - idle for as long) / requests. Kernel time (system calls) and cache
-misses are not in the figure; compare servers, not against CPU time.
+misses are not in the figure; compare servers, not against CPU time. Unpaced, the figure
+also moves by about 5% between runs of one build (how many requests a wake-up batches);
+`--rate 40` answers each request alone, so batching does not set it, yet runs of one build
+still differed by up to 5% here (BENCHMARKS.md, "grpc core's per-call options"): compare
+differences larger than that, over several runs.
 
     python -m bench.small_instructions --records 1 --only service --only bare
     python -m bench.small_instructions --also before=/tmp/old   # another build's PYTHONPATH
+    python -m bench.small_instructions --records 1 --rate 40 --duration 10 --also before=/tmp/old
 
 Servers start from a scratch directory, so PYTHONPATH picks the build (not the working directory).
 """
