@@ -6,10 +6,15 @@ work shares the two cores; user-space instructions do not. Each server runs unde
 5 s of warm-up from bench/small_client.py (32 callers), then is instrumented for `--duration`
 seconds idle and as long under load (`callgrind_control -i on`, `-d` after each). A request's
 instructions: (loaded - idle for as long) / requests. Kernel time (system calls) and cache
-misses are not in the figure; compare servers, not against CPU time.
+misses are not in the figure; compare servers, not against CPU time. Unpaced, the figure
+also moves by about 5% between runs of one build (how many requests a wake-up batches);
+`--rate 40` answers each request alone, so batching does not set it, yet runs of one build
+still differed by up to 5% here (BENCHMARKS.md, "grpc core's per-call options"): compare
+differences larger than that, over several runs.
 
     python -m bench.small_instructions --records 1 --only service --only bare
     python -m bench.small_instructions --also before=/tmp/old   # another build's PYTHONPATH
+    python -m bench.small_instructions --records 1 --rate 40 --duration 10 --also before=/tmp/old
 
 Servers start from a scratch directory, so PYTHONPATH picks the build (not the working directory).
 """
@@ -69,12 +74,13 @@ def total_instructions(dump: Path) -> int:
     raise RuntimeError(f"no totals in {dump}")
 
 
-def drive(port: int, pid: int, records: int, seconds: float) -> int:
-    """Requests acknowledged by `seconds` of 32 callers (bench/small_client.py)."""
+def drive(port: int, pid: int, records: int, seconds: float, rate: float = 0.0) -> int:
+    """Requests acknowledged by `seconds` of 32 callers (bench/small_client.py), paced at `rate`
+    requests/s in all (0: as fast as the server answers)."""
     argv = [
         sys.executable, "-m", "bench.small_client", "--transport", "grpc",
         "--target", f"127.0.0.1:{port}", "--server-pid", str(pid), "--records", str(records),
-        "--callers", "32", "--warmup", "0", "--duration", str(seconds),
+        "--callers", "32", "--warmup", "0", "--duration", str(seconds), "--rate", str(rate),
     ]  # fmt: skip
     done = subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, text=True)
     requests: int = json.loads(done.stdout)["requests"]
@@ -85,7 +91,9 @@ def callgrind_control(pid: int, *flags: str) -> None:
     subprocess.run(["callgrind_control", *flags, str(pid)], check=True, capture_output=True)
 
 
-def measure(argv: Sequence[str], pythonpath: str, records: int, seconds: float) -> float:
+def measure(
+    argv: Sequence[str], pythonpath: str, records: int, seconds: float, rate: float = 0.0
+) -> float:
     """Instructions per request of one server, idle instructions subtracted."""
     with tempfile.TemporaryDirectory(prefix="otlp-bench-callgrind-") as scratch:
         port = free_port()
@@ -107,7 +115,7 @@ def measure(argv: Sequence[str], pythonpath: str, records: int, seconds: float) 
             callgrind_control(server.pid, "-d")  # dump 1: idle
             idle_seconds = time.monotonic() - started
             started = time.monotonic()
-            requests = drive(port, server.pid, records, seconds)
+            requests = drive(port, server.pid, records, seconds, rate)
             callgrind_control(server.pid, "-d")  # dump 2: loaded
             loaded_seconds = time.monotonic() - started
         finally:
@@ -122,6 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.small_instructions", description=__doc__)
     parser.add_argument("--records", type=int, action="append", help="records per request")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds idle, then loaded")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="requests/s while measured (0: unpaced); a low rate answers each request alone, "
+        "so how many a wake-up batches does not move the figure",
+    )
     parser.add_argument("--only", choices=SERVERS, action="append", help="measure only these")
     parser.add_argument(
         "--also",
@@ -139,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         servers[name] = (SERVICE, path)
     for records in args.records or [1, 10]:
         for name, (server_argv, pythonpath) in servers.items():
-            per_request = measure(server_argv, pythonpath, records, args.duration)
+            per_request = measure(server_argv, pythonpath, records, args.duration, args.rate)
             print(f"{records} record(s), {name}: {per_request / 1000:.0f}k instructions/request")
     return 0
 
