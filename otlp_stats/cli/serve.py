@@ -14,6 +14,7 @@ import structlog
 
 from otlp_stats.cli.allocator import keep_freed_buffers
 from otlp_stats.cli.event_loop import EventLoopError, loop_factory, run
+from otlp_stats.cli.grpc_io import listener_in_use
 from otlp_stats.config import ConfigError, Settings, describe, load_settings
 from otlp_stats.processes.supervisor import Supervisor
 from otlp_stats.receiving.auth import CredentialsError
@@ -49,7 +50,7 @@ def main(argv: Sequence[str], parser: argparse.ArgumentParser | None = None) -> 
 
 async def serve(settings: Settings, malloc: str) -> int:
     log = structlog.get_logger("otlp_stats")
-    log.info("starting", **describe(settings), malloc=malloc)
+    log.info("starting", **describe(settings), malloc=malloc, grpc_listener=listener_in_use())
     stop_requested = asyncio.Event()
     _install_signal_handlers(stop_requested)
     try:
