@@ -376,8 +376,13 @@ def measure_memory_scenarios(args: argparse.Namespace, command: str) -> bool:
 
 def _clean_env() -> dict[str, str]:
     # Servers and load generators run in an empty directory with OTLP_STATS_* removed, so no
-    # .env file or exported setting changes what is measured.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OTLP_STATS_")}
+    # .env file or exported setting changes what is measured; nor does a GRPC_EXPERIMENTS of
+    # the shell's (the service picks its gRPC listener itself: otlp_stats/cli/grpc_io.py).
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("OTLP_STATS_") and key != "GRPC_EXPERIMENTS"
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 

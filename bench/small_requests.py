@@ -34,11 +34,16 @@ from pathlib import Path
 
 from bench.h2load_client import h2load_path, send_with_h2load
 from bench.server_process import ServerFailed, ServerProcess
+from otlp_stats.cli.grpc_io import EXPERIMENTS_VARIABLE, POLLER_LISTENER
 
 # Issue 17's targets: service CPU per request over the plain baseline's.
 TARGET_HTTP_TO_BASELINE = 0.67
 TARGET_GRPC_TO_BASELINE = 1.0
 SERVERS = ("service", "baseline", "bare")
+# The bare handler on the gRPC listener the service runs on (otlp_stats/cli/grpc_io.py): how
+# close to bare grpc.aio the service is, like for like. The baseline keeps grpc's default: it is
+# the plain peer as written.
+BARE_POLLER = "bare, poller listener"
 # The service as N=2 serving processes under a supervisor (--processes 2): CPU per request of
 # the whole tree (supervisor and both processes, from /proc) within 10% of one process's.
 PROCESSES = "processes=2"
@@ -204,7 +209,7 @@ def _measure_one(
                 )
             )
         stopped = server.stop()
-    if name == "bare":
+    if name in ("bare", BARE_POLLER):
         return  # it counts nothing
     reported = stopped.reported_records
     verdict = "pass" if reported == acknowledged and stopped.exit_code == 0 else "FAIL"
@@ -255,18 +260,24 @@ def render_small_requests(cost: SmallRequestCost) -> list[str]:
         f"Server CPU per request from /proc, {cost.callers} concurrent callers, "
         f"{cost.seconds:g} s per scenario after 1 s of warm-up, servers interleaved in rounds. "
         "Baseline: full decode, a set per value (grpc.aio; a plain aiohttp handler). "
-        "Bare: a handler that answers at once.",
+        "Bare: a handler that answers at once. The service serves gRPC on grpc core's "
+        "poller-thread listener (otlp_stats/cli/grpc_io.py); baseline and bare on grpc's default "
+        "(EventEngine threads), and the bare handler once more on the poller listener.",
         "",
         "| Requests of | Service µs/request | Baseline µs/request | Bare µs/request "
-        "| Service ÷ baseline | Service ÷ bare | Service requests/s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| Bare, poller listener | Service ÷ baseline | Service ÷ bare "
+        "| Service ÷ bare, poller listener | Service requests/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for scenario in SCENARIOS:
-        service, baseline, bare = (cost.median(server, scenario) for server in SERVERS)
+        service, baseline, bare, poller = (
+            cost.median(server, scenario) for server in (*SERVERS, BARE_POLLER)
+        )
+        rate = f"{service.requests_per_second:,.0f}" if service else "n/a"
         lines.append(
-            f"| {scenario.name} | {_us(service)} | {_us(baseline)} | {_us(bare)} "
-            f"| {_over(service, baseline)} | {_over(service, bare)} "
-            f"| {f'{service.requests_per_second:,.0f}' if service else 'n/a'} |"
+            f"| {scenario.name} | {_us(service)} | {_us(baseline)} | {_us(bare)} | {_us(poller)} "
+            f"| {_over(service, baseline)} | {_over(service, bare)} | {_over(service, poller)} "
+            f"| {rate} |"
         )
     lines += ["", *_target_lines(cost), *_processes_lines(cost), "", *_round_lines(cost)]
     lines += [f"- {check}" for check in cost.checks]
@@ -367,10 +378,12 @@ def _over(a: Figure | None, b: Figure | None) -> str:
 
 def small_request_servers(service: Sequence[str], baseline: Sequence[str]) -> dict[str, list[str]]:
     """Service, baseline and bare argvs from the harness's service and baseline argvs."""
+    bare = [*baseline, "--transport-only", "--records-per-request", "0"]
     return {
         "service": list(service),
         "baseline": list(baseline),
-        "bare": [*baseline, "--transport-only", "--records-per-request", "0"],
+        "bare": bare,
+        BARE_POLLER: ["env", f"{EXPERIMENTS_VARIABLE}={POLLER_LISTENER}", *bare],
         PROCESSES: [*service, "--processes", "2"],
     }
 
@@ -387,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--service-args", default="", help="extra flags for the service")
     parser.add_argument(
         "--only",
-        choices=(*SERVERS, PROCESSES),
+        choices=(*SERVERS, BARE_POLLER, PROCESSES),
         action="append",
         help="measure only these servers",
     )

@@ -10,9 +10,11 @@ import pytest
 from bench.processes_breakdown import plan_runs
 from bench.small_client import Pace
 from bench.small_requests import (
+    BARE_POLLER,
     H2LOAD_SCENARIOS,
     PACED_SCENARIOS,
     PROCESSES,
+    SCENARIOS,
     SHARE_SCENARIOS,
     Figure,
     Scenario,
@@ -135,3 +137,15 @@ def test_the_c_sender_s_rows_say_so_and_give_its_own_cpu() -> None:
         f"- {sent.name}, service: µs/request by round 40 (requests/s 9,000); refused 0; "
         "the client's own CPU µs/request 6" in text
     )
+
+
+def test_the_table_compares_the_service_with_a_bare_handler_on_its_own_listener() -> None:
+    cost = SmallRequestCost(callers=32, seconds=1.0)
+    one = SCENARIOS[0]
+    for server, cpu in (("service", 90.0), ("baseline", 100.0), ("bare", 80.0)):
+        cost.rounds[(server, one.name)] = [_figure(5000.0, cpu)]
+    cost.rounds[(BARE_POLLER, one.name)] = [_figure(6000.0, 60.0)]
+    text = "\n".join(render_small_requests(cost))
+    # Baseline, bare, bare on the poller listener; then service over each of them.
+    assert f"| {one.name} | 90 | 100 | 80 | 60 | 0.90 | 1.12 | 1.50 | 5,000 |" in text
+    assert f"- {one.name}, service ÷ {BARE_POLLER} round by round: 1.50" in text
