@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
+
+from tests.support.probes import probe_json
 
 # In a fresh process: apply the thresholds (or not), then allocate requests the way they come and
 # go (a few of about 370 KB held at once, then freed) and count the page faults that takes.
@@ -26,15 +25,7 @@ def _probe(mode: str, **environment: str) -> tuple[str, int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env.pop("GLIBC_TUNABLES", None)
     env.pop("LD_PRELOAD", None)
-    result = subprocess.run(
-        [sys.executable, "-c", _PROBE, mode],
-        env={**env, **environment},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    probe = json.loads(result.stdout)
+    probe = probe_json(_PROBE, mode, env={**env, **environment})
     return str(probe["outcome"]), int(probe["faults"])
 
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from otlp_stats.cli.grpc_io import EXPERIMENTS_VARIABLE, POLLER_LISTENER
 from tests.support.fakes import worked_example_request
 from tests.support.grpctools import GrpcChannels
+from tests.support.probes import probe_json
 from tests.support.servicetools import running_service
 
 # In a fresh process, as the entry point does: choose, then report what grpc will read.
@@ -27,15 +25,7 @@ print(json.dumps([outcome, os.environ.get("GRPC_EXPERIMENTS"), listener_in_use()
 
 def _probe(order: str, **environment: str) -> list[str | None]:
     env = {k: v for k, v in os.environ.items() if k != EXPERIMENTS_VARIABLE}
-    result = subprocess.run(
-        [sys.executable, "-c", _PROBE, order],
-        env={**env, **environment},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    found: list[str | None] = json.loads(result.stdout)
+    found: list[str | None] = probe_json(_PROBE, order, env={**env, **environment})
     return found
 
 
