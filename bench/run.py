@@ -36,6 +36,7 @@ from bench.report import END_MARKER, BenchResults, Machine, render_results, spli
 from bench.server_process import ServerFailed
 from bench.server_run import RunSettings, ServerRun, measure_server
 from bench.small_requests import SmallRequestCost, measure_small_requests, small_request_servers
+from otlp_stats.cli.grpc_io import EXPERIMENTS_VARIABLE
 from otlp_stats.loadgen import Workload, build_requests, digest_requests
 from otlp_stats.patterns.masker import Masker
 
@@ -381,7 +382,7 @@ def _clean_env() -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith("OTLP_STATS_") and key != "GRPC_EXPERIMENTS"
+        if not key.startswith("OTLP_STATS_") and key != EXPERIMENTS_VARIABLE
     }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
