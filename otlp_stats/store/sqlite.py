@@ -67,6 +67,8 @@ def _columns(db: sqlite3.Connection, table: str) -> list[str]:
 
 # The tables whose rows are a value's entry, and so hold its patterns.
 _WITH_PATTERNS = ("entries", "open_entries")
+# A checkpoint's rows of a window, deleted once the window is saved closed.
+_OPEN_TABLES = ("open_windows", "open_entries")
 
 
 def _migrate(db: sqlite3.Connection, first_key: str) -> None:
@@ -239,7 +241,11 @@ class SqliteStore:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            self._save_closed(closed)
+            # With a checkpoint that trims the journal, the closed windows' entries go with the
+            # trim (they were counted before the snapshot): deleted per window they cost a scan
+            # of the whole journal, which has no index by window.
+            trims = open_windows is not None and journal_seq is not None
+            self._save_closed(closed, with_journal=not trims)
             if open_windows is not None:
                 self._checkpoint(open_windows)
                 if journal_seq is not None:
@@ -254,7 +260,7 @@ class SqliteStore:
     def _key(self, snapshot: WindowSnapshot) -> str:
         return attribute_key_of(snapshot, self._first_key)
 
-    def _save_closed(self, closed: Sequence[WindowSnapshot]) -> None:
+    def _save_closed(self, closed: Sequence[WindowSnapshot], with_journal: bool = True) -> None:
         """Save the windows not saved yet and merge them into their rollups, each period read
         and written once per commit however many of its windows the commit holds: a replay
         closes thousands of windows of one day in a row, and unioning the day's sketch with
@@ -273,7 +279,7 @@ class SqliteStore:
                 if merge is None:
                     merge = periods[attribute_key, resolution, start] = _PeriodMerge(end)
                 merge.add(snapshot)
-            for table in ("open_windows", "open_entries", "journal"):
+            for table in (*_OPEN_TABLES, "journal") if with_journal else _OPEN_TABLES:
                 db.execute(f"DELETE FROM {table} WHERE attribute_key = ? AND start = ?", window)
         for (attribute_key, resolution, start), merge in periods.items():
             db.execute(

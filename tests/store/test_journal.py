@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,22 @@ def test_a_checkpoint_replaces_the_entries_it_holds_and_a_closed_window_takes_it
     store.commit([WindowSnapshot(10.0, 20.0, ())], None, now=20.0)
     entries, last = journal.load()
     assert [entry.seq for entry in entries] == [4] and last == 4
+    journal.close()
+    store.close()
+
+
+def test_a_checkpoint_takes_the_closed_windows_entries_with_its_trim(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = _store(path)
+    journal = SqliteJournal(path, "normal")
+    journal.append([_entry(1, 0.0, 1), _entry(2, 10.0, 2), _entry(3, 0.0, 3)])
+    # Window 0 closes; the checkpoint with it holds requests up to 3, of both windows.
+    store.commit([WindowSnapshot(0.0, WINDOW, ())], [WindowSnapshot(10.0, 20.0, ())], 20.0, 3)
+    journal.append([_entry(4, 10.0, 4)])
+    entries, last = journal.load()
+    assert [entry.seq for entry in entries] == [4] and last == 4
+    rows = sqlite3.connect(path).execute("SELECT seq FROM journal ORDER BY seq").fetchall()
+    assert rows == [(4,)]  # gone from the file, not only skipped at load
     journal.close()
     store.close()
 
