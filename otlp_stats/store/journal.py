@@ -10,6 +10,7 @@ the checkpoint plus the entries after it are exactly what was counted, each once
 from __future__ import annotations
 
 import asyncio
+import functools
 import marshal
 import sqlite3
 from array import array
@@ -102,6 +103,11 @@ class Journal(Protocol):
     Called from the committer's one thread."""
 
     def append(self, entries: Sequence[JournalEntry]) -> None: ...
+    def wants_compaction(self) -> bool:
+        """Whether the last appends left something for compact(): asked on the loop between
+        commits, so a journal that never folds costs no trip to the thread per commit."""
+        ...
+
     def compact(self) -> int:
         """After a group is answered: bound what the appends left (entries folded into one);
         the number of folds."""
@@ -114,6 +120,19 @@ class Journal(Protocol):
 
     def load(self) -> tuple[list[JournalEntry], int]: ...
     def close(self) -> None: ...
+
+
+# Rows in one INSERT: five parameters each, well within SQLite's 32,766.
+_ROWS_PER_STATEMENT = 1000
+
+
+@functools.lru_cache(maxsize=64)
+def _insert(rows: int) -> str:
+    return "INSERT OR REPLACE INTO journal VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+
+
+def _row(entry: JournalEntry) -> tuple[int, str, float, float, bytes]:
+    return (entry.seq, entry.attribute_key, entry.start, entry.end, encode_batch(entry.batch))
 
 
 class SqliteJournal:
@@ -136,19 +155,32 @@ class SqliteJournal:
         self._db.executescript(JOURNAL_SCHEMA)
 
     def append(self, entries: Sequence[JournalEntry]) -> None:
-        """One transaction for the whole group."""
-        rows = [
-            (entry.seq, entry.attribute_key, entry.start, entry.end, encode_batch(entry.batch))
-            for entry in entries
-        ]
+        """One transaction for the whole group: one statement, where it fits in one.
+
+        Each step of a statement hands the GIL to the event loop and waits to get it back, up
+        to a switch interval (5 ms) when the loop is busy: with executemany's step per row a
+        group of 16 took 100 ms and 1.6 ms of CPU against a busy thread, as one statement 7 ms
+        and 0.65 ms. Alone, the statement is its own transaction (the connection autocommits).
+        """
+        if not entries:
+            return
+        params = [value for entry in entries for value in _row(entry)]
         db = self._db
+        if len(entries) <= _ROWS_PER_STATEMENT:
+            db.execute(_insert(len(entries)), params)
+            return
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("INSERT OR REPLACE INTO journal VALUES (?, ?, ?, ?, ?)", rows)
+            for first in range(0, len(entries), _ROWS_PER_STATEMENT):
+                rows = min(_ROWS_PER_STATEMENT, len(entries) - first)
+                db.execute(_insert(rows), params[first * 5 : (first + rows) * 5])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def wants_compaction(self) -> bool:
+        return False
 
     def compact(self) -> int:
         """Nothing to fold: every checkpoint deletes the entries it holds."""
@@ -345,6 +377,8 @@ class Committer:
     async def _compact(self) -> None:
         """After the answers, so they never wait for it; a failure only leaves the entries
         unfolded until the next attempt."""
+        if not self._journal.wants_compaction():
+            return
         loop = asyncio.get_running_loop()
         try:
             self.compactions += await loop.run_in_executor(self._thread(), self._journal.compact)

@@ -84,6 +84,9 @@ class RedisJournal:
             if int(length) >= self._compact_at:
                 self._full.add(key)
 
+    def wants_compaction(self) -> bool:
+        return bool(self._full)
+
     def compact(self) -> int:
         """Fold each list that reached compact_at entries into one entry, atomically: a kill
         or an error leaves either the entries or their fold, never both nor neither. The

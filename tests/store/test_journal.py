@@ -17,6 +17,7 @@ from otlp_stats.counting.queue import Verdict
 from otlp_stats.counting.sketches import DistinctCounter
 from otlp_stats.errors import NotDurable
 from otlp_stats.health import Health, HealthState
+from otlp_stats.store import journal as journal_module
 from otlp_stats.store.journal import (
     Committer,
     JournalEntry,
@@ -101,6 +102,55 @@ def test_a_checkpoint_takes_the_closed_windows_entries_with_its_trim(tmp_path: P
     assert rows == [(4,)]  # gone from the file, not only skipped at load
     journal.close()
     store.close()
+
+
+def test_a_group_of_several_statements_is_committed_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "_ROWS_PER_STATEMENT", 2)
+    path = tmp_path / "state.db"
+    _store(path).close()
+    journal = SqliteJournal(path, "normal")
+    journal.append([_entry(seq, 0.0, 1) for seq in range(1, 6)])  # three statements
+    assert [entry.seq for entry in journal.load()[0]] == [1, 2, 3, 4, 5]
+    # The second statement of the next group fails: its first is rolled back with it.
+    sqlite3.connect(path).execute(
+        "CREATE TRIGGER refuse_8 BEFORE INSERT ON journal WHEN NEW.seq = 8 "
+        "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        journal.append([_entry(seq, 0.0, 1) for seq in range(6, 11)])
+    entries, last = journal.load()
+    assert [entry.seq for entry in entries] == [1, 2, 3, 4, 5] and last == 5
+    journal.close()
+
+
+class _FoldingJournal(SqliteJournal):
+    """Counts the compactions asked of it; wants one while `full`."""
+
+    full = False
+    compacted = 0
+
+    def wants_compaction(self) -> bool:
+        return self.full
+
+    def compact(self) -> int:
+        self.compacted += 1
+        return 1
+
+
+async def test_a_journal_is_asked_to_compact_only_when_it_wants_to(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    _store(path).close()
+    journal = _FoldingJournal(path)
+    committer = Committer(journal, WINDOW, 60.0, 100, 1.0, _Log())
+    for full in (False, True):
+        journal.full = full
+        verdicts, _ = _acknowledge(committer, 2)
+        await committer.drain()
+        assert [verdict.result() for verdict in verdicts] == [Verdict(1)] * 2
+    assert committer.commits == 2 and journal.compacted == 1 == committer.compactions
+    await committer.stop()
 
 
 async def test_requests_are_answered_after_their_group_is_committed(tmp_path: Path) -> None:

@@ -96,6 +96,7 @@ def test_a_fold_never_brings_back_a_list_its_flush_deleted(
     journal.append(
         [JournalEntry(0, "svc", 0.0, WINDOW, request_batch(n)) for n in range(COMPACT_AT)]
     )
+    assert journal.wants_compaction()  # the list reached compact_at
     other = redis.Redis.from_url(redis_server.url)
     fold = redisjournal.fold_batches
 
