@@ -14,9 +14,15 @@ With --http-listen it also serves OTLP/HTTP protobuf (POST /v1/logs) the plain a
 handler that reads the body, decodes and counts it as above (or, with --transport-only, reads it
 and answers at once), on an application with aiohttp's defaults.
 
+With --processes N, N-1 more processes serve the same ports beside it (SO_REUSEPORT; the kernel
+spreads connections over them), each its own grpc.aio server: what grpc.aio itself does with
+its connections spread over processes, the yardstick for the service's --processes. It says it
+serves once they all do, and stops them when told to stop; its report is its own share.
+
 Run: python -m bench.baseline_server --listen 127.0.0.1:0 [--attribute-key service.name]
      python -m bench.baseline_server --listen 127.0.0.1:0 --transport-only
      python -m bench.baseline_server --listen 127.0.0.1:0 --http-listen 127.0.0.1:0
+     python -m bench.baseline_server --listen 127.0.0.1:0 --transport-only --processes 2
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ import argparse
 import asyncio
 import base64
 import json
+import shlex
 import signal
+import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -123,7 +131,10 @@ async def serve(
     attribute_key: str,
     transport_records: int | None = None,
     http_listen: str | None = None,
+    siblings: Sequence[str] = (),
 ) -> None:
+    """`siblings`: the command line of each other process to serve the same ports, to which
+    `--listen HOST:PORT` (and `--http-listen`) with this one's ports are added."""
     counter = BaselineCounter(attribute_key)
 
     async def export(request: ExportLogsServiceRequest, _: object) -> ExportLogsServiceResponse:
@@ -164,15 +175,55 @@ async def serve(
         http_runner = web.AppRunner(_http_app(counter, transport_records))
         await http_runner.setup()
         host, _, http_port_text = http_listen.rpartition(":")
-        await web.TCPSite(http_runner, host, int(http_port_text)).start()
+        await web.TCPSite(http_runner, host, int(http_port_text), reuse_port=True).start()
         http_port = int(http_runner.addresses[0][1])
-    _log("serving", grpc_port=port, http_port=http_port)
+    beside = await _start_siblings(siblings, listen, port, http_listen, http_port)
+    _log("serving", grpc_port=port, http_port=http_port, processes=1 + len(beside))
     await stop.wait()
     _log("stopping")
+    await asyncio.gather(*(_stop_sibling(sibling) for sibling in beside))
     if http_runner is not None:
         await http_runner.cleanup()
     await server.stop(grace=5)
     print(json.dumps(counter.report(started, datetime.now(UTC))), flush=True)
+
+
+async def _start_siblings(
+    siblings: Sequence[str],
+    listen: str,
+    port: int,
+    http_listen: str | None,
+    http_port: int | None,
+) -> list[asyncio.subprocess.Process]:
+    """Start each sibling on these ports (grpc sets SO_REUSEPORT on its listeners, the HTTP
+    site above too) and wait until it serves."""
+    ports = ["--listen", f"{listen.rpartition(':')[0]}:{port}"]
+    if http_listen is not None and http_port is not None:
+        ports += ["--http-listen", f"{http_listen.rpartition(':')[0]}:{http_port}"]
+    started = []
+    for sibling in siblings:
+        process = await asyncio.create_subprocess_exec(
+            *shlex.split(sibling), *ports,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        started.append(process)
+        assert process.stderr is not None  # PIPE
+        while b'"serving"' not in (line := await process.stderr.readline()):
+            if not line:
+                raise RuntimeError(f"a sibling server did not start: {sibling}")
+        # Read on, so a sibling never blocks on a full pipe.
+        asyncio.get_running_loop().create_task(_drain(process.stderr))
+    return started
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(1 << 16):
+        pass
+
+
+async def _stop_sibling(process: asyncio.subprocess.Process) -> None:
+    process.terminate()
+    await process.wait()
 
 
 def _http_app(counter: BaselineCounter, transport_records: int | None) -> web.Application:
@@ -209,9 +260,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--records-per-request", type=int, default=1000)
     parser.add_argument("--http-listen", help="host:port for OTLP/HTTP protobuf too (0: any)")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="processes serving the same ports (SO_REUSEPORT)"
+    )
     args = parser.parse_args(argv)
     transport_records = args.records_per_request if args.transport_only else None
-    asyncio.run(serve(args.listen, args.attribute_key, transport_records, args.http_listen))
+    sibling = [
+        sys.executable, "-m", "bench.baseline_server", "--attribute-key", args.attribute_key,
+        "--records-per-request", str(args.records_per_request),
+        *(["--transport-only"] if args.transport_only else []),
+    ]  # fmt: skip
+    siblings = [shlex.join(sibling)] * max(0, args.processes - 1)
+    asyncio.run(
+        serve(args.listen, args.attribute_key, transport_records, args.http_listen, siblings)
+    )
     return 0
 
 

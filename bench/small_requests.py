@@ -15,7 +15,8 @@ half of what one process took at saturation in the same round: below saturation 
 serving processes do the same work, so the CPU per request of the whole process tree compares
 what the design costs rather than how the busy processes share the cores. And a third time at
 saturation with h2load (bench/h2load_client.py, in C) as the sender, which leaves the cores to
-the server as senders on other machines would.
+the server as senders on other machines would; over gRPC the bare handler is measured there too,
+as one process and as two sharing the port: the yardstick for what two processes can do.
 
 Run alone: python -m bench.small_requests --rounds 3 --duration 5
 """
@@ -44,6 +45,10 @@ SERVERS = ("service", "baseline", "bare")
 # close to bare grpc.aio the service is, like for like. The baseline keeps grpc's default: it is
 # the plain peer as written.
 BARE_POLLER = "bare, poller listener"
+# Two bare handlers on that listener sharing the port (bench/baseline_server.py --processes 2):
+# what grpc.aio itself does when the kernel spreads its connections over two processes, the
+# yardstick for --processes 2 over gRPC. Measured only where one is: h2load over gRPC.
+BARE_PAIR = "bare, poller listener, 2 processes"
 # The service as N=2 serving processes under a supervisor (--processes 2): CPU per request of
 # the whole tree (supervisor and both processes, from /proc) within 10% of one process's.
 PROCESSES = "processes=2"
@@ -184,11 +189,14 @@ def _measure_one(
     with ServerProcess(name, [*argv, "--http-listen", "127.0.0.1:0"], cwd=cwd, env=env) as server:
         server.start()
         h2load = H2LOAD_SCENARIOS if h2load_path() else ()
+        h2load_grpc = tuple(scenario for scenario in h2load if scenario.transport == "grpc")
         spread = {
             "service": (*SPREAD_SCENARIOS, *PACED_SCENARIOS, *SHARE_SCENARIOS, *h2load),
             PROCESSES: (*SPREAD_SCENARIOS, *PACED_SCENARIOS, *h2load),
+            BARE_POLLER: h2load_grpc,
+            BARE_PAIR: h2load_grpc,
         }.get(name, ())
-        for scenario in (*SCENARIOS, *spread):
+        for scenario in (*(SCENARIOS if name != BARE_PAIR else ()), *spread):
             port = server.grpc_port if scenario.transport == "grpc" else server.http_port
             rate = cost.pace(name, scenario) if scenario.load else 0.0
             tally = _send(scenario, f"127.0.0.1:{port}", server.pid, cost, cwd, env, rate)
@@ -209,7 +217,7 @@ def _measure_one(
                 )
             )
         stopped = server.stop()
-    if name in ("bare", BARE_POLLER):
+    if name in ("bare", BARE_POLLER, BARE_PAIR):
         return  # it counts nothing
     reported = stopped.reported_records
     verdict = "pass" if reported == acknowledged and stopped.exit_code == 0 else "FAIL"
@@ -327,6 +335,14 @@ def _processes_lines(cost: SmallRequestCost) -> list[str]:
         )
     if not h2load_path():
         lines.append("- sent by h2load: not measured (no h2load: Debian's nghttp2-client)")
+    for scenario in H2LOAD_SCENARIOS:
+        if ratios := cost.ratios(BARE_PAIR, BARE_POLLER, scenario):
+            rounds = " / ".join(f"{r:.2f}" for r in ratios)
+            lines.append(
+                f"- {scenario.name}: the yardstick, bare grpc.aio on the same listener, two "
+                f"processes sharing the port ÷ one: {sorted(ratios)[len(ratios) // 2]:.2f}x, "
+                f"median round (round by round: {rounds})"
+            )
     for paced, share in zip(PACED_SCENARIOS, SHARE_SCENARIOS, strict=True):
         if ratios := cost.ratios(PROCESSES, "service", paced, share):
             rounds = " / ".join(f"{r:.2f}" for r in ratios)
@@ -384,6 +400,7 @@ def small_request_servers(service: Sequence[str], baseline: Sequence[str]) -> di
         "baseline": list(baseline),
         "bare": bare,
         BARE_POLLER: ["env", f"{EXPERIMENTS_VARIABLE}={POLLER_LISTENER}", *bare],
+        BARE_PAIR: ["env", f"{EXPERIMENTS_VARIABLE}={POLLER_LISTENER}", *bare, "--processes", "2"],
         PROCESSES: [*service, "--processes", "2"],
     }
 
@@ -400,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--service-args", default="", help="extra flags for the service")
     parser.add_argument(
         "--only",
-        choices=(*SERVERS, BARE_POLLER, PROCESSES),
+        choices=(*SERVERS, BARE_POLLER, BARE_PAIR, PROCESSES),
         action="append",
         help="measure only these servers",
     )

@@ -10,6 +10,7 @@ import pytest
 from bench.processes_breakdown import plan_runs
 from bench.small_client import Pace
 from bench.small_requests import (
+    BARE_PAIR,
     BARE_POLLER,
     H2LOAD_SCENARIOS,
     PACED_SCENARIOS,
@@ -149,3 +150,16 @@ def test_the_table_compares_the_service_with_a_bare_handler_on_its_own_listener(
     # Baseline, bare, bare on the poller listener; then service over each of them.
     assert f"| {one.name} | 90 | 100 | 80 | 60 | 0.90 | 1.12 | 1.50 | 5,000 |" in text
     assert f"- {one.name}, service ÷ {BARE_POLLER} round by round: 1.50" in text
+
+
+def test_two_bare_handlers_sharing_the_port_are_set_against_one() -> None:
+    cost = SmallRequestCost(callers=32, seconds=1.0)
+    grpc = H2LOAD_SCENARIOS[1]
+    assert grpc.transport == "grpc"
+    cost.rounds[(BARE_POLLER, grpc.name)] = [_figure(9000.0, 100.0), _figure(9000.0, 110.0)]
+    cost.rounds[(BARE_PAIR, grpc.name)] = [_figure(9500.0, 130.0), _figure(9500.0, 121.0)]
+    text = "\n".join(render_small_requests(cost))
+    assert (
+        f"- {grpc.name}: the yardstick, bare grpc.aio on the same listener, two processes "
+        "sharing the port ÷ one: 1.30x, median round (round by round: 1.30 / 1.10)" in text
+    )

@@ -283,3 +283,42 @@ async def test_transport_yardstick_reports_requests_times_their_records() -> Non
     assert stopped.exit_code == 0
     assert summary.records_acknowledged == 4 * SMALL.records_per_request
     assert stopped.reported_records == summary.records_acknowledged
+
+
+def _listening_sockets(port: int) -> int:
+    """Sockets listening on the loopback `port`, IPv4 or IPv6 (/proc/net/tcp*: state 0A)."""
+    found = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            found += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
+    return found
+
+
+def _children(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+def _running(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+async def test_transport_yardstick_serves_one_port_from_two_processes_and_stops_both() -> None:
+    argv = [
+        sys.executable, "-m", "bench.baseline_server", "--listen", "127.0.0.1:0",
+        "--transport-only", "--records-per-request", str(SMALL.records_per_request),
+        "--processes", "2",
+    ]  # fmt: skip
+    with ServerProcess("transport pair", argv, cwd=REPO, env=dict(os.environ)) as server:
+        await asyncio.to_thread(server.start)
+        children = _children(server.pid)
+        assert len(children) == 1
+        # SO_REUSEPORT: a listening socket of each process's on the one port.
+        assert _listening_sockets(server.grpc_port) == 2
+        plan = LoadPlan(f"127.0.0.1:{server.grpc_port}", callers=2, duration=None, requests=4)
+        summary = await run_load(plan, build_requests(SMALL))
+        stopped = await asyncio.to_thread(server.stop)
+    assert stopped.exit_code == 0
+    assert summary.records_acknowledged == 4 * SMALL.records_per_request
+    assert not _running(int(children[0]))  # stopped with it, not left behind
+    assert _listening_sockets(server.grpc_port) == 0
