@@ -37,6 +37,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -188,31 +189,42 @@ async def serve(
     print(json.dumps(counter.report(started, datetime.now(UTC))), flush=True)
 
 
+@dataclass
+class _Sibling:
+    process: asyncio.subprocess.Process
+    # Reads its stderr on, so it never blocks on a full pipe.
+    drain: asyncio.Task[None] | None = None
+
+
 async def _start_siblings(
     siblings: Sequence[str],
     listen: str,
     port: int,
     http_listen: str | None,
     http_port: int | None,
-) -> list[asyncio.subprocess.Process]:
+) -> list[_Sibling]:
     """Start each sibling on these ports (grpc sets SO_REUSEPORT on its listeners, the HTTP
-    site above too) and wait until it serves."""
+    site above too) and wait until it serves; if one does not, stop those started."""
     ports = ["--listen", f"{listen.rpartition(':')[0]}:{port}"]
     if http_listen is not None and http_port is not None:
         ports += ["--http-listen", f"{http_listen.rpartition(':')[0]}:{http_port}"]
-    started = []
-    for sibling in siblings:
-        process = await asyncio.create_subprocess_exec(
-            *shlex.split(sibling), *ports,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        started.append(process)
-        assert process.stderr is not None  # PIPE
-        while b'"serving"' not in (line := await process.stderr.readline()):
-            if not line:
-                raise RuntimeError(f"a sibling server did not start: {sibling}")
-        # Read on, so a sibling never blocks on a full pipe.
-        asyncio.get_running_loop().create_task(_drain(process.stderr))
+    started: list[_Sibling] = []
+    try:
+        for command in siblings:
+            process = await asyncio.create_subprocess_exec(
+                *shlex.split(command), *ports,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            sibling = _Sibling(process)
+            started.append(sibling)
+            assert process.stderr is not None  # PIPE
+            while b'"serving"' not in (line := await process.stderr.readline()):
+                if not line:
+                    raise RuntimeError(f"a sibling server did not start: {command}")
+            sibling.drain = asyncio.create_task(_drain(process.stderr))
+    except BaseException:
+        await asyncio.gather(*(_stop_sibling(sibling) for sibling in started))
+        raise
     return started
 
 
@@ -221,9 +233,12 @@ async def _drain(stream: asyncio.StreamReader) -> None:
         pass
 
 
-async def _stop_sibling(process: asyncio.subprocess.Process) -> None:
-    process.terminate()
-    await process.wait()
+async def _stop_sibling(sibling: _Sibling) -> None:
+    if sibling.process.returncode is None:
+        sibling.process.terminate()
+    await sibling.process.wait()
+    if sibling.drain is not None:
+        await sibling.drain
 
 
 def _http_app(counter: BaselineCounter, transport_records: int | None) -> web.Application:

@@ -122,13 +122,15 @@ class Journal(Protocol):
     def close(self) -> None: ...
 
 
-# Rows in one INSERT: five parameters each, well within SQLite's 32,766.
+# Rows in one INSERT, of _COLUMNS parameters each: well within SQLite's 32,766.
 _ROWS_PER_STATEMENT = 1000
+_COLUMNS = 5
 
 
 @functools.lru_cache(maxsize=64)
 def _insert(rows: int) -> str:
-    return "INSERT OR REPLACE INTO journal VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    row = "(" + ", ".join("?" * _COLUMNS) + ")"
+    return "INSERT OR REPLACE INTO journal VALUES " + ", ".join([row] * rows)
 
 
 def _row(entry: JournalEntry) -> tuple[int, str, float, float, bytes]:
@@ -173,7 +175,7 @@ class SqliteJournal:
         try:
             for first in range(0, len(entries), _ROWS_PER_STATEMENT):
                 rows = min(_ROWS_PER_STATEMENT, len(entries) - first)
-                db.execute(_insert(rows), params[first * 5 : (first + rows) * 5])
+                db.execute(_insert(rows), params[first * _COLUMNS : (first + rows) * _COLUMNS])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
