@@ -3,8 +3,9 @@ SQLite file before its Export is answered, and replayed into the open windows at
 
 Each request gets a sequence number when the aggregator counts it (on the loop, so the numbers
 follow the counting order). A checkpoint records the last number counted when it snapshots
-the open windows, and deletes the journal entries up to it in the same transaction: at start,
-the checkpoint plus the entries after it are exactly what was counted, each once.
+the open windows, in the same transaction: at start, the checkpoint plus the entries after its
+number are exactly what was counted, each once. The entries up to it are dead from then on; the
+store deletes them after its commit, a few hundred requests' at a time (store/sqlite.py).
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ class SqliteJournal:
         return False
 
     def compact(self) -> int:
-        """Nothing to fold: every checkpoint deletes the entries it holds."""
+        """Nothing to fold: the store deletes the entries its checkpoints hold."""
         return 0
 
     def probe(self) -> None:

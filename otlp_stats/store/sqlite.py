@@ -69,6 +69,12 @@ def _columns(db: sqlite3.Connection, table: str) -> list[str]:
 _WITH_PATTERNS = ("entries", "open_entries")
 # A checkpoint's rows of a window, deleted once the window is saved closed.
 _OPEN_TABLES = ("open_windows", "open_entries")
+# Journal entries a checkpoint holds, deleted this many requests' at a time after it.
+DEAD_ENTRIES_AT_ONCE = 256
+_DELETE_DEAD = (
+    "DELETE FROM journal WHERE seq <= (SELECT covered FROM journal_mark WHERE id = 0) "
+    "AND seq < (SELECT min(seq) FROM journal) + ?"
+)
 
 
 def _migrate(db: sqlite3.Connection, first_key: str) -> None:
@@ -241,20 +247,23 @@ class SqliteStore:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            # With a checkpoint that trims the journal, the closed windows' entries go with the
-            # trim (they were counted before the snapshot): deleted per window they cost a scan
-            # of the whole journal, which has no index by window.
-            trims = open_windows is not None and journal_seq is not None
-            self._save_closed(closed, with_journal=not trims)
+            # With a checkpoint that marks the journal, the closed windows' entries are at or
+            # below the mark (counted before the snapshot): dead, and deleted with the others
+            # after this transaction. Deleted per window they cost a scan of the whole journal,
+            # which has no index by window.
+            marks = open_windows is not None and journal_seq is not None
+            self._save_closed(closed, with_journal=not marks)
             if open_windows is not None:
                 self._checkpoint(open_windows)
                 if journal_seq is not None:
-                    self._trim_journal(journal_seq)
+                    self._mark_journal(journal_seq)
             self._expire(now)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        if marks:
+            self._delete_dead_journal()
         self._bytes = self._measure()
 
     def _key(self, snapshot: WindowSnapshot) -> str:
@@ -470,12 +479,19 @@ class SqliteStore:
                 ],
             )
 
-    def _trim_journal(self, covered: int) -> None:
-        """The checkpoint holds every request counted up to `covered`: their journal entries
-        go, and a restart replays only those after it (store/journal.py)."""
-        db = self._db
-        db.execute("DELETE FROM journal WHERE seq <= ?", (covered,))
-        db.execute("INSERT OR REPLACE INTO journal_mark VALUES (0, ?)", (covered,))
+    def _mark_journal(self, covered: int) -> None:
+        """The checkpoint holds every request counted up to `covered`: a restart replays only
+        the journal entries after it (store/journal.py); the others are deleted after the
+        checkpoint's transaction (_delete_dead_journal)."""
+        self._db.execute("INSERT OR REPLACE INTO journal_mark VALUES (0, ?)", (covered,))
+
+    def _delete_dead_journal(self) -> None:
+        """The journal entries at or below the mark, a transaction per DEAD_ENTRIES_AT_ONCE
+        requests: the group commits wait behind the store's transactions, and deleting two
+        seconds of journal in the checkpoint's (a 12 KB row per 1,000-record request) held
+        them for 8-27 ms, and its commit, writing the freed pages, for 14-58 ms more."""
+        while self._db.execute(_DELETE_DEAD, (DEAD_ENTRIES_AT_ONCE,)).rowcount > 0:
+            pass
 
     def _expire(self, now: float) -> None:
         for resolution in (BASE, *self._rollups):

@@ -18,6 +18,7 @@ from otlp_stats.counting.sketches import DistinctCounter
 from otlp_stats.errors import NotDurable
 from otlp_stats.health import Health, HealthState
 from otlp_stats.store import journal as journal_module
+from otlp_stats.store import sqlite as sqlite_module
 from otlp_stats.store.journal import (
     Committer,
     JournalEntry,
@@ -88,18 +89,28 @@ def test_a_checkpoint_replaces_the_entries_it_holds_and_a_closed_window_takes_it
     store.close()
 
 
-def test_a_checkpoint_takes_the_closed_windows_entries_with_its_trim(tmp_path: Path) -> None:
+def _rows(path: Path) -> list[int]:
+    return [seq for (seq,) in sqlite3.connect(path).execute("SELECT seq FROM journal ORDER BY seq")]
+
+
+def test_a_checkpoint_marks_its_entries_dead_and_deletes_them_after_its_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "DEAD_ENTRIES_AT_ONCE", 2)
     path = tmp_path / "state.db"
     store = _store(path)
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
     journal = SqliteJournal(path, "normal")
-    journal.append([_entry(1, 0.0, 1), _entry(2, 10.0, 2), _entry(3, 0.0, 3)])
+    journal.append([_entry(1, 0.0, 1), _entry(2, 10.0, 2), _entry(3, 0.0, 3), _entry(4, 10.0, 1)])
     # Window 0 closes; the checkpoint with it holds requests up to 3, of both windows.
     store.commit([WindowSnapshot(0.0, WINDOW, ())], [WindowSnapshot(10.0, 20.0, ())], 20.0, 3)
-    journal.append([_entry(4, 10.0, 4)])
     entries, last = journal.load()
     assert [entry.seq for entry in entries] == [4] and last == 4
-    rows = sqlite3.connect(path).execute("SELECT seq FROM journal ORDER BY seq").fetchall()
-    assert rows == [(4,)]  # gone from the file, not only skipped at load
+    assert _rows(path) == [4]  # what the checkpoint holds is gone from the file
+    # After its COMMIT, two requests' entries a statement, each its own transaction.
+    after = statements[statements.index("COMMIT") + 1 :]
+    assert sum(statement.startswith("DELETE FROM journal") for statement in after) == 3
     journal.close()
     store.close()
 
