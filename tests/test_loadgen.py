@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
+from bench.proc_stats import _descendants
 from bench.server_process import ServerProcess
 from otlp_stats.loadgen import (
     GroundTruth,
@@ -295,10 +296,6 @@ def _listening_sockets(port: int) -> int:
     return found
 
 
-def _children(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-
-
 def _running(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
@@ -311,7 +308,7 @@ async def test_transport_yardstick_serves_one_port_from_two_processes_and_stops_
     ]  # fmt: skip
     with ServerProcess("transport pair", argv, cwd=REPO, env=dict(os.environ)) as server:
         await asyncio.to_thread(server.start)
-        children = _children(server.pid)
+        children = _descendants(server.pid)
         assert len(children) == 1
         # SO_REUSEPORT: a listening socket of each process's on the one port.
         assert _listening_sockets(server.grpc_port) == 2
@@ -320,5 +317,5 @@ async def test_transport_yardstick_serves_one_port_from_two_processes_and_stops_
         stopped = await asyncio.to_thread(server.stop)
     assert stopped.exit_code == 0
     assert summary.records_acknowledged == 4 * SMALL.records_per_request
-    assert not _running(int(children[0]))  # stopped with it, not left behind
+    assert not _running(children[0])  # stopped with it, not left behind
     assert _listening_sockets(server.grpc_port) == 0
